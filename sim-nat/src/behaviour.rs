@@ -1,0 +1,306 @@
+//! The axes of NAT behaviour (RFC 4787 §4–§6) and the classic RFC 3489 names over them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How the NAT picks the external address:port for an internal endpoint (RFC 4787 §4.1).
+///
+/// This is what decides whether a STUN-discovered address is any use towards a *different* peer:
+/// only with endpoint-independent mapping is it the address that peer will see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mapping {
+    /// One mapping per internal endpoint, whatever the destination.
+    EndpointIndependent,
+    /// A new mapping per destination address.
+    AddressDependent,
+    /// A new mapping per destination address and port ("symmetric").
+    AddressAndPortDependent,
+}
+
+/// Which inbound packets an existing mapping admits (RFC 4787 §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    /// Anyone who knows the external address:port gets in ("full cone").
+    EndpointIndependent,
+    /// Only addresses the internal endpoint has sent to.
+    AddressDependent,
+    /// Only address:port pairs the internal endpoint has sent to (plain Linux conntrack).
+    AddressAndPortDependent,
+}
+
+/// How the external port of a new mapping is chosen (RFC 4787 §4.2.2, REQ-3, REQ-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortAllocation {
+    /// Keep the internal source port when it is free (Linux `snat`/`masquerade` default); on a
+    /// clash the kernel picks another one, which is exactly the field's "port clash" failure.
+    Preserve,
+    /// A fresh random port per mapping (`fully-random`).
+    Random,
+    /// A deterministic hash of the fields the mapping depends on, so ports are stable run to run
+    /// (snapshots) without being preserved.
+    Hash,
+}
+
+/// Which traffic keeps a binding alive (RFC 4787 §4.3, REQ-6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refresh {
+    /// Packets in either direction refresh it (what Linux conntrack does on its own).
+    Both,
+    /// Only outbound packets refresh it, as on many consumer routers: an SBC's pings towards the
+    /// phone then do *not* keep the phone reachable, only the phone's own keep-alives do.
+    OutboundOnly,
+}
+
+/// What the router does to SIP passing through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SipAlg {
+    /// SIP passes untouched.
+    Off,
+    /// The kernel's own `sip` conntrack helper rewrites Via/Contact/SDP and holds the SIP flow
+    /// open for `sip_timeout` (3600 s here) whatever the UDP timeout says.
+    Kernel,
+}
+
+/// One router's NAT behaviour: a point in the RFC 4787 space plus the options that matter to SIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NatBehaviour {
+    pub mapping: Mapping,
+    pub filtering: Filtering,
+    #[serde(default = "default_ports")]
+    pub ports: PortAllocation,
+    /// Lifetime of an idle UDP binding, in whole seconds: conntrack counts seconds, so finer values
+    /// would promise a precision the kernel does not have.
+    #[serde(default = "default_timeout")]
+    pub udp_timeout_secs: u32,
+    #[serde(default = "default_refresh")]
+    pub refresh: Refresh,
+    /// Whether internal hosts reach each other through the external address (RFC 4787 REQ-9).
+    #[serde(default)]
+    pub hairpinning: bool,
+    #[serde(default = "default_alg")]
+    pub sip_alg: SipAlg,
+    /// Ports handed out by `Random` and `Hash` allocation, inclusive.
+    #[serde(default = "default_port_range")]
+    pub port_range: (u16, u16),
+}
+
+fn default_ports() -> PortAllocation {
+    PortAllocation::Preserve
+}
+fn default_timeout() -> u32 {
+    30
+}
+fn default_refresh() -> Refresh {
+    Refresh::Both
+}
+fn default_alg() -> SipAlg {
+    SipAlg::Off
+}
+fn default_port_range() -> (u16, u16) {
+    (30000, 49999)
+}
+
+impl NatBehaviour {
+    /// A behaviour with the given mapping and filtering and the defaults of a Linux home router.
+    pub fn new(mapping: Mapping, filtering: Filtering) -> Self {
+        let ports = match mapping {
+            Mapping::EndpointIndependent => PortAllocation::Preserve,
+            Mapping::AddressDependent => PortAllocation::Hash,
+            Mapping::AddressAndPortDependent => PortAllocation::Random,
+        };
+        Self {
+            mapping,
+            filtering,
+            ports,
+            udp_timeout_secs: default_timeout(),
+            refresh: default_refresh(),
+            hairpinning: false,
+            sip_alg: default_alg(),
+            port_range: default_port_range(),
+        }
+    }
+
+    pub fn with_ports(mut self, ports: PortAllocation) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    pub fn with_udp_timeout(mut self, secs: u32) -> Self {
+        self.udp_timeout_secs = secs;
+        self
+    }
+
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    pub fn with_hairpinning(mut self, on: bool) -> Self {
+        self.hairpinning = on;
+        self
+    }
+
+    pub fn with_sip_alg(mut self, alg: SipAlg) -> Self {
+        self.sip_alg = alg;
+        self
+    }
+
+    /// Refuses combinations that cannot be built or would not be what they claim.
+    pub fn validate(&self) -> Result<(), Error> {
+        use Mapping::*;
+        use PortAllocation::*;
+        let why = match (self.mapping, self.ports) {
+            (EndpointIndependent, Random) => Some(
+                "endpoint-independent mapping needs the same port for every destination; \
+                 `random` picks a new one per flow (use `preserve` or `hash`)",
+            ),
+            (AddressDependent, Preserve) => Some(
+                "address-dependent mapping with `preserve` would reuse the internal port for every \
+                 destination, which is endpoint-independent (use `hash`)",
+            ),
+            (AddressDependent, Random) => Some(
+                "address-dependent mapping must reuse the mapping for a second port of the same \
+                 address; `random` cannot (use `hash`)",
+            ),
+            (AddressAndPortDependent, Preserve) => Some(
+                "address-and-port-dependent mapping with `preserve` keeps the port for every \
+                 destination, which Linux makes endpoint-independent (use `random` or `hash`)",
+            ),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(Error::Invalid(why.into()));
+        }
+        if self.udp_timeout_secs == 0 {
+            return Err(Error::Invalid(
+                "udp-timeout-secs must be at least 1: conntrack counts whole seconds".into(),
+            ));
+        }
+        let (lo, hi) = self.port_range;
+        if lo == 0 || lo > hi {
+            return Err(Error::Invalid(format!(
+                "port-range {lo}-{hi} is empty or starts at 0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The RFC 3489 name a classic classifier gives this behaviour, if it has one.
+    pub fn classic_type(&self) -> Option<NatType> {
+        match (self.mapping, self.filtering) {
+            (Mapping::EndpointIndependent, Filtering::EndpointIndependent) => {
+                Some(NatType::FullCone)
+            }
+            (Mapping::EndpointIndependent, Filtering::AddressDependent) => {
+                Some(NatType::RestrictedCone)
+            }
+            (Mapping::EndpointIndependent, Filtering::AddressAndPortDependent) => {
+                Some(NatType::PortRestrictedCone)
+            }
+            (_, _) => Some(NatType::Symmetric),
+        }
+    }
+}
+
+/// The four RFC 3489 NAT types, as shorthands over [`NatBehaviour`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatType {
+    FullCone,
+    RestrictedCone,
+    PortRestrictedCone,
+    Symmetric,
+}
+
+impl NatType {
+    pub const ALL: [NatType; 4] = [
+        NatType::FullCone,
+        NatType::RestrictedCone,
+        NatType::PortRestrictedCone,
+        NatType::Symmetric,
+    ];
+
+    /// The behaviour this name stands for, with a Linux home router's other defaults.
+    pub fn behaviour(self) -> NatBehaviour {
+        use Filtering as F;
+        use Mapping as M;
+        match self {
+            NatType::FullCone => NatBehaviour::new(M::EndpointIndependent, F::EndpointIndependent),
+            NatType::RestrictedCone => {
+                NatBehaviour::new(M::EndpointIndependent, F::AddressDependent)
+            }
+            NatType::PortRestrictedCone => {
+                NatBehaviour::new(M::EndpointIndependent, F::AddressAndPortDependent)
+            }
+            NatType::Symmetric => {
+                NatBehaviour::new(M::AddressAndPortDependent, F::AddressAndPortDependent)
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatType::FullCone => "full-cone",
+            NatType::RestrictedCone => "restricted-cone",
+            NatType::PortRestrictedCone => "port-restricted-cone",
+            NatType::Symmetric => "symmetric",
+        }
+    }
+}
+
+impl fmt::Display for NatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NatType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        NatType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::UnknownType {
+                given: s.into(),
+                valid: "full-cone, restricted-cone, port-restricted-cone, symmetric",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_names_round_trip_through_their_behaviour() {
+        for t in NatType::ALL {
+            assert_eq!(t.behaviour().classic_type(), Some(t));
+            assert_eq!(t.as_str().parse::<NatType>().unwrap(), t);
+            t.behaviour().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn contradictory_port_allocation_is_refused_with_a_reason() {
+        let b = NatBehaviour::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent)
+            .with_ports(PortAllocation::Random);
+        let e = b.validate().unwrap_err().to_string();
+        assert!(e.contains("endpoint-independent mapping"), "{e}");
+    }
+
+    #[test]
+    fn unknown_type_names_the_valid_ones() {
+        let e = "cone".parse::<NatType>().unwrap_err().to_string();
+        assert!(e.contains("port-restricted-cone"), "{e}");
+    }
+}

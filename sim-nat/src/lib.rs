@@ -1,0 +1,16 @@
+//! NAT behaviour as data, in the vocabulary of RFC 4787, and its rendering to nftables.
+//!
+//! Customers' routers differ along a handful of independent axes (how a mapping is chosen, which
+//! inbound packets it admits, how ports are picked, how long a binding lives and which direction
+//! keeps it alive). [`NatBehaviour`] names those axes; the RFC 3489 names ([`NatType`]) are
+//! shorthands for four points of that space. [`render`] turns a behaviour into the nftables
+//! ruleset and conntrack settings that make a Linux router namespace *observably* behave that way
+//! (recipes measured on this kernel: `shared/kernel-facts.md`).
+
+mod behaviour;
+mod error;
+mod nft;
+
+pub use behaviour::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Refresh, SipAlg};
+pub use error::Error;
+pub use nft::{render, RouterPorts, Ruleset, TABLE};

@@ -1,0 +1,505 @@
+//! Renders a [`NatBehaviour`] into the nftables ruleset and conntrack settings of a router.
+//!
+//! Linux conntrack by itself is an endpoint-independent-mapping, address-and-port-dependent
+//! filtering NAT that refreshes in both directions. Every other point of the RFC 4787 space is
+//! built from the recipes measured in `shared/kernel-facts.md`:
+//! - mapping comes from the source-NAT statement (`snat` keeps ports, `fully-random` or a `jhash`
+//!   over the fields the mapping depends on changes them);
+//! - looser filtering comes from a dynamic map `fc` (external port → internal endpoint) learnt
+//!   *after* source NAT and used to DNAT new inbound flows, guarded for address-dependent filtering
+//!   by a dynamic set of (external port, remote address) the inside has sent to;
+//! - outbound-only refresh comes from a dynamic set refreshed on the outbound path only that guards
+//!   inbound packets;
+//! - the binding timeout is the per-namespace conntrack UDP timeouts plus the same timeout on every
+//!   dynamic set, so the kernel's binding and ours die together.
+//!
+//! nft 1.0.6 (Debian 12) cannot express two things in JSON: a map whose data is a concatenation
+//! (it silently creates a *set* and later segfaults) and the `update @map { key : value }`
+//! statement ("stmt ops map have no json callback"). Those travel as nft text: the table and the
+//! `fc` map in [`Ruleset::prelude`], the two learning rules in [`Ruleset::epilogue`]; everything
+//! else is the typed JSON of the `nftables` crate. Apply prelude, JSON, epilogue, in that order.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use nftables::expr::{self, Expression, NamedExpression};
+use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetType, SetTypeValue};
+use nftables::stmt::{self, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::{Error, Filtering, Mapping, NatBehaviour, PortAllocation, Refresh, SipAlg};
+
+/// Name of the table every NAT rule lives in, so one `delete table` undoes the whole NAT.
+pub const TABLE: &str = "snh_nat";
+
+/// The router's interfaces and addresses the ruleset refers to.
+#[derive(Debug, Clone)]
+pub struct RouterPorts {
+    /// Interface towards the outside (the public segment or the carrier's network).
+    pub wan: String,
+    /// Interface towards the inside (the LAN bridge).
+    pub lan: String,
+    /// The router's external address, which mappings use.
+    pub public: Ipv4Addr,
+}
+
+/// What a router namespace needs to behave as a [`NatBehaviour`].
+#[derive(Debug, Clone)]
+pub struct Ruleset {
+    /// nft text, first: replaces any older version of [`TABLE`] and creates the `fc` map.
+    pub prelude: String,
+    /// Typed ruleset for `nft -j -f -`, second.
+    pub json: Nftables<'static>,
+    /// nft text, last: the rules that learn bindings into `fc`.
+    pub epilogue: String,
+    /// `/proc/sys` paths (relative to `/proc/sys/`) and values to write in the router namespace.
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl Ruleset {
+    /// The JSON document as `nft -j -f -` reads it.
+    pub fn json_string(&self) -> String {
+        serde_json::to_string(&self.json).expect("nftables schema always serializes")
+    }
+}
+
+/// Builds the ruleset and conntrack settings that make a router behave as `nat`.
+pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error> {
+    nat.validate()?;
+    let t = nat.udp_timeout_secs;
+    let mut b = Builder::default();
+
+    // Delete-then-create: `add table` is idempotent, `delete` then empties any older version, so
+    // a behaviour can be changed mid-scenario by rendering again.
+    let prelude = format!(
+        "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip {TABLE}\n\
+         add map ip {TABLE} fc {{ type inet_service : ipv4_addr . inet_service; flags timeout; \
+         timeout {t}s; }}\n"
+    );
+    let address_dependent = nat.filtering == Filtering::AddressDependent;
+    let outbound_only = nat.refresh == Refresh::OutboundOnly;
+    if address_dependent {
+        b.set("peers", &[SetType::InetService, SetType::Ipv4Addr], t);
+    }
+    if outbound_only {
+        b.set(
+            "out",
+            &[SetType::InetService, SetType::Ipv4Addr, SetType::InetService],
+            t,
+        );
+        b.set("bound", &[SetType::InetService], t);
+    }
+    if nat.sip_alg == SipAlg::Kernel {
+        b.cmd(NfCmd::Add(NfListObject::CTHelper(schema::CTHelper {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            name: "sip5060".into(),
+            handle: None,
+            _type: "sip".into(),
+            protocol: Some("udp".into()),
+            l3proto: Some("ip".into()),
+        })));
+    }
+
+    b.chain("pre_filter", NfChainType::Filter, NfHook::Prerouting, -150);
+    b.chain("pre_nat", NfChainType::NAT, NfHook::Prerouting, -100);
+    b.chain("post_nat", NfChainType::NAT, NfHook::Postrouting, 100);
+    b.chain("post_learn", NfChainType::Filter, NfHook::Postrouting, 200);
+
+    let wan_in = || eq(meta(expr::MetaKey::Iifname), s(&ports.wan));
+    let wan_out = || eq(meta(expr::MetaKey::Oifname), s(&ports.wan));
+    let lan_in = || eq(meta(expr::MetaKey::Iifname), s(&ports.lan));
+    let lan_out = || eq(meta(expr::MetaKey::Oifname), s(&ports.lan));
+    let udp = || eq(meta(expr::MetaKey::L4proto), s("udp"));
+
+    // --- pre_filter: what may enter at all ----------------------------------------------------
+    if nat.sip_alg == SipAlg::Kernel {
+        b.rule(
+            "pre_filter",
+            vec![
+                eq(payload("udp", "dport"), Expression::Number(5060)),
+                Statement::CTHelper("sip5060".into()),
+            ],
+        );
+    }
+    if outbound_only {
+        // Replies are admitted only while the outbound path has refreshed their flow.
+        b.rule(
+            "pre_filter",
+            vec![
+                wan_in(),
+                udp(),
+                eq(ct("direction", None), s("reply")),
+                neq(
+                    concat(vec![
+                        payload("udp", "dport"),
+                        payload("ip", "saddr"),
+                        payload("udp", "sport"),
+                    ]),
+                    s("@out"),
+                ),
+                drop(),
+            ],
+        );
+        // Inbound-opened flows (full/restricted cone) likewise need an outbound-refreshed binding.
+        b.rule(
+            "pre_filter",
+            vec![
+                wan_in(),
+                udp(),
+                eq(ct("direction", None), s("original")),
+                neq(payload("udp", "dport"), s("@bound")),
+                drop(),
+            ],
+        );
+    }
+
+    // --- pre_nat: inbound flows a looser filter admits, and hairpinning -----------------------
+    let dnat_via_fc = || {
+        Statement::DNAT(Some(stmt::NAT {
+            addr: Some(Expression::Named(NamedExpression::Map(Box::new(expr::Map {
+                key: payload("udp", "dport"),
+                data: s("@fc"),
+            })))),
+            family: Some(stmt::NATFamily::IP),
+            port: None,
+            flags: None,
+        }))
+    };
+    match nat.filtering {
+        Filtering::EndpointIndependent => b.rule("pre_nat", vec![wan_in(), udp(), dnat_via_fc()]),
+        Filtering::AddressDependent => b.rule(
+            "pre_nat",
+            vec![
+                wan_in(),
+                udp(),
+                eq(
+                    concat(vec![payload("udp", "dport"), payload("ip", "saddr")]),
+                    s("@peers"),
+                ),
+                dnat_via_fc(),
+            ],
+        ),
+        Filtering::AddressAndPortDependent => {}
+    }
+    if nat.hairpinning {
+        b.rule(
+            "pre_nat",
+            vec![
+                lan_in(),
+                udp(),
+                eq(payload("ip", "daddr"), s(&ports.public.to_string())),
+                dnat_via_fc(),
+            ],
+        );
+    }
+
+    // --- post_nat: the mapping itself ----------------------------------------------------------
+    let source_nat = snat_statement(nat, ports.public);
+    if nat.hairpinning {
+        // REQ-9: a hairpinned packet carries the sender's *external* address, so the receiver
+        // sees what a peer on the internet would see.
+        b.rule(
+            "post_nat",
+            vec![
+                lan_in(),
+                lan_out(),
+                udp(),
+                Statement::Match(stmt::Match {
+                    left: ct("status", None),
+                    right: s("dnat"),
+                    op: Operator::IN,
+                }),
+                source_nat.clone(),
+            ],
+        );
+    }
+    b.rule("post_nat", vec![wan_out(), udp(), source_nat]);
+    // TCP and ICMP get a plain port-preserving mapping: SIP over TCP and ping still work.
+    b.rule(
+        "post_nat",
+        vec![
+            wan_out(),
+            Statement::SNAT(Some(stmt::NAT {
+                addr: Some(s(&ports.public.to_string())),
+                family: Some(stmt::NATFamily::IP),
+                port: None,
+                flags: None,
+            })),
+        ],
+    );
+
+    // --- post_learn: bindings, learnt from what actually left ---------------------------------
+    if address_dependent {
+        b.rule(
+            "post_learn",
+            vec![
+                wan_out(),
+                udp(),
+                set_update(
+                    "@peers",
+                    concat(vec![payload("udp", "sport"), payload("ip", "daddr")]),
+                ),
+            ],
+        );
+    }
+    if outbound_only {
+        b.rule(
+            "post_learn",
+            vec![
+                wan_out(),
+                udp(),
+                set_update(
+                    "@out",
+                    concat(vec![
+                        payload("udp", "sport"),
+                        payload("ip", "daddr"),
+                        payload("udp", "dport"),
+                    ]),
+                ),
+            ],
+        );
+        b.rule(
+            "post_learn",
+            vec![wan_out(), udp(), set_update("@bound", payload("udp", "sport"))],
+        );
+    }
+    // After source NAT `udp sport` is the external port. For a flow the inside opened the
+    // internal endpoint is the original source; for one the outside opened (DNAT), it is the
+    // reply source.
+    let wan = &ports.wan;
+    let epilogue = format!(
+        "add rule ip {TABLE} post_learn oifname \"{wan}\" meta l4proto udp ct direction original \
+         update @fc {{ udp sport : ct original ip saddr . ct original proto-src }}\n\
+         add rule ip {TABLE} post_learn oifname \"{wan}\" meta l4proto udp ct direction reply \
+         update @fc {{ udp sport : ct reply ip saddr . ct reply proto-src }}\n"
+    );
+
+    let secs = t.to_string();
+    let sysctls = vec![
+        ("net/ipv4/ip_forward".into(), "1".into()),
+        ("net/netfilter/nf_conntrack_udp_timeout".into(), secs.clone()),
+        ("net/netfilter/nf_conntrack_udp_timeout_stream".into(), secs),
+    ];
+    Ok(Ruleset {
+        prelude,
+        json: Nftables {
+            objects: Cow::Owned(b.objects),
+        },
+        epilogue,
+        sysctls,
+    })
+}
+
+/// The source-NAT statement that gives the configured mapping and port allocation.
+fn snat_statement(nat: &NatBehaviour, public: Ipv4Addr) -> Statement<'static> {
+    let (lo, hi) = nat.port_range;
+    let hashed = |fields: Vec<Expression<'static>>| {
+        Expression::Named(NamedExpression::JHash(expr::JHash {
+            hash_mod: u32::from(hi - lo) + 1,
+            offset: Some(u32::from(lo)),
+            expr: Box::new(concat(fields)),
+            seed: Some(0x5e1d),
+        }))
+    };
+    let (port, flags) = match (nat.mapping, nat.ports) {
+        (_, PortAllocation::Preserve) => (None, None),
+        (_, PortAllocation::Random) => (
+            Some(Expression::Range(Box::new(expr::Range {
+                range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
+            }))),
+            Some(HashSet::from([stmt::NATFlag::FullyRandom])),
+        ),
+        (Mapping::EndpointIndependent, PortAllocation::Hash) => (
+            Some(hashed(vec![payload("ip", "saddr"), payload("udp", "sport")])),
+            None,
+        ),
+        (Mapping::AddressDependent, PortAllocation::Hash) => (
+            Some(hashed(vec![
+                payload("ip", "saddr"),
+                payload("udp", "sport"),
+                payload("ip", "daddr"),
+            ])),
+            None,
+        ),
+        (Mapping::AddressAndPortDependent, PortAllocation::Hash) => (
+            Some(hashed(vec![
+                payload("ip", "saddr"),
+                payload("udp", "sport"),
+                payload("ip", "daddr"),
+                payload("udp", "dport"),
+            ])),
+            None,
+        ),
+    };
+    Statement::SNAT(Some(stmt::NAT {
+        addr: Some(s(&public.to_string())),
+        family: Some(stmt::NATFamily::IP),
+        port,
+        flags,
+    }))
+}
+
+#[derive(Default)]
+struct Builder {
+    objects: Vec<NfObject<'static>>,
+}
+
+impl Builder {
+    fn cmd(&mut self, c: NfCmd<'static>) {
+        self.objects.push(NfObject::CmdObject(c));
+    }
+
+    fn chain(&mut self, name: &str, kind: NfChainType, hook: NfHook, prio: i32) {
+        self.cmd(NfCmd::Add(NfListObject::Chain(schema::Chain {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            newname: None,
+            handle: None,
+            _type: Some(kind),
+            hook: Some(hook),
+            prio: Some(prio),
+            dev: None,
+            policy: Some(NfChainPolicy::Accept),
+        })));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
+        self.cmd(NfCmd::Add(NfListObject::Rule(schema::Rule {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            chain: chain.to_string().into(),
+            expr: Cow::Owned(expr),
+            handle: None,
+            index: None,
+            comment: None,
+        })));
+    }
+
+    fn set(&mut self, name: &str, key: &[SetType], timeout: u32) {
+        self.cmd(NfCmd::Add(NfListObject::Set(Box::new(schema::Set {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            handle: None,
+            set_type: set_type(key),
+            policy: None,
+            flags: Some(HashSet::from([schema::SetFlag::Timeout])),
+            elem: None,
+            timeout: Some(timeout),
+            gc_interval: None,
+            size: None,
+            comment: None,
+        }))));
+    }
+
+}
+
+
+fn set_type(types: &[SetType]) -> SetTypeValue<'static> {
+    match types {
+        [one] => SetTypeValue::Single(*one),
+        many => SetTypeValue::Concatenated(Cow::Owned(many.to_vec())),
+    }
+}
+
+fn s(v: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+fn meta(key: expr::MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(expr::Meta { key }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(expr::Payload::PayloadField(
+        expr::PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn ct(key: &'static str, dir: Option<expr::CTDir>) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(expr::CT {
+        key: key.into(),
+        family: None,
+        dir,
+    }))
+}
+
+fn concat(parts: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(parts))
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(stmt::Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn neq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(stmt::Match {
+        left,
+        right,
+        op: Operator::NEQ,
+    })
+}
+
+fn drop() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+fn set_update(set: &'static str, elem: Expression<'static>) -> Statement<'static> {
+    Statement::Set(stmt::Set {
+        op: stmt::SetOp::Update,
+        elem,
+        set: set.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NatType;
+
+    fn ports() -> RouterPorts {
+        RouterPorts {
+            wan: "wan".into(),
+            lan: "lan".into(),
+            public: Ipv4Addr::new(203, 0, 113, 1),
+        }
+    }
+
+    #[test]
+    fn every_classic_type_renders() {
+        for t in NatType::ALL {
+            let r = render(&t.behaviour(), &ports()).unwrap();
+            let json = r.json_string();
+            assert!(json.contains("snh_nat"), "{json}");
+            assert!(r.epilogue.contains("update @fc"));
+            assert!(r.prelude.contains("add map"));
+        }
+    }
+
+    #[test]
+    fn symmetric_uses_fully_random_ports() {
+        let r = render(&NatType::Symmetric.behaviour(), &ports()).unwrap();
+        assert!(r.json_string().contains("fully-random"));
+    }
+
+    #[test]
+    fn timeout_reaches_conntrack_and_sets() {
+        let b = NatType::FullCone.behaviour().with_udp_timeout(7);
+        let r = render(&b, &ports()).unwrap();
+        assert!(r
+            .sysctls
+            .iter()
+            .any(|(k, v)| k.ends_with("udp_timeout_stream") && v == "7"));
+        assert!(r.json_string().contains("\"timeout\":7"));
+    }
+}
