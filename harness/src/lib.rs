@@ -1,1 +1,20 @@
-pub fn x(){}
+//! A network simulation and integration harness for SIP VoIP behind NAT.
+//!
+//! Topologies of Linux network namespaces joined by nftables NATs of every RFC 4787 behaviour
+//! ([`topology`]), components and external programs running inside their hosts ([`Node`],
+//! [`Process`]), and the cleanup that keeps a machine free of leftovers ([`registry`],
+//! [`reaper`]).
+
+pub mod error;
+pub mod names;
+mod netlink;
+pub mod netns;
+pub mod preflight;
+pub mod process;
+pub mod reaper;
+pub mod registry;
+pub mod topology;
+
+pub use error::{Error, Result};
+pub use process::Process;
+pub use topology::{shapes, Node, Role, Topology, TopologyBuilder, TopologySpec, INTERNET};

@@ -258,6 +258,12 @@ impl NatType {
     }
 }
 
+impl From<NatType> for NatBehaviour {
+    fn from(t: NatType) -> Self {
+        t.behaviour()
+    }
+}
+
 impl fmt::Display for NatType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

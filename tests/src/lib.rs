@@ -1,1 +1,50 @@
+//! Helpers shared by the integration tests.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+/// Whether kernel tests can run here; says so loudly when they cannot, and fails under CI.
+///
+/// Returns `false` (the caller returns early) only outside CI: a developer without root still gets
+/// a green unit-test run, but never silently. Under `CI=true` a kernel test that cannot run is a
+/// failure, because a CI that skips them proves nothing.
+pub fn kernel_available() -> bool {
+    match harness::preflight::check() {
+        Ok(()) => true,
+        Err(e) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            if ci {
+                panic!("kernel test cannot run under CI: {e}");
+            }
+            eprintln!("\n!!! SKIPPING KERNEL TEST: {e}\n");
+            false
+        }
+    }
+}
+
+/// Fails the calling test (under CI) or returns from it (elsewhere) when the kernel is unusable.
+#[macro_export]
+macro_rules! require_kernel {
+    () => {
+        if !$crate::kernel_available() {
+            return Ok(());
+        }
+    };
+}
+
+/// Waits up to `wait` for one datagram; `None` if nothing came.
+pub async fn recv_within(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 2048];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => {
+            buf.truncate(n);
+            Some((buf, from))
+        }
+        _ => None,
+    }
+}
+
+/// How long a test waits for a datagram that should arrive (or shows it did not).
+pub const DELIVERY: Duration = Duration::from_millis(300);

@@ -1,0 +1,158 @@
+//! The rtnetlink requests a topology needs, each on a connection opened inside one namespace.
+//!
+//! Each wrapper names the `ip` command it equals. Nothing here ever runs in the root namespace:
+//! a [`Netlink`] is opened by the namespace's worker thread, so every request it sends applies to
+//! that namespace only.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use netlink_packet_route::route::RouteType;
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+
+use crate::error::{Error, Result};
+use crate::netns::Netns;
+
+/// A netlink connection bound to one namespace.
+pub struct Netlink {
+    ns: String,
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
+impl Netlink {
+    /// Opens a route-netlink socket inside `ns` and drives it on the current runtime.
+    pub async fn open(ns: &Netns) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = ns
+            .run(move || {
+                // The socket joins the worker's namespace; registering it with the caller's
+                // reactor lets the caller's runtime drive it.
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })
+            .await?
+            .map_err(Error::io(format!("netlink socket in `{}`", ns.name())))?;
+        let task = tokio::spawn(conn);
+        Ok(Netlink {
+            ns: ns.name().to_string(),
+            handle,
+            task,
+        })
+    }
+
+    /// The index of interface `name`.
+    pub async fn index(&self, name: &str) -> Result<u32> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let msg = links
+            .try_next()
+            .await
+            .map_err(nl(format!("find {name} in {}", self.ns)))?
+            .ok_or_else(|| Error::Topology(format!("no interface {name} in {}", self.ns)))?;
+        Ok(msg.header.index)
+    }
+
+    /// Equivalent to `ip link add NAME type veth peer name PEER netns PEER_NS`: the peer is
+    /// created directly inside its namespace, which costs ≈ 0.5 ms instead of ≈ 18 ms for a
+    /// create-then-move.
+    pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: &Netns) -> Result<()> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .setns_by_fd(peer_ns.fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "veth {name} in {} <-> {peer} in {}",
+                self.ns,
+                peer_ns.name()
+            )))
+    }
+
+    /// Equivalent to `ip link add NAME type bridge` (STP off, so ports forward at once).
+    pub async fn add_bridge(&self, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(nl(format!("bridge {name} in {}", self.ns)))
+    }
+
+    /// Equivalent to `ip link set NAME up` (and `master CONTROLLER` when given).
+    pub async fn up(&self, name: &str, controller: Option<&str>) -> Result<()> {
+        let index = self.index(name).await?;
+        let mut msg = LinkUnspec::new_with_index(index).up();
+        if let Some(c) = controller {
+            msg = msg.controller(self.index(c).await?);
+        }
+        self.handle
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {name} up in {}", self.ns)))
+    }
+
+    /// Equivalent to `ip addr add ADDR/PREFIX dev NAME`.
+    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let index = self.index(name).await?;
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("address {addr}/{prefix} on {name} in {}", self.ns)))
+    }
+
+    /// Equivalent to `ip route add default via GW`.
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("default route via {gateway} in {}", self.ns)))
+    }
+
+    /// Equivalent to `ip route add blackhole default`: forwarded packets nobody routes are
+    /// swallowed without an ICMP error, as the internet does with a leaked private address.
+    pub async fn add_blackhole_default(&self) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .kind(RouteType::BlackHole)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("blackhole default route in {}", self.ns)))
+    }
+}

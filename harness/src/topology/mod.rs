@@ -1,0 +1,317 @@
+//! Topologies of namespaces: the public internet, routers (NAT or not) with their LANs, and hosts.
+//!
+//! Shape of what gets built, for a home LAN:
+//!
+//! ```text
+//!  alice (eth0 192.168.1.10) ── p1 ┐
+//!                                  lan (bridge, 192.168.1.1)  home  wan (203.0.113.1) ── p1 ┐
+//!                                                                                          inet (bridge, .254, internet core)
+//!                                              stun (eth0 203.0.113.10, .11) ── p2 ───────┘
+//! ```
+//!
+//! Segments are Linux bridges, so hosts on one segment talk at layer 2 as on a real LAN or
+//! exchange. The internet core routes between public /24s and swallows anything else (a blackhole
+//! default route, no ICMP), as the internet does with a leaked private address; see
+//! `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
+
+mod node;
+pub mod shapes;
+mod spec;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Once;
+
+pub use node::{Node, Role};
+use sim_nat::{NatBehaviour, RouterPorts};
+pub use spec::{
+    public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,
+    PUBLIC_GATEWAY_OCTET,
+};
+
+use crate::error::{Error, Result};
+use crate::names::RunId;
+use crate::{preflight, reaper, registry};
+
+/// Builds a [`TopologySpec`] in code; reads like the picture it describes.
+#[derive(Debug, Default, Clone)]
+pub struct TopologyBuilder {
+    spec: TopologySpec,
+    errors: Vec<String>,
+}
+
+fn parse_addr(s: &str, errors: &mut Vec<String>) -> Ipv4Addr {
+    s.parse().unwrap_or_else(|_| {
+        errors.push(format!("`{s}` is not an IPv4 address"));
+        Ipv4Addr::UNSPECIFIED
+    })
+}
+
+fn parse_cidr(s: &str, errors: &mut Vec<String>) -> (Ipv4Addr, u8) {
+    match s.split_once('/') {
+        Some((a, p)) => match p.parse::<u8>() {
+            Ok(p) => (parse_addr(a, errors), p),
+            Err(_) => {
+                errors.push(format!("`{s}`: prefix length `{p}` is not a number"));
+                (Ipv4Addr::UNSPECIFIED, 24)
+            }
+        },
+        None => (parse_addr(s, errors), 24),
+    }
+}
+
+impl TopologyBuilder {
+    /// A NAT router whose WAN is on the internet: `nat("home", NatType::FullCone, "203.0.113.1",
+    /// "192.168.1.1/24")`.
+    pub fn nat(self, name: &str, nat: impl Into<NatBehaviour>, wan: &str, lan: &str) -> Self {
+        self.nat_behind(name, INTERNET, nat, wan, lan)
+    }
+
+    /// A NAT router whose WAN is on another router's LAN (home router behind a carrier NAT).
+    pub fn nat_behind(
+        mut self,
+        name: &str,
+        upstream: &str,
+        nat: impl Into<NatBehaviour>,
+        wan: &str,
+        lan: &str,
+    ) -> Self {
+        let wan = parse_addr(wan, &mut self.errors);
+        let (lan, lan_prefix) = parse_cidr(lan, &mut self.errors);
+        self.spec.routers.push(RouterSpec {
+            name: name.into(),
+            upstream: upstream.into(),
+            wan,
+            lan,
+            lan_prefix,
+            nat: Some(nat.into()),
+        });
+        self
+    }
+
+    /// Any router, as data.
+    pub fn router(mut self, router: RouterSpec) -> Self {
+        self.spec.routers.push(router);
+        self
+    }
+
+    /// A host with one address on `segment` (`internet` or a router's name).
+    pub fn host(self, name: &str, segment: &str, addr: &str) -> Self {
+        self.host_with_addrs(name, segment, &[addr])
+    }
+
+    /// A host with several addresses (an RFC 5780 STUN server needs two).
+    pub fn host_with_addrs(mut self, name: &str, segment: &str, addrs: &[&str]) -> Self {
+        let addrs = addrs
+            .iter()
+            .map(|a| parse_addr(a, &mut self.errors))
+            .collect();
+        self.spec.hosts.push(HostSpec {
+            name: name.into(),
+            segment: segment.into(),
+            addrs,
+        });
+        self
+    }
+
+    pub fn spec(&self) -> &TopologySpec {
+        &self.spec
+    }
+
+    /// Validates and brings the topology up.
+    pub async fn build(self) -> Result<Topology> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(Error::Topology(e));
+        }
+        Topology::build(self.spec).await
+    }
+}
+
+/// A running topology; dropping it removes every namespace, link, ruleset and process it made.
+pub struct Topology {
+    run: RunId,
+    spec: TopologySpec,
+    /// Creation order; dropped in reverse so hosts go before the routers they hang off.
+    nodes: Vec<Node>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("run", &self.run)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+/// The bridge that forms a segment, inside the namespace that owns it.
+fn bridge_of(segment: &str) -> &'static str {
+    if segment == INTERNET {
+        "inet"
+    } else {
+        "lan"
+    }
+}
+
+impl Topology {
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    /// Checks privileges and tools, reaps namespaces left by dead runs, then builds `spec`.
+    pub async fn build(spec: TopologySpec) -> Result<Topology> {
+        spec.validate()?;
+        preflight::check()?;
+        registry::install_interrupt_handler();
+        static REAP: Once = Once::new();
+        REAP.call_once(|| {
+            for name in reaper::reap_stale() {
+                eprintln!("harness: removed stale namespace {name}");
+            }
+        });
+        let mut topo = Topology {
+            run: RunId::new(),
+            spec: spec.clone(),
+            nodes: Vec::new(),
+        };
+        // On error the partial topology is dropped, which removes what was made so far.
+        topo.bring_up(&spec).await?;
+        Ok(topo)
+    }
+
+    async fn bring_up(&mut self, spec: &TopologySpec) -> Result<()> {
+        // The internet core.
+        let mut core = Node::create(&self.run.ns_name(INTERNET), INTERNET, Role::Internet).await?;
+        core.netlink.add_bridge("inet").await?;
+        core.netlink.up("inet", None).await?;
+        let mut public_nets = BTreeSet::new();
+        for r in spec.routers.iter().filter(|r| r.upstream == INTERNET) {
+            public_nets.insert(public_gateway(r.wan));
+        }
+        for h in spec.hosts.iter().filter(|h| h.segment == INTERNET) {
+            public_nets.extend(h.addrs.iter().map(|a| public_gateway(*a)));
+        }
+        for gw in &public_nets {
+            core.netlink.add_address("inet", *gw, 24).await?;
+            core.addrs.push(*gw);
+        }
+        core.sysctl("net/ipv4/ip_forward", "1").await?;
+        core.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
+            .await?;
+        core.netlink.add_blackhole_default().await?;
+        self.nodes.push(core);
+
+        let mut ports_used: std::collections::BTreeMap<String, u32> = Default::default();
+        let mut next_port = |segment: &str| {
+            let n = ports_used.entry(segment.to_string()).or_insert(0);
+            *n += 1;
+            format!("p{n}")
+        };
+
+        for r in spec.routers_upstream_first() {
+            let mut node =
+                Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
+            node.netlink.add_bridge("lan").await?;
+            node.netlink.up("lan", None).await?;
+            node.netlink.add_address("lan", r.lan, r.lan_prefix).await?;
+            node.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
+                .await?;
+            node.sysctl("net/ipv4/ip_forward", "1").await?;
+            let (wan_prefix, gateway) = self.segment_gateway(&r.upstream, r.wan);
+            let port = next_port(&r.upstream);
+            let owner = self.node_of_segment(&r.upstream)?;
+            node.netlink.add_veth("wan", &port, &owner.ns).await?;
+            owner
+                .netlink
+                .up(&port, Some(bridge_of(&r.upstream)))
+                .await?;
+            node.netlink.up("wan", None).await?;
+            node.netlink.add_address("wan", r.wan, wan_prefix).await?;
+            node.netlink.add_default_route(gateway).await?;
+            node.addrs = vec![r.wan, r.lan];
+            node.router_ports = Some(RouterPorts {
+                wan: "wan".into(),
+                lan: "lan".into(),
+                public: r.wan,
+            });
+            if let Some(nat) = &r.nat {
+                node.set_nat(nat).await?;
+            }
+            self.nodes.push(node);
+        }
+
+        for h in &spec.hosts {
+            let mut node = Node::create(&self.run.ns_name(&h.name), &h.name, Role::Host).await?;
+            let port = next_port(&h.segment);
+            let owner = self.node_of_segment(&h.segment)?;
+            node.netlink.add_veth("eth0", &port, &owner.ns).await?;
+            owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
+            node.netlink.up("eth0", None).await?;
+            let (prefix, gateway) = self.segment_gateway(&h.segment, h.addrs[0]);
+            for a in &h.addrs {
+                node.netlink.add_address("eth0", *a, prefix).await?;
+            }
+            node.netlink.add_default_route(gateway).await?;
+            node.addrs = h.addrs.clone();
+            self.nodes.push(node);
+        }
+        Ok(())
+    }
+
+    /// Prefix length and default gateway for an address on `segment`.
+    fn segment_gateway(&self, segment: &str, addr: Ipv4Addr) -> (u8, Ipv4Addr) {
+        if segment == INTERNET {
+            (24, public_gateway(addr))
+        } else {
+            let r = self
+                .spec
+                .router(segment)
+                .expect("validated: segments name routers");
+            (r.lan_prefix, r.lan)
+        }
+    }
+
+    fn node_of_segment(&self, segment: &str) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == segment)
+            .ok_or_else(|| Error::NoSuchNode(segment.to_string()))
+    }
+
+    /// The run id every namespace name of this topology carries.
+    pub fn run_id(&self) -> &str {
+        self.run.as_str()
+    }
+
+    pub fn spec(&self) -> &TopologySpec {
+        &self.spec
+    }
+
+    /// The node called `name` (`internet` is the public core).
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Error::NoSuchNode(name.to_string()))
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter()
+    }
+
+    /// Names of every namespace of this topology, for `ip netns exec`.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.ns_name().to_string()).collect()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.abort_tasks();
+        }
+        while let Some(n) = self.nodes.pop() {
+            drop(n);
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! One node of a running topology: a namespace plus what runs in it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sim_nat::{NatBehaviour, RouterPorts};
+
+use crate::error::{Error, Result};
+use crate::netlink::Netlink;
+use crate::netns::Netns;
+use crate::process::{self, Process};
+
+/// What a node is in the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The public core: a bridge for every public host and router, and the sink for leaked
+    /// private addresses.
+    Internet,
+    /// A router owning a LAN, NAT or not.
+    Router,
+    /// An end host.
+    Host,
+}
+
+/// A namespace of the topology and the tasks and programs started in it.
+pub struct Node {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) addrs: Vec<Ipv4Addr>,
+    pub(crate) router_ports: Option<RouterPorts>,
+    pub(crate) nat: Mutex<Option<NatBehaviour>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    pub(crate) netlink: Netlink,
+    // Last: dropping the namespace ends its worker thread, after the tasks using it are gone.
+    pub(crate) ns: Netns,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("ns", &self.ns.name())
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+impl Node {
+    pub(crate) async fn create(ns_name: &str, name: &str, role: Role) -> Result<Self> {
+        let ns = Netns::create(ns_name)?;
+        let netlink = Netlink::open(&ns).await?;
+        netlink.up("lo", None).await?;
+        let node = Node {
+            name: name.to_string(),
+            role,
+            addrs: Vec::new(),
+            router_ports: None,
+            nat: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            netlink,
+            ns,
+        };
+        // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
+        node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
+        node.sysctl("net/ipv6/conf/default/disable_ipv6", "1").await?;
+        Ok(node)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The namespace name, for `ip netns exec NAME …`.
+    pub fn ns_name(&self) -> &str {
+        self.ns.name()
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The node's addresses; for a router, its WAN address first, then its LAN address.
+    pub fn addrs(&self) -> &[Ipv4Addr] {
+        &self.addrs
+    }
+
+    /// The node's first address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addrs[0]
+    }
+
+    /// The NAT behaviour currently applied, for a NAT router.
+    pub fn nat(&self) -> Option<NatBehaviour> {
+        self.nat.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Writes `/proc/sys/PATH` inside this node's namespace (per-namespace `net.*` sysctls).
+    pub async fn sysctl(&self, path: &str, value: &str) -> Result<()> {
+        let p = format!("/proc/sys/{path}");
+        let v = value.to_string();
+        self.ns
+            .run(move || std::fs::write(p, v))
+            .await?
+            .map_err(|source| Error::Sysctl {
+                ns: self.ns.name().to_string(),
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// Like [`Node::sysctl`], but a sysctl this kernel lacks is not an error.
+    pub(crate) async fn sysctl_if_present(&self, path: &str, value: &str) -> Result<()> {
+        match self.sysctl(path, value).await {
+            Err(Error::Sysctl { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// A UDP socket bound inside this node (equivalent to `ip netns exec NS` + `bind`).
+    pub async fn udp_bind(&self, addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+        let sock = self
+            .ns
+            .run(move || -> std::io::Result<std::net::UdpSocket> {
+                let s = std::net::UdpSocket::bind(addr)?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .await?
+            .map_err(Error::io(format!("bind udp {addr} in {}", self.name)))?;
+        tokio::net::UdpSocket::from_std(sock).map_err(Error::io("register udp socket"))
+    }
+
+    /// A TCP listener bound inside this node.
+    pub async fn tcp_listen(&self, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+        let l = self
+            .ns
+            .run(move || -> std::io::Result<std::net::TcpListener> {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .await?
+            .map_err(Error::io(format!("listen tcp {addr} in {}", self.name)))?;
+        tokio::net::TcpListener::from_std(l).map_err(Error::io("register tcp listener"))
+    }
+
+    /// Spawns a task on the current runtime that is aborted when the topology is torn down.
+    ///
+    /// The task runs on the caller's runtime; its sockets belong to this node because they were
+    /// created with [`Node::udp_bind`] (or inside [`Node::run`]).
+    pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let h = tokio::spawn(fut);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(h.abort_handle());
+        h
+    }
+
+    /// Runs a closure on the node's worker thread, i.e. inside its namespace: for code that
+    /// creates its own sockets.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.ns.run(f).await
+    }
+
+    /// Starts an external program inside this node; stdout/stderr are kept.
+    pub async fn start(&self, program: &str, args: &[&str]) -> Result<Process> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        self.start_command(cmd).await
+    }
+
+    /// Starts a prepared command inside this node (its env, cwd … are kept).
+    pub async fn start_command(&self, mut cmd: Command) -> Result<Process> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        process::prepare(&mut cmd);
+        let child = self
+            .ns
+            .run(move || cmd.spawn())
+            .await?
+            .map_err(|e| process::spawn_error(&program, e))?;
+        Ok(Process::from_child(&program, child))
+    }
+
+    /// Runs a program to completion inside this node, killing it after `timeout`.
+    pub async fn output(
+        &self,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(Option<std::process::ExitStatus>, String, String)> {
+        let mut p = self.start(program, args).await?;
+        let status = p.wait_timeout(timeout).await;
+        p.kill();
+        Ok((status, p.stdout(), p.stderr()))
+    }
+
+    /// Applies (or replaces, mid-scenario) this router's NAT behaviour.
+    pub async fn set_nat(&self, nat: &NatBehaviour) -> Result<()> {
+        let ports = self.router_ports.clone().ok_or_else(|| {
+            Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
+        })?;
+        let rules = sim_nat::render(nat, &ports)?;
+        for (path, value) in &rules.sysctls {
+            self.sysctl(path, value).await?;
+        }
+        let nft = crate::preflight::require_program("nft")?;
+        let steps = [
+            (vec!["-f", "-"], rules.prelude.clone()),
+            (vec!["-j", "-f", "-"], rules.json_string()),
+            (vec!["-f", "-"], rules.epilogue.clone()),
+        ];
+        for (args, input) in steps {
+            let nft = nft.clone();
+            let out = self
+                .ns
+                .run(move || run_with_stdin(&nft, &args, &input))
+                .await?
+                .map_err(Error::io("run nft"))?;
+            if !out.status.success() {
+                return Err(Error::Nft {
+                    ns: self.ns.name().to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = Some(nat.clone());
+        Ok(())
+    }
+
+    pub(crate) fn abort_tasks(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+fn run_with_stdin(
+    program: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())?;
+    child.wait_with_output()
+}
