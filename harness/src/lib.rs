@@ -9,6 +9,7 @@ pub mod error;
 pub mod names;
 mod netlink;
 pub mod netns;
+pub mod peers;
 pub mod preflight;
 pub mod process;
 pub mod reaper;

@@ -7,7 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
+    LinkInfo,
+};
 use netlink_packet_route::route::RouteType;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
@@ -116,6 +119,49 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl(format!("set {name} up in {}", self.ns)))
+    }
+
+    /// Waits until bridge port `name` forwards.
+    ///
+    /// A port starts forwarding only once its veth has carrier, and carrier changes travel through
+    /// the kernel's link-watch work, which may run up to a second later. A topology handed out
+    /// before that silently drops its first packets (and the ARP that would carry them), so
+    /// bring-up waits here instead of letting a test's first INVITE vanish.
+    pub async fn wait_forwarding(&self, name: &str, timeout: std::time::Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut links = self
+                .handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute();
+            let msg = links
+                .try_next()
+                .await
+                .map_err(nl(format!("read {name} in {}", self.ns)))?;
+            let forwarding = msg.is_some_and(|m| {
+                m.attributes.iter().any(|a| match a {
+                    LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+                        LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => attrs
+                            .iter()
+                            .any(|b| matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))),
+                        _ => false,
+                    }),
+                    _ => false,
+                })
+            });
+            if forwarding {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Topology(format!(
+                    "bridge port {name} in {} is not forwarding after {timeout:?}",
+                    self.ns
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Equivalent to `ip addr add ADDR/PREFIX dev NAME`.

@@ -208,6 +208,7 @@ impl Topology {
             format!("p{n}")
         };
 
+        let mut pending_ports: Vec<(String, String)> = Vec::new();
         for r in spec.routers_upstream_first() {
             let mut node =
                 Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
@@ -226,6 +227,7 @@ impl Topology {
                 .up(&port, Some(bridge_of(&r.upstream)))
                 .await?;
             node.netlink.up("wan", None).await?;
+            pending_ports.push((r.upstream.clone(), port));
             node.netlink.add_address("wan", r.wan, wan_prefix).await?;
             node.netlink.add_default_route(gateway).await?;
             node.addrs = vec![r.wan, r.lan];
@@ -247,6 +249,7 @@ impl Topology {
             node.netlink.add_veth("eth0", &port, &owner.ns).await?;
             owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
             node.netlink.up("eth0", None).await?;
+            pending_ports.push((h.segment.clone(), port));
             let (prefix, gateway) = self.segment_gateway(&h.segment, h.addrs[0]);
             for a in &h.addrs {
                 node.netlink.add_address("eth0", *a, prefix).await?;
@@ -254,6 +257,12 @@ impl Topology {
             node.netlink.add_default_route(gateway).await?;
             node.addrs = h.addrs.clone();
             self.nodes.push(node);
+        }
+        for (segment, port) in pending_ports {
+            self.node_of_segment(&segment)?
+                .netlink
+                .wait_forwarding(&port, std::time::Duration::from_secs(3))
+                .await?;
         }
         Ok(())
     }
