@@ -13,6 +13,7 @@ pub mod peers;
 pub mod preflight;
 pub mod process;
 pub mod reaper;
+pub mod stun;
 pub mod registry;
 pub mod topology;
 
