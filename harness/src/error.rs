@@ -4,7 +4,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Network namespaces, veths and nftables need CAP_NET_ADMIN and CAP_SYS_ADMIN.
-    #[error("{0}: run as root (or with CAP_NET_ADMIN and CAP_SYS_ADMIN), e.g. `sudo -E cargo test`")]
+    #[error(
+        "{0}: run as root (or with CAP_NET_ADMIN and CAP_SYS_ADMIN), e.g. `sudo -E cargo test`"
+    )]
     NotPrivileged(String),
     /// A program the harness or a scenario needs is not installed.
     #[error("`{program}` not found: install the Debian package `{package}` (apt-get install -y {package})")]

@@ -11,10 +11,11 @@ mod netlink;
 pub mod netns;
 pub mod peers;
 pub mod preflight;
+pub mod probe;
 pub mod process;
 pub mod reaper;
-pub mod stun;
 pub mod registry;
+pub mod stun;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -143,9 +143,11 @@ impl Netlink {
             let forwarding = msg.is_some_and(|m| {
                 m.attributes.iter().any(|a| match a {
                     LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
-                        LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => attrs
-                            .iter()
-                            .any(|b| matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))),
+                        LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
+                            attrs.iter().any(|b| {
+                                matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))
+                            })
+                        }
                         _ => false,
                     }),
                     _ => false,
@@ -172,7 +174,10 @@ impl Netlink {
             .add(index, IpAddr::V4(addr), prefix)
             .execute()
             .await
-            .map_err(nl(format!("address {addr}/{prefix} on {name} in {}", self.ns)))
+            .map_err(nl(format!(
+                "address {addr}/{prefix} on {name} in {}",
+                self.ns
+            )))
     }
 
     /// Equivalent to `ip route add default via GW`.

@@ -47,7 +47,9 @@ impl Netns {
             source,
         };
         let ns = netns_rs::NetNs::new(name).map_err(|e| match e {
-            netns_rs::Error::CreateNsError(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            netns_rs::Error::CreateNsError(io)
+                if io.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
                 Error::NotPrivileged(format!("cannot create network namespace `{name}`"))
             }
             netns_rs::Error::UnshareError(errno) | netns_rs::Error::MountError(_, errno)
@@ -65,8 +67,8 @@ impl Netns {
         let thread = std::thread::Builder::new()
             .name(format!("ns:{name}"))
             .spawn(move || {
-                let entered = setns(ns_file.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from);
+                let entered =
+                    setns(ns_file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from);
                 let ok = entered.is_ok();
                 let _ = ready_tx.send(entered);
                 if !ok {

@@ -84,6 +84,9 @@ mod tests {
             program: "sipp".into(),
             package: package_of("sipp"),
         };
-        assert!(e.to_string().contains("apt-get install -y sip-tester"), "{e}");
+        assert!(
+            e.to_string().contains("apt-get install -y sip-tester"),
+            "{e}"
+        );
     }
 }

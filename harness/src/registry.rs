@@ -19,7 +19,11 @@ pub(crate) fn add_namespace(name: &str) {
 }
 
 pub(crate) fn remove_namespace(name: &str) {
-    if let Some(set) = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+    if let Some(set) = NAMESPACES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
         set.remove(name);
     }
 }

@@ -2,11 +2,16 @@
 use std::net::Ipv4Addr;
 
 fn main() {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "full-cone".into());
-    let mut b = name.parse::<sim_nat::NatType>().unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    }).behaviour();
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "full-cone".into());
+    let mut b = name
+        .parse::<sim_nat::NatType>()
+        .unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2)
+        })
+        .behaviour();
     if std::env::args().any(|a| a == "--outbound-only") {
         b = b.with_refresh(sim_nat::Refresh::OutboundOnly);
     }
@@ -16,7 +21,11 @@ fn main() {
     if std::env::args().any(|a| a == "--alg") {
         b = b.with_sip_alg(sim_nat::SipAlg::Kernel);
     }
-    let ports = sim_nat::RouterPorts { wan: "wan".into(), lan: "lan".into(), public: Ipv4Addr::new(203, 0, 113, 1) };
+    let ports = sim_nat::RouterPorts {
+        wan: "wan".into(),
+        lan: "lan".into(),
+        public: Ipv4Addr::new(203, 0, 113, 1),
+    };
     let r = sim_nat::render(&b, &ports).unwrap();
     println!("{}", r.json_string());
     eprintln!("{}{}", r.prelude, r.epilogue);

@@ -85,7 +85,11 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     if outbound_only {
         b.set(
             "out",
-            &[SetType::InetService, SetType::Ipv4Addr, SetType::InetService],
+            &[
+                SetType::InetService,
+                SetType::Ipv4Addr,
+                SetType::InetService,
+            ],
             t,
         );
         b.set("bound", &[SetType::InetService], t);
@@ -158,10 +162,12 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     // --- pre_nat: inbound flows a looser filter admits, and hairpinning -----------------------
     let dnat_via_fc = || {
         Statement::DNAT(Some(stmt::NAT {
-            addr: Some(Expression::Named(NamedExpression::Map(Box::new(expr::Map {
-                key: payload("udp", "dport"),
-                data: s("@fc"),
-            })))),
+            addr: Some(Expression::Named(NamedExpression::Map(Box::new(
+                expr::Map {
+                    key: payload("udp", "dport"),
+                    data: s("@fc"),
+                },
+            )))),
             family: Some(stmt::NATFamily::IP),
             port: None,
             flags: None,
@@ -262,7 +268,11 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         );
         b.rule(
             "post_learn",
-            vec![wan_out(), udp(), set_update("@bound", payload("udp", "sport"))],
+            vec![
+                wan_out(),
+                udp(),
+                set_update("@bound", payload("udp", "sport")),
+            ],
         );
     }
     // After source NAT `udp sport` is the external port. For a flow the inside opened the
@@ -279,7 +289,10 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     let secs = t.to_string();
     let sysctls = vec![
         ("net/ipv4/ip_forward".into(), "1".into()),
-        ("net/netfilter/nf_conntrack_udp_timeout".into(), secs.clone()),
+        (
+            "net/netfilter/nf_conntrack_udp_timeout".into(),
+            secs.clone(),
+        ),
         ("net/netfilter/nf_conntrack_udp_timeout_stream".into(), secs),
     ];
     Ok(Ruleset {
@@ -312,7 +325,10 @@ fn snat_statement(nat: &NatBehaviour, public: Ipv4Addr) -> Statement<'static> {
             Some(HashSet::from([stmt::NATFlag::FullyRandom])),
         ),
         (Mapping::EndpointIndependent, PortAllocation::Hash) => (
-            Some(hashed(vec![payload("ip", "saddr"), payload("udp", "sport")])),
+            Some(hashed(vec![
+                payload("ip", "saddr"),
+                payload("udp", "sport"),
+            ])),
             None,
         ),
         (Mapping::AddressDependent, PortAllocation::Hash) => (
@@ -394,9 +410,7 @@ impl Builder {
             comment: None,
         }))));
     }
-
 }
-
 
 fn set_type(types: &[SetType]) -> SetTypeValue<'static> {
     match types {

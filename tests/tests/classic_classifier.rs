@@ -19,7 +19,11 @@ async fn vovida_stun_names_each_classic_nat_type() -> Result<()> {
         let (t, v) = r?;
         ensure!(v.nat_type() == Some(t), "{t}: stun said `{}`", v.line);
         if t != NatType::Symmetric {
-            ensure!(v.preserves_ports, "{t}: ports must be preserved: `{}`", v.line);
+            ensure!(
+                v.preserves_ports,
+                "{t}: ports must be preserved: `{}`",
+                v.line
+            );
         }
     }
     Ok(())
@@ -33,6 +37,10 @@ async fn vovida_stun_sees_through_double_nat_to_the_outer_behaviour() -> Result<
         .build()
         .await?;
     let v = vovida_stun::classify(topo.node("alice")?, topo.node("server")?).await?;
-    ensure!(v.nat_type() == Some(NatType::Symmetric), "stun said `{}`", v.line);
+    ensure!(
+        v.nat_type() == Some(NatType::Symmetric),
+        "stun said `{}`",
+        v.line
+    );
     Ok(())
 }

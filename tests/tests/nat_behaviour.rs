@@ -34,7 +34,10 @@ fn sa(ip: &str, port: u16) -> SocketAddr {
 
 async fn lab(nat: NatBehaviour) -> Result<Lab> {
     let topo = shapes::home_lan(nat).build().await?;
-    let alice = topo.node("alice")?.udp_bind(sa("192.168.1.10", 5060)).await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 5060))
+        .await?;
     let server = topo.node("server")?;
     let s1 = server.udp_bind(sa(SERVER, 3478)).await?;
     let s2 = server.udp_bind(sa(SERVER, 3479)).await?;
@@ -99,9 +102,15 @@ async fn observe(nat: NatBehaviour) -> Result<Observed> {
 async fn full_cone_maps_independently_and_admits_anyone() -> Result<()> {
     require_kernel!();
     let o = observe(NatType::FullCone.behaviour()).await?;
-    ensure!(o.same_mapping_for_other_port && o.same_mapping_for_other_address, "EIM");
+    ensure!(
+        o.same_mapping_for_other_port && o.same_mapping_for_other_address,
+        "EIM"
+    );
     ensure!(o.port_preserved, "port 5060 preserved");
-    ensure!(o.from_same_endpoint && o.from_same_address_other_port && o.from_other_address, "EIF");
+    ensure!(
+        o.from_same_endpoint && o.from_same_address_other_port && o.from_other_address,
+        "EIF"
+    );
     Ok(())
 }
 
@@ -109,8 +118,14 @@ async fn full_cone_maps_independently_and_admits_anyone() -> Result<()> {
 async fn restricted_cone_admits_only_addresses_alice_sent_to() -> Result<()> {
     require_kernel!();
     let o = observe(NatType::RestrictedCone.behaviour()).await?;
-    ensure!(o.same_mapping_for_other_port && o.same_mapping_for_other_address, "EIM");
-    ensure!(o.from_same_endpoint && o.from_same_address_other_port, "ADF lets the address in");
+    ensure!(
+        o.same_mapping_for_other_port && o.same_mapping_for_other_address,
+        "EIM"
+    );
+    ensure!(
+        o.from_same_endpoint && o.from_same_address_other_port,
+        "ADF lets the address in"
+    );
     ensure!(!o.from_other_address, "ADF keeps an unknown address out");
     Ok(())
 }
@@ -123,10 +138,22 @@ async fn port_restricted_cone_admits_only_endpoints_alice_sent_to() -> Result<()
     let l = lab(NatType::PortRestrictedCone.behaviour()).await?;
     let m1 = mapping_seen(&l.alice, &l.s1).await?;
     let m3 = mapping_seen(&l.alice, &l.s3).await?;
-    ensure!(m1 == m3 && m1.port() == 5060, "EIM with port preservation: {m1} vs {m3}");
-    ensure!(!reaches_alice(&l.alice, &l.s2, m1).await?, "APDF keeps another port of a known address out");
-    ensure!(!reaches_alice(&l.alice, &l.peer, m1).await?, "APDF keeps an unknown address out");
-    ensure!(reaches_alice(&l.alice, &l.s1, m1).await?, "APDF lets the known endpoint in");
+    ensure!(
+        m1 == m3 && m1.port() == 5060,
+        "EIM with port preservation: {m1} vs {m3}"
+    );
+    ensure!(
+        !reaches_alice(&l.alice, &l.s2, m1).await?,
+        "APDF keeps another port of a known address out"
+    );
+    ensure!(
+        !reaches_alice(&l.alice, &l.peer, m1).await?,
+        "APDF keeps an unknown address out"
+    );
+    ensure!(
+        reaches_alice(&l.alice, &l.s1, m1).await?,
+        "APDF lets the known endpoint in"
+    );
     Ok(())
 }
 
@@ -138,9 +165,18 @@ async fn symmetric_maps_each_destination_anew_and_admits_only_it() -> Result<()>
     let m2 = mapping_seen(&l.alice, &l.s2).await?;
     let m3 = mapping_seen(&l.alice, &l.s3).await?;
     ensure!(m1 != m2 && m1 != m3 && m2 != m3, "APDM: {m1} {m2} {m3}");
-    ensure!(!reaches_alice(&l.alice, &l.s3, m1).await?, "APDF: s3 has its own mapping, not m1");
-    ensure!(!reaches_alice(&l.alice, &l.peer, m1).await?, "APDF keeps an unknown address out");
-    ensure!(reaches_alice(&l.alice, &l.s1, m1).await?, "the endpoint of m1 gets in");
+    ensure!(
+        !reaches_alice(&l.alice, &l.s3, m1).await?,
+        "APDF: s3 has its own mapping, not m1"
+    );
+    ensure!(
+        !reaches_alice(&l.alice, &l.peer, m1).await?,
+        "APDF keeps an unknown address out"
+    );
+    ensure!(
+        reaches_alice(&l.alice, &l.s1, m1).await?,
+        "the endpoint of m1 gets in"
+    );
     Ok(())
 }
 
@@ -173,10 +209,16 @@ async fn binding_lives_exactly_its_udp_timeout_for_every_type() -> Result<()> {
     }
     for r in futures::future::join_all(checks).await {
         let (t, alive, gone, remapped) = r?;
-        ensure!(alive, "{t}: binding must still be alive 1.2 s into a 2 s timeout");
+        ensure!(
+            alive,
+            "{t}: binding must still be alive 1.2 s into a 2 s timeout"
+        );
         ensure!(gone, "{t}: binding must be gone 3 s into a 2 s timeout");
         if t == NatType::Symmetric {
-            ensure!(remapped, "{t}: a new outbound packet after expiry gets a new random port");
+            ensure!(
+                remapped,
+                "{t}: a new outbound packet after expiry gets a new random port"
+            );
         }
     }
     Ok(())
@@ -192,9 +234,15 @@ async fn outbound_keepalives_keep_the_binding_alive() -> Result<()> {
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(700)).await;
             let again = mapping_seen(&l.alice, &l.s1).await?;
-            ensure!(again == m, "{t}: keep-alives must keep the same mapping ({m} → {again})");
+            ensure!(
+                again == m,
+                "{t}: keep-alives must keep the same mapping ({m} → {again})"
+            );
         }
-        ensure!(reaches_alice(&l.alice, &l.s1, m).await?, "{t}: still reachable after 4.2 s");
+        ensure!(
+            reaches_alice(&l.alice, &l.s1, m).await?,
+            "{t}: still reachable after 4.2 s"
+        );
     }
     Ok(())
 }

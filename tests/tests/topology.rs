@@ -18,13 +18,21 @@ fn sa(ip: &str, port: u16) -> SocketAddr {
 #[tokio::test]
 async fn the_internet_swallows_packets_to_private_addresses() -> Result<()> {
     require_kernel!();
-    let topo = shapes::home_lan(NatType::PortRestrictedCone).build().await?;
+    let topo = shapes::home_lan(NatType::PortRestrictedCone)
+        .build()
+        .await?;
     let server = topo.node("server")?.udp_bind(sa(SERVER, 5060)).await?;
     server.connect(sa("192.168.1.10", 5060)).await?;
-    server.send(b"INVITE").await.context("send to a private address must not fail")?;
+    server
+        .send(b"INVITE")
+        .await
+        .context("send to a private address must not fail")?;
     let mut buf = [0u8; 64];
     let r = tokio::time::timeout(Duration::from_millis(500), server.recv(&mut buf)).await;
-    ensure!(r.is_err(), "expected silence, got {r:?} (an ICMP error would be ECONNREFUSED/EHOSTUNREACH)");
+    ensure!(
+        r.is_err(),
+        "expected silence, got {r:?} (an ICMP error would be ECONNREFUSED/EHOSTUNREACH)"
+    );
     // and alice did not get it either
     Ok(())
 }
@@ -34,14 +42,23 @@ async fn the_internet_swallows_packets_to_private_addresses() -> Result<()> {
 #[tokio::test]
 async fn two_lans_reach_each_other_through_full_cone_mappings() -> Result<()> {
     require_kernel!();
-    let topo = shapes::two_lans(NatType::FullCone, NatType::FullCone).build().await?;
-    let alice = topo.node("alice")?.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let topo = shapes::two_lans(NatType::FullCone, NatType::FullCone)
+        .build()
+        .await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 4000))
+        .await?;
     let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
     let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
     alice.send_to(b"a", sa(SERVER, 3478)).await?;
-    let (_, a_pub) = recv_within(&server, DELIVERY).await.context("alice → server")?;
+    let (_, a_pub) = recv_within(&server, DELIVERY)
+        .await
+        .context("alice → server")?;
     bob.send_to(b"b", sa(SERVER, 3478)).await?;
-    let (_, b_pub) = recv_within(&server, DELIVERY).await.context("bob → server")?;
+    let (_, b_pub) = recv_within(&server, DELIVERY)
+        .await
+        .context("bob → server")?;
     ensure!(a_pub == sa("203.0.113.1", 4000), "alice seen as {a_pub}");
     ensure!(b_pub == sa("198.51.100.1", 4000), "bob seen as {b_pub}");
     alice.send_to(b"hello bob", b_pub).await?;
@@ -62,11 +79,19 @@ async fn a_first_unsolicited_packet_makes_the_far_nat_remap_the_answer() -> Resu
     let topo = shapes::two_lans(NatType::PortRestrictedCone, NatType::PortRestrictedCone)
         .build()
         .await?;
-    let alice = topo.node("alice")?.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 4000))
+        .await?;
     let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
     let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
-    alice.send_to(b"hello bob", sa("198.51.100.1", 4000)).await?;
-    ensure!(recv_within(&bob, DELIVERY).await.is_none(), "bob's NAT must drop it");
+    alice
+        .send_to(b"hello bob", sa("198.51.100.1", 4000))
+        .await?;
+    ensure!(
+        recv_within(&bob, DELIVERY).await.is_none(),
+        "bob's NAT must drop it"
+    );
     bob.send_to(b"hello alice", sa("203.0.113.1", 4000)).await?;
     ensure!(
         recv_within(&alice, DELIVERY).await.is_none(),
@@ -75,7 +100,9 @@ async fn a_first_unsolicited_packet_makes_the_far_nat_remap_the_answer() -> Resu
     // The new port sticks: Linux reuses an existing mapping of the same source for new flows
     // (find_appropriate_src), so bob's whole binding moved — STUN would now report the new port.
     bob.send_to(b"stun", sa(SERVER, 3478)).await?;
-    let (_, b_pub) = recv_within(&server, DELIVERY).await.context("bob → server")?;
+    let (_, b_pub) = recv_within(&server, DELIVERY)
+        .await
+        .context("bob → server")?;
     ensure!(
         b_pub.ip() == "198.51.100.1".parse::<std::net::IpAddr>()? && b_pub.port() != 4000,
         "bob's mapping must have moved off the poisoned port 4000, server saw {b_pub}"
@@ -96,11 +123,19 @@ async fn hairpin(on: bool) -> Result<Option<SocketAddr>> {
         .host("server", INTERNET, SERVER)
         .build()
         .await?;
-    let alice = topo.node("alice")?.udp_bind(sa("192.168.1.10", 5060)).await?;
-    let carol = topo.node("carol")?.udp_bind(sa("192.168.1.11", 5062)).await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 5060))
+        .await?;
+    let carol = topo
+        .node("carol")?
+        .udp_bind(sa("192.168.1.11", 5062))
+        .await?;
     let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
     alice.send_to(b"register", sa(SERVER, 3478)).await?;
-    let (_, alice_pub) = recv_within(&server, DELIVERY).await.context("alice → server")?;
+    let (_, alice_pub) = recv_within(&server, DELIVERY)
+        .await
+        .context("alice → server")?;
     carol.send_to(b"via public", alice_pub).await?;
     Ok(recv_within(&alice, DELIVERY).await.map(|(_, from)| from))
 }
@@ -108,8 +143,13 @@ async fn hairpin(on: bool) -> Result<Option<SocketAddr>> {
 #[tokio::test]
 async fn hairpinning_on_delivers_with_the_senders_public_address() -> Result<()> {
     require_kernel!();
-    let from = hairpin(true).await?.context("hairpinned packet must arrive")?;
-    ensure!(from == sa("203.0.113.1", 5062), "REQ-9: source must be carol's mapping, got {from}");
+    let from = hairpin(true)
+        .await?
+        .context("hairpinned packet must arrive")?;
+    ensure!(
+        from == sa("203.0.113.1", 5062),
+        "REQ-9: source must be carol's mapping, got {from}"
+    );
     Ok(())
 }
 
@@ -131,7 +171,10 @@ async fn an_external_command_runs_inside_its_host() -> Result<()> {
         .await?;
     ensure!(status.is_some_and(|s| s.success()));
     ensure!(out.contains("192.168.1.10/24"), "{out}");
-    ensure!(!out.contains("203.0.113"), "alice must not see public interfaces: {out}");
+    ensure!(
+        !out.contains("203.0.113"),
+        "alice must not see public interfaces: {out}"
+    );
     Ok(())
 }
 
@@ -160,10 +203,15 @@ async fn nat_behaviour_can_change_mid_scenario() -> Result<()> {
     a1.send_to(b"x", sa(SERVER, 3478)).await?;
     let (_, m1) = recv_within(&server, DELIVERY).await.context("before")?;
     ensure!(m1.port() == 6000);
-    topo.node("home")?.set_nat(&NatType::Symmetric.behaviour()).await?;
+    topo.node("home")?
+        .set_nat(&NatType::Symmetric.behaviour())
+        .await?;
     let a2 = alice.udp_bind(sa("192.168.1.10", 6001)).await?;
     a2.send_to(b"x", sa(SERVER, 3478)).await?;
     let (_, m2) = recv_within(&server, DELIVERY).await.context("after")?;
-    ensure!(m2.port() != 6001, "symmetric NAT with random ports must not preserve 6001");
+    ensure!(
+        m2.port() != 6001,
+        "symmetric NAT with random ports must not preserve 6001"
+    );
     Ok(())
 }

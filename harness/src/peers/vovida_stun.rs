@@ -111,7 +111,8 @@ mod tests {
             ("Primary: Dependent Mapping, random port, no hairpin", Some(NatType::Symmetric)),
         ];
         for (line, want) in cases {
-            let v = ClassicVerdict::parse(&format!("STUN client version 0.97\n{line}\t\n")).unwrap();
+            let v =
+                ClassicVerdict::parse(&format!("STUN client version 0.97\n{line}\t\n")).unwrap();
             assert_eq!(v.nat_type(), want, "{line}");
         }
         assert!(ClassicVerdict::parse("garbage").is_none());

@@ -210,8 +210,7 @@ impl Topology {
 
         let mut pending_ports: Vec<(String, String)> = Vec::new();
         for r in spec.routers_upstream_first() {
-            let mut node =
-                Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
+            let mut node = Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
             node.netlink.add_bridge("lan").await?;
             node.netlink.up("lan", None).await?;
             node.netlink.add_address("lan", r.lan, r.lan_prefix).await?;

@@ -65,7 +65,8 @@ impl Node {
         };
         // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
         node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
-        node.sysctl("net/ipv6/conf/default/disable_ipv6", "1").await?;
+        node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+            .await?;
         Ok(node)
     }
 

@@ -126,7 +126,9 @@ impl TopologySpec {
         {
             check_node_name(n).map_err(Error::Topology)?;
             if n == INTERNET {
-                return bad(format!("`{INTERNET}` is the public segment, not a node name"));
+                return bad(format!(
+                    "`{INTERNET}` is the public segment, not a node name"
+                ));
             }
             if !names.insert(n.as_str()) {
                 return bad(format!("node name `{n}` is used twice"));
@@ -190,7 +192,9 @@ impl TopologySpec {
             }
         }
         if self.routers_upstream_first().len() != self.routers.len() {
-            return bad("routers' upstreams form a cycle: every chain must end at `internet`".into());
+            return bad(
+                "routers' upstreams form a cycle: every chain must end at `internet`".into(),
+            );
         }
         for h in &self.hosts {
             if h.addrs.is_empty() {

@@ -1,0 +1,30 @@
+# Recipes developers reach for. Everything kernel-related needs root.
+
+# all tests (unit, kernel, peers), as CI runs them
+test:
+    ./scripts/install-deps && cargo test --workspace
+
+# unit tests only: no root, no kernel
+unit:
+    cargo test --workspace --lib
+
+# the demo: one home LAN per NAT type, verdicts from UDP probes and the RFC 3489 classifier
+demo *ARGS:
+    ./scripts/install-deps && cargo run --release -p harness -- demo {{ARGS}}
+
+# bring-up / teardown benchmark
+bench:
+    cargo bench -p harness --bench bringup
+
+# remove namespaces of dead runs
+reap:
+    cargo run -q -p harness -- reap
+
+# formatting and lints, as reviewers expect them
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# review snapshot changes
+review:
+    cargo insta review
