@@ -106,6 +106,9 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         })));
     }
 
+    if outbound_only {
+        b.chain("pre_raw", NfChainType::Filter, NfHook::Prerouting, -300);
+    }
     b.chain("pre_filter", NfChainType::Filter, NfHook::Prerouting, -150);
     b.chain("pre_nat", NfChainType::NAT, NfHook::Prerouting, -100);
     b.chain("post_nat", NfChainType::NAT, NfHook::Postrouting, 100);
@@ -128,35 +131,34 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         );
     }
     if outbound_only {
-        // Replies are admitted only while the outbound path has refreshed their flow.
-        b.rule(
-            "pre_filter",
-            vec![
-                wan_in(),
-                udp(),
-                eq(ct("direction", None), s("reply")),
-                neq(
-                    concat(vec![
-                        payload("udp", "dport"),
-                        payload("ip", "saddr"),
-                        payload("udp", "sport"),
-                    ]),
-                    s("@out"),
-                ),
-                drop(),
-            ],
-        );
-        // Inbound-opened flows (full/restricted cone) likewise need an outbound-refreshed binding.
-        b.rule(
-            "pre_filter",
-            vec![
-                wan_in(),
-                udp(),
-                eq(ct("direction", None), s("original")),
-                neq(payload("udp", "dport"), s("@bound")),
-                drop(),
-            ],
-        );
+        // An inbound packet gets in only while an *outbound* packet has refreshed its binding:
+        // towards that very endpoint, or — for looser filtering — any binding on the port (EIF) or
+        // one towards that address (ADF). Dropped at raw priority, before conntrack sees it, so a
+        // refused packet cannot refresh (or, arriving first, poison) a conntrack entry either.
+        let mut rule = vec![
+            wan_in(),
+            udp(),
+            neq(
+                concat(vec![
+                    payload("udp", "dport"),
+                    payload("ip", "saddr"),
+                    payload("udp", "sport"),
+                ]),
+                s("@out"),
+            ),
+        ];
+        match nat.filtering {
+            Filtering::EndpointIndependent => {
+                rule.push(neq(payload("udp", "dport"), s("@bound")));
+            }
+            Filtering::AddressDependent => rule.push(neq(
+                concat(vec![payload("udp", "dport"), payload("ip", "saddr")]),
+                s("@peers"),
+            )),
+            Filtering::AddressAndPortDependent => {}
+        }
+        rule.push(drop());
+        b.rule("pre_raw", rule);
     }
 
     // --- pre_nat: inbound flows a looser filter admits, and hairpinning -----------------------
@@ -514,6 +516,6 @@ mod tests {
             .sysctls
             .iter()
             .any(|(k, v)| k.ends_with("udp_timeout_stream") && v == "7"));
-        assert!(r.json_string().contains("\"timeout\":7"));
+        assert!(r.prelude.contains("timeout 7s"), "{}", r.prelude);
     }
 }
