@@ -5,6 +5,7 @@
 //! [`Process`]), and the cleanup that keeps a machine free of leftovers ([`registry`],
 //! [`reaper`]).
 
+pub mod bindings;
 pub mod error;
 pub mod names;
 mod netlink;

@@ -25,6 +25,7 @@ fn main() {
         wan: "wan".into(),
         lan: "lan".into(),
         public: Ipv4Addr::new(203, 0, 113, 1),
+        subscribers: vec![Ipv4Addr::new(100, 64, 0, 2)],
     };
     let r = sim_nat::render(&b, &ports).unwrap();
     println!("{}", r.json_string());

@@ -89,9 +89,24 @@ pub struct NatBehaviour {
     pub hairpinning: bool,
     #[serde(default = "default_alg")]
     pub sip_alg: SipAlg,
-    /// Ports handed out by `Random` and `Hash` allocation, inclusive.
+    /// Ports handed out by `Random` and `Hash` allocation and by port blocks, inclusive.
     #[serde(default = "default_port_range")]
     pub port_range: (u16, u16),
+    /// How many public addresses the NAT owns, counted upwards from its WAN address (RFC 4787
+    /// §4.1 address pooling).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u8,
+    /// With a pool: an internal host always gets the same public address (RFC 4787 REQ-2).
+    /// Without pairing, a host's flows to different destinations may leave from different
+    /// addresses, which breaks SIP whose signalling and media then come from two addresses.
+    #[serde(default = "default_paired")]
+    pub paired_pooling: bool,
+    /// Ports per subscriber, as carrier-grade NATs allocate them (RFC 6888 REQ-4, RFC 7422
+    /// deterministic blocks): subscriber *i* (in LAN address order) gets ports
+    /// `port_range.0 + i·n ..= port_range.0 + (i+1)·n − 1`, and its next flow fails once they are
+    /// all in use.
+    #[serde(default)]
+    pub port_block: Option<u16>,
 }
 
 fn default_ports() -> PortAllocation {
@@ -108,6 +123,12 @@ fn default_alg() -> SipAlg {
 }
 fn default_port_range() -> (u16, u16) {
     (30000, 49999)
+}
+fn default_pool_size() -> u8 {
+    1
+}
+fn default_paired() -> bool {
+    true
 }
 
 impl NatBehaviour {
@@ -127,7 +148,54 @@ impl NatBehaviour {
             hairpinning: false,
             sip_alg: default_alg(),
             port_range: default_port_range(),
+            pool_size: default_pool_size(),
+            paired_pooling: default_paired(),
+            port_block: None,
         }
+    }
+
+    /// A named preset: what a kind of device in the field typically does.
+    pub fn preset(p: Preset) -> Self {
+        use Filtering as F;
+        use Mapping as M;
+        match p {
+            // Linux-based home gateways: masquerade, conntrack defaults (but a field-typical
+            // 30 s idle timeout rather than conntrack's 120 s stream timeout).
+            Preset::HomeRouter => Self::new(M::EndpointIndependent, F::AddressAndPortDependent),
+            // RFC 6888: EIM, port blocks per subscriber, paired pooling.
+            Preset::Cgnat => Self::new(M::EndpointIndependent, F::AddressAndPortDependent)
+                .with_port_block(512)
+                .with_port_range(1024, 65535),
+            // Enterprise firewalls randomise ports and refresh on outbound traffic only.
+            Preset::EnterpriseFirewall => {
+                Self::new(M::AddressAndPortDependent, F::AddressAndPortDependent)
+                    .with_refresh(Refresh::OutboundOnly)
+            }
+            // Mobile carriers: symmetric, short idle timeouts, outbound-only refresh.
+            Preset::MobileCarrier => {
+                Self::new(M::AddressAndPortDependent, F::AddressAndPortDependent)
+                    .with_udp_timeout(20)
+                    .with_refresh(Refresh::OutboundOnly)
+            }
+        }
+    }
+
+    pub fn with_port_range(mut self, lo: u16, hi: u16) -> Self {
+        self.port_range = (lo, hi);
+        self
+    }
+
+    /// Gives the NAT `size` public addresses; `paired` keeps each host on one of them.
+    pub fn with_pool(mut self, size: u8, paired: bool) -> Self {
+        self.pool_size = size;
+        self.paired_pooling = paired;
+        self
+    }
+
+    /// Limits each subscriber to a block of `size` ports.
+    pub fn with_port_block(mut self, size: u16) -> Self {
+        self.port_block = Some(size);
+        self
     }
 
     pub fn with_ports(mut self, ports: PortAllocation) -> Self {
@@ -192,6 +260,35 @@ impl NatBehaviour {
                 "port-range {lo}-{hi} is empty or starts at 0"
             )));
         }
+        if self.pool_size == 0 {
+            return Err(Error::Invalid(
+                "pool-size must be at least 1 (the WAN address)".into(),
+            ));
+        }
+        if self.pool_size > 1 && self.ports == PortAllocation::Hash {
+            return Err(Error::Invalid(
+                "an address pool needs `preserve` or `random` port allocation; `hash` picks ports \
+                 for a single address"
+                    .into(),
+            ));
+        }
+        if let Some(block) = self.port_block {
+            if block == 0 || u32::from(block) > u32::from(hi - lo) + 1 {
+                return Err(Error::Invalid(format!(
+                    "port-block {block} must be between 1 and the size of port-range {lo}-{hi}"
+                )));
+            }
+            if self.ports == PortAllocation::Hash {
+                return Err(Error::Invalid(
+                    "port blocks need `preserve` or `random` port allocation inside the block".into(),
+                ));
+            }
+            if self.mapping == Mapping::AddressDependent {
+                return Err(Error::Invalid(
+                    "port blocks cannot express address-dependent mapping (it needs `hash`)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -209,6 +306,53 @@ impl NatBehaviour {
             }
             (_, _) => Some(NatType::Symmetric),
         }
+    }
+}
+
+/// Named kinds of device, as shorthands over [`NatBehaviour`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    HomeRouter,
+    Cgnat,
+    EnterpriseFirewall,
+    MobileCarrier,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [
+        Preset::HomeRouter,
+        Preset::Cgnat,
+        Preset::EnterpriseFirewall,
+        Preset::MobileCarrier,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::HomeRouter => "home-router",
+            Preset::Cgnat => "cgnat",
+            Preset::EnterpriseFirewall => "enterprise-firewall",
+            Preset::MobileCarrier => "mobile-carrier",
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| Error::UnknownType {
+                given: s.into(),
+                valid: "home-router, cgnat, enterprise-firewall, mobile-carrier",
+            })
+    }
+}
+
+impl From<Preset> for NatBehaviour {
+    fn from(p: Preset) -> Self {
+        NatBehaviour::preset(p)
     }
 }
 
@@ -302,6 +446,24 @@ mod tests {
             .with_ports(PortAllocation::Random);
         let e = b.validate().unwrap_err().to_string();
         assert!(e.contains("endpoint-independent mapping"), "{e}");
+    }
+
+    #[test]
+    fn every_preset_is_valid() {
+        for p in Preset::ALL {
+            NatBehaviour::preset(p).validate().unwrap();
+            assert_eq!(p.as_str().parse::<Preset>().unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn a_port_block_larger_than_the_range_is_refused() {
+        let b = NatType::PortRestrictedCone
+            .behaviour()
+            .with_port_range(1024, 1100)
+            .with_port_block(512);
+        let e = b.validate().unwrap_err().to_string();
+        assert!(e.contains("port-block 512"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod behaviour;
 mod error;
 mod nft;
 
-pub use behaviour::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Refresh, SipAlg};
+pub use behaviour::{
+    Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
+};
 pub use error::Error;
-pub use nft::{render, RouterPorts, Ruleset, TABLE};
+pub use nft::{pool_last, port_block, render, RouterPorts, Ruleset, TABLE};

@@ -40,8 +40,10 @@ pub struct RouterPorts {
     pub wan: String,
     /// Interface towards the inside (the LAN bridge).
     pub lan: String,
-    /// The router's external address, which mappings use.
+    /// The router's external address, which mappings use (the first of its pool).
     pub public: Ipv4Addr,
+    /// Inside addresses that get a port block each, in block order (carrier-grade NAT).
+    pub subscribers: Vec<Ipv4Addr>,
 }
 
 /// What a router namespace needs to behave as a [`NatBehaviour`].
@@ -204,7 +206,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     }
 
     // --- post_nat: the mapping itself ----------------------------------------------------------
-    let source_nat = snat_statement(nat, ports.public);
+    let source_nat = snat_statement(nat, ports.public, None);
     if nat.hairpinning {
         // REQ-9: a hairpinned packet carries the sender's *external* address, so the receiver
         // sees what a peer on the internet would see.
@@ -223,7 +225,32 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             ],
         );
     }
-    b.rule("post_nat", vec![wan_out(), udp(), source_nat]);
+    match nat.port_block {
+        None => b.rule("post_nat", vec![wan_out(), udp(), source_nat]),
+        Some(size) => {
+            for (i, sub) in ports.subscribers.iter().enumerate() {
+                let block = port_block(nat, i).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{} subscribers × {size} ports do not fit in port-range {}-{}",
+                        ports.subscribers.len(),
+                        nat.port_range.0,
+                        nat.port_range.1
+                    ))
+                })?;
+                b.rule(
+                    "post_nat",
+                    vec![
+                        wan_out(),
+                        udp(),
+                        eq(payload("ip", "saddr"), s(&sub.to_string())),
+                        snat_statement(nat, ports.public, Some(block)),
+                    ],
+                );
+            }
+            // A carrier NAT maps only its subscribers; anything else gets no mapping at all.
+            b.rule("post_nat", vec![wan_out(), udp(), drop()]);
+        }
+    }
     // TCP and ICMP get a plain port-preserving mapping: SIP over TCP and ping still work.
     b.rule(
         "post_nat",
@@ -307,9 +334,17 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     })
 }
 
-/// The source-NAT statement that gives the configured mapping and port allocation.
-fn snat_statement(nat: &NatBehaviour, public: Ipv4Addr) -> Statement<'static> {
-    let (lo, hi) = nat.port_range;
+/// The source-NAT statement that gives the configured mapping and port allocation; `ports`
+/// narrows the port range (a subscriber's block).
+fn snat_statement(
+    nat: &NatBehaviour,
+    public: Ipv4Addr,
+    ports: Option<(u16, u16)>,
+) -> Statement<'static> {
+    let (lo, hi) = ports.unwrap_or(nat.port_range);
+    let range = |a: Expression<'static>, b: Expression<'static>| {
+        Expression::Range(Box::new(expr::Range { range: [a, b] }))
+    };
     let hashed = |fields: Vec<Expression<'static>>| {
         Expression::Named(NamedExpression::JHash(expr::JHash {
             hash_mod: u32::from(hi - lo) + 1,
@@ -318,45 +353,64 @@ fn snat_statement(nat: &NatBehaviour, public: Ipv4Addr) -> Statement<'static> {
             seed: Some(0x5e1d),
         }))
     };
-    let (port, flags) = match (nat.mapping, nat.ports) {
-        (_, PortAllocation::Preserve) => (None, None),
-        (_, PortAllocation::Random) => (
-            Some(Expression::Range(Box::new(expr::Range {
-                range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
-            }))),
-            Some(HashSet::from([stmt::NATFlag::FullyRandom])),
-        ),
-        (Mapping::EndpointIndependent, PortAllocation::Hash) => (
-            Some(hashed(vec![
-                payload("ip", "saddr"),
-                payload("udp", "sport"),
-            ])),
-            None,
-        ),
-        (Mapping::AddressDependent, PortAllocation::Hash) => (
-            Some(hashed(vec![
-                payload("ip", "saddr"),
-                payload("udp", "sport"),
-                payload("ip", "daddr"),
-            ])),
-            None,
-        ),
-        (Mapping::AddressAndPortDependent, PortAllocation::Hash) => (
-            Some(hashed(vec![
-                payload("ip", "saddr"),
-                payload("udp", "sport"),
-                payload("ip", "daddr"),
-                payload("udp", "dport"),
-            ])),
-            None,
-        ),
+    let mut flags = HashSet::new();
+    let port = match (nat.mapping, nat.ports) {
+        (_, PortAllocation::Preserve) => {
+            ports.map(|_| range(Expression::Number(lo.into()), Expression::Number(hi.into())))
+        }
+        (_, PortAllocation::Random) => {
+            flags.insert(stmt::NATFlag::FullyRandom);
+            Some(range(
+                Expression::Number(lo.into()),
+                Expression::Number(hi.into()),
+            ))
+        }
+        (Mapping::EndpointIndependent, PortAllocation::Hash) => Some(hashed(vec![
+            payload("ip", "saddr"),
+            payload("udp", "sport"),
+        ])),
+        (Mapping::AddressDependent, PortAllocation::Hash) => Some(hashed(vec![
+            payload("ip", "saddr"),
+            payload("udp", "sport"),
+            payload("ip", "daddr"),
+        ])),
+        (Mapping::AddressAndPortDependent, PortAllocation::Hash) => Some(hashed(vec![
+            payload("ip", "saddr"),
+            payload("udp", "sport"),
+            payload("ip", "daddr"),
+            payload("udp", "dport"),
+        ])),
+    };
+    let addr = if nat.pool_size > 1 {
+        // `persistent` makes Linux pick the address from the source address alone: paired
+        // pooling. Without it the destination enters the choice too.
+        if nat.paired_pooling {
+            flags.insert(stmt::NATFlag::Persistent);
+        }
+        range(s(&public.to_string()), s(&pool_last(nat, public).to_string()))
+    } else {
+        s(&public.to_string())
     };
     Statement::SNAT(Some(stmt::NAT {
-        addr: Some(s(&public.to_string())),
+        addr: Some(addr),
         family: Some(stmt::NATFamily::IP),
         port,
-        flags,
+        flags: (!flags.is_empty()).then_some(flags),
     }))
+}
+
+/// The last address of the NAT's pool.
+pub fn pool_last(nat: &NatBehaviour, public: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(public) + u32::from(nat.pool_size.max(1)) - 1)
+}
+
+/// The port block of the `index`-th subscriber, if it fits in the range.
+pub fn port_block(nat: &NatBehaviour, index: usize) -> Option<(u16, u16)> {
+    let size = u32::from(nat.port_block?);
+    let (lo, hi) = nat.port_range;
+    let first = u32::from(lo) + size * u32::try_from(index).ok()?;
+    let last = first + size - 1;
+    (last <= u32::from(hi)).then(|| (first as u16, last as u16))
 }
 
 #[derive(Default)]
@@ -488,6 +542,7 @@ mod tests {
             wan: "wan".into(),
             lan: "lan".into(),
             public: Ipv4Addr::new(203, 0, 113, 1),
+            subscribers: vec![Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 3)],
         }
     }
 
@@ -500,6 +555,31 @@ mod tests {
             assert!(r.epilogue.contains("update @fc"));
             assert!(r.prelude.contains("add map"));
         }
+    }
+
+    #[test]
+    fn port_blocks_give_each_subscriber_its_own_range() {
+        let b = NatType::PortRestrictedCone
+            .behaviour()
+            .with_port_range(1024, 2047)
+            .with_port_block(512);
+        let r = render(&b, &ports()).unwrap().json_string();
+        assert!(r.contains("100.64.0.2") && r.contains("100.64.0.3"), "{r}");
+        assert!(r.contains("[1024,1535]") && r.contains("[1536,2047]"), "{r}");
+        let three = RouterPorts {
+            subscribers: vec![Ipv4Addr::new(100, 64, 0, 9); 3],
+            ..ports()
+        };
+        assert!(render(&b, &three).is_err(), "three blocks of 512 do not fit in 1024 ports");
+    }
+
+    #[test]
+    fn a_paired_pool_is_persistent() {
+        let b = NatType::PortRestrictedCone.behaviour().with_pool(4, true);
+        let r = render(&b, &ports()).unwrap().json_string();
+        assert!(r.contains("203.0.113.4") && r.contains("persistent"), "{r}");
+        let unpaired = NatType::PortRestrictedCone.behaviour().with_pool(4, false);
+        assert!(!render(&unpaired, &ports()).unwrap().json_string().contains("persistent"));
     }
 
     #[test]

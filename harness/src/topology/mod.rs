@@ -230,10 +230,15 @@ impl Topology {
             node.netlink.add_address("wan", r.wan, wan_prefix).await?;
             node.netlink.add_default_route(gateway).await?;
             node.addrs = vec![r.wan, r.lan];
+            for extra in spec::pool_extra(r) {
+                node.netlink.add_address("wan", extra, wan_prefix).await?;
+                node.addrs.push(extra);
+            }
             node.router_ports = Some(RouterPorts {
                 wan: "wan".into(),
                 lan: "lan".into(),
                 public: r.wan,
+                subscribers: spec.subscribers_of(&r.name),
             });
             if let Some(nat) = &r.nat {
                 node.set_nat(nat).await?;

@@ -90,9 +90,36 @@ fn is_public(addr: Ipv4Addr) -> bool {
         .any(|(net, p)| in_prefix(addr, *net, *p))
 }
 
+/// The pool addresses of a NAT router beyond its WAN address.
+pub fn pool_extra(r: &RouterSpec) -> Vec<Ipv4Addr> {
+    let n = r.nat.as_ref().map_or(1, |n| n.pool_size.max(1));
+    (1..u32::from(n))
+        .map(|i| Ipv4Addr::from(u32::from(r.wan) + i))
+        .collect()
+}
+
 impl TopologySpec {
     pub fn router(&self, name: &str) -> Option<&RouterSpec> {
         self.routers.iter().find(|r| r.name == name)
+    }
+
+    /// Every inside address on router `name`'s LAN (hosts and downstream routers' WANs), in
+    /// address order: the order port blocks are handed out in.
+    pub fn subscribers_of(&self, name: &str) -> Vec<Ipv4Addr> {
+        let mut subs: Vec<Ipv4Addr> = self
+            .hosts
+            .iter()
+            .filter(|h| h.segment == name)
+            .flat_map(|h| h.addrs.iter().copied())
+            .chain(
+                self.routers
+                    .iter()
+                    .filter(|r| r.upstream == name)
+                    .map(|r| r.wan),
+            )
+            .collect();
+        subs.sort();
+        subs
     }
 
     /// Routers ordered so that every router comes after its upstream.
@@ -134,11 +161,13 @@ impl TopologySpec {
                 return bad(format!("node name `{n}` is used twice"));
             }
         }
-        let mut seen: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
-        let mut claim = |addr: Ipv4Addr, who: &str| -> Result<()> {
-            if let Some(other) = seen.insert(addr, who.to_string()) {
+        // Private addresses repeat across LANs (every home has a 192.168.1.1); they must be unique
+        // within a segment.
+        let mut seen: BTreeMap<(String, Ipv4Addr), String> = BTreeMap::new();
+        let mut claim = |segment: &str, addr: Ipv4Addr, who: &str| -> Result<()> {
+            if let Some(other) = seen.insert((segment.to_string(), addr), who.to_string()) {
                 return Err(Error::Topology(format!(
-                    "address {addr} is given to both `{other}` and `{who}`"
+                    "address {addr} is given to both `{other}` and `{who}` on `{segment}`"
                 )));
             }
             Ok(())
@@ -185,8 +214,22 @@ impl TopologySpec {
                 return bad(format!("router `{}` cannot be its own upstream", r.name));
             }
             segment_check(&r.upstream, r.wan, &r.name)?;
-            claim(r.wan, &r.name)?;
-            claim(r.lan, &r.name)?;
+            claim(&r.upstream, r.wan, &r.name)?;
+            for extra in pool_extra(r) {
+                segment_check(&r.upstream, extra, &r.name)?;
+                claim(&r.upstream, extra, &r.name)?;
+            }
+            claim(&r.name, r.lan, &r.name)?;
+            if let Some(up) = self.router(&r.upstream) {
+                let p = up.lan_prefix.min(r.lan_prefix);
+                if in_prefix(r.lan, up.lan, p) {
+                    return bad(format!(
+                        "router `{}`: its LAN {}/{} overlaps the LAN of its upstream `{}` ({}/{}), \
+                         so it could not route to its own gateway",
+                        r.name, r.lan, r.lan_prefix, up.name, up.lan, up.lan_prefix
+                    ));
+                }
+            }
             if let Some(nat) = &r.nat {
                 nat.validate()?;
             }
@@ -202,7 +245,7 @@ impl TopologySpec {
             }
             for a in &h.addrs {
                 segment_check(&h.segment, *a, &h.name)?;
-                claim(*a, &h.name)?;
+                claim(&h.segment, *a, &h.name)?;
             }
         }
         Ok(())

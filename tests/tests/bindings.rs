@@ -1,0 +1,100 @@
+//! A router's bindings can be listed, expired on demand, flushed, and watched.
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use anyhow::{ensure, Context, Result};
+use harness::bindings::{self, BindingEvent, BindingWatch, Opened};
+use harness::shapes::{self, SERVER};
+use sim_nat::NatType;
+use tests::{recv_within, require_kernel, DELIVERY};
+
+fn sa(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn alice() -> SocketAddrV4 {
+    "192.168.1.10:5060".parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_routers_bindings_list_alices_flow() -> Result<()> {
+    require_kernel!();
+    let topo = shapes::home_lan(NatType::PortRestrictedCone.behaviour().with_udp_timeout(30))
+        .build()
+        .await?;
+    let a = topo.node("alice")?.udp_bind(alice().into()).await?;
+    let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    a.send_to(b"x", sa(SERVER, 3478)).await?;
+    recv_within(&s, DELIVERY).await.context("delivered")?;
+    let list = bindings::list(topo.node("home")?).await?;
+    let b = list
+        .iter()
+        .find(|b| b.internal == alice())
+        .with_context(|| format!("alice's binding missing from {list:?}"))?;
+    ensure!(b.external == "203.0.113.1:5060".parse()?, "{b}");
+    ensure!(b.remote == "203.0.113.10:3478".parse()?, "{b}");
+    ensure!(b.direction == Opened::Outbound && !b.replied, "{b}");
+    ensure!((28..=30).contains(&b.seconds_left), "{b}");
+    Ok(())
+}
+
+/// "The router forgets alice's binding now": the very next inbound packet is dropped, for a
+/// port-restricted NAT (conntrack alone) and a full-cone one (whose learnt map must forget too).
+#[tokio::test]
+async fn an_expired_binding_drops_the_very_next_inbound_packet() -> Result<()> {
+    require_kernel!();
+    for t in [NatType::PortRestrictedCone, NatType::FullCone] {
+        let topo = shapes::home_lan(t).build().await?;
+        let a = topo.node("alice")?.udp_bind(alice().into()).await?;
+        let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+        a.send_to(b"register", sa(SERVER, 3478)).await?;
+        let (_, m) = recv_within(&s, DELIVERY).await.context("outbound")?;
+        s.send_to(b"before", m).await?;
+        ensure!(recv_within(&a, DELIVERY).await.is_some(), "{t}: reachable before");
+        let n = bindings::expire(topo.node("home")?, alice()).await?;
+        ensure!(n == 1, "{t}: one binding expired, got {n}");
+        s.send_to(b"INVITE", m).await?;
+        ensure!(recv_within(&a, DELIVERY).await.is_none(), "{t}: the next inbound packet must be dropped");
+        ensure!(bindings::list(topo.node("home")?).await?.iter().all(|b| b.internal != alice()));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flush_forgets_every_binding_like_a_reboot() -> Result<()> {
+    require_kernel!();
+    let topo = shapes::home_lan(NatType::FullCone).build().await?;
+    let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let mut socks = Vec::new();
+    for p in 5060..5063 {
+        let a = topo.node("alice")?.udp_bind(sa("192.168.1.10", p)).await?;
+        a.send_to(b"x", sa(SERVER, 3478)).await?;
+        recv_within(&s, DELIVERY).await.context("delivered")?;
+        socks.push(a);
+    }
+    ensure!(bindings::list(topo.node("home")?).await?.len() >= 3);
+    bindings::flush(topo.node("home")?).await?;
+    ensure!(bindings::list(topo.node("home")?).await?.is_empty());
+    s.send_to(b"x", sa("203.0.113.1", 5060)).await?;
+    ensure!(recv_within(&socks[0], DELIVERY).await.is_none(), "full cone must have forgotten too");
+    Ok(())
+}
+
+#[tokio::test]
+async fn binding_creation_and_removal_are_seen_as_events() -> Result<()> {
+    require_kernel!();
+    let topo = shapes::home_lan(NatType::PortRestrictedCone).build().await?;
+    let home = topo.node("home")?;
+    let watch = BindingWatch::start(home).await?;
+    let a = topo.node("alice")?.udp_bind(alice().into()).await?;
+    let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    a.send_to(b"x", sa(SERVER, 3478)).await?;
+    recv_within(&s, DELIVERY).await.context("delivered")?;
+    bindings::expire(home, alice()).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ev = watch.events();
+    let created = ev.iter().any(|e| matches!(e, BindingEvent::Created { binding, .. } if binding.internal == alice()));
+    let destroyed = ev.iter().any(|e| matches!(e, BindingEvent::Destroyed { binding, .. } if binding.internal == alice()));
+    ensure!(created && destroyed, "expected NEW and DESTROY for alice, got {ev:?}");
+    Ok(())
+}
