@@ -88,10 +88,7 @@ pub fn parse_line(line: &str) -> Option<Binding> {
     let udp = words.iter().position(|w| *w == "udp")?;
     // `udp 17 SECONDS src=…`: the number after the protocol number is the time left (absent in
     // DESTROY events).
-    let seconds_left = words
-        .get(udp + 2)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(0);
+    let seconds_left = words.get(udp + 2).and_then(|w| w.parse().ok()).unwrap_or(0);
     let orig = tuple(&words, 0)?;
     let reply = tuple(&words, 1)?;
     let replied = !words.contains(&"[UNREPLIED]");
@@ -114,12 +111,19 @@ pub fn parse_line(line: &str) -> Option<Binding> {
 
 async fn conntrack(node: &Node, args: &[&str]) -> Result<String> {
     crate::preflight::require_program("conntrack")?;
-    let (status, out, err) = node.output("conntrack", args, Duration::from_secs(10)).await?;
+    let (status, out, err) = node
+        .output("conntrack", args, Duration::from_secs(10))
+        .await?;
     match status {
         // `-D` exits 1 when nothing matched; that is not an error for us.
         Some(s) if s.success() || (args.first() == Some(&"-D") && s.code() == Some(1)) => Ok(out),
         _ => Err(Error::Io {
-            what: format!("conntrack {} in {}: {}", args.join(" "), node.name(), err.trim()),
+            what: format!(
+                "conntrack {} in {}: {}",
+                args.join(" "),
+                node.name(),
+                err.trim()
+            ),
             source: std::io::Error::other("conntrack failed"),
         }),
     }
@@ -173,12 +177,28 @@ pub async fn expire(node: &Node, internal: SocketAddrV4) -> Result<usize> {
     let port = internal.port().to_string();
     conntrack(
         node,
-        &["-D", "-p", "udp", "--orig-src", &ip, "--orig-port-src", &port],
+        &[
+            "-D",
+            "-p",
+            "udp",
+            "--orig-src",
+            &ip,
+            "--orig-port-src",
+            &port,
+        ],
     )
     .await?;
     conntrack(
         node,
-        &["-D", "-p", "udp", "--reply-src", &ip, "--reply-port-src", &port],
+        &[
+            "-D",
+            "-p",
+            "udp",
+            "--reply-src",
+            &ip,
+            "--reply-port-src",
+            &port,
+        ],
     )
     .await?;
     let mut script = String::new();
@@ -204,11 +224,7 @@ pub async fn expire(node: &Node, internal: SocketAddrV4) -> Result<usize> {
         let present = present_sets(node).await?;
         let script: String = script
             .lines()
-            .filter(|l| {
-                present
-                    .iter()
-                    .any(|s| l.contains(&format!(" {t} {s} {{")))
-            })
+            .filter(|l| present.iter().any(|s| l.contains(&format!(" {t} {s} {{"))))
             .map(|l| format!("{l}\n"))
             .collect();
         nft(node, script).await?;
@@ -251,11 +267,17 @@ pub async fn flush(node: &Node) -> Result<()> {
 /// What happened to a binding, as `conntrack -E` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingEvent {
-    Created { at: Instant, binding: Binding },
+    Created {
+        at: Instant,
+        binding: Binding,
+    },
     /// The kernel removed it: on deletion at once, on expiry when conntrack's garbage collector
     /// gets to it (which may be seconds after the binding stopped working: use
     /// [`Binding::seconds_left`] for the moment it expired).
-    Destroyed { at: Instant, binding: Binding },
+    Destroyed {
+        at: Instant,
+        binding: Binding,
+    },
 }
 
 /// A running `conntrack -E` inside a router, collecting binding events.
@@ -269,7 +291,10 @@ impl BindingWatch {
     pub async fn start(node: &Node) -> Result<Self> {
         crate::preflight::require_program("conntrack")?;
         let process = node
-            .start("conntrack", &["-E", "-p", "udp", "-e", "NEW,DESTROY", "-o", "timestamp"])
+            .start(
+                "conntrack",
+                &["-E", "-p", "udp", "-e", "NEW,DESTROY", "-o", "timestamp"],
+            )
             .await?;
         // conntrack subscribes to the netlink group before printing anything; give it a moment.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -280,7 +280,8 @@ impl NatBehaviour {
             }
             if self.ports == PortAllocation::Hash {
                 return Err(Error::Invalid(
-                    "port blocks need `preserve` or `random` port allocation inside the block".into(),
+                    "port blocks need `preserve` or `random` port allocation inside the block"
+                        .into(),
                 ));
             }
             if self.mapping == Mapping::AddressDependent {

@@ -9,10 +9,16 @@
 
 mod behaviour;
 mod error;
+mod model;
 mod nft;
 
 pub use behaviour::{
     Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
 };
 pub use error::Error;
+pub use model::{
+    observe, observe_home_lan, Binding, BindingEvent, BindingView, DropReason, NatModel,
+    Observation, ProbeError, ProbeSetup, Side, UnsolicitedView, Verdict, PROBE_WAIT,
+    SIP_HELPER_TIMEOUT,
+};
 pub use nft::{pool_last, port_block, render, RouterPorts, Ruleset, TABLE};

@@ -387,7 +387,10 @@ fn snat_statement(
         if nat.paired_pooling {
             flags.insert(stmt::NATFlag::Persistent);
         }
-        range(s(&public.to_string()), s(&pool_last(nat, public).to_string()))
+        range(
+            s(&public.to_string()),
+            s(&pool_last(nat, public).to_string()),
+        )
     } else {
         s(&public.to_string())
     };
@@ -410,7 +413,7 @@ pub fn port_block(nat: &NatBehaviour, index: usize) -> Option<(u16, u16)> {
     let (lo, hi) = nat.port_range;
     let first = u32::from(lo) + size * u32::try_from(index).ok()?;
     let last = first + size - 1;
-    (last <= u32::from(hi)).then(|| (first as u16, last as u16))
+    (last <= u32::from(hi)).then_some((first as u16, last as u16))
 }
 
 #[derive(Default)]
@@ -565,12 +568,18 @@ mod tests {
             .with_port_block(512);
         let r = render(&b, &ports()).unwrap().json_string();
         assert!(r.contains("100.64.0.2") && r.contains("100.64.0.3"), "{r}");
-        assert!(r.contains("[1024,1535]") && r.contains("[1536,2047]"), "{r}");
+        assert!(
+            r.contains("[1024,1535]") && r.contains("[1536,2047]"),
+            "{r}"
+        );
         let three = RouterPorts {
             subscribers: vec![Ipv4Addr::new(100, 64, 0, 9); 3],
             ..ports()
         };
-        assert!(render(&b, &three).is_err(), "three blocks of 512 do not fit in 1024 ports");
+        assert!(
+            render(&b, &three).is_err(),
+            "three blocks of 512 do not fit in 1024 ports"
+        );
     }
 
     #[test]
@@ -579,7 +588,10 @@ mod tests {
         let r = render(&b, &ports()).unwrap().json_string();
         assert!(r.contains("203.0.113.4") && r.contains("persistent"), "{r}");
         let unpaired = NatType::PortRestrictedCone.behaviour().with_pool(4, false);
-        assert!(!render(&unpaired, &ports()).unwrap().json_string().contains("persistent"));
+        assert!(!render(&unpaired, &ports())
+            .unwrap()
+            .json_string()
+            .contains("persistent"));
     }
 
     #[test]

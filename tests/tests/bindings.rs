@@ -50,12 +50,21 @@ async fn an_expired_binding_drops_the_very_next_inbound_packet() -> Result<()> {
         a.send_to(b"register", sa(SERVER, 3478)).await?;
         let (_, m) = recv_within(&s, DELIVERY).await.context("outbound")?;
         s.send_to(b"before", m).await?;
-        ensure!(recv_within(&a, DELIVERY).await.is_some(), "{t}: reachable before");
+        ensure!(
+            recv_within(&a, DELIVERY).await.is_some(),
+            "{t}: reachable before"
+        );
         let n = bindings::expire(topo.node("home")?, alice()).await?;
         ensure!(n == 1, "{t}: one binding expired, got {n}");
         s.send_to(b"INVITE", m).await?;
-        ensure!(recv_within(&a, DELIVERY).await.is_none(), "{t}: the next inbound packet must be dropped");
-        ensure!(bindings::list(topo.node("home")?).await?.iter().all(|b| b.internal != alice()));
+        ensure!(
+            recv_within(&a, DELIVERY).await.is_none(),
+            "{t}: the next inbound packet must be dropped"
+        );
+        ensure!(bindings::list(topo.node("home")?)
+            .await?
+            .iter()
+            .all(|b| b.internal != alice()));
     }
     Ok(())
 }
@@ -76,14 +85,19 @@ async fn a_flush_forgets_every_binding_like_a_reboot() -> Result<()> {
     bindings::flush(topo.node("home")?).await?;
     ensure!(bindings::list(topo.node("home")?).await?.is_empty());
     s.send_to(b"x", sa("203.0.113.1", 5060)).await?;
-    ensure!(recv_within(&socks[0], DELIVERY).await.is_none(), "full cone must have forgotten too");
+    ensure!(
+        recv_within(&socks[0], DELIVERY).await.is_none(),
+        "full cone must have forgotten too"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn binding_creation_and_removal_are_seen_as_events() -> Result<()> {
     require_kernel!();
-    let topo = shapes::home_lan(NatType::PortRestrictedCone).build().await?;
+    let topo = shapes::home_lan(NatType::PortRestrictedCone)
+        .build()
+        .await?;
     let home = topo.node("home")?;
     let watch = BindingWatch::start(home).await?;
     let a = topo.node("alice")?.udp_bind(alice().into()).await?;
@@ -93,8 +107,15 @@ async fn binding_creation_and_removal_are_seen_as_events() -> Result<()> {
     bindings::expire(home, alice()).await?;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let ev = watch.events();
-    let created = ev.iter().any(|e| matches!(e, BindingEvent::Created { binding, .. } if binding.internal == alice()));
-    let destroyed = ev.iter().any(|e| matches!(e, BindingEvent::Destroyed { binding, .. } if binding.internal == alice()));
-    ensure!(created && destroyed, "expected NEW and DESTROY for alice, got {ev:?}");
+    let created = ev
+        .iter()
+        .any(|e| matches!(e, BindingEvent::Created { binding, .. } if binding.internal == alice()));
+    let destroyed = ev.iter().any(
+        |e| matches!(e, BindingEvent::Destroyed { binding, .. } if binding.internal == alice()),
+    );
+    ensure!(
+        created && destroyed,
+        "expected NEW and DESTROY for alice, got {ev:?}"
+    );
     Ok(())
 }

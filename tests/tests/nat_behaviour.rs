@@ -276,8 +276,14 @@ async fn inbound_packets_refresh_a_linux_binding() -> Result<()> {
     let since = std::time::Instant::now();
     let m = mapping_seen(&l.alice, &l.s1).await?;
     let got = inbound_keepalives(&l.alice, &l.s1, m, since, 9).await?;
-    ensure!(got.last().unwrap().0 > Duration::from_millis(3500), "pings must outlast the timeout");
-    ensure!(got.iter().all(|g| g.1), "every inbound ping must arrive: {got:?}");
+    ensure!(
+        got.last().unwrap().0 > Duration::from_millis(3500),
+        "pings must outlast the timeout"
+    );
+    ensure!(
+        got.iter().all(|g| g.1),
+        "every inbound ping must arrive: {got:?}"
+    );
     Ok(())
 }
 
@@ -299,15 +305,24 @@ async fn outbound_only_refresh_ignores_inbound_keepalives() -> Result<()> {
         let got = inbound_keepalives(&l.alice, &l.s1, m, since, 7).await?;
         for (at, arrived) in &got {
             if *at < Duration::from_millis(1700) {
-                ensure!(*arrived, "{t}: a ping {at:?} after alice's packet must arrive: {got:?}");
+                ensure!(
+                    *arrived,
+                    "{t}: a ping {at:?} after alice's packet must arrive: {got:?}"
+                );
             }
             if *at > Duration::from_millis(2300) {
-                ensure!(!*arrived, "{t}: a ping {at:?} after alice's packet must be dropped: {got:?}");
+                ensure!(
+                    !*arrived,
+                    "{t}: a ping {at:?} after alice's packet must be dropped: {got:?}"
+                );
             }
         }
         // Alice's own keep-alive restores it.
         let again = mapping_seen(&l.alice, &l.s1).await?;
-        ensure!(reaches_alice(&l.alice, &l.s1, again).await?, "{t}: outbound refresh reopens it");
+        ensure!(
+            reaches_alice(&l.alice, &l.s1, again).await?,
+            "{t}: outbound refresh reopens it"
+        );
         anyhow::Ok(())
     });
     for r in futures::future::join_all(runs).await {

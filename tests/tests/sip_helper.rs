@@ -27,10 +27,15 @@ async fn register_as_seen(alg: SipAlg) -> Result<String> {
     let topo = shapes::home_lan(NatType::PortRestrictedCone.behaviour().with_sip_alg(alg))
         .build()
         .await?;
-    let a = topo.node("alice")?.udp_bind(sa("192.168.1.10", 5060)).await?;
+    let a = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 5060))
+        .await?;
     let s = topo.node("server")?.udp_bind(sa(SERVER, 5060)).await?;
     a.send_to(REGISTER.as_bytes(), sa(SERVER, 5060)).await?;
-    let (bytes, _) = recv_within(&s, DELIVERY).await.context("REGISTER must arrive")?;
+    let (bytes, _) = recv_within(&s, DELIVERY)
+        .await
+        .context("REGISTER must arrive")?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -39,7 +44,10 @@ async fn the_kernel_sip_helper_rewrites_via_and_contact_to_the_public_address() 
     require_kernel!();
     let seen = register_as_seen(SipAlg::Kernel).await?;
     ensure!(seen.contains("Via: SIP/2.0/UDP 203.0.113.1:5060"), "{seen}");
-    ensure!(seen.contains("Contact: <sip:alice@203.0.113.1:5060>"), "{seen}");
+    ensure!(
+        seen.contains("Contact: <sip:alice@203.0.113.1:5060>"),
+        "{seen}"
+    );
     ensure!(!seen.contains("192.168.1.10:5060>"), "{seen}");
     Ok(())
 }
@@ -48,6 +56,9 @@ async fn the_kernel_sip_helper_rewrites_via_and_contact_to_the_public_address() 
 async fn without_the_helper_sip_passes_untouched() -> Result<()> {
     require_kernel!();
     let seen = register_as_seen(SipAlg::Off).await?;
-    ensure!(seen == REGISTER, "the REGISTER must arrive byte for byte:\n{seen}");
+    ensure!(
+        seen == REGISTER,
+        "the REGISTER must arrive byte for byte:\n{seen}"
+    );
     Ok(())
 }

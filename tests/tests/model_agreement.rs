@@ -1,0 +1,263 @@
+//! The pure reference model (sim-nat's `NatModel`, virtual time) and the kernel NAT give the same
+//! verdicts for the same packets.
+//!
+//! Each kernel run records when each packet was actually sent; the model is fed the same packets
+//! at the same offsets, so scheduling jitter cannot make them disagree. Only packets within
+//! `BOUNDARY` of an expiry instant are left out of the comparison: conntrack counts jiffies and
+//! the model nanoseconds, so at the boundary either answer is right.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use harness::shapes::{self, SERVER};
+use harness::{probe, Topology};
+use sim_nat::{Filtering, Mapping, NatBehaviour, NatModel, NatType, PortAllocation, Refresh};
+use tests::{recv_within, require_kernel, DELIVERY};
+use tokio::net::UdpSocket;
+
+const BOUNDARY: Duration = Duration::from_millis(150);
+
+fn sa(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn v4(s: SocketAddr) -> SocketAddrV4 {
+    match s {
+        SocketAddr::V4(v) => v,
+        SocketAddr::V6(_) => unreachable!("the harness is IPv4"),
+    }
+}
+
+fn grid() -> Vec<NatBehaviour> {
+    let mut out = Vec::new();
+    for m in [
+        Mapping::EndpointIndependent,
+        Mapping::AddressDependent,
+        Mapping::AddressAndPortDependent,
+    ] {
+        for f in [
+            Filtering::EndpointIndependent,
+            Filtering::AddressDependent,
+            Filtering::AddressAndPortDependent,
+        ] {
+            for p in [
+                PortAllocation::Preserve,
+                PortAllocation::Random,
+                PortAllocation::Hash,
+            ] {
+                let b = NatBehaviour::new(m, f).with_ports(p);
+                if b.validate().is_ok() {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn model_and_kernel_classify_every_grid_point_alike() -> Result<()> {
+    require_kernel!();
+    let runs = grid().into_iter().map(|b| async move {
+        let topo = shapes::home_lan(b.clone()).build().await?;
+        let k = probe::observe(
+            topo.node("alice")?,
+            topo.node("server")?,
+            topo.node("peer")?,
+            40000,
+        )
+        .await?;
+        let m = sim_nat::observe_home_lan(&b, Instant::now())?;
+        anyhow::Ok((b, k, m))
+    });
+    let mut diffs = Vec::new();
+    for r in futures::future::join_all(runs).await {
+        let (b, k, m) = r?;
+        if (k.mapping, k.filtering, k.port_preserved) != (m.mapping, m.filtering, m.port_preserved)
+        {
+            diffs.push(format!(
+                "{:?}/{:?}/{:?}: kernel {:?}/{:?}/{} model {:?}/{:?}/{}",
+                b.mapping,
+                b.filtering,
+                b.ports,
+                k.mapping,
+                k.filtering,
+                k.port_preserved,
+                m.mapping,
+                m.filtering,
+                m.port_preserved
+            ));
+        }
+    }
+    ensure!(
+        diffs.is_empty(),
+        "model and kernel disagree:\n{}",
+        diffs.join("\n")
+    );
+    Ok(())
+}
+
+/// Kernel-facts "who sends first matters": alice's packet reaches bob's public port before bob
+/// sends from it; bob's answer is remapped off that port, and the move sticks for bob's next flow —
+/// in the kernel and in the model alike. Alice sits behind a full cone so she receives bob's
+/// answer and can tell which port it came from.
+#[tokio::test]
+async fn model_and_kernel_agree_that_who_sends_first_moves_the_answer() -> Result<()> {
+    require_kernel!();
+    let topo = shapes::two_lans(NatType::FullCone, NatType::PortRestrictedCone)
+        .build()
+        .await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 4000))
+        .await?;
+    let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
+    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    alice.send_to(b"first", sa("198.51.100.1", 4000)).await?;
+    let k_first = recv_within(&bob, DELIVERY).await.is_some();
+    bob.send_to(b"answer", sa("203.0.113.1", 4000)).await?;
+    let (_, k_answer) = recv_within(&alice, DELIVERY)
+        .await
+        .context("bob's answer reaches alice")?;
+    bob.send_to(b"next", sa(SERVER, 3478)).await?;
+    let (_, k_next) = recv_within(&server, DELIVERY)
+        .await
+        .context("bob → server")?;
+
+    let t0 = Instant::now();
+    let mut m = NatModel::new(
+        NatType::PortRestrictedCone.behaviour(),
+        "198.51.100.1".parse()?,
+        ("192.168.2.0".parse()?, 24),
+    )?;
+    let m_first = m.inbound(
+        "203.0.113.1:4000".parse()?,
+        "198.51.100.1:4000".parse()?,
+        t0,
+    );
+    let m_answer = m
+        .outbound(
+            "192.168.2.10:4000".parse()?,
+            "203.0.113.1:4000".parse()?,
+            t0,
+        )
+        .forwarded()
+        .context("model forwards bob's answer")?
+        .0;
+    let m_next = m
+        .outbound("192.168.2.10:4000".parse()?, v4(sa(SERVER, 3478)), t0)
+        .forwarded()
+        .context("model forwards bob's next flow")?
+        .0;
+    let kernel = (
+        k_first,
+        k_answer.port() != 4000,
+        k_next.port() == k_answer.port(),
+    );
+    let model = (
+        m_first.forwarded().is_some(),
+        m_answer.port() != 4000,
+        m_next.port() == m_answer.port(),
+    );
+    ensure!(
+        kernel == (false, true, true),
+        "kernel: first delivered / answer moved / move sticks = {kernel:?}"
+    );
+    ensure!(model == kernel, "model {model:?} vs kernel {kernel:?}");
+    Ok(())
+}
+
+async fn pings(
+    alice: &UdpSocket,
+    from: &UdpSocket,
+    mapping: SocketAddr,
+    t0: Instant,
+    n: usize,
+) -> Result<Vec<(Duration, bool)>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let at = t0.elapsed();
+        from.send_to(b"ping", mapping).await?;
+        out.push((at, recv_within(alice, DELIVERY).await.is_some()));
+    }
+    Ok(out)
+}
+
+/// Inbound pings after one outbound packet, with a 2 s timeout, for every classic type and both
+/// refresh directions: kernel and model admit and drop the same pings.
+#[tokio::test]
+async fn model_and_kernel_expire_and_refresh_bindings_alike() -> Result<()> {
+    require_kernel!();
+    let mut cases = Vec::new();
+    for t in NatType::ALL {
+        for r in [Refresh::Both, Refresh::OutboundOnly] {
+            cases.push(t.behaviour().with_udp_timeout(2).with_refresh(r));
+        }
+    }
+    let runs = cases.into_iter().map(|b| async move {
+        let topo: Topology = shapes::home_lan(b.clone()).build().await?;
+        let alice = topo
+            .node("alice")?
+            .udp_bind(sa("192.168.1.10", 5060))
+            .await?;
+        let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+        let t0 = Instant::now();
+        alice.send_to(b"out", sa(SERVER, 3478)).await?;
+        let (_, mapping) = recv_within(&server, DELIVERY).await.context("outbound")?;
+        let kernel = pings(&alice, &server, mapping, t0, 9).await?;
+
+        let mut model = NatModel::new(
+            b.clone(),
+            "203.0.113.1".parse()?,
+            ("192.168.1.0".parse()?, 24),
+        )?;
+        let m_map = model
+            .outbound("192.168.1.10:5060".parse()?, v4(sa(SERVER, 3478)), t0)
+            .forwarded()
+            .context("model maps alice")?
+            .0;
+        let mut diffs = Vec::new();
+        let mut last_admitted = Duration::ZERO;
+        for (at, k_ok) in &kernel {
+            let m_ok = model
+                .inbound(v4(sa(SERVER, 3478)), m_map, t0 + *at)
+                .forwarded()
+                .is_some();
+            // The instant the binding would expire, as either side counts it.
+            let expiry = if b.refresh == Refresh::Both {
+                last_admitted
+            } else {
+                Duration::ZERO
+            } + Duration::from_secs(2);
+            let near = at.abs_diff(expiry) < BOUNDARY;
+            if m_ok != *k_ok && !near {
+                diffs.push(format!("ping at {at:?}: kernel {k_ok}, model {m_ok}"));
+            }
+            if *k_ok {
+                last_admitted = *at;
+            }
+        }
+        anyhow::Ok((b, kernel, diffs))
+    });
+    let mut all = Vec::new();
+    for r in futures::future::join_all(runs).await {
+        let (b, kernel, diffs) = r?;
+        if !diffs.is_empty() {
+            all.push(format!(
+                "{:?}/{:?} {:?}: {}\n  kernel {kernel:?}",
+                b.mapping,
+                b.filtering,
+                b.refresh,
+                diffs.join("; ")
+            ));
+        }
+    }
+    ensure!(
+        all.is_empty(),
+        "model and kernel disagree:\n{}",
+        all.join("\n")
+    );
+    Ok(())
+}
