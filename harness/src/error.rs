@@ -44,6 +44,13 @@ pub enum Error {
     NoSuchNode(String),
     #[error("the worker of namespace `{0}` is gone (the topology is being torn down)")]
     WorkerGone(String),
+    /// A STUN transaction or configuration failed (timeout, error response, bad config).
+    #[error("STUN {what}: {source}")]
+    Stun {
+        what: String,
+        #[source]
+        source: crate::stun::StunError,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::stun::codec::{Attribute, Class, Message, Method, TransactionId};
 use crate::stun::{after, scale, Credentials, Event, StunError, Transmit};
@@ -72,22 +73,42 @@ pub struct ClientConfig {
     pub software: Option<String>,
     pub keepalive: Option<KeepAlive>,
     /// Seeds transaction ids. Sans-IO code takes its randomness from the
-    /// caller so tests are reproducible; seed from the OS in production.
-    /// The generator is not cryptographic: fine for a test harness, not for
-    /// an Internet-facing client that must resist off-path spoofing.
+    /// caller so tests are reproducible (they set a fixed seed); the
+    /// default comes from [`os_seed`]. The generator is not cryptographic:
+    /// fine for a test harness, not for an Internet-facing client that must
+    /// resist off-path spoofing.
     pub seed: u64,
 }
 
 impl Default for ClientConfig {
+    /// RFC 8489 retransmissions, no credentials, no keep-alive, transaction
+    /// ids seeded from the OS.
     fn default() -> Self {
         Self {
             retransmit: RetransmitConfig::default(),
             credentials: None,
             software: None,
             keepalive: None,
-            seed: 0x5EED,
+            seed: os_seed(),
         }
     }
+}
+
+/// A transaction-id seed that differs between runs, processes and calls.
+///
+/// Mixes the wall clock's nanoseconds, the process id and a per-process
+/// counter (so clients created in the same nanosecond still differ), the
+/// way production constructors seed; the machines never call it
+/// themselves, they take the seed from their configuration. Not
+/// cryptographic, see [`ClientConfig::seed`].
+pub fn os_seed() -> u64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let mixed = nanos ^ (u64::from(std::process::id()) << 32) ^ call.rotate_left(48);
+    IdGenerator(mixed).next_u64()
 }
 
 /// SplitMix64: tiny, deterministic, good enough to make ids unique.
@@ -575,11 +596,17 @@ impl BindingClient {
 mod tests {
     use super::*;
     use crate::stun::testnet::{
-        addr, rfc5780_server_config, Net, ToyNat, ALT_IP, ALT_PORT, CLIENT, PRIMARY,
+        addr, rfc5780_server_config, Net, ToyNat, ALT_IP, ALT_PORT, CLIENT, PRIMARY, SEED,
     };
-    use crate::stun::{Filtering, Mapping, ServerConfig};
+    use crate::stun::ServerConfig;
+    use sim_nat::{Filtering, Mapping};
 
+    /// A client with a fixed seed, so runs are reproducible.
     fn client(config: ClientConfig) -> BindingClient {
+        let config = ClientConfig {
+            seed: SEED,
+            ..config
+        };
         BindingClient::new(addr(CLIENT), addr(PRIMARY), config)
     }
 
@@ -588,6 +615,25 @@ mod tests {
             Mapping::EndpointIndependent,
             Filtering::AddressAndPortDependent,
         )
+    }
+
+    #[test]
+    fn production_configs_seed_transaction_ids_differently() {
+        let ids = |config: ClientConfig| {
+            let mut c = BindingClient::new(addr(CLIENT), addr(PRIMARY), config);
+            c.bind(Instant::now());
+            let t = c.poll_transmit().unwrap();
+            Message::decode(&t.payload).unwrap().transaction_id
+        };
+        let (a, b) = (ClientConfig::default(), ClientConfig::default());
+        assert_ne!(a.seed, b.seed);
+        assert_ne!(ids(a), ids(b));
+        // A fixed seed reproduces the id.
+        let fixed = || ClientConfig {
+            seed: SEED,
+            ..ClientConfig::default()
+        };
+        assert_eq!(ids(fixed()), ids(fixed()));
     }
 
     #[test]

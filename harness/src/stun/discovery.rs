@@ -1,44 +1,34 @@
 //! RFC 5780 NAT behaviour discovery (mapping §4.3, filtering §4.4, binding
 //! lifetime §4.6), with the RFC 3489 "cone" names that SIP people still use.
 //!
-//! Test order matters and differs from the RFC's presentation: the
-//! filtering tests run right after test I, *before* the mapping tests send
-//! anything to the alternate IP. Otherwise, behind an endpoint-independent
-//! mapping, mapping test II would open the NAT's filter for the alternate
-//! IP and an address-dependent filter would be misreported as
-//! endpoint-independent.
+//! Which socket runs which test matters, because every test leaves state in
+//! the NAT that the next one sees:
+//!
+//! - With [`DiscoveryConfig::filtering_local`] (what RFC 5780 §4.4
+//!   recommends, and what the kernel driver always does), the mapping tests
+//!   run on `local` and the filtering tests on a fresh socket afterwards, so
+//!   neither sees the other's traces.
+//! - Without it, everything runs on `local` and the filtering tests go right
+//!   after test I, *before* the mapping tests send anything to the alternate
+//!   IP: otherwise, behind an endpoint-independent mapping, mapping test II
+//!   would open the NAT's filter for the alternate IP and an
+//!   address-dependent filter would be misreported as endpoint-independent.
+//!   This order has its own trap on Linux: behind an endpoint-independent
+//!   filter, the admitted answer to filtering test II becomes a conntrack
+//!   flow from the alternate address and port, and mapping test III to that
+//!   same endpoint then leaves as its reply, through test I's mapping, so an
+//!   address-dependent mapping reads as address-and-port-dependent
+//!   (seen with sim-nat's hashed-port ADM + EIF ruleset on kernel 6.18).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::stun::client::{Outcome, RequestSpec, Requester, RetransmitConfig};
+use sim_nat::{Filtering, Mapping};
+
+use crate::stun::client::{os_seed, Outcome, RequestSpec, Requester, RetransmitConfig};
 use crate::stun::{after, Credentials, Event, StunError, Transmit};
-
-/// RFC 4787 / RFC 5780 mapping behaviour: when does the NAT reuse the
-/// public address:port it gave us?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mapping {
-    /// Same mapping towards every destination (also reported when there is
-    /// no NAT at all, see [`NatBehaviour::is_behind_nat`]).
-    EndpointIndependent,
-    /// New mapping per destination IP.
-    AddressDependent,
-    /// New mapping per destination IP and port.
-    AddressAndPortDependent,
-}
-
-/// RFC 4787 / RFC 5780 filtering behaviour: who may send to our mapping?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Filtering {
-    /// Anyone.
-    EndpointIndependent,
-    /// Only IPs we have sent to.
-    AddressDependent,
-    /// Only IP:port pairs we have sent to.
-    AddressAndPortDependent,
-}
 
 /// RFC 3489 classification, still the vocabulary of SIP/VoIP folklore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,10 +66,16 @@ impl fmt::Display for ClassicNat {
     }
 }
 
-/// Result of discovery. `None` fields mean "could not be determined",
-/// which is different from any behaviour.
+/// What discovery found out about the NAT in front of a socket, in
+/// [`sim_nat`]'s RFC 4787 terms so it compares directly with what a
+/// topology configured. `None` fields mean "could not be determined",
+/// which is different from any behaviour; without a NAT the mapping is
+/// reported as endpoint-independent (see [`DiscoveredBehaviour::is_behind_nat`]).
+///
+/// Named apart from [`sim_nat::NatBehaviour`], which is what a NAT *is*
+/// configured to do; this is what a client *observed*.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatBehaviour {
+pub struct DiscoveredBehaviour {
     pub local: SocketAddr,
     /// Mapped address from test I; `None` if the server never answered.
     pub mapped: Option<SocketAddr>,
@@ -90,7 +86,7 @@ pub struct NatBehaviour {
     pub binding_lifetime: Option<Duration>,
 }
 
-impl NatBehaviour {
+impl DiscoveredBehaviour {
     pub fn is_behind_nat(&self) -> bool {
         self.mapped.is_some_and(|m| m != self.local)
     }
@@ -142,6 +138,10 @@ pub struct DiscoveryConfig {
     /// Local address of the main socket (must be the real interface
     /// address, not 0.0.0.0, for "no NAT" to be recognised).
     pub local: SocketAddr,
+    /// A socket used for nothing but the filtering tests, run after the
+    /// mapping tests (RFC 5780 §4.4); `None` runs them first on `local`
+    /// (see the module docs for why the separate socket is better).
+    pub filtering_local: Option<SocketAddr>,
     pub lifetime: Option<LifetimeProbe>,
     /// Also sets how long "no answer" takes to conclude, i.e. how long
     /// each blocked filtering test lasts.
@@ -153,15 +153,18 @@ pub struct DiscoveryConfig {
 }
 
 impl DiscoveryConfig {
+    /// Discovery from `local` against the RFC 5780 server at `server`, with
+    /// RFC 8489 retransmissions and transaction ids seeded from the OS.
     pub fn new(local: SocketAddr, server: SocketAddr) -> Self {
         Self {
             server,
             local,
+            filtering_local: None,
             lifetime: None,
             retransmit: RetransmitConfig::default(),
             credentials: None,
             software: None,
-            seed: 0xD15C,
+            seed: os_seed(),
         }
     }
 }
@@ -170,6 +173,8 @@ impl DiscoveryConfig {
 enum Phase {
     Idle,
     TestI,
+    /// Test I again from the filtering socket (separate-socket order only).
+    FilteringI,
     FilteringII,
     FilteringIII,
     MappingII,
@@ -198,6 +203,7 @@ impl Phase {
     fn test_name(self) -> &'static str {
         match self {
             Phase::TestI => "test I (mapping)",
+            Phase::FilteringI => "filtering test I (fresh socket)",
             Phase::FilteringII => "filtering test II (change IP and port)",
             Phase::FilteringIII => "filtering test III (change port)",
             Phase::MappingII => "mapping test II (alternate IP)",
@@ -216,13 +222,18 @@ pub struct Discovery {
     requester: Requester,
     events: VecDeque<Event>,
     phase: Phase,
-    behaviour: NatBehaviour,
+    behaviour: DiscoveredBehaviour,
     other: Option<SocketAddr>,
     finished: bool,
 }
 
 impl Discovery {
     pub fn new(config: DiscoveryConfig) -> Result<Self, StunError> {
+        if config.filtering_local == Some(config.local) {
+            return Err(StunError::Config(
+                "filtering_local must be a socket distinct from local (or None)".into(),
+            ));
+        }
         if let Some(l) = &config.lifetime {
             if l.min >= l.max || l.resolution.is_zero() {
                 return Err(StunError::Config(format!(
@@ -244,7 +255,7 @@ impl Discovery {
                 config.software.clone(),
                 config.seed,
             ),
-            behaviour: NatBehaviour {
+            behaviour: DiscoveredBehaviour {
                 local: config.local,
                 mapped: None,
                 mapping: None,
@@ -267,7 +278,7 @@ impl Discovery {
     }
 
     /// The final result, once [`Event::NatDiscovered`] has been emitted.
-    pub fn result(&self) -> Option<&NatBehaviour> {
+    pub fn result(&self) -> Option<&DiscoveredBehaviour> {
         self.finished.then_some(&self.behaviour)
     }
 
@@ -307,9 +318,17 @@ impl Discovery {
         let server = self.config.server;
         match phase {
             Phase::TestI => self.request(self.spec(server), now),
+            Phase::FilteringI => {
+                let spec = RequestSpec {
+                    source: self.filtering_source(),
+                    ..self.spec(server)
+                };
+                self.request(spec, now);
+            }
             Phase::FilteringII | Phase::FilteringIII => {
                 let change = Some((phase == Phase::FilteringII, true));
                 let spec = RequestSpec {
+                    source: self.filtering_source(),
                     change_request: change,
                     ..self.spec(server)
                 };
@@ -339,8 +358,22 @@ impl Discovery {
         }
     }
 
-    /// After filtering, mapping; after mapping, lifetime; then done.
-    fn after_filtering(&mut self, now: Instant) {
+    fn filtering_source(&self) -> SocketAddr {
+        self.config.filtering_local.unwrap_or(self.config.local)
+    }
+
+    /// Test I answered with an OTHER-ADDRESS: on to mapping (separate
+    /// filtering socket) or filtering (one socket).
+    fn after_test_one(&mut self, now: Instant) {
+        if self.config.filtering_local.is_some() {
+            self.start_mapping(now);
+        } else {
+            self.enter(Phase::FilteringII, now);
+        }
+    }
+
+    /// Mapping tests II and III, needed only behind a NAT.
+    fn start_mapping(&mut self, now: Instant) {
         if self.behaviour.is_behind_nat() && self.other.is_some() {
             self.enter(Phase::MappingII, now);
         } else {
@@ -351,7 +384,28 @@ impl Discovery {
         }
     }
 
+    /// Separate socket: mapping, filtering, lifetime. One socket: filtering,
+    /// mapping, lifetime. Then done.
+    fn after_filtering(&mut self, now: Instant) {
+        if self.config.filtering_local.is_some() {
+            self.start_lifetime(now);
+        } else {
+            self.start_mapping(now);
+        }
+    }
+
     fn after_mapping(&mut self, now: Instant) {
+        let filtering_next = self.config.filtering_local.is_some()
+            && self.other.is_some()
+            && self.behaviour.filtering.is_none();
+        if filtering_next {
+            self.enter(Phase::FilteringI, now);
+        } else {
+            self.start_lifetime(now);
+        }
+    }
+
+    fn start_lifetime(&mut self, now: Instant) {
         match self.config.lifetime {
             Some(p) => self.enter(
                 Phase::LifetimeRefresh {
@@ -395,9 +449,15 @@ impl Discovery {
                         }
                         self.after_mapping(now);
                     } else {
-                        self.enter(Phase::FilteringII, now);
+                        self.after_test_one(now);
                     }
                 }
+            },
+            Phase::FilteringI => match result {
+                Some(_) => self.enter(Phase::FilteringII, now),
+                // The server answered `local` but not this socket: filtering
+                // stays unknown.
+                None => self.after_filtering(now),
             },
             Phase::FilteringII => match result {
                 Some(_) => {
@@ -560,7 +620,7 @@ impl Discovery {
 mod tests {
     use super::*;
     use crate::stun::testnet::{
-        addr, rfc5780_server_config, Net, ToyNat, CLIENT, CLIENT2, PRIMARY,
+        addr, rfc5780_server_config, Net, ToyNat, CLIENT, CLIENT2, CLIENT3, PRIMARY, SEED,
     };
     use crate::stun::ServerConfig;
 
@@ -582,11 +642,12 @@ mod tests {
                 rto: Duration::from_millis(50),
                 ..RetransmitConfig::default()
             },
+            seed: SEED,
             ..DiscoveryConfig::new(addr(CLIENT), addr(PRIMARY))
         }
     }
 
-    fn discover(net: &mut Net, config: DiscoveryConfig) -> NatBehaviour {
+    fn discover(net: &mut Net, config: DiscoveryConfig) -> DiscoveredBehaviour {
         let mut d = Discovery::new(config).unwrap();
         d.start(net.now);
         let ev = net.run_until(&mut d, Duration::from_secs(3600), |e| {
@@ -600,7 +661,7 @@ mod tests {
         result
     }
 
-    fn behind(mapping: Mapping, filtering: Filtering) -> NatBehaviour {
+    fn behind(mapping: Mapping, filtering: Filtering) -> DiscoveredBehaviour {
         let mut net = Net::new(
             rfc5780_server_config(),
             Some(ToyNat::new(mapping, filtering)),
@@ -632,6 +693,54 @@ mod tests {
                 assert_eq!(r.classic_name(), expected, "{mapping:?}/{filtering:?}");
             }
         }
+    }
+
+    #[test]
+    fn discovery_with_a_separate_filtering_socket_names_every_combination() {
+        for mapping in MAPPINGS {
+            for filtering in FILTERINGS {
+                let mut net = Net::new(
+                    rfc5780_server_config(),
+                    Some(ToyNat::new(mapping, filtering)),
+                );
+                let config = DiscoveryConfig {
+                    filtering_local: Some(addr(CLIENT3)),
+                    ..config()
+                };
+                let r = discover(&mut net, config);
+                let case = format!("{mapping:?}/{filtering:?}");
+                assert_eq!(r.mapping, Some(mapping), "{case}");
+                assert_eq!(r.filtering, Some(filtering), "{case}");
+                assert_eq!(r.mapped, Some(addr("203.0.113.7:40000")), "{case}");
+                // Mapping tests on the main socket first, then every
+                // CHANGE-REQUEST from the filtering socket only.
+                let sources: Vec<SocketAddr> = net.sent.iter().map(|(_, t)| t.source).collect();
+                let first_filtering = sources.iter().position(|s| *s == addr(CLIENT3));
+                let first_filtering = first_filtering.expect("filtering socket used");
+                assert!(
+                    sources[..first_filtering]
+                        .iter()
+                        .all(|s| *s == addr(CLIENT)),
+                    "{case}: {sources:?}"
+                );
+                assert!(
+                    sources[first_filtering..]
+                        .iter()
+                        .all(|s| *s == addr(CLIENT3)),
+                    "{case}: {sources:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn discovery_rejects_a_filtering_socket_equal_to_the_main_one() {
+        let err = Discovery::new(DiscoveryConfig {
+            filtering_local: Some(addr(CLIENT)),
+            ..config()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("filtering_local"), "{err}");
     }
 
     #[test]

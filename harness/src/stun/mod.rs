@@ -11,12 +11,14 @@
 //!
 //! Transmits name the local socket to send from by its local address
 //! (`Transmit::source`): the server has up to four (two IPs × two ports),
-//! the discovery client two (the binding-lifetime test needs a second one),
-//! and a map from local address to socket is all the I/O glue needs.
+//! the discovery client up to three (main, filtering tests, lifetime
+//! probes), and a map from local address to socket is all the I/O glue
+//! needs: [`driver`] is that glue, one loop for every machine.
 
 pub mod client;
 pub mod codec;
 pub mod discovery;
+pub mod driver;
 pub mod server;
 
 #[cfg(test)]
@@ -25,15 +27,57 @@ mod testnet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use client::{BindingClient, ClientConfig, KeepAlive, KeepAliveKind, RetransmitConfig};
+pub use client::{
+    os_seed, BindingClient, ClientConfig, KeepAlive, KeepAliveKind, RetransmitConfig,
+};
 pub use codec::{
     attr_type, is_stun, Attribute, Class, Message, Method, TransactionId, FINGERPRINT_XOR,
     MAGIC_COOKIE,
 };
-pub use discovery::{
-    ClassicNat, Discovery, DiscoveryConfig, Filtering, LifetimeProbe, Mapping, NatBehaviour,
-};
+pub use discovery::{ClassicNat, DiscoveredBehaviour, Discovery, DiscoveryConfig, LifetimeProbe};
+pub use driver::{binding, binding_with, discover, discover_with_events};
+pub use driver::{BindingTask, NodeEvent, StunServerTask};
 pub use server::{ServerConfig, ServerStats, StunServer};
+
+/// The sans-IO surface every machine of this module shares, so one driver
+/// loop ([`driver`]) and one virtual network (the unit tests') run them
+/// all: inputs are `handle_*` with `now` last, outputs are drained with
+/// `poll_*`.
+pub trait Machine {
+    /// A datagram arrived on the socket bound to `local`.
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant);
+    /// The deadline from [`Machine::poll_timeout`] passed.
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn poll_event(&mut self) -> Option<Event>;
+    /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+macro_rules! machine {
+    ($t:ty) => {
+        impl Machine for $t {
+            fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], n: Instant) {
+                <$t>::handle_datagram(self, l, f, b, n)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn poll_transmit(&mut self) -> Option<Transmit> {
+                <$t>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> Option<Event> {
+                <$t>::poll_event(self)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$t>::poll_timeout(self)
+            }
+        }
+    };
+}
+machine!(StunServer);
+machine!(BindingClient);
+machine!(Discovery);
 
 /// A datagram a machine wants sent. The I/O layer must send `payload` from
 /// the socket bound to `source`, because RFC 5780 tests hinge on *which*
@@ -130,7 +174,7 @@ pub enum Event {
         mapped: Option<SocketAddr>,
     },
     /// Discovery finished.
-    NatDiscovered(NatBehaviour),
+    NatDiscovered(DiscoveredBehaviour),
 }
 
 /// The one error type of the STUN module.

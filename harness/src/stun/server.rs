@@ -29,6 +29,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// A plain RFC 8489 server on one address: enough for Binding, not
+    /// for RFC 5780 discovery.
     pub fn new(primary: SocketAddr) -> Self {
         Self {
             primary,
@@ -36,6 +38,16 @@ impl ServerConfig {
             alternate_port: None,
             credentials: None,
             software: None,
+        }
+    }
+
+    /// An RFC 5780 server: `primary`, plus the IP and port of `other`
+    /// (what OTHER-ADDRESS advertises), so four local addresses in all.
+    pub fn rfc5780(primary: SocketAddr, other: SocketAddr) -> Self {
+        Self {
+            alternate_ip: Some(other.ip()),
+            alternate_port: Some(other.port()),
+            ..Self::new(primary)
         }
     }
 }

@@ -5,16 +5,19 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::stun::{
-    BindingClient, Discovery, Event, Filtering, Mapping, ServerConfig, StunServer, Transmit,
-};
+use sim_nat::{Filtering, Mapping};
+
+use crate::stun::{Event, ServerConfig, StunServer, Transmit};
 
 pub(crate) const PRIMARY: &str = "198.51.100.1:3478";
 pub(crate) const ALT_IP: &str = "198.51.100.2";
 pub(crate) const ALT_PORT: u16 = 3479;
 pub(crate) const CLIENT: &str = "10.0.0.2:5000";
 pub(crate) const CLIENT2: &str = "10.0.0.2:5001";
+pub(crate) const CLIENT3: &str = "10.0.0.2:5002";
 pub(crate) const PUBLIC_IP: &str = "203.0.113.7";
+/// Fixed transaction-id seed: virtual runs are reproducible.
+pub(crate) const SEED: u64 = 0x5EED;
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -119,37 +122,7 @@ impl ToyNat {
 }
 
 /// Anything on the client side of the network.
-pub(crate) trait Agent {
-    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant);
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    fn poll_event(&mut self) -> Option<Event>;
-    fn poll_timeout(&self) -> Option<Instant>;
-}
-
-macro_rules! agent {
-    ($t:ty) => {
-        impl Agent for $t {
-            fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], n: Instant) {
-                <$t>::handle_datagram(self, l, f, b, n)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn poll_transmit(&mut self) -> Option<Transmit> {
-                <$t>::poll_transmit(self)
-            }
-            fn poll_event(&mut self) -> Option<Event> {
-                <$t>::poll_event(self)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self)
-            }
-        }
-    };
-}
-agent!(BindingClient);
-agent!(Discovery);
+pub(crate) use crate::stun::Machine as Agent;
 
 pub(crate) struct Net {
     pub start: Instant,
@@ -175,7 +148,7 @@ impl Net {
             server: StunServer::new(server).unwrap(),
             nat,
             blocked: false,
-            client_locals: vec![addr(CLIENT), addr(CLIENT2)],
+            client_locals: vec![addr(CLIENT), addr(CLIENT2), addr(CLIENT3)],
             sent: Vec::new(),
             events: Vec::new(),
             server_events: Vec::new(),
