@@ -16,6 +16,7 @@ pub mod probe;
 pub mod process;
 pub mod reaper;
 pub mod registry;
+pub mod sip;
 pub mod stun;
 pub mod topology;
 

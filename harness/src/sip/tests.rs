@@ -1,0 +1,446 @@
+//! Virtual-clock scenarios from the failure catalogue (item 1, both
+//! faces): phones behind `sim_nat` NAT models, a registrar/proxy with
+//! either [`NatHandling`], T1 scaled to 10 ms.
+
+use std::time::Duration;
+
+use sim_nat::{Filtering, Mapping, NatBehaviour, PortAllocation};
+
+use crate::sip::testnet::{addr, Fate, Net};
+use crate::sip::{
+    ContactSource, Event, KeepAlive, NatHandling, Proxy, ProxyConfig, Timers, Ua, UaConfig,
+};
+
+const T1: Duration = Duration::from_millis(10);
+const PROXY: &str = "198.51.100.10:5060";
+const ALICE: &str = "198.51.100.20:5060";
+const BOB_PUBLIC: &str = "198.51.100.30:5060";
+const BOB_PRIVATE: &str = "10.0.0.2:5060";
+const HOME_IP: &str = "203.0.113.7";
+const ALICE_PRIVATE: &str = "10.0.1.2:5060";
+const OFFICE_IP: &str = "203.0.113.8";
+const DOMAIN: &str = "example.com";
+
+fn proxy(nat: NatHandling) -> Proxy {
+    Proxy::new(ProxyConfig {
+        timers: Timers::scaled(T1),
+        ..ProxyConfig::new(addr(PROXY), DOMAIN, nat)
+    })
+}
+
+fn phone(user: &str, local: &str, seed: u64) -> UaConfig {
+    UaConfig {
+        timers: Timers::scaled(T1),
+        answer_after: Some(T1 * 5),
+        seed,
+        ..UaConfig::new(user, DOMAIN, addr(local), addr(PROXY))
+    }
+}
+
+/// A Linux home router: endpoint-independent mapping that keeps the
+/// source port, address-and-port-dependent filtering.
+fn port_preserving() -> NatBehaviour {
+    NatBehaviour::new(
+        Mapping::EndpointIndependent,
+        Filtering::AddressAndPortDependent,
+    )
+}
+
+/// `masquerade random` (symmetric): every flow gets a new random port.
+fn port_changing() -> NatBehaviour {
+    let b = NatBehaviour::new(
+        Mapping::AddressAndPortDependent,
+        Filtering::AddressAndPortDependent,
+    );
+    assert_eq!(b.ports, PortAllocation::Random);
+    b
+}
+
+/// Bob behind a port-preserving home NAT with a private Contact, Alice on
+/// the public side, both registered.
+fn bob_at_home(nat: NatHandling) -> Net {
+    let mut net = Net::new();
+    let home = net.router(port_preserving(), HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(nat));
+    net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
+    net.add_ua("bob", Ua::new(phone("bob", BOB_PRIVATE, 22)), Some(home));
+    for who in ["alice", "bob"] {
+        net.ua(who, |ua, now| ua.register(now));
+        assert!(
+            net.run_until(Duration::from_secs(1), |n, e| n == who
+                && matches!(e, Event::Registered { .. })),
+            "{who} did not register:\n{}\n{:?}",
+            net.ladder_text(),
+            net.events
+        );
+    }
+    net
+}
+
+fn sent_offsets(net: &Net, from: &str, what: &str, dst: &str) -> Vec<Duration> {
+    let hops: Vec<_> = net
+        .ladder
+        .iter()
+        .filter(|h| h.from == from && h.what == what && h.dst == addr(dst))
+        .collect();
+    let first = hops.first().map(|h| h.at).unwrap_or_default();
+    hops.iter().map(|h| h.at - first).collect()
+}
+
+fn doubling_from_t1() -> Vec<Duration> {
+    [0, 1, 3, 7, 15, 31, 63].iter().map(|k| T1 * *k).collect()
+}
+
+#[test]
+fn a_literal_registrar_forwards_to_the_private_contact_so_the_caller_gets_100_trying_then_408_at_64_t1(
+) {
+    let mut net = bob_at_home(NatHandling::Literal);
+    let now = net.now;
+    assert_eq!(
+        net.proxy("proxy").binding("bob", now).unwrap().target,
+        addr(BOB_PRIVATE)
+    );
+    let start = net.now - net.start;
+    let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+
+    assert!(net.run_until(Duration::from_secs(5), |n, e| n == "alice"
+        && matches!(e, Event::CallFailed { .. })));
+    let ladder = net.ladder_text();
+    let (at, failed) = net.events_of("alice").last().cloned().unwrap();
+    assert_eq!(
+        failed,
+        Event::CallFailed {
+            call_id: call,
+            status: 408
+        },
+        "{ladder}"
+    );
+    assert_eq!(at - start, T1 * 64, "408 must come at Timer B:\n{ladder}");
+
+    // The proxy's INVITE toward the private address vanishes; Timer A
+    // retransmits it at T1, 2·T1, 4·T1, …
+    assert_eq!(
+        sent_offsets(&net, "proxy", "INVITE", BOB_PRIVATE),
+        doubling_from_t1(),
+        "{ladder}"
+    );
+    assert!(net
+        .ladder
+        .iter()
+        .filter(|h| h.dst == addr(BOB_PRIVATE))
+        .all(|h| matches!(h.fate, Fate::Dropped(_))));
+    // What the caller saw: 100 Trying at once, 408 at 64·T1, no ringing.
+    let to_alice: Vec<_> = net
+        .ladder
+        .iter()
+        .filter(|h| h.fate == Fate::Delivered("alice") && h.what != "200 OK")
+        .map(|h| (h.at - start, h.what.as_str()))
+        .collect();
+    assert_eq!(
+        to_alice,
+        [
+            (Duration::ZERO, "100 Trying"),
+            (T1 * 64, "408 Request Timeout")
+        ],
+        "{ladder}"
+    );
+    assert!(!net
+        .events_of("bob")
+        .iter()
+        .any(|(_, e)| matches!(e, Event::IncomingCall { .. })));
+}
+
+#[test]
+fn a_far_end_registrar_stores_the_source_address_so_the_call_rings_connects_and_hangs_up() {
+    let mut net = bob_at_home(NatHandling::FarEnd);
+    let now = net.now;
+    let public_bob = addr(&format!("{HOME_IP}:5060"));
+    assert_eq!(
+        net.proxy("proxy").binding("bob", now).unwrap().target,
+        public_bob
+    );
+    let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+
+    assert!(net.run_until(Duration::from_secs(2), |n, e| n == "bob"
+        && matches!(e, Event::CallEstablished { .. })));
+    let ladder = net.ladder_text();
+    let alice: Vec<Event> = net.events_of("alice").into_iter().map(|(_, e)| e).collect();
+    assert!(
+        alice.contains(&Event::CallRinging {
+            call_id: call.clone()
+        }),
+        "{ladder}"
+    );
+    assert!(alice.contains(&Event::CallEstablished {
+        call_id: call.clone(),
+        remote_media: Some(addr("10.0.0.2:4000")),
+    }));
+    for what in ["INVITE", "ACK"] {
+        assert!(
+            net.ladder
+                .iter()
+                .any(|h| h.what == what && h.fate == Fate::Delivered("bob")),
+            "{what} did not reach bob:\n{ladder}"
+        );
+    }
+
+    net.ua("alice", |ua, now| ua.hang_up(&call, now));
+    net.run_for(Duration::from_secs(1));
+    for who in ["alice", "bob"] {
+        assert!(
+            net.events_of(who)
+                .iter()
+                .any(|(_, e)| matches!(e, Event::CallEnded { .. })),
+            "{who}:\n{}",
+            net.ladder_text()
+        );
+    }
+    assert!(net
+        .ladder
+        .iter()
+        .any(|h| h.what == "BYE" && h.fate == Fate::Delivered("bob")));
+}
+
+/// Alice behind a NAT that changes the source port calls Bob (public)
+/// through a FarEnd proxy.
+fn alice_behind_port_changing_nat(rport: bool) -> (Net, String) {
+    let mut net = Net::new();
+    let office = net.router(port_changing(), OFFICE_IP, "10.0.1.0");
+    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_ua(
+        "alice",
+        Ua::new(UaConfig {
+            rport,
+            ..phone("alice", ALICE_PRIVATE, 11)
+        }),
+        Some(office),
+    );
+    net.add_ua("bob", Ua::new(phone("bob", BOB_PUBLIC, 22)), None);
+    net.ua("bob", |ua, now| ua.register(now));
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::Registered { .. })));
+    let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    (net, call)
+}
+
+#[test]
+fn without_rport_responses_go_to_the_via_port_the_nat_never_opened_so_the_caller_retransmits_until_408(
+) {
+    let (mut net, call) = alice_behind_port_changing_nat(false);
+    let start = net.now - net.start;
+    assert!(net.run_until(Duration::from_secs(5), |n, e| n == "alice"
+        && matches!(e, Event::CallFailed { .. })));
+    let ladder = net.ladder_text();
+    let (at, failed) = net.events_of("alice").last().cloned().unwrap();
+    assert_eq!(
+        failed,
+        Event::CallFailed {
+            call_id: call,
+            status: 408
+        },
+        "{ladder}"
+    );
+    assert_eq!(at - start, T1 * 64, "{ladder}");
+    assert_eq!(
+        sent_offsets(&net, "alice", "INVITE", PROXY),
+        doubling_from_t1(),
+        "{ladder}"
+    );
+    // Not even 100 Trying got back: everything to OFFICE_IP:5060 was dropped.
+    let to_via_port = addr(&format!("{OFFICE_IP}:5060"));
+    let replies: Vec<_> = net.ladder.iter().filter(|h| h.dst == to_via_port).collect();
+    assert!(replies.iter().any(|h| h.what == "100 Trying"), "{ladder}");
+    assert!(
+        replies.iter().all(|h| matches!(h.fate, Fate::Dropped(_))),
+        "{ladder}"
+    );
+    assert!(
+        !net.ladder
+            .iter()
+            .any(|h| h.fate == Fate::Delivered("alice")),
+        "{ladder}"
+    );
+}
+
+#[test]
+fn with_rport_the_proxy_answers_the_source_port_and_the_same_call_connects() {
+    let (mut net, call) = alice_behind_port_changing_nat(true);
+    assert!(net.run_until(Duration::from_secs(2), |n, e| n == "alice"
+        && matches!(e, Event::CallEstablished { .. })));
+    let alice: Vec<Event> = net.events_of("alice").into_iter().map(|(_, e)| e).collect();
+    assert!(alice.contains(&Event::CallRinging { call_id: call }));
+    // Alice sent the INVITE once: nothing was lost.
+    assert_eq!(
+        sent_offsets(&net, "alice", "INVITE", PROXY).len(),
+        1,
+        "{}",
+        net.ladder_text()
+    );
+}
+
+#[test]
+fn a_registrar_with_credentials_challenges_with_401_and_accepts_the_digest_retry() {
+    let mut net = Net::new();
+    net.add_proxy(
+        "proxy",
+        Proxy::new(ProxyConfig {
+            timers: Timers::scaled(T1),
+            ..ProxyConfig::new(addr(PROXY), DOMAIN, NatHandling::FarEnd).with_user("bob", "s3cret")
+        }),
+    );
+    net.add_ua(
+        "bob",
+        Ua::new(UaConfig {
+            password: Some("s3cret".into()),
+            ..phone("bob", BOB_PUBLIC, 22)
+        }),
+        None,
+    );
+    net.add_ua(
+        "mallory",
+        Ua::new(UaConfig {
+            password: Some("guess".into()),
+            ..phone("bob", "198.51.100.66:5060", 66)
+        }),
+        None,
+    );
+    net.ua("bob", |ua, now| ua.register(now));
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::Registered { .. })));
+    let seen: Vec<&str> = net
+        .ladder
+        .iter()
+        .filter(|h| h.from == "bob" || h.fate == Fate::Delivered("bob"))
+        .map(|h| h.what.as_str())
+        .collect();
+    assert_eq!(seen, ["REGISTER", "401 Unauthorized", "REGISTER", "200 OK"]);
+
+    net.ua("mallory", |ua, now| ua.register(now));
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "mallory"
+        && *e == Event::RegistrationFailed { status: 401 }));
+    assert_eq!(net.proxy("proxy").stats().challenges, 3);
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_the_next_request_is_served() {
+    let mut net = Net::new();
+    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_ua("bob", Ua::new(phone("bob", BOB_PUBLIC, 22)), None);
+    let junk = addr("192.0.2.99:5060");
+    let truncated = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKx\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\nContent-Length: 100\r\n\r\nv=0";
+    let no_via = b"OPTIONS sip:example.com SIP/2.0\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 2\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    net.inject(junk, "proxy", b"\x16\x03\x01 definitely not SIP");
+    net.inject(junk, "proxy", truncated);
+    net.inject(junk, "proxy", no_via);
+    let stats = net.proxy("proxy").stats().clone();
+    assert_eq!(stats.malformed, 3);
+    assert_eq!(stats.malformed_by_kind.get("content_length"), Some(&1));
+    assert_eq!(stats.malformed_by_kind.get("missing_header"), Some(&1));
+    assert_eq!(stats.malformed_log.len(), 3);
+    assert_eq!(
+        net.events_of("proxy")
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::MalformedDatagram { .. }))
+            .count(),
+        3
+    );
+
+    net.ua("bob", |ua, now| ua.register(now));
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::Registered { .. })));
+
+    net.inject(junk, "bob", b"SIP/2.0 200 OK\r\n\r\n");
+    assert_eq!(net.ua("bob", |ua, _| ua.stats().malformed), 1);
+}
+
+#[test]
+fn a_phone_refreshes_its_registration_before_it_expires_and_keeps_the_nat_open_with_crlf() {
+    let mut net = Net::new();
+    let home = net.router(port_preserving(), HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_ua(
+        "bob",
+        Ua::new(UaConfig {
+            expires: Duration::from_secs(2),
+            keepalive: Some(KeepAlive::Crlf(Duration::from_millis(500))),
+            ..phone("bob", BOB_PRIVATE, 22)
+        }),
+        Some(home),
+    );
+    net.ua("bob", |ua, now| ua.register(now));
+    net.run_for(Duration::from_millis(4500));
+    let registered: Vec<Duration> = net
+        .events_of("bob")
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Registered { .. }))
+        .map(|(t, _)| *t)
+        .collect();
+    // Refreshed at half the granted 2 s: t = 0, 1, 2, 3, 4 s.
+    assert_eq!(registered.len(), 5, "{}", net.ladder_text());
+    let now = net.now;
+    assert!(net.proxy("proxy").binding("bob", now).is_some());
+    let pings = net
+        .ladder
+        .iter()
+        .filter(|h| h.from == "bob" && h.what == "CRLF")
+        .count();
+    let pongs = net
+        .ladder
+        .iter()
+        .filter(|h| h.what == "CRLF" && h.fate == Fate::Delivered("bob"))
+        .count();
+    assert_eq!((pings, pongs), (9, 9));
+}
+
+#[test]
+fn a_discovered_contact_makes_even_a_literal_registrar_reach_the_phone() {
+    let mut net = Net::new();
+    let home = net.router(port_preserving(), HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(NatHandling::Literal));
+    net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
+    net.add_ua(
+        "bob",
+        Ua::new(UaConfig {
+            contact: ContactSource::Discovered,
+            ..phone("bob", BOB_PRIVATE, 22)
+        }),
+        Some(home),
+    );
+    // What the STUN client would report behind a port-preserving NAT.
+    net.ua("bob", |ua, now| {
+        ua.set_discovered_address(addr(&format!("{HOME_IP}:5060")));
+        ua.register(now)
+    });
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::Registered { .. })));
+    net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(2), |n, e| n == "alice"
+            && matches!(e, Event::CallEstablished { .. })),
+        "{}",
+        net.ladder_text()
+    );
+}
+
+#[test]
+fn a_caller_cancels_a_ringing_call_and_both_sides_see_it_end() {
+    let mut net = bob_at_home(NatHandling::FarEnd);
+    let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    assert!(net.run_until(Duration::from_millis(30), |n, e| n == "alice"
+        && matches!(e, Event::CallRinging { .. })));
+    net.ua("alice", |ua, now| ua.hang_up(&call, now));
+    assert!(
+        net.run_until(Duration::from_secs(1), |n, e| n == "alice"
+            && matches!(e, Event::CallFailed { status: 487, .. })),
+        "{}",
+        net.ladder_text()
+    );
+    assert!(net
+        .events_of("bob")
+        .iter()
+        .any(|(_, e)| matches!(e, Event::CallEnded { .. })));
+    assert!(!net
+        .events_of("bob")
+        .iter()
+        .any(|(_, e)| matches!(e, Event::CallEstablished { .. })));
+}
