@@ -7,7 +7,7 @@
 //! full-cone NAT would keep forwarding to it.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::process::Process;
@@ -268,14 +268,14 @@ pub async fn flush(node: &Node) -> Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingEvent {
     Created {
-        at: Instant,
+        at: SystemTime,
         binding: Binding,
     },
     /// The kernel removed it: on deletion at once, on expiry when conntrack's garbage collector
-    /// gets to it (which may be seconds after the binding stopped working: use
-    /// [`Binding::seconds_left`] for the moment it expired).
+    /// gets to it (which may be seconds after the binding stopped working; the reference model
+    /// in sim-nat gives the exact instant).
     Destroyed {
-        at: Instant,
+        at: SystemTime,
         binding: Binding,
     },
 }
@@ -283,7 +283,7 @@ pub enum BindingEvent {
 /// A running `conntrack -E` inside a router, collecting binding events.
 pub struct BindingWatch {
     process: Process,
-    started: Instant,
+    started: SystemTime,
 }
 
 impl BindingWatch {
@@ -300,18 +300,18 @@ impl BindingWatch {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok(BindingWatch {
             process,
-            started: Instant::now(),
+            started: SystemTime::now(),
         })
     }
 
-    /// The events seen so far. Times are when the harness read them, not kernel timestamps.
+    /// The events seen so far, with the kernel's timestamps.
     pub fn events(&self) -> Vec<BindingEvent> {
-        let at = self.started;
         self.process
             .stdout()
             .lines()
             .filter_map(|l| {
                 let b = parse_line(l)?;
+                let at = event_time(l).unwrap_or(self.started);
                 if l.contains("[NEW]") {
                     Some(BindingEvent::Created { at, binding: b })
                 } else if l.contains("[DESTROY]") {
@@ -322,6 +322,31 @@ impl BindingWatch {
             })
             .collect()
     }
+
+    /// Adds every event seen so far to `trace`, as reported by `router`.
+    pub fn add_to(&self, trace: &mut crate::trace::Trace, router: &str) {
+        for e in self.events() {
+            let (at, b, what) = match &e {
+                BindingEvent::Created { at, binding } => (*at, binding, "created"),
+                BindingEvent::Destroyed { at, binding } => (*at, binding, "removed"),
+            };
+            trace.push_event(
+                at,
+                router,
+                format!(
+                    "binding {} → {} {what} (remote {})",
+                    b.internal, b.external, b.remote
+                ),
+            );
+        }
+    }
+}
+
+/// The `[seconds.micros]` prefix `conntrack -E -o timestamp` puts on each event.
+fn event_time(line: &str) -> Option<SystemTime> {
+    let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    let (secs, micros) = inner.split_once('.')?;
+    Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, micros.parse::<u32>().ok()? * 1000))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! [`reaper`]).
 
 pub mod bindings;
+pub mod capture;
 pub mod error;
 pub mod names;
 mod netlink;
@@ -16,9 +17,12 @@ pub mod probe;
 pub mod process;
 pub mod reaper;
 pub mod registry;
+pub mod rtp;
+pub mod registry;
 pub mod sip;
 pub mod stun;
 pub mod topology;
+pub mod trace;
 
 pub use error::{Error, Result};
 pub use process::Process;

@@ -119,3 +119,52 @@ async fn binding_creation_and_removal_are_seen_as_events() -> Result<()> {
     );
     Ok(())
 }
+
+/// Binding events land in the trace between the packets that caused them.
+#[tokio::test]
+async fn binding_events_appear_in_the_trace_in_order() -> Result<()> {
+    use harness::capture::Capture;
+    use harness::trace::{Entry, Ladder, Trace};
+    require_kernel!();
+    let topo = shapes::home_lan(NatType::PortRestrictedCone)
+        .build()
+        .await?;
+    let home = topo.node("home")?;
+    let watch = BindingWatch::start(home).await?;
+    let cap = Capture::start(&topo).await?;
+    let a = topo.node("alice")?.udp_bind(alice().into()).await?;
+    let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    a.send_to(b"x", sa(SERVER, 3478)).await?;
+    let (_, m) = recv_within(&s, DELIVERY).await.context("delivered")?;
+    bindings::expire(home, alice()).await?;
+    s.send_to(b"after expiry", m).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut trace = Trace::from_frames(&cap.stop().await);
+    watch.add_to(&mut trace, "home");
+    let lines: Vec<String> = trace
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Event { text, .. } => Some(format!("event {text}")),
+            Entry::Packet {
+                vantage, payload, ..
+            } if vantage.label() == "home:wan" => Some(format!("wan {payload:?}")),
+            _ => None,
+        })
+        .collect();
+    let pos = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let created = pos("binding 192.168.1.10:5060 → 203.0.113.1:5060 created")
+        .context(format!("{lines:#?}"))?;
+    let removed = pos("removed").context(format!("{lines:#?}"))?;
+    let first_out = pos("wan Udp").context(format!("{lines:#?}"))?;
+    ensure!(
+        created <= first_out + 1 && removed > first_out,
+        "order: {lines:#?}"
+    );
+    let ladder = Ladder::new(&trace).render();
+    ensure!(
+        ladder.contains("** binding 192.168.1.10:5060 → 203.0.113.1:5060 removed"),
+        "{ladder}"
+    );
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! A trace as a plain-text SIP ladder: what a field engineer pastes into a ticket.
+//!
+//! ```text
+//!   #  time   at          from                  to                    what
+//!   1  0      bob         192.168.2.10:5060  →  203.0.113.10:5060     REGISTER sip:203.0.113.10
+//!                           Via: SIP/2.0/UDP 192.168.2.10:5060;branch={b1};rport
+//!                           Contact: <sip:bob@192.168.2.10:5060>
+//! ```
+//!
+//! Normalised for snapshots: branch and tag values become `{b1}`, `{t1}` …, and ports from the
+//! ephemeral and random-mapping ranges (≥ 30000, which a topology never fixes) become `{p1}` …,
+//! each in order of first appearance, so a re-run renders byte for byte the same while the
+//! addresses and fixed ports a topology determines stay readable. Time is shown in whole T1 units
+//! when T1 is given (retransmission schedules read as 0, 1, 3, 7 …), otherwise as order only.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::{Entry, Payload, Trace};
+
+/// Renders a [`Trace`].
+#[derive(Debug, Clone)]
+pub struct Ladder<'a> {
+    trace: &'a Trace,
+    vantages: Option<BTreeSet<String>>,
+    t1: Option<Duration>,
+    normalize: bool,
+    show_rtp: bool,
+}
+
+/// Placeholders for values that change between runs, numbered by first appearance.
+#[derive(Default)]
+struct Normalizer {
+    seen: HashMap<(char, String), usize>,
+    next: HashMap<char, usize>,
+}
+
+impl Normalizer {
+    fn placeholder(&mut self, kind: char, value: &str) -> String {
+        let key = (kind, value.to_string());
+        let n = match self.seen.get(&key) {
+            Some(n) => *n,
+            None => {
+                let n = self.next.entry(kind).or_insert(0);
+                *n += 1;
+                self.seen.insert(key, *n);
+                *n
+            }
+        };
+        format!("{{{kind}{n}}}")
+    }
+
+    /// Replaces `param=value` tokens (branch, tag) and unstable ports in `text`.
+    fn apply(&mut self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (param, kind) in [("branch=", 'b'), ("tag=", 't')] {
+            let mut result = String::new();
+            let mut rest = out.as_str();
+            while let Some(i) = rest.find(param) {
+                let (before, after) = rest.split_at(i + param.len());
+                result.push_str(before);
+                let end = after
+                    .find(|c: char| c == ';' || c == ',' || c == '>' || c.is_whitespace())
+                    .unwrap_or(after.len());
+                result.push_str(&self.placeholder(kind, &after[..end]));
+                rest = &after[end..];
+            }
+            result.push_str(rest);
+            out = result;
+        }
+        self.ports(&out)
+    }
+
+    /// Ports ≥ 30000 after `:`, `rport=` or `m=audio `.
+    fn ports(&mut self, text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_digit() && (i == 0 || !bytes[i - 1].is_ascii_digit()) {
+                let end = (i..bytes.len())
+                    .find(|&j| !bytes[j].is_ascii_digit())
+                    .unwrap_or(bytes.len());
+                let num = &text[i..end];
+                let before = &text[..i];
+                let in_port_position = before.ends_with(':')
+                    && before[..before.len() - 1]
+                        .rsplit(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .next()
+                        .is_some_and(|ip| ip.split('.').count() == 4)
+                    || before.ends_with("rport=")
+                    || before.ends_with("m=audio ");
+                match num.parse::<u32>() {
+                    Ok(p) if in_port_position && (30000..=65535).contains(&p) => {
+                        out.push_str(&self.placeholder('p', num));
+                    }
+                    _ => out.push_str(num),
+                }
+                i = end;
+            } else {
+                let ch = text[i..].chars().next().expect("in bounds");
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+        out
+    }
+}
+
+impl<'a> Ladder<'a> {
+    pub fn new(trace: &'a Trace) -> Self {
+        Ladder {
+            trace,
+            vantages: None,
+            t1: None,
+            normalize: true,
+            show_rtp: true,
+        }
+    }
+
+    /// Only these vantage points (`alice`, `home:wan` …); events are always shown.
+    pub fn vantages<I: IntoIterator<Item = S>, S: Into<String>>(mut self, v: I) -> Self {
+        self.vantages = Some(v.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Show time as whole multiples of T1.
+    pub fn t1(mut self, t1: Duration) -> Self {
+        self.t1 = Some(t1);
+        self
+    }
+
+    /// Keep run-specific values (for a terminal, not a snapshot).
+    pub fn raw(mut self) -> Self {
+        self.normalize = false;
+        self
+    }
+
+    /// Leave RTP out entirely (it is summarised as runs otherwise).
+    pub fn without_rtp(mut self) -> Self {
+        self.show_rtp = false;
+        self
+    }
+
+    fn time(&self, e: &Entry) -> String {
+        match self.t1 {
+            Some(t1) => {
+                let d = self.trace.offset(e.at()).as_secs_f64() / t1.as_secs_f64();
+                format!("{}", d.round() as u64)
+            }
+            None => String::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut norm = Normalizer::default();
+        let mut out = String::new();
+        let time_head = if self.t1.is_some() { "T1" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:>3}  {:>4}  {:<12} {:<22}    {:<22} what",
+            "#", time_head, "at", "from", "to"
+        );
+        let mut n = 0;
+        let entries = self.trace.entries();
+        let mut i = 0;
+        while i < entries.len() {
+            let e = &entries[i];
+            i += 1;
+            match e {
+                Entry::Event { source, text, .. } => {
+                    n += 1;
+                    let text = if self.normalize {
+                        norm.apply(text)
+                    } else {
+                        text.clone()
+                    };
+                    let _ = writeln!(out, "{n:>3}  {:>4}  {:<12} ** {text}", self.time(e), source);
+                }
+                Entry::Packet {
+                    vantage,
+                    src,
+                    dst,
+                    payload,
+                    ..
+                } => {
+                    let label = vantage.label();
+                    if self.vantages.as_ref().is_some_and(|v| !v.contains(&label)) {
+                        continue;
+                    }
+                    let mut detail: Vec<String> = Vec::new();
+                    let what = match payload {
+                        Payload::Sip(s) => {
+                            if let Some(v) = s.via.first() {
+                                detail.push(format!("Via: {v}"));
+                            }
+                            if let Some(c) = &s.contact {
+                                detail.push(format!("Contact: {c}"));
+                            }
+                            if let Some(c) = &s.sdp_c {
+                                detail.push(format!("c={c}"));
+                            }
+                            if let Some(m) = &s.sdp_m {
+                                detail.push(format!("m={m}"));
+                            }
+                            let mut w = s.first_line.clone();
+                            if s.is_response() {
+                                if let Some(c) = &s.cseq {
+                                    w.push_str(&format!(" ({c})"));
+                                }
+                            }
+                            if s.malformed {
+                                w.push_str("  [malformed]");
+                            }
+                            w
+                        }
+                        Payload::Stun(s) => s.clone(),
+                        Payload::Rtp { payload_type, .. } => {
+                            // Collapse the run of RTP on the same path into one line.
+                            let mut count = 1;
+                            while i < entries.len() {
+                                match &entries[i] {
+                                    Entry::Packet {
+                                        vantage: v2,
+                                        src: s2,
+                                        dst: d2,
+                                        payload: Payload::Rtp { .. },
+                                        ..
+                                    } if v2 == vantage && s2 == src && d2 == dst => {
+                                        count += 1;
+                                        i += 1;
+                                    }
+                                    Entry::Packet { vantage: v2, .. }
+                                        if self
+                                            .vantages
+                                            .as_ref()
+                                            .is_some_and(|v| !v.contains(&v2.label())) =>
+                                    {
+                                        i += 1;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            if !self.show_rtp {
+                                continue;
+                            }
+                            format!("RTP PT {payload_type} ×{count}")
+                        }
+                        Payload::ChannelData { channel, len } => {
+                            format!("ChannelData 0x{channel:04x} {len} bytes")
+                        }
+                        Payload::KeepAlive => "keep-alive (CRLF)".into(),
+                        Payload::Udp { len } => format!("UDP {len} bytes"),
+                        Payload::Icmp(s) => format!("ICMP {s}"),
+                    };
+                    n += 1;
+                    let (from, to) = match payload {
+                        Payload::Icmp(_) => (src.ip().to_string(), dst.ip().to_string()),
+                        _ => (src.to_string(), dst.to_string()),
+                    };
+                    let mut line = format!(
+                        "{n:>3}  {:>4}  {:<12} {:<22} →  {:<22} {what}",
+                        self.time(e),
+                        label,
+                        from,
+                        to
+                    );
+                    for d in detail {
+                        line.push_str(&format!("\n{:>44}{d}", ""));
+                    }
+                    if self.normalize {
+                        line = norm.apply(&line);
+                    }
+                    let _ = writeln!(out, "{}", line.trim_end());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_tags_and_random_ports_get_stable_placeholders() {
+        let mut n = Normalizer::default();
+        let a = n.apply(
+            "Via: SIP/2.0/UDP 203.0.113.1:41234;branch=z9hG4bKabc;rport=41234;received=203.0.113.1",
+        );
+        let b = n.apply("To: <sip:bob@x>;tag=98765 from 203.0.113.1:41234 and 192.168.1.10:5060 branch=z9hG4bKabc");
+        assert_eq!(
+            a,
+            "Via: SIP/2.0/UDP 203.0.113.1:{p1};branch={b1};rport={p1};received=203.0.113.1"
+        );
+        assert_eq!(
+            b,
+            "To: <sip:bob@x>;tag={t1} from 203.0.113.1:{p1} and 192.168.1.10:5060 branch={b1}"
+        );
+    }
+
+    #[test]
+    fn fixed_ports_and_non_port_numbers_stay() {
+        let mut n = Normalizer::default();
+        assert_eq!(
+            n.apply("CSeq: 31337 INVITE 203.0.113.10:3478"),
+            "CSeq: 31337 INVITE 203.0.113.10:3478"
+        );
+        assert_eq!(n.apply("m=audio 40000 RTP/AVP 0"), "m=audio {p1} RTP/AVP 0");
+    }
+}

@@ -1,0 +1,133 @@
+//! Captured frames decoded into one ordered trace, plus the events components and routers report.
+//!
+//! The trace is what a field engineer would assemble by hand from tcpdump on every box: each
+//! packet at each vantage point (so a packet shows up before and after each NAT), SIP with the
+//! headers that matter behind NAT, STUN/TURN/RTP summarised, and events such as "binding
+//! expired" interleaved by time. [`ladder`] renders it as text for terminals and snapshots.
+
+mod decode;
+pub mod ladder;
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, SystemTime};
+
+pub use decode::{decode_frame, SipSummary};
+pub use ladder::Ladder;
+
+use crate::capture::{Direction, Frame, Vantage};
+
+/// What one trace line is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Sip(SipSummary),
+    /// A STUN or TURN message, summarised (`Binding request`, `Allocate success relayed=…`).
+    Stun(String),
+    Rtp {
+        payload_type: u8,
+        seq: u16,
+        ssrc: u32,
+    },
+    /// TURN ChannelData (RFC 8656 §12.4).
+    ChannelData {
+        channel: u16,
+        len: usize,
+    },
+    /// A CRLF or CRLFCRLF keep-alive (RFC 5626).
+    KeepAlive,
+    /// Anything else on UDP.
+    Udp {
+        len: usize,
+    },
+    /// An ICMP error, e.g. `port unreachable` — on the internet core they never appear.
+    Icmp(String),
+}
+
+/// One decoded packet at one vantage point, or one reported event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Packet {
+        at: SystemTime,
+        vantage: Vantage,
+        direction: Direction,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: Payload,
+    },
+    Event {
+        at: SystemTime,
+        /// Who reported it: a node name (`alice`, `home`).
+        source: String,
+        text: String,
+    },
+}
+
+impl Entry {
+    pub fn at(&self) -> SystemTime {
+        match self {
+            Entry::Packet { at, .. } | Entry::Event { at, .. } => *at,
+        }
+    }
+}
+
+/// An ordered trace.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    entries: Vec<Entry>,
+}
+
+impl Trace {
+    /// Decodes captured frames (ARP and other non-IPv4 frames are left out).
+    pub fn from_frames(frames: &[Frame]) -> Self {
+        let mut t = Trace {
+            entries: frames.iter().filter_map(decode_frame).collect(),
+        };
+        t.sort();
+        t
+    }
+
+    /// Adds an event (binding expired, call established, …) at its time.
+    pub fn push_event(&mut self, at: SystemTime, source: &str, text: impl Into<String>) {
+        self.entries.push(Entry::Event {
+            at,
+            source: source.to_string(),
+            text: text.into(),
+        });
+        self.sort();
+    }
+
+    fn sort(&mut self) {
+        self.entries.sort_by_key(|e| e.at());
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Time of the first entry; ladders count from it.
+    pub fn start(&self) -> Option<SystemTime> {
+        self.entries.first().map(Entry::at)
+    }
+
+    /// Packets seen at `vantage` whose payload satisfies `f`.
+    pub fn packets_at<'a>(
+        &'a self,
+        vantage: &'a str,
+        f: impl Fn(&Payload) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries.iter().filter(move |e| match e {
+            Entry::Packet {
+                vantage: v,
+                payload,
+                ..
+            } => v.label() == vantage && f(payload),
+            Entry::Event { .. } => false,
+        })
+    }
+
+    /// Offset of `at` from the start of the trace.
+    pub fn offset(&self, at: SystemTime) -> Duration {
+        self.start()
+            .and_then(|s| at.duration_since(s).ok())
+            .unwrap_or_default()
+    }
+}
