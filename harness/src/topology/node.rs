@@ -67,6 +67,11 @@ impl Node {
         node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
         node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
             .await?;
+        // A router forwarding back out of the interface a packet came in on (the internet core
+        // between two public hosts on one segment) would send ICMP redirects into every capture.
+        node.sysctl("net/ipv4/conf/all/send_redirects", "0").await?;
+        node.sysctl("net/ipv4/conf/default/send_redirects", "0")
+            .await?;
         Ok(node)
     }
 

@@ -27,6 +27,7 @@ pub struct Ladder<'a> {
     t1: Option<Duration>,
     normalize: bool,
     show_rtp: bool,
+    show_events: bool,
 }
 
 /// Placeholders for values that change between runs, numbered by first appearance.
@@ -116,6 +117,7 @@ impl<'a> Ladder<'a> {
             t1: None,
             normalize: true,
             show_rtp: true,
+            show_events: true,
         }
     }
 
@@ -134,6 +136,14 @@ impl<'a> Ladder<'a> {
     /// Keep run-specific values (for a terminal, not a snapshot).
     pub fn raw(mut self) -> Self {
         self.normalize = false;
+        self
+    }
+
+    /// Packets only: events come from other clocks (conntrack, the components' timers), so
+    /// their place among packets stamped within the same millisecond can differ from run to run.
+    /// Snapshots leave them out.
+    pub fn without_events(mut self) -> Self {
+        self.show_events = false;
         self
     }
 
@@ -169,6 +179,7 @@ impl<'a> Ladder<'a> {
             let e = &entries[i];
             i += 1;
             match e {
+                Entry::Event { .. } if !self.show_events => {}
                 Entry::Event { source, text, .. } => {
                     n += 1;
                     let text = if self.normalize {
