@@ -1,10 +1,12 @@
 //! `harness`: the command line of the SIP-behind-NAT harness.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use harness::peers::vovida_stun;
+use harness::scenario::{self, RunOptions, Scenario, Verdict};
 use harness::{probe, shapes};
 use sim_nat::{NatBehaviour, NatType};
 
@@ -31,6 +33,32 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Run scenario files: verdict, ladder, pcaps; exit 1 if any fails.
+    Run {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where pcaps and ladders go (one folder per scenario).
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// Do not print the ladder.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Write a JUnit XML report for CI.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// List the scenario catalogue with one line each.
+    List {
+        #[arg(default_value = "scenarios")]
+        dir: PathBuf,
+    },
+    /// Run one scenario across NAT types × SIP ALG off/kernel, as a table of verdicts.
+    Matrix {
+        file: PathBuf,
+        /// UDP binding timeouts to try as well (seconds); none: keep the file's.
+        #[arg(long = "timeout", value_name = "SECS")]
+        timeouts: Vec<u32>,
+    },
     /// Remove namespaces left by harness runs that died without cleaning up.
     Reap,
 }
@@ -40,6 +68,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Demo { types, keep } => demo(types, keep).await,
+        Command::Run {
+            files,
+            out,
+            quiet,
+            junit,
+        } => run(files, out, quiet, junit).await,
+        Command::List { dir } => list(dir),
+        Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
         Command::Reap => {
             let reaped = harness::reaper::reap_stale();
             println!("removed {} stale namespace(s)", reaped.len());
@@ -152,4 +188,183 @@ async fn demo(mut types: Vec<NatType>, keep: bool) -> Result<bool> {
         }
     );
     Ok(all_ok)
+}
+
+fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match Scenario::load(f) {
+            Ok(s) => out.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(out)
+}
+
+async fn run(
+    files: Vec<PathBuf>,
+    out: PathBuf,
+    quiet: bool,
+    junit: Option<PathBuf>,
+) -> Result<bool> {
+    let scenarios = load_all(&files)?;
+    let opts = RunOptions {
+        out_dir: Some(out.clone()),
+    };
+    let mut results = Vec::new();
+    let total = scenarios.len();
+    for (i, s) in scenarios.iter().enumerate() {
+        eprintln!("[{}/{total}] {} …", i + 1, s.name());
+        let o = scenario::run(s, &opts).await?;
+        if !quiet {
+            println!("\n=== {} ===\n{}", o.name, o.ladder);
+        }
+        for (what, ok, seen) in &o.checks {
+            println!("  {} {what} ({seen})", if *ok { "✓" } else { "✗" });
+        }
+        if let Some(e) = &o.error {
+            println!("  ✗ step failed: {e}");
+        }
+        println!(
+            "{} {} in {:.1} s — pcaps and ladder in {}",
+            if o.verdict == Verdict::Pass { "PASS" } else { "FAIL" },
+            o.name,
+            o.duration.as_secs_f64(),
+            out.join(&o.name).display()
+        );
+        results.push(o);
+    }
+    if let Some(path) = junit {
+        std::fs::write(&path, junit_xml(&results))?;
+    }
+    let passed = results.iter().filter(|o| o.verdict == Verdict::Pass).count();
+    println!("\n{passed} passed, {} failed", results.len() - passed);
+    Ok(passed == results.len())
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn junit_xml(results: &[scenario::Outcome]) -> String {
+    let failures = results.iter().filter(|o| o.verdict == Verdict::Fail).count();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"harness\" tests=\"{}\" failures=\"{failures}\">\n",
+        results.len()
+    );
+    for o in results {
+        x.push_str(&format!(
+            "  <testcase name=\"{}\" time=\"{:.3}\">\n",
+            xml_escape(&o.name),
+            o.duration.as_secs_f64()
+        ));
+        if o.verdict == Verdict::Fail {
+            let msg: Vec<String> = o
+                .checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| format!("{} ({})", c.0, c.2))
+                .chain(o.error.iter().cloned())
+                .collect();
+            x.push_str(&format!(
+                "    <failure message=\"{}\"><![CDATA[{}]]></failure>\n",
+                xml_escape(&msg.join("; ")),
+                o.ladder
+            ));
+        }
+        x.push_str("  </testcase>\n");
+    }
+    x.push_str("</testsuite>\n");
+    x
+}
+
+fn list(dir: PathBuf) -> Result<bool> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut ok = true;
+    for f in files {
+        match Scenario::load(&f) {
+            Ok(s) => println!("{:<44} {}", f.display(), s.file.scenario.summary),
+            Err(e) => {
+                ok = false;
+                println!("{:<44} INVALID: {e}", f.display())
+            }
+        }
+    }
+    Ok(ok)
+}
+
+async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
+    let s = Scenario::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let algs = [sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel];
+    let timeouts: Vec<Option<u32>> = if timeouts.is_empty() {
+        vec![None]
+    } else {
+        timeouts.into_iter().map(Some).collect()
+    };
+    let mut cells = Vec::new();
+    for t in NatType::ALL {
+        for alg in algs {
+            for to in &timeouts {
+                let variant = s.with_nats(|old| {
+                    let mut b = t.behaviour().with_sip_alg(alg);
+                    b.udp_timeout_secs = to.unwrap_or(old.udp_timeout_secs);
+                    b
+                });
+                cells.push((t, alg, *to, variant));
+            }
+        }
+    }
+    let opts = RunOptions::default();
+    println!(
+        "{} across NAT types (rows) × SIP ALG{} (columns)\n",
+        s.name(),
+        if timeouts.len() > 1 { " × UDP timeout" } else { "" }
+    );
+    let mut header = format!("{:<22}", "");
+    for alg in algs {
+        for to in &timeouts {
+            header.push_str(&format!(
+                "{:<16}",
+                format!(
+                    "alg {}{}",
+                    if alg == sim_nat::SipAlg::Off { "off" } else { "kernel" },
+                    to.map(|t| format!(" {t}s")).unwrap_or_default()
+                )
+            ));
+        }
+    }
+    println!("{header}");
+    let mut row = String::new();
+    let mut all = true;
+    for (i, (t, _, _, variant)) in cells.iter().enumerate() {
+        if i % (algs.len() * timeouts.len()) == 0 {
+            if !row.is_empty() {
+                println!("{row}");
+            }
+            row = format!("{:<22}", t.to_string());
+        }
+        let o = scenario::run(variant, &opts).await?;
+        let cell = if o.verdict == Verdict::Pass {
+            "pass".to_string()
+        } else {
+            let why: Vec<String> = o.checks.iter().filter(|c| !c.1).map(|c| c.2.clone()).collect();
+            format!("FAIL {}", why.join(","))
+        };
+        all &= o.verdict == Verdict::Pass;
+        row.push_str(&format!("{cell:<16}"));
+    }
+    println!("{row}");
+    Ok(all)
 }

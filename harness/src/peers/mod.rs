@@ -2,4 +2,5 @@
 //! field, because nobody here wrote them.
 
 pub mod coturn;
+pub mod sipp;
 pub mod vovida_stun;

@@ -16,6 +16,7 @@
 //! (a registrar + stateful proxy whose [`proxy::NatHandling`] switch decides
 //! whether it reproduces or fixes the private-Contact 408).
 
+pub mod driver;
 pub mod message;
 pub mod proxy;
 pub mod transaction;
@@ -29,6 +30,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use driver::{Datagram, Direction, NodeEvent, ProxyTask, SipTask, UaTask, WireStats};
 pub use message::MessageError;
 pub use proxy::{NatHandling, Proxy, ProxyConfig, ProxyStats};
 pub use transaction::Timers;

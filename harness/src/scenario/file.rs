@@ -1,0 +1,482 @@
+//! The scenario file format (TOML) and its parsing into checked data.
+//!
+//! A file describes a customer's topology and what happens in it:
+//!
+//! ```toml
+//! [scenario]
+//! name = "408-private-contact"
+//! t1-ms = 50
+//!
+//! [[router]]
+//! name = "home"
+//! wan = "203.0.113.1"
+//! lan = "192.168.1.1/24"
+//! nat = "port-restricted-cone"          # or { type = "symmetric", udp-timeout-secs = 2 }
+//!
+//! [[host]]
+//! name = "bob"
+//! segment = "home"
+//! addrs = ["192.168.1.10"]
+//!
+//! [[component]]
+//! kind = "ua"
+//! host = "bob"
+//! proxy = "server"
+//!
+//! [[step]]
+//! action = "register"
+//! ua = "bob"
+//!
+//! [[expect]]
+//! kind = "call"
+//! from = "alice"
+//! status = 408
+//! ```
+//!
+//! Every error names the file, line and column and says what is wrong; unknown keys and values
+//! list the valid ones.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use sim_nat::{
+    Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
+};
+use toml::Spanned;
+
+/// A problem in a scenario file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// Line and column (1-based) of byte offset `at` in `text`.
+pub fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub scenario: Meta,
+    #[serde(default, rename = "router")]
+    pub routers: Vec<RouterDef>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostDef>,
+    #[serde(default, rename = "component")]
+    pub components: Vec<Spanned<Component>>,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Spanned<Step>>,
+    #[serde(default, rename = "expect")]
+    pub expects: Vec<Spanned<Expect>>,
+}
+
+/// `[scenario]`: name and timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Meta {
+    pub name: String,
+    /// One line for `harness list`.
+    #[serde(default)]
+    pub summary: String,
+    /// SIP timer T1 in ms; every SIP timer scales with it, so a 408 (64·T1) takes seconds.
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+}
+
+fn default_t1() -> u64 {
+    500
+}
+
+/// `[[router]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouterDef {
+    pub name: Spanned<String>,
+    #[serde(default = "internet")]
+    pub upstream: Spanned<String>,
+    pub wan: Spanned<Ipv4Addr>,
+    /// `192.168.1.1/24`: the router's LAN address and prefix.
+    pub lan: Spanned<String>,
+    #[serde(default)]
+    pub nat: Option<Spanned<NatDef>>,
+}
+
+fn internet() -> Spanned<String> {
+    Spanned::new(0..0, crate::topology::INTERNET.to_string())
+}
+
+/// `[[host]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostDef {
+    pub name: Spanned<String>,
+    /// `internet` or a router's name.
+    pub segment: Spanned<String>,
+    pub addrs: Spanned<Vec<Ipv4Addr>>,
+}
+
+/// A NAT: a name (`full-cone`, `symmetric`, a preset such as `cgnat`) or a table.
+#[derive(Debug, Clone)]
+pub struct NatDef(pub NatBehaviour);
+
+/// The table form of a NAT: a `type` (or preset) to start from, or `mapping` + `filtering`,
+/// then any overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NatTable {
+    #[serde(rename = "type")]
+    base: Option<String>,
+    mapping: Option<Mapping>,
+    filtering: Option<Filtering>,
+    ports: Option<PortAllocation>,
+    udp_timeout_secs: Option<u32>,
+    refresh: Option<Refresh>,
+    hairpinning: Option<bool>,
+    sip_alg: Option<SipAlg>,
+    port_range: Option<(u16, u16)>,
+    pool_size: Option<u8>,
+    paired_pooling: Option<bool>,
+    port_block: Option<u16>,
+}
+
+const NAT_NAMES: &str = "full-cone, restricted-cone, port-restricted-cone, symmetric, \
+                         home-router, cgnat, enterprise-firewall, mobile-carrier";
+
+fn named_nat(name: &str) -> Result<NatBehaviour, String> {
+    if let Ok(t) = name.parse::<NatType>() {
+        return Ok(t.behaviour());
+    }
+    if let Ok(p) = name.parse::<Preset>() {
+        return Ok(p.into());
+    }
+    Err(format!("unknown NAT type `{name}`; valid: {NAT_NAMES}"))
+}
+
+impl NatTable {
+    fn build(self) -> Result<NatBehaviour, String> {
+        let mut b = match (&self.base, self.mapping, self.filtering) {
+            (Some(name), None, None) => named_nat(name)?,
+            (Some(_), _, _) => {
+                return Err("give either `type` or `mapping` + `filtering`, not both".into())
+            }
+            (None, Some(m), Some(f)) => NatBehaviour::new(m, f),
+            (None, _, _) => {
+                return Err(format!(
+                    "a NAT table needs `type` ({NAT_NAMES}) or both `mapping` and `filtering`"
+                ))
+            }
+        };
+        if let Some(v) = self.ports {
+            b.ports = v;
+        }
+        if let Some(v) = self.udp_timeout_secs {
+            b.udp_timeout_secs = v;
+        }
+        if let Some(v) = self.refresh {
+            b.refresh = v;
+        }
+        if let Some(v) = self.hairpinning {
+            b.hairpinning = v;
+        }
+        if let Some(v) = self.sip_alg {
+            b.sip_alg = v;
+        }
+        if let Some(v) = self.port_range {
+            b.port_range = v;
+        }
+        if let Some(v) = self.pool_size {
+            b.pool_size = v;
+        }
+        if let Some(v) = self.paired_pooling {
+            b.paired_pooling = v;
+        }
+        if self.port_block.is_some() {
+            b.port_block = self.port_block;
+        }
+        b.validate().map_err(|e| e.to_string())?;
+        Ok(b)
+    }
+}
+
+impl<'de> Deserialize<'de> for NatDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NatDef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a NAT type name ({NAT_NAMES}) or a table")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<NatDef, E> {
+                named_nat(s).map(NatDef).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<NatDef, A::Error> {
+                let t = NatTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                t.build().map(NatDef).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How a SIP server treats requests from behind NAT.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatHandlingDef {
+    /// Trusts Contact and Via: the naive server of the field's 408.
+    Literal,
+    /// Far-end NAT traversal: source address, `received`/`rport`.
+    FarEnd,
+}
+
+/// Where a phone's Contact address comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContactDef {
+    /// Its own interface address (private behind a NAT).
+    Local,
+    /// Discovered with STUN against `stun-server` before registering.
+    Stun,
+}
+
+/// How a phone keeps its NAT binding open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeepAliveDef {
+    #[serde(rename = "type")]
+    pub kind: KeepAliveKind,
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepAliveKind {
+    Crlf,
+    Options,
+}
+
+/// When a started command counts as ready.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReadyDef {
+    /// A line its output must contain.
+    pub log: Option<String>,
+    /// A fixed delay.
+    pub delay_ms: Option<u64>,
+}
+
+/// `[[component]]`: what runs on a host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum Component {
+    /// A registrar + stateful proxy.
+    Proxy {
+        host: String,
+        #[serde(default = "sip_port")]
+        port: u16,
+        #[serde(default = "far_end")]
+        nat_handling: NatHandlingDef,
+        /// Users that must authenticate, with their passwords.
+        #[serde(default)]
+        users: BTreeMap<String, String>,
+    },
+    /// A SIP phone.
+    Ua {
+        host: String,
+        /// User part of its address of record; defaults to the host name.
+        user: Option<String>,
+        #[serde(default = "sip_port")]
+        port: u16,
+        /// The host running the proxy (its first address, port 5060), or `IP:PORT`.
+        proxy: String,
+        #[serde(default = "yes")]
+        rport: bool,
+        #[serde(default = "local_contact")]
+        contact: ContactDef,
+        /// With `contact = "stun"`: the host running the STUN server.
+        stun_server: Option<String>,
+        keepalive: Option<KeepAliveDef>,
+        #[serde(default = "default_expires")]
+        expires_secs: u64,
+        #[serde(default = "default_answer")]
+        answer_after_ms: u64,
+        password: Option<String>,
+        #[serde(default = "media_port")]
+        media_port: u16,
+    },
+    /// An RFC 5780 STUN server on the host's first two addresses.
+    StunServer { host: String },
+    /// Any program, run inside the host (sipp, baresip, kamailio, your own binary). Arguments
+    /// may use `{NODE.addr}`, `{NODE.addr2}` and `{scenario.t1-ms}`.
+    Command {
+        name: String,
+        host: String,
+        run: Vec<String>,
+        ready: Option<ReadyDef>,
+    },
+}
+
+fn sip_port() -> u16 {
+    5060
+}
+fn far_end() -> NatHandlingDef {
+    NatHandlingDef::FarEnd
+}
+fn yes() -> bool {
+    true
+}
+fn local_contact() -> ContactDef {
+    ContactDef::Local
+}
+fn default_expires() -> u64 {
+    3600
+}
+fn default_answer() -> u64 {
+    200
+}
+fn media_port() -> u16 {
+    4000
+}
+
+impl Component {
+    pub fn host(&self) -> &str {
+        match self {
+            Component::Proxy { host, .. }
+            | Component::Ua { host, .. }
+            | Component::StunServer { host }
+            | Component::Command { host, .. } => host,
+        }
+    }
+}
+
+/// `[[step]]`: the timeline, run in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "action",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum Step {
+    /// A phone registers (and waits up to `timeout-ms` for the outcome).
+    Register {
+        ua: String,
+        #[serde(default = "step_timeout")]
+        timeout_ms: u64,
+    },
+    /// A phone calls a user; waits until the call is established or fails.
+    Call {
+        from: String,
+        to: String,
+        /// Hang up this long after the call is established (0: keep it up).
+        #[serde(default)]
+        hold_ms: u64,
+        #[serde(default = "call_timeout")]
+        timeout_ms: u64,
+    },
+    Wait {
+        ms: u64,
+    },
+    /// The router forgets a host's binding(s) now.
+    ExpireBinding {
+        router: String,
+        host: String,
+        #[serde(default = "sip_port")]
+        port: u16,
+    },
+    /// The router forgets every binding (reboot).
+    FlushBindings { router: String },
+    /// The router's NAT behaviour changes (firmware update, ALG toggled).
+    SetNat { router: String, nat: NatDef },
+    /// The proxy's NAT handling changes.
+    SetNatHandling {
+        proxy: String,
+        value: NatHandlingDef,
+    },
+    /// Waits for a command to exit.
+    WaitExit {
+        command: String,
+        #[serde(default = "call_timeout")]
+        timeout_ms: u64,
+    },
+}
+
+fn step_timeout() -> u64 {
+    10_000
+}
+fn call_timeout() -> u64 {
+    60_000
+}
+
+/// `[[expect]]`: what must hold at the end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum Expect {
+    /// The last call `from` made ended with `status` (200 = established).
+    Call { from: String, status: u16 },
+    /// Whether the phone is registered at the end.
+    Registered { ua: String, value: bool },
+    /// Whether the phone rang (received an INVITE) at all.
+    Rang { ua: String, value: bool },
+    /// A command's exit code.
+    ExitCode { command: String, code: i32 },
+}
+
+/// Reads and parses `path`.
+pub fn load(path: &Path) -> Result<(ScenarioFile, String), FileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+    })?;
+    let parsed = parse(&file, &text)?;
+    Ok((parsed, text))
+}
+
+/// Parses scenario text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<ScenarioFile, FileError> {
+    toml::from_str::<ScenarioFile>(text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        FileError {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().replace('\n', " "),
+        }
+    })
+}

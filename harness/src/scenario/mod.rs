@@ -1,0 +1,281 @@
+//! Scenarios: a customer's topology, the components in it, a timeline and expectations — read from
+//! a file, checked with located errors, and run.
+
+pub mod file;
+mod run;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::Path;
+
+pub use file::{Component, Expect, FileError, ScenarioFile, Step};
+pub use run::{run, Outcome, RunOptions, Verdict};
+
+use crate::topology::{HostSpec, RouterSpec, TopologySpec, INTERNET};
+
+/// A scenario that parsed and whose every reference resolves.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: String,
+    pub file: ScenarioFile,
+    pub topology: TopologySpec,
+    /// The comment block at the top of the file (symptom, root cause, fix).
+    pub header: String,
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> FileError {
+        let (line, column) = file::line_col(self.text, span.start);
+        FileError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+fn one_of(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        "none are defined".into()
+    } else {
+        format!(
+            "defined: {}",
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    Some((a.parse().ok()?, p.parse().ok().filter(|p| *p <= 32)?))
+}
+
+impl Scenario {
+    /// Reads, parses and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let (parsed, text) = file::load(path)?;
+        Self::check(&path.display().to_string(), &text, parsed)
+    }
+
+    /// Parses and checks scenario text.
+    pub fn from_str(name: &str, text: &str) -> Result<Self, FileError> {
+        let parsed = file::parse(name, text)?;
+        Self::check(name, text, parsed)
+    }
+
+    fn check(path: &str, text: &str, f: ScenarioFile) -> Result<Self, FileError> {
+        let c = Checker { file: path, text };
+        let header = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join("\n");
+
+        // Nodes and segments.
+        let mut nodes = BTreeSet::new();
+        let routers: BTreeSet<String> = f.routers.iter().map(|r| r.name.get_ref().clone()).collect();
+        let mut segments = routers.clone();
+        segments.insert(INTERNET.to_string());
+        let mut spec = TopologySpec::default();
+        for r in &f.routers {
+            let name = r.name.get_ref();
+            crate::names::check_node_name(name).map_err(|m| c.err(r.name.span(), m))?;
+            if name == INTERNET || !nodes.insert(name.clone()) {
+                return Err(c.err(r.name.span(), format!("node name `{name}` is used twice or reserved")));
+            }
+            if !segments.contains(r.upstream.get_ref()) {
+                return Err(c.err(
+                    r.upstream.span(),
+                    format!(
+                        "router `{name}`: upstream `{}` is neither `internet` nor a router ({})",
+                        r.upstream.get_ref(),
+                        one_of(&routers)
+                    ),
+                ));
+            }
+            let (lan, lan_prefix) = parse_cidr(r.lan.get_ref()).ok_or_else(|| {
+                c.err(
+                    r.lan.span(),
+                    format!("lan `{}` must be ADDRESS/PREFIX, e.g. 192.168.1.1/24", r.lan.get_ref()),
+                )
+            })?;
+            spec.routers.push(RouterSpec {
+                name: name.clone(),
+                upstream: r.upstream.get_ref().clone(),
+                wan: *r.wan.get_ref(),
+                lan,
+                lan_prefix,
+                nat: r.nat.as_ref().map(|n| n.get_ref().0.clone()),
+            });
+        }
+        for h in &f.hosts {
+            let name = h.name.get_ref();
+            crate::names::check_node_name(name).map_err(|m| c.err(h.name.span(), m))?;
+            if name == INTERNET || !nodes.insert(name.clone()) {
+                return Err(c.err(h.name.span(), format!("node name `{name}` is used twice or reserved")));
+            }
+            if !segments.contains(h.segment.get_ref()) {
+                return Err(c.err(
+                    h.segment.span(),
+                    format!(
+                        "host `{name}` is attached to `{}`, which is neither `internet` nor a router ({})",
+                        h.segment.get_ref(),
+                        one_of(&routers)
+                    ),
+                ));
+            }
+            if h.addrs.get_ref().is_empty() {
+                return Err(c.err(h.addrs.span(), format!("host `{name}` needs at least one address")));
+            }
+            spec.hosts.push(HostSpec {
+                name: name.clone(),
+                segment: h.segment.get_ref().clone(),
+                addrs: h.addrs.get_ref().clone(),
+            });
+        }
+        // Topology rules (subnets, clashes, documentation ranges), located at the node they name.
+        if let Err(e) = spec.validate() {
+            let msg = e.to_string();
+            let span = f
+                .hosts
+                .iter()
+                .map(|h| (h.name.get_ref(), h.addrs.span()))
+                .chain(f.routers.iter().map(|r| (r.name.get_ref(), r.wan.span())))
+                .filter(|(n, _)| msg.contains(&format!("`{n}`")))
+                .map(|(_, s)| s)
+                .next_back()
+                .unwrap_or(0..0);
+            return Err(c.err(span, msg));
+        }
+
+        // Components.
+        let hosts: BTreeSet<String> = nodes.clone();
+        let mut uas = BTreeSet::new();
+        let mut proxies = BTreeSet::new();
+        let mut stun = BTreeSet::new();
+        let mut commands = BTreeSet::new();
+        for comp in &f.components {
+            let span = comp.span();
+            let host = comp.get_ref().host();
+            if !hosts.contains(host) {
+                return Err(c.err(span, format!("component on unknown host `{host}` ({})", one_of(&hosts))));
+            }
+            match comp.get_ref() {
+                Component::Proxy { host, .. } => {
+                    proxies.insert(host.clone());
+                }
+                Component::StunServer { host } => {
+                    stun.insert(host.clone());
+                }
+                Component::Ua { host, user, .. } => {
+                    let u = user.clone().unwrap_or_else(|| host.clone());
+                    if !uas.insert(u.clone()) {
+                        return Err(c.err(span, format!("two phones are called `{u}`")));
+                    }
+                }
+                Component::Command { name, run, .. } => {
+                    if run.is_empty() {
+                        return Err(c.err(span, format!("command `{name}`: `run` is empty")));
+                    }
+                    if !commands.insert(name.clone()) {
+                        return Err(c.err(span, format!("two commands are called `{name}`")));
+                    }
+                }
+            }
+        }
+        for comp in &f.components {
+            if let Component::Ua {
+                proxy,
+                contact,
+                stun_server,
+                ..
+            } = comp.get_ref()
+            {
+                let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
+                if !is_addr && !proxies.contains(proxy) {
+                    return Err(c.err(
+                        comp.span(),
+                        format!("proxy `{proxy}` is neither IP:PORT nor a host running a proxy ({})", one_of(&proxies)),
+                    ));
+                }
+                if *contact == file::ContactDef::Stun {
+                    match stun_server {
+                        Some(s) if stun.contains(s) => {}
+                        _ => {
+                            return Err(c.err(
+                                comp.span(),
+                                format!("contact = \"stun\" needs `stun-server` naming a host running a stun-server ({})", one_of(&stun)),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        let check_ref = |set: &BTreeSet<String>, what: &str, name: &str, span: Range<usize>| {
+            if set.contains(name) {
+                Ok(())
+            } else {
+                Err(c.err(span, format!("unknown {what} `{name}` ({})", one_of(set))))
+            }
+        };
+        for s in &f.steps {
+            let sp = s.span();
+            match s.get_ref() {
+                Step::Register { ua, .. } => check_ref(&uas, "phone", ua, sp)?,
+                Step::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
+                Step::Wait { .. } => {}
+                Step::ExpireBinding { router, host, .. } => {
+                    check_ref(&routers, "router", router, sp.clone())?;
+                    check_ref(&hosts, "host", host, sp)?;
+                }
+                Step::FlushBindings { router } | Step::SetNat { router, .. } => {
+                    check_ref(&routers, "router", router, sp)?
+                }
+                Step::SetNatHandling { proxy, .. } => check_ref(&proxies, "proxy host", proxy, sp)?,
+                Step::WaitExit { command, .. } => check_ref(&commands, "command", command, sp)?,
+            }
+        }
+        for e in &f.expects {
+            let sp = e.span();
+            match e.get_ref() {
+                Expect::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
+                Expect::Registered { ua, .. } | Expect::Rang { ua, .. } => {
+                    check_ref(&uas, "phone", ua, sp)?
+                }
+                Expect::ExitCode { command, .. } => check_ref(&commands, "command", command, sp)?,
+            }
+        }
+        if f.scenario.t1_ms == 0 {
+            return Err(c.err(0..0, "t1-ms must be at least 1"));
+        }
+        Ok(Scenario {
+            path: path.to_string(),
+            file: f,
+            topology: spec,
+            header,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.scenario.name
+    }
+
+    /// A copy with every NAT router's behaviour replaced by `f(old)`: what `harness matrix` runs.
+    pub fn with_nats(&self, f: impl Fn(&sim_nat::NatBehaviour) -> sim_nat::NatBehaviour) -> Self {
+        let mut s = self.clone();
+        for r in &mut s.topology.routers {
+            if let Some(n) = &r.nat {
+                r.nat = Some(f(n));
+            }
+        }
+        s
+    }
+}

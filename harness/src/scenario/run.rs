@@ -1,0 +1,491 @@
+//! Runs a checked [`Scenario`]: topology up, capture on, components started, timeline played,
+//! expectations judged, trace and ladder assembled, pcaps written, everything torn down.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::file::{Component, ContactDef, Expect, KeepAliveKind, NatHandlingDef, Step};
+use super::Scenario;
+use crate::bindings::{self, BindingWatch};
+use crate::capture::{self, Capture};
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::sip::driver::{ProxyTask, UaTask};
+use crate::sip::{
+    ContactSource, Event, KeepAlive, Media, NatHandling, ProxyConfig, Timers, UaConfig,
+};
+use crate::stun::{ServerConfig, StunServerTask};
+use crate::topology::{Role, Topology};
+use crate::trace::{Ladder, Trace};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where to write `<scenario>/<vantage>.pcap` and `<scenario>/ladder.txt`.
+    pub out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+/// What a run showed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    pub verdict: Verdict,
+    /// Each expectation: its description, whether it held, what was observed.
+    pub checks: Vec<(String, bool, String)>,
+    /// A step that could not be carried out (the run stops there and fails).
+    pub error: Option<String>,
+    /// The normalised ladder (hosts and the WAN side of every router), with events.
+    pub ladder: String,
+    /// The same without events: stable run to run, for snapshots.
+    pub snapshot: String,
+    pub trace: Trace,
+    pub pcaps: Vec<PathBuf>,
+    pub duration: Duration,
+}
+
+fn nat_handling(d: NatHandlingDef) -> NatHandling {
+    match d {
+        NatHandlingDef::Literal => NatHandling::Literal,
+        NatHandlingDef::FarEnd => NatHandling::FarEnd,
+    }
+}
+
+fn io_err(what: String) -> Error {
+    Error::Io {
+        what,
+        source: std::io::ErrorKind::Other.into(),
+    }
+}
+
+/// The outcome of the last call each phone placed: 200 if established, the final status if it
+/// failed, 0 if nothing final came.
+type CallResults = BTreeMap<String, u16>;
+
+struct Running {
+    topo: Topology,
+    uas: BTreeMap<String, (UaTask, String)>,
+    proxies: BTreeMap<String, ProxyTask>,
+    _stun: Vec<StunServerTask>,
+    commands: BTreeMap<String, Process>,
+    exits: BTreeMap<String, Option<i32>>,
+    calls: CallResults,
+}
+
+fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
+    Ok(topo.node(host)?.addr())
+}
+
+/// Replaces `{NODE.addr}`, `{NODE.addr2}` and `{scenario.t1-ms}` in a command argument.
+fn substitute(arg: &str, topo: &Topology, t1_ms: u64) -> String {
+    let mut out = arg.replace("{scenario.t1-ms}", &t1_ms.to_string());
+    for n in topo.nodes() {
+        let addrs = n.addrs();
+        if let Some(a) = addrs.first() {
+            out = out.replace(&format!("{{{}.addr}}", n.name()), &a.to_string());
+        }
+        if let Some(a) = addrs.get(1) {
+            out = out.replace(&format!("{{{}.addr2}}", n.name()), &a.to_string());
+        }
+    }
+    out
+}
+
+async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
+    let t1 = Duration::from_millis(s.file.scenario.t1_ms);
+    let timers = Timers::scaled(t1);
+    let mut r = Running {
+        topo,
+        uas: BTreeMap::new(),
+        proxies: BTreeMap::new(),
+        _stun: Vec::new(),
+        commands: BTreeMap::new(),
+        exits: BTreeMap::new(),
+        calls: BTreeMap::new(),
+    };
+    // Servers first, phones last: phones talk to them as soon as they register.
+    let order = |c: &Component| match c {
+        Component::StunServer { .. } => 0,
+        Component::Proxy { .. } => 1,
+        Component::Command { .. } => 2,
+        Component::Ua { .. } => 3,
+    };
+    let mut comps: Vec<&Component> = s.file.components.iter().map(|c| c.get_ref()).collect();
+    comps.sort_by_key(|c| order(c));
+    for comp in comps {
+        match comp {
+            Component::StunServer { host } => {
+                let node = r.topo.node(host)?;
+                let cfg = match node.addrs() {
+                    [a, b, ..] => ServerConfig::rfc5780(
+                        SocketAddr::new((*a).into(), 3478),
+                        SocketAddr::new((*b).into(), 3479),
+                    ),
+                    [a] => ServerConfig::new(SocketAddr::new((*a).into(), 3478)),
+                    [] => return Err(io_err(format!("{host} has no address"))),
+                };
+                let (task, _) = StunServerTask::spawn(node, cfg).await?;
+                r._stun.push(task);
+            }
+            Component::Proxy {
+                host,
+                port,
+                nat_handling: nh,
+                users,
+            } => {
+                let node = r.topo.node(host)?;
+                let local = SocketAddr::new(node.addr().into(), *port);
+                let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat_handling(*nh));
+                cfg.timers = timers;
+                cfg.users = users.clone();
+                let (task, _) = ProxyTask::spawn(node, cfg).await?;
+                r.proxies.insert(host.clone(), task);
+            }
+            Component::Command {
+                name,
+                host,
+                run,
+                ready,
+            } => {
+                let node = r.topo.node(host)?;
+                let args: Vec<String> = run
+                    .iter()
+                    .map(|a| substitute(a, &r.topo, s.file.scenario.t1_ms))
+                    .collect();
+                let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+                let mut p = node.start(&args[0], &argv).await?;
+                let log = ready.as_ref().and_then(|r| r.log.clone());
+                let delay = ready.as_ref().and_then(|r| r.delay_ms);
+                if let Some(line) = log {
+                    if !p.wait_for_output(&line, Duration::from_secs(10)).await {
+                        return Err(io_err(format!(
+                            "command `{name}` never printed `{line}`: {}{}",
+                            p.stdout(),
+                            p.stderr()
+                        )));
+                    }
+                }
+                if let Some(ms) = delay {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                r.commands.insert(name.clone(), p);
+            }
+            Component::Ua {
+                host,
+                user,
+                port,
+                proxy,
+                rport,
+                contact,
+                stun_server,
+                keepalive,
+                expires_secs,
+                answer_after_ms,
+                password,
+                media_port,
+            } => {
+                let node = r.topo.node(host)?;
+                let user = user.clone().unwrap_or_else(|| host.clone());
+                let proxy_addr: SocketAddr = match proxy.parse() {
+                    Ok(a) => a,
+                    Err(_) => SocketAddr::new(first_addr(&r.topo, proxy)?.into(), 5060),
+                };
+                let local = SocketAddr::new(node.addr().into(), *port);
+                let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
+                cfg.timers = timers;
+                cfg.rport = *rport;
+                cfg.expires = Duration::from_secs(*expires_secs);
+                cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
+                cfg.password = password.clone();
+                cfg.media = Media {
+                    address: IpAddr::V4(node.addr()),
+                    port: *media_port,
+                };
+                cfg.keepalive = keepalive.as_ref().map(|k| {
+                    let every = Duration::from_millis(k.interval_ms);
+                    match k.kind {
+                        KeepAliveKind::Crlf => KeepAlive::Crlf(every),
+                        KeepAliveKind::Options => KeepAlive::Options(every),
+                    }
+                });
+                if *contact == ContactDef::Stun {
+                    let server = stun_server.as_deref().unwrap_or_default();
+                    let stun = SocketAddr::new(first_addr(&r.topo, server)?.into(), 3478);
+                    let mapped = crate::stun::binding(node, local, stun).await?;
+                    cfg.contact = ContactSource::External(mapped);
+                    cfg.media.address = mapped.ip();
+                }
+                let (task, _) = UaTask::spawn(node, cfg).await?;
+                r.uas.insert(user, (task, host.clone()));
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Waits until `ua` has more events matching `m` than `before`; the newest match.
+async fn wait_new(
+    ua: &UaTask,
+    m: impl Fn(&Event) -> bool,
+    before: usize,
+    timeout: Duration,
+) -> Option<Event> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let hits: Vec<Event> = ua
+            .events()
+            .into_iter()
+            .map(|e| e.event)
+            .filter(|e| m(e))
+            .collect();
+        if hits.len() > before {
+            return hits.last().cloned();
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn count(ua: &UaTask, m: impl Fn(&Event) -> bool) -> usize {
+    ua.events().iter().filter(|e| m(&e.event)).count()
+}
+
+async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
+    for step in &s.file.steps {
+        match step.get_ref() {
+            Step::Register { ua, timeout_ms } => {
+                let (task, _) = &r.uas[ua];
+                let done = |e: &Event| {
+                    matches!(e, Event::Registered { .. } | Event::RegistrationFailed { .. })
+                };
+                let before = count(task, done);
+                task.register().await?;
+                wait_new(task, done, before, Duration::from_millis(*timeout_ms)).await;
+            }
+            Step::Call {
+                from,
+                to,
+                hold_ms,
+                timeout_ms,
+            } => {
+                let (task, _) = &r.uas[from];
+                let id = task.call(to).await?;
+                let final_of = |e: &Event| match e {
+                    Event::CallEstablished { call_id, .. } => (call_id == &id).then_some(200),
+                    Event::CallFailed { call_id, status } => (call_id == &id).then_some(*status),
+                    _ => None,
+                };
+                let outcome = wait_new(
+                    task,
+                    |e| final_of(e).is_some(),
+                    0,
+                    Duration::from_millis(*timeout_ms),
+                )
+                .await;
+                let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
+                r.calls.insert(from.clone(), status);
+                if status == 200 && *hold_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+                    task.hang_up(&id).await?;
+                    let ended = |e: &Event| matches!(e, Event::CallEnded { call_id } if call_id == &id);
+                    wait_new(task, ended, 0, Duration::from_secs(10)).await;
+                }
+            }
+            Step::Wait { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Step::ExpireBinding { router, host, port } => {
+                let addr = SocketAddrV4::new(first_addr(&r.topo, host)?, *port);
+                bindings::expire(r.topo.node(router)?, addr).await?;
+            }
+            Step::FlushBindings { router } => bindings::flush(r.topo.node(router)?).await?,
+            Step::SetNat { router, nat } => r.topo.node(router)?.set_nat(&nat.0).await?,
+            Step::SetNatHandling { proxy, value } => {
+                r.proxies[proxy].set_nat_handling(nat_handling(*value)).await?
+            }
+            Step::WaitExit {
+                command,
+                timeout_ms,
+            } => {
+                let p = r.commands.get_mut(command).expect("checked");
+                let st = p.wait_timeout(Duration::from_millis(*timeout_ms)).await;
+                r.exits.insert(command.clone(), st.and_then(|s| s.code()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
+    let mut out = Vec::new();
+    for e in &s.file.expects {
+        let (what, ok, seen) = match e.get_ref() {
+            Expect::Call { from, status } => {
+                let got = r.calls.get(from).copied();
+                (
+                    format!("{from}'s call ends with {status}"),
+                    got == Some(*status),
+                    match got {
+                        Some(0) => "no final response".to_string(),
+                        Some(c) => format!("got {c}"),
+                        None => "no call was placed".to_string(),
+                    },
+                )
+            }
+            Expect::Registered { ua, value } => {
+                let (task, _) = &r.uas[ua];
+                let reg = task
+                    .events()
+                    .iter()
+                    .rev()
+                    .find_map(|e| match &e.event {
+                        Event::Registered { .. } => Some(true),
+                        Event::RegistrationFailed { .. } => Some(false),
+                        _ => None,
+                    })
+                    .unwrap_or(false);
+                (
+                    format!("{ua} {} registered", if *value { "is" } else { "is not" }),
+                    reg == *value,
+                    format!("registered = {reg}"),
+                )
+            }
+            Expect::Rang { ua, value } => {
+                let (task, _) = &r.uas[ua];
+                let rang = task
+                    .events()
+                    .iter()
+                    .any(|e| matches!(e.event, Event::IncomingCall { .. }));
+                (
+                    format!("{ua} {}", if *value { "rings" } else { "never rings" }),
+                    rang == *value,
+                    format!("rang = {rang}"),
+                )
+            }
+            Expect::ExitCode { command, code } => {
+                let p = r.commands.get_mut(command).expect("checked");
+                let got = r
+                    .exits
+                    .get(command)
+                    .copied()
+                    .flatten()
+                    .or_else(|| p.try_status().and_then(|s| s.code()));
+                (
+                    format!("{command} exits with {code}"),
+                    got == Some(*code),
+                    format!("exit = {got:?}"),
+                )
+            }
+        };
+        out.push((what, ok, seen));
+    }
+    out
+}
+
+fn describe(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::Registered { contact, expires } => {
+            format!("registered {contact} for {} s", expires.as_secs())
+        }
+        Event::RegistrationFailed { status } => format!("registration failed: {status}"),
+        Event::IncomingCall { from, .. } => format!("incoming call from {from}: ringing"),
+        Event::CallEstablished { remote_media, .. } => match remote_media {
+            Some(m) => format!("call established, media to {m}"),
+            None => "call established".into(),
+        },
+        Event::CallFailed { status, .. } => format!("call failed: {status}"),
+        Event::CallEnded { .. } => "call ended".into(),
+        Event::ContactBound { aor, target, .. } => format!("location: {aor} → {target}"),
+        Event::ForwardTimedOut { method, .. } => {
+            format!("forwarded {method} timed out: 408 upstream")
+        }
+        Event::MalformedDatagram { from, error } => {
+            format!("malformed datagram from {from} dropped ({})", error.kind())
+        }
+        Event::CallRinging { .. } | Event::Forwarded { .. } => return None,
+    })
+}
+
+/// Runs `s` and reports; the topology is gone when this returns.
+pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let wall = SystemTime::now();
+    let topo = Topology::build(s.topology.clone()).await?;
+    let capture = Capture::start(&topo).await?;
+    let mut watches = Vec::new();
+    if crate::preflight::find_program("conntrack").is_some() {
+        for n in topo.nodes().filter(|n| n.role() == Role::Router && n.nat().is_some()) {
+            watches.push((n.name().to_string(), BindingWatch::start(n).await?));
+        }
+    }
+    let mut running = start_components(s, topo).await?;
+    let error = play(s, &mut running).await.err().map(|e| e.to_string());
+    // Let in-flight retransmissions and answers land in the capture.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let checks = judge(s, &mut running);
+    let frames = capture.stop().await;
+    let mut trace = Trace::from_frames(&frames);
+    for (router, w) in &watches {
+        w.add_to(&mut trace, router);
+    }
+    let to_wall = |at: Instant| wall + at.saturating_duration_since(started);
+    for (task, host) in running.uas.values() {
+        for e in task.events() {
+            if let Some(text) = describe(&e.event) {
+                trace.push_event(to_wall(e.at), host, text);
+            }
+        }
+    }
+    for (host, task) in &running.proxies {
+        for e in task.events() {
+            if let Some(text) = describe(&e.event) {
+                trace.push_event(to_wall(e.at), host, text);
+            }
+        }
+    }
+    let vantages: Vec<String> = running
+        .topo
+        .nodes()
+        .filter_map(|n| match n.role() {
+            Role::Host => Some(n.name().to_string()),
+            Role::Router => Some(format!("{}:wan", n.name())),
+            Role::Internet => None,
+        })
+        .collect();
+    let base = Ladder::new(&trace)
+        .vantages(vantages)
+        .t1(Duration::from_millis(s.file.scenario.t1_ms));
+    let ladder = base.clone().render();
+    let snapshot = base.without_events().render();
+    let mut pcaps = Vec::new();
+    if let Some(dir) = &opts.out_dir {
+        let dir = dir.join(s.name());
+        pcaps = capture::write_pcaps(&frames, &dir)?;
+        std::fs::write(dir.join("ladder.txt"), &ladder)
+            .map_err(Error::io(format!("write {}", dir.display())))?;
+    }
+    let verdict = if error.is_none() && checks.iter().all(|c| c.1) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    drop(running);
+    Ok(Outcome {
+        name: s.name().to_string(),
+        verdict,
+        checks,
+        error,
+        ladder,
+        snapshot,
+        trace,
+        pcaps,
+        duration: started.elapsed(),
+    })
+}

@@ -1,0 +1,149 @@
+//! Broken scenario files get one precise line each: file, line, column, what is wrong, and the
+//! valid values where there is a list.
+
+use harness::scenario::Scenario;
+
+const GOOD: &str = r#"[scenario]
+name = "ok"
+t1-ms = 50
+
+[[router]]
+name = "home"
+wan = "203.0.113.1"
+lan = "192.168.1.1/24"
+nat = "port-restricted-cone"
+
+[[host]]
+name = "bob"
+segment = "home"
+addrs = ["192.168.1.10"]
+
+[[host]]
+name = "server"
+segment = "internet"
+addrs = ["203.0.113.10"]
+
+[[component]]
+kind = "proxy"
+host = "server"
+
+[[component]]
+kind = "ua"
+host = "bob"
+proxy = "server"
+
+[[step]]
+action = "register"
+ua = "bob"
+
+[[expect]]
+kind = "registered"
+ua = "bob"
+value = true
+"#;
+
+/// Replaces `from` (which must occur) in the good file and returns the error.
+fn broken(from: &str, to: &str) -> (String, usize) {
+    assert!(GOOD.contains(from), "{from}");
+    let text = GOOD.replacen(from, to, 1);
+    let e = Scenario::from_str("broken.toml", &text).expect_err("must be refused");
+    let s = e.to_string();
+    assert!(!s.contains('\n'), "one line: {s}");
+    assert!(s.starts_with("broken.toml:"), "{s}");
+    (s, e.line)
+}
+
+#[test]
+fn the_good_file_is_accepted() {
+    Scenario::from_str("good.toml", GOOD).unwrap();
+}
+
+#[test]
+fn an_unknown_key_is_named_with_the_valid_ones() {
+    let (e, line) = broken("t1-ms = 50", "t1-msec = 50");
+    assert!(e.contains("unknown field `t1-msec`") && e.contains("t1-ms"), "{e}");
+    assert_eq!(line, 3);
+}
+
+#[test]
+fn a_wrong_type_is_named() {
+    let (e, line) = broken("t1-ms = 50", "t1-ms = \"fast\"");
+    assert!(e.contains("invalid type: string \"fast\", expected u64"), "{e}");
+    assert_eq!(line, 3);
+}
+
+#[test]
+fn an_unknown_nat_type_lists_the_valid_ones() {
+    let (e, line) = broken("nat = \"port-restricted-cone\"", "nat = \"full-cone-ish\"");
+    assert!(e.contains("unknown NAT type `full-cone-ish`") && e.contains("symmetric"), "{e}");
+    assert_eq!(line, 9);
+}
+
+#[test]
+fn a_contradictory_nat_table_says_why() {
+    let (e, line) = broken(
+        "nat = \"port-restricted-cone\"",
+        "nat = { mapping = \"endpoint-independent\", filtering = \"address-dependent\", ports = \"random\" }",
+    );
+    assert!(e.contains("endpoint-independent mapping needs the same port"), "{e}");
+    assert_eq!(line, 9);
+}
+
+#[test]
+fn a_dangling_link_names_the_segment_and_the_routers() {
+    let (e, line) = broken("segment = \"home\"", "segment = \"office\"");
+    assert!(e.contains("`office`") && e.contains("defined: home"), "{e}");
+    assert_eq!(line, 13);
+}
+
+#[test]
+fn an_address_clash_names_both_nodes() {
+    let (e, _) = broken("addrs = [\"192.168.1.10\"]", "addrs = [\"192.168.1.1\"]");
+    assert!(e.contains("`home`") && e.contains("`bob`") && e.contains("192.168.1.1"), "{e}");
+}
+
+#[test]
+fn a_private_address_on_the_internet_is_refused() {
+    let (e, _) = broken("addrs = [\"203.0.113.10\"]", "addrs = [\"10.0.0.5\"]");
+    assert!(e.contains("documentation range"), "{e}");
+}
+
+#[test]
+fn a_lan_without_prefix_shows_the_form() {
+    let (e, line) = broken("lan = \"192.168.1.1/24\"", "lan = \"192.168.1.1\"");
+    assert!(e.contains("ADDRESS/PREFIX"), "{e}");
+    assert_eq!(line, 8);
+}
+
+#[test]
+fn an_unknown_component_kind_lists_the_kinds() {
+    let (e, line) = broken("kind = \"proxy\"", "kind = \"b2bua\"");
+    assert!(e.contains("unknown variant `b2bua`") && e.contains("stun-server"), "{e}");
+    assert_eq!(line, 22);
+}
+
+#[test]
+fn a_step_naming_an_unknown_phone_lists_the_phones() {
+    let (e, _) = broken("action = \"register\"\nua = \"bob\"", "action = \"register\"\nua = \"carol\"");
+    assert!(e.contains("unknown phone `carol`") && e.contains("defined: bob"), "{e}");
+}
+
+#[test]
+fn a_duplicate_node_name_is_refused() {
+    let (e, line) = broken("name = \"server\"", "name = \"bob\"");
+    assert!(e.contains("`bob` is used twice"), "{e}");
+    assert_eq!(line, 17);
+}
+
+#[test]
+fn a_toml_syntax_error_is_located() {
+    let (e, line) = broken("name = \"ok\"", "name = \"ok");
+    assert!(e.contains("broken.toml:2:"), "{e}");
+    assert_eq!(line, 2);
+}
+
+#[test]
+fn a_missing_required_key_is_named() {
+    let (e, _) = broken("proxy = \"server\"\n", "");
+    assert!(e.contains("missing field `proxy`"), "{e}");
+}

@@ -1,0 +1,58 @@
+//! Every scenario of the catalogue runs with its expected verdict, and its ladder matches the
+//! reviewed snapshot (`cargo insta review` after an intended change).
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Result};
+use harness::scenario::{self, RunOptions, Scenario, Verdict};
+use tests::require_kernel;
+
+fn catalogue() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_catalogue_file_starts_with_symptom_root_cause_and_fix() -> Result<()> {
+    for f in catalogue() {
+        let s = Scenario::load(&f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let h = s.header.to_lowercase();
+        ensure!(
+            h.contains("symptom") && h.contains("root cause") && h.contains("fix"),
+            "{}: the opening comment must say symptom, root cause and fix",
+            f.display()
+        );
+        ensure!(!s.file.scenario.summary.is_empty(), "{}: summary missing", f.display());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()> {
+    require_kernel!();
+    let files = catalogue();
+    ensure!(files.len() >= 2, "the catalogue is empty");
+    let runs = files.iter().map(|f| async move {
+        let s = Scenario::load(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let o = scenario::run(&s, &RunOptions::default()).await?;
+        anyhow::Ok(o)
+    });
+    let mut failed = Vec::new();
+    for o in futures::future::join_all(runs).await {
+        let o = o?;
+        if o.verdict != Verdict::Pass {
+            failed.push(format!("{}: {:?} {:?}\n{}", o.name, o.checks, o.error, o.ladder));
+            continue;
+        }
+        insta::assert_snapshot!(o.name.clone(), o.snapshot);
+    }
+    ensure!(failed.is_empty(), "scenarios failed:\n{}", failed.join("\n\n"));
+    Ok(())
+}
