@@ -17,11 +17,13 @@ pub mod probe;
 pub mod process;
 pub mod reaper;
 pub mod registry;
+pub mod rtp;
 pub mod scenario;
 pub mod sip;
 pub mod stun;
 pub mod topology;
 pub mod trace;
+pub mod turn;
 
 pub use error::{Error, Result};
 pub use process::Process;

@@ -463,7 +463,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         .vantages(vantages)
         .t1(Duration::from_millis(s.file.scenario.t1_ms));
     let ladder = base.clone().render();
-    let snapshot = base.without_events().render();
+    let snapshot = base.without_events().by_transaction().render();
     let mut pcaps = Vec::new();
     if let Some(dir) = &opts.out_dir {
         let dir = dir.join(s.name());

@@ -28,6 +28,7 @@ pub struct Ladder<'a> {
     normalize: bool,
     show_rtp: bool,
     show_events: bool,
+    grouped: bool,
 }
 
 /// Placeholders for values that change between runs, numbered by first appearance.
@@ -118,6 +119,7 @@ impl<'a> Ladder<'a> {
             normalize: true,
             show_rtp: true,
             show_events: true,
+            grouped: false,
         }
     }
 
@@ -153,26 +155,20 @@ impl<'a> Ladder<'a> {
         self
     }
 
-    fn time(&self, e: &Entry) -> String {
-        match self.t1 {
-            Some(t1) => {
-                let d = self.trace.offset(e.at()).as_secs_f64() / t1.as_secs_f64();
-                format!("{}", d.round() as u64)
-            }
-            None => String::new(),
-        }
+    /// Snapshot layout: one block per SIP transaction (top-Via branch) or per non-SIP flow,
+    /// blocks in order of first appearance, time counted from the block's first packet.
+    ///
+    /// Two independent timers (a UAS retransmitting 200 OK, a UAC retransmitting INVITE) fire
+    /// within the same millisecond often enough that a global order flips between runs; inside one
+    /// transaction every packet is caused by the one before, so the order is fixed, and offsets
+    /// from the transaction's start do not accumulate the delays of the steps before it.
+    pub fn by_transaction(mut self) -> Self {
+        self.grouped = true;
+        self
     }
 
-    pub fn render(&self) -> String {
-        let mut norm = Normalizer::default();
-        let mut out = String::new();
-        let time_head = if self.t1.is_some() { "T1" } else { "" };
-        let _ = writeln!(
-            out,
-            "{:>3}  {:>4}  {:<12} {:<22}    {:<22} what",
-            "#", time_head, "at", "from", "to"
-        );
-        let mut n = 0;
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
         let entries = self.trace.entries();
         let mut i = 0;
         while i < entries.len() {
@@ -180,16 +176,15 @@ impl<'a> Ladder<'a> {
             i += 1;
             match e {
                 Entry::Event { .. } if !self.show_events => {}
-                Entry::Event { source, text, .. } => {
-                    n += 1;
-                    let text = if self.normalize {
-                        norm.apply(text)
-                    } else {
-                        text.clone()
-                    };
-                    let _ = writeln!(out, "{n:>3}  {:>4}  {:<12} ** {text}", self.time(e), source);
-                }
+                Entry::Event { at, source, text } => rows.push(Row {
+                    at: *at,
+                    group: format!("event {source}"),
+                    title: String::new(),
+                    line: format!("{:<12} ** {text}", source),
+                    details: Vec::new(),
+                }),
                 Entry::Packet {
+                    at,
                     vantage,
                     src,
                     dst,
@@ -200,26 +195,39 @@ impl<'a> Ladder<'a> {
                     if self.vantages.as_ref().is_some_and(|v| !v.contains(&label)) {
                         continue;
                     }
-                    let mut detail: Vec<String> = Vec::new();
+                    let mut details: Vec<String> = Vec::new();
+                    let (src_s, dst_s) = (src.to_string(), dst.to_string());
+                    let flow = if src_s < dst_s {
+                        format!("flow {src_s} {dst_s}")
+                    } else {
+                        format!("flow {dst_s} {src_s}")
+                    };
+                    let mut group = flow.clone();
+                    let mut title = String::new();
                     let what = match payload {
                         Payload::Sip(s) => {
                             if let Some(v) = s.via.first() {
-                                detail.push(format!("Via: {v}"));
+                                details.push(format!("Via: {v}"));
+                                if let Some(b) = v.split(';').find_map(|p| p.trim().strip_prefix("branch=")) {
+                                    group = format!("branch {b}");
+                                }
                             }
                             if let Some(c) = &s.contact {
-                                detail.push(format!("Contact: {c}"));
+                                details.push(format!("Contact: {c}"));
                             }
                             if let Some(c) = &s.sdp_c {
-                                detail.push(format!("c={c}"));
+                                details.push(format!("c={c}"));
                             }
                             if let Some(m) = &s.sdp_m {
-                                detail.push(format!("m={m}"));
+                                details.push(format!("m={m}"));
                             }
                             let mut w = s.first_line.clone();
                             if s.is_response() {
                                 if let Some(c) = &s.cseq {
                                     w.push_str(&format!(" ({c})"));
                                 }
+                            } else {
+                                title = w.clone();
                             }
                             if s.malformed {
                                 w.push_str("  [malformed]");
@@ -265,30 +273,97 @@ impl<'a> Ladder<'a> {
                         Payload::Udp { len } => format!("UDP {len} bytes"),
                         Payload::Icmp(s) => format!("ICMP {s}"),
                     };
-                    n += 1;
                     let (from, to) = match payload {
                         Payload::Icmp(_) => (src.ip().to_string(), dst.ip().to_string()),
-                        _ => (src.to_string(), dst.to_string()),
+                        _ => (src_s, dst_s),
                     };
-                    let mut line = format!(
-                        "{n:>3}  {:>4}  {:<12} {:<22} →  {:<22} {what}",
-                        self.time(e),
-                        label,
-                        from,
-                        to
-                    );
-                    for d in detail {
-                        line.push_str(&format!("\n{:>44}{d}", ""));
-                    }
-                    if self.normalize {
-                        line = norm.apply(&line);
-                    }
-                    let _ = writeln!(out, "{}", line.trim_end());
+                    rows.push(Row {
+                        at: *at,
+                        group,
+                        title,
+                        line: format!("{label:<12} {from:<22} →  {to:<22} {what}"),
+                        details,
+                    });
                 }
             }
         }
+        rows
+    }
+
+    fn t1_units(&self, d: Duration) -> String {
+        match self.t1 {
+            Some(t1) => format!("{}", (d.as_secs_f64() / t1.as_secs_f64()).round() as u64),
+            None => String::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut norm = Normalizer::default();
+        let mut out = String::new();
+        let time_head = match (self.t1.is_some(), self.grouped) {
+            (true, true) => "+T1",
+            (true, false) => "T1",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "{:>3}  {:>4}  {:<12} {:<22}    {:<22} what",
+            "#", time_head, "at", "from", "to"
+        );
+        let rows = self.rows();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let mut group_start: HashMap<&str, std::time::SystemTime> = HashMap::new();
+        if self.grouped {
+            let mut first: HashMap<&str, usize> = HashMap::new();
+            for (i, r) in rows.iter().enumerate() {
+                first.entry(r.group.as_str()).or_insert(i);
+                group_start.entry(r.group.as_str()).or_insert(r.at);
+            }
+            order.sort_by_key(|&i| (first[rows[i].group.as_str()], i));
+        }
+        let start = self.trace.start();
+        let mut current_group: Option<&str> = None;
+        for (n, &i) in order.iter().enumerate() {
+            let r = &rows[i];
+            if self.grouped && current_group != Some(r.group.as_str()) {
+                current_group = Some(r.group.as_str());
+                let title = rows
+                    .iter()
+                    .find(|x| x.group == r.group && !x.title.is_empty())
+                    .map(|x| x.title.clone())
+                    .unwrap_or_else(|| r.group.clone());
+                let _ = writeln!(out, "── {} ──", norm.apply(&title));
+            }
+            let base = if self.grouped {
+                group_start.get(r.group.as_str()).copied()
+            } else {
+                start
+            };
+            let offset = base
+                .and_then(|b| r.at.duration_since(b).ok())
+                .unwrap_or_default();
+            let mut line = format!("{:>3}  {:>4}  {}", n + 1, self.t1_units(offset), r.line);
+            for d in &r.details {
+                line.push_str(&format!("\n{:>44}{d}", ""));
+            }
+            if self.normalize {
+                line = norm.apply(&line);
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
         out
     }
+}
+
+/// One rendered line before ordering.
+struct Row {
+    at: std::time::SystemTime,
+    /// Transaction (`branch …`), flow or event source.
+    group: String,
+    /// A request line that names the group, if this row is a request.
+    title: String,
+    line: String,
+    details: Vec<String>,
 }
 
 #[cfg(test)]
