@@ -5,6 +5,7 @@
 //! [`Process`]), and the cleanup that keeps a machine free of leftovers ([`registry`],
 //! [`reaper`]).
 
+pub mod alg;
 pub mod bindings;
 pub mod capture;
 pub mod error;

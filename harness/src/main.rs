@@ -216,10 +216,18 @@ async fn run(
         out_dir: Some(out.clone()),
     };
     let mut results = Vec::new();
+    let mut errors = 0;
     let total = scenarios.len();
     for (i, s) in scenarios.iter().enumerate() {
         eprintln!("[{}/{total}] {} …", i + 1, s.name());
-        let o = scenario::run(s, &opts).await?;
+        let o = match scenario::run(s, &opts).await {
+            Ok(o) => o,
+            Err(e) => {
+                println!("ERROR {}: {e}", s.name());
+                errors += 1;
+                continue;
+            }
+        };
         if !quiet {
             println!("\n=== {} ===\n{}", o.name, o.ladder);
         }
@@ -242,8 +250,8 @@ async fn run(
         std::fs::write(&path, junit_xml(&results))?;
     }
     let passed = results.iter().filter(|o| o.verdict == Verdict::Pass).count();
-    println!("\n{passed} passed, {} failed", results.len() - passed);
-    Ok(passed == results.len())
+    println!("\n{passed} passed, {} failed", results.len() - passed + errors);
+    Ok(passed == results.len() && errors == 0)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -315,14 +323,14 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
     };
     let mut cells = Vec::new();
     for t in NatType::ALL {
-        for alg in algs {
+        for alg in &algs {
             for to in &timeouts {
                 let variant = s.with_nats(|old| {
-                    let mut b = t.behaviour().with_sip_alg(alg);
+                    let mut b = t.behaviour().with_sip_alg(alg.clone());
                     b.udp_timeout_secs = to.unwrap_or(old.udp_timeout_secs);
                     b
                 });
-                cells.push((t, alg, *to, variant));
+                cells.push((t, alg.clone(), *to, variant));
             }
         }
     }
@@ -333,13 +341,17 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
         if timeouts.len() > 1 { " × UDP timeout" } else { "" }
     );
     let mut header = format!("{:<22}", "");
-    for alg in algs {
+    for alg in &algs {
         for to in &timeouts {
             header.push_str(&format!(
                 "{:<16}",
                 format!(
                     "alg {}{}",
-                    if alg == sim_nat::SipAlg::Off { "off" } else { "kernel" },
+                    match alg {
+                        sim_nat::SipAlg::Off => "off",
+                        sim_nat::SipAlg::Kernel => "kernel",
+                        sim_nat::SipAlg::Emulated(_) => "emulated",
+                    },
                     to.map(|t| format!(" {t}s")).unwrap_or_default()
                 )
             ));

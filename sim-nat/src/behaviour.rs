@@ -60,7 +60,7 @@ pub enum Refresh {
 }
 
 /// What the router does to SIP passing through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SipAlg {
     /// SIP passes untouched.
@@ -68,6 +68,9 @@ pub enum SipAlg {
     /// The kernel's own `sip` conntrack helper rewrites Via/Contact/SDP and holds the SIP flow
     /// open for `sip_timeout` (3600 s here) whatever the UDP timeout says.
     Kernel,
+    /// A consumer router's buggy ALG, emulated in user space (`harness::alg`) with the named
+    /// faults; `sip-alg = { emulated = ["break-digest"] }` in a scenario file.
+    Emulated(Vec<crate::AlgFault>),
 }
 
 /// One router's NAT behaviour: a point in the RFC 4787 space plus the options that matter to SIP.
@@ -107,6 +110,10 @@ pub struct NatBehaviour {
     /// all in use.
     #[serde(default)]
     pub port_block: Option<u16>,
+    /// A firewall rule many routers and enterprise firewalls ship: UDP to or from this port range
+    /// is dropped in both directions (catalogue row 7: the RTP range 10000–20000 closed, SIP fine).
+    #[serde(default)]
+    pub blocked_udp_ports: Option<(u16, u16)>,
 }
 
 fn default_ports() -> PortAllocation {
@@ -151,6 +158,7 @@ impl NatBehaviour {
             pool_size: default_pool_size(),
             paired_pooling: default_paired(),
             port_block: None,
+            blocked_udp_ports: None,
         }
     }
 
@@ -189,6 +197,12 @@ impl NatBehaviour {
     pub fn with_pool(mut self, size: u8, paired: bool) -> Self {
         self.pool_size = size;
         self.paired_pooling = paired;
+        self
+    }
+
+    /// Drops UDP to or from ports `lo..=hi` through the router.
+    pub fn with_blocked_udp_ports(mut self, lo: u16, hi: u16) -> Self {
+        self.blocked_udp_ports = Some((lo, hi));
         self
     }
 

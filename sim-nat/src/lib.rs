@@ -7,6 +7,7 @@
 //! ruleset and conntrack settings that make a Linux router namespace *observably* behave that way
 //! (recipes measured on this kernel: `shared/kernel-facts.md`).
 
+mod alg;
 mod behaviour;
 mod error;
 mod model;
@@ -15,6 +16,7 @@ mod nft;
 pub use behaviour::{
     Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
 };
+pub use alg::{AlgFault, UnknownFault};
 pub use error::Error;
 pub use model::{
     observe, observe_home_lan, Binding, BindingEvent, BindingView, DropReason, NatModel,

@@ -1737,7 +1737,7 @@ mod tests {
                 NatType::PortRestrictedCone
                     .behaviour()
                     .with_udp_timeout(3)
-                    .with_sip_alg(alg),
+                    .with_sip_alg(alg.clone()),
             );
             let m = nat.outbound(sa(ALICE), proxy, t0).forwarded().unwrap().0;
             let invite = nat.inbound(proxy, m, t0 + Duration::from_secs(6));

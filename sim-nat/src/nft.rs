@@ -115,6 +115,20 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     b.chain("pre_nat", NfChainType::NAT, NfHook::Prerouting, -100);
     b.chain("post_nat", NfChainType::NAT, NfHook::Postrouting, 100);
     b.chain("post_learn", NfChainType::Filter, NfHook::Postrouting, 200);
+    if let Some((lo, hi)) = nat.blocked_udp_ports {
+        b.chain("forward", NfChainType::Filter, NfHook::Forward, 0);
+        let range = || {
+            Expression::Range(Box::new(expr::Range {
+                range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
+            }))
+        };
+        for field in ["dport", "sport"] {
+            b.rule(
+                "forward",
+                vec![eq(payload("udp", field), range()), drop()],
+            );
+        }
+    }
 
     let wan_in = || eq(meta(expr::MetaKey::Iifname), s(&ports.wan));
     let wan_out = || eq(meta(expr::MetaKey::Oifname), s(&ports.wan));

@@ -161,6 +161,7 @@ struct NatTable {
     pool_size: Option<u8>,
     paired_pooling: Option<bool>,
     port_block: Option<u16>,
+    blocked_udp_ports: Option<(u16, u16)>,
 }
 
 const NAT_NAMES: &str = "full-cone, restricted-cone, port-restricted-cone, symmetric, \
@@ -216,6 +217,9 @@ impl NatTable {
         }
         if self.port_block.is_some() {
             b.port_block = self.port_block;
+        }
+        if self.blocked_udp_ports.is_some() {
+            b.blocked_udp_ports = self.blocked_udp_ports;
         }
         b.validate().map_err(|e| e.to_string())?;
         Ok(b)
@@ -329,8 +333,29 @@ pub enum Component {
         #[serde(default = "default_answer")]
         answer_after_ms: u64,
         password: Option<String>,
+        /// The RTP port its SDP offers (from the phone's own interface).
         #[serde(default = "media_port")]
         media_port: u16,
+        /// Where the SDP `c=`/`m=` address comes from.
+        #[serde(default = "local_media")]
+        media: MediaDef,
+        /// With `media = "turn"`: the host running the TURN server.
+        turn_server: Option<String>,
+        /// TURN credentials; default: the user name and `secret`.
+        turn_password: Option<String>,
+        /// Send RTP to where the peer's RTP comes from (an SBC's or media server's behaviour).
+        #[serde(default)]
+        latching: bool,
+        /// How long each call streams RTP (20 ms packets).
+        #[serde(default = "media_ms")]
+        media_ms: u64,
+    },
+    /// A TURN relay (RFC 8656) listening on the host's first address, port 3478.
+    TurnServer {
+        host: String,
+        /// Long-term credentials: user = password.
+        #[serde(default)]
+        users: BTreeMap<String, String>,
     },
     /// An RFC 5780 STUN server on the host's first two addresses.
     StunServer { host: String },
@@ -365,6 +390,34 @@ fn default_answer() -> u64 {
 fn media_port() -> u16 {
     4000
 }
+fn local_media() -> MediaDef {
+    MediaDef::Local
+}
+fn media_ms() -> u64 {
+    1000
+}
+
+/// Where a phone's SDP address comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaDef {
+    /// Its interface address: private behind a NAT.
+    Local,
+    /// The STUN mapping of its RTP port (needs `stun-server`).
+    Stun,
+    /// A TURN relayed address (needs `turn-server`).
+    Turn,
+}
+
+/// A call's media as judged from both ends.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaVerdictDef {
+    BothWays,
+    CallerToCallee,
+    CalleeToCaller,
+    None,
+}
 
 impl Component {
     pub fn host(&self) -> &str {
@@ -372,6 +425,7 @@ impl Component {
             Component::Proxy { host, .. }
             | Component::Ua { host, .. }
             | Component::StunServer { host }
+            | Component::TurnServer { host, .. }
             | Component::Command { host, .. } => host,
         }
     }
@@ -451,6 +505,11 @@ pub enum Expect {
     Registered { ua: String, value: bool },
     /// Whether the phone rang (received an INVITE) at all.
     Rang { ua: String, value: bool },
+    /// Which way audio flowed in the last call `from` placed (≥ 95 % of packets = working).
+    Media {
+        from: String,
+        value: MediaVerdictDef,
+    },
     /// A command's exit code.
     ExitCode { command: String, code: i32 },
 }

@@ -161,6 +161,7 @@ impl Scenario {
         let mut uas = BTreeSet::new();
         let mut proxies = BTreeSet::new();
         let mut stun = BTreeSet::new();
+        let mut turn = BTreeSet::new();
         let mut commands = BTreeSet::new();
         for comp in &f.components {
             let span = comp.span();
@@ -174,6 +175,9 @@ impl Scenario {
                 }
                 Component::StunServer { host } => {
                     stun.insert(host.clone());
+                }
+                Component::TurnServer { host, .. } => {
+                    turn.insert(host.clone());
                 }
                 Component::Ua { host, user, .. } => {
                     let u = user.clone().unwrap_or_else(|| host.clone());
@@ -196,9 +200,27 @@ impl Scenario {
                 proxy,
                 contact,
                 stun_server,
+                media,
+                turn_server,
                 ..
             } = comp.get_ref()
             {
+                if *media == file::MediaDef::Stun
+                    && !stun_server.as_ref().is_some_and(|s| stun.contains(s))
+                {
+                    return Err(c.err(
+                        comp.span(),
+                        format!("media = \"stun\" needs `stun-server` naming a host running a stun-server ({})", one_of(&stun)),
+                    ));
+                }
+                if *media == file::MediaDef::Turn
+                    && !turn_server.as_ref().is_some_and(|s| turn.contains(s))
+                {
+                    return Err(c.err(
+                        comp.span(),
+                        format!("media = \"turn\" needs `turn-server` naming a host running a turn-server ({})", one_of(&turn)),
+                    ));
+                }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
                 if !is_addr && !proxies.contains(proxy) {
                     return Err(c.err(
@@ -250,6 +272,7 @@ impl Scenario {
                 Expect::Registered { ua, .. } | Expect::Rang { ua, .. } => {
                     check_ref(&uas, "phone", ua, sp)?
                 }
+                Expect::Media { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Expect::ExitCode { command, .. } => check_ref(&commands, "command", command, sp)?,
             }
         }

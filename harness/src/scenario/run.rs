@@ -6,7 +6,12 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::file::{Component, ContactDef, Expect, KeepAliveKind, NatHandlingDef, Step};
+use super::file::{
+    Component, ContactDef, Expect, KeepAliveKind, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
+};
+use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
+use crate::turn::driver::{MediaTask, RelayedMediaTask, TurnServerTask};
+use crate::turn::{RelayedMedia, TurnClientConfig, TurnServerConfig};
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
 use crate::capture::{self, Capture};
@@ -69,9 +74,26 @@ fn io_err(what: String) -> Error {
 /// failed, 0 if nothing final came.
 type CallResults = BTreeMap<String, u16>;
 
+/// How a phone's RTP leaves it.
+enum PhoneMedia {
+    /// From its own RTP port (SDP: its interface address or the STUN mapping of that port).
+    Direct {
+        local: SocketAddr,
+        latching: bool,
+        duration: Duration,
+    },
+    /// Through a TURN allocation made when the phone started.
+    Relayed(RelayedMediaTask),
+}
+
 struct Running {
     topo: Topology,
     uas: BTreeMap<String, (UaTask, String)>,
+    media: BTreeMap<String, PhoneMedia>,
+    reports: BTreeMap<String, MediaReport>,
+    /// Events of the runner itself (media verdicts), for the trace.
+    notes: Vec<(Instant, String, String)>,
+    _turn: Vec<TurnServerTask>,
     proxies: BTreeMap<String, ProxyTask>,
     _stun: Vec<StunServerTask>,
     commands: BTreeMap<String, Process>,
@@ -104,6 +126,10 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     let mut r = Running {
         topo,
         uas: BTreeMap::new(),
+        media: BTreeMap::new(),
+        reports: BTreeMap::new(),
+        notes: Vec::new(),
+        _turn: Vec::new(),
         proxies: BTreeMap::new(),
         _stun: Vec::new(),
         commands: BTreeMap::new(),
@@ -112,7 +138,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     };
     // Servers first, phones last: phones talk to them as soon as they register.
     let order = |c: &Component| match c {
-        Component::StunServer { .. } => 0,
+        Component::StunServer { .. } | Component::TurnServer { .. } => 0,
         Component::Proxy { .. } => 1,
         Component::Command { .. } => 2,
         Component::Ua { .. } => 3,
@@ -133,6 +159,18 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 };
                 let (task, _) = StunServerTask::spawn(node, cfg).await?;
                 r._stun.push(task);
+            }
+            Component::TurnServer { host, users } => {
+                let node = r.topo.node(host)?;
+                let mut cfg = TurnServerConfig {
+                    relay_ports: 50000..=50063,
+                    ..TurnServerConfig::new(SocketAddr::new(node.addr().into(), 3478), "harness")
+                };
+                for (u, p) in users {
+                    cfg = cfg.user(u, p);
+                }
+                let (task, _) = TurnServerTask::serve(node, cfg).await?;
+                r._turn.push(task);
             }
             Component::Proxy {
                 host,
@@ -190,6 +228,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 answer_after_ms,
                 password,
                 media_port,
+                media,
+                turn_server,
+                turn_password,
+                latching,
+                media_ms,
             } => {
                 let node = r.topo.node(host)?;
                 let user = user.clone().unwrap_or_else(|| host.clone());
@@ -215,13 +258,57 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                         KeepAliveKind::Options => KeepAlive::Options(every),
                     }
                 });
+                let stun_addr = match stun_server {
+                    Some(h) => Some(SocketAddr::new(first_addr(&r.topo, h)?.into(), 3478)),
+                    None => None,
+                };
                 if *contact == ContactDef::Stun {
-                    let server = stun_server.as_deref().unwrap_or_default();
-                    let stun = SocketAddr::new(first_addr(&r.topo, server)?.into(), 3478);
+                    let stun = stun_addr.expect("checked: contact = stun has a server");
                     let mapped = crate::stun::binding(node, local, stun).await?;
                     cfg.contact = ContactSource::External(mapped);
-                    cfg.media.address = mapped.ip();
                 }
+                let media_local = SocketAddr::new(node.addr().into(), *media_port);
+                let duration = Duration::from_millis(*media_ms);
+                let (sdp, phone_media) = match media {
+                    MediaDef::Local | MediaDef::Stun => {
+                        let sdp = if *media == MediaDef::Stun {
+                            let stun = stun_addr.expect("checked: media = stun has a server");
+                            crate::stun::binding(node, media_local, stun).await?
+                        } else {
+                            media_local
+                        };
+                        let direct = PhoneMedia::Direct {
+                            local: media_local,
+                            latching: *latching,
+                            duration,
+                        };
+                        (sdp, direct)
+                    }
+                    MediaDef::Turn => {
+                        let h = turn_server.as_deref().expect("checked: media = turn has a server");
+                        let server = SocketAddr::new(first_addr(&r.topo, h)?.into(), 3478);
+                        let pass = turn_password.clone().unwrap_or_else(|| "secret".into());
+                        let mut mc = MediaConfig::pcmu(SocketAddr::from(([0, 0, 0, 0], 0)), None);
+                        mc.duration = duration;
+                        mc.latching = *latching;
+                        let rm = RelayedMedia::new(
+                            TurnClientConfig::new(media_local, server, user.clone(), pass),
+                            mc,
+                        );
+                        let (task, _) = RelayedMediaTask::allocate(node, rm).await?;
+                        let st = task
+                            .wait_for(|s| s.relayed.is_some(), Duration::from_secs(5))
+                            .await
+                            .map_err(|s| io_err(format!("{user}: no TURN allocation: {s:?}")))?;
+                        let relayed = st.relayed.expect("waited for it");
+                        (relayed, PhoneMedia::Relayed(task))
+                    }
+                };
+                cfg.media = Media {
+                    address: sdp.ip(),
+                    port: sdp.port(),
+                };
+                r.media.insert(user.clone(), phone_media);
                 let (task, _) = UaTask::spawn(node, cfg).await?;
                 r.uas.insert(user, (task, host.clone()));
             }
@@ -293,6 +380,26 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 .await;
                 let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
                 r.calls.insert(from.clone(), status);
+                if status == 200 && r.uas.contains_key(to) {
+                    let caller_remote = r.uas[from].0.events().into_iter().find_map(|e| match e.event {
+                        Event::CallEstablished { call_id, remote_media } if call_id == id => remote_media,
+                        _ => None,
+                    });
+                    // The callee's side is up once it has the ACK.
+                    let callee = &r.uas[to].0;
+                    let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
+                    wait_new(callee, est, 0, Duration::from_secs(5)).await;
+                    let callee_remote = callee.events().into_iter().rev().find_map(|e| match e.event {
+                        Event::CallEstablished { remote_media, .. } => remote_media,
+                        _ => None,
+                    });
+                    if let (Some(a), Some(b)) = (caller_remote, callee_remote) {
+                        let report = stream_media(r, from, to, a, b).await?;
+                        r.notes.push((Instant::now(), r.uas[from].1.clone(), format!("media: {report}")));
+                        r.reports.insert(from.clone(), report);
+                    }
+                }
+                let (task, _) = &r.uas[from];
                 if status == 200 && *hold_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
                     task.hang_up(&id).await?;
@@ -321,6 +428,70 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Streams RTP both ways between two phones in a call (caller sends to `to_callee`, the
+/// callee's SDP address; the callee to `to_caller`) and judges it.
+async fn stream_media(
+    r: &mut Running,
+    caller: &str,
+    callee: &str,
+    to_callee: SocketAddr,
+    to_caller: SocketAddr,
+) -> Result<MediaReport> {
+    enum Live {
+        Direct(MediaTask),
+        Relayed(String),
+    }
+    let mut live = Vec::new();
+    let mut longest = Duration::ZERO;
+    for (user, dest) in [(caller, to_callee), (callee, to_caller)] {
+        let host = r.uas[user].1.clone();
+        match r.media.get(user).expect("every phone has media") {
+            PhoneMedia::Direct {
+                local,
+                latching,
+                duration,
+            } => {
+                let mut cfg = MediaConfig::pcmu(*local, Some(dest));
+                cfg.latching = *latching;
+                cfg.duration = *duration;
+                longest = longest.max(*duration);
+                let (task, _) = MediaTask::bind(r.topo.node(&host)?, MediaStream::new(cfg)).await?;
+                live.push(Live::Direct(task));
+            }
+            PhoneMedia::Relayed(task) => {
+                task.call(move |m, now| m.connect(dest, now))
+                    .await?
+                    .map_err(|e| io_err(format!("{user}: TURN permission for {dest}: {e}")))?;
+                let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
+                longest = longest.max(Duration::from_secs(1));
+                live.push(Live::Relayed(user.to_string()));
+            }
+        }
+    }
+    for l in &live {
+        match l {
+            Live::Direct(t) => t.call(|m, now| m.start(now)).await?,
+            Live::Relayed(user) => {
+                if let Some(PhoneMedia::Relayed(t)) = r.media.get(user) {
+                    t.call(|m, now| m.start_media(now)).await?;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(longest + Duration::from_millis(400)).await;
+    let mut stats = Vec::new();
+    for l in live {
+        stats.push(match l {
+            Live::Direct(t) => t.state(),
+            Live::Relayed(user) => match r.media.get(&user) {
+                Some(PhoneMedia::Relayed(t)) => t.state().stats,
+                _ => Default::default(),
+            },
+        });
+    }
+    Ok(MediaReport::new(&stats[0], &stats[1], 0.95))
 }
 
 fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
@@ -355,6 +526,20 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     format!("{ua} {} registered", if *value { "is" } else { "is not" }),
                     reg == *value,
                     format!("registered = {reg}"),
+                )
+            }
+            Expect::Media { from, value } => {
+                let want = match value {
+                    MediaVerdictDef::BothWays => MediaVerdict::BothWays,
+                    MediaVerdictDef::CallerToCallee => MediaVerdict::CallerToCallee,
+                    MediaVerdictDef::CalleeToCaller => MediaVerdict::CalleeToCaller,
+                    MediaVerdictDef::None => MediaVerdict::None,
+                };
+                let got = r.reports.get(from);
+                (
+                    format!("{from}'s call has {value:?} audio"),
+                    got.is_some_and(|g| g.verdict == want),
+                    got.map_or("no media ran (no established call)".into(), |g| g.to_string()),
                 )
             }
             Expect::Rang { ua, value } => {
@@ -427,8 +612,34 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     }
     let mut running = start_components(s, topo).await?;
     let error = play(s, &mut running).await.err().map(|e| e.to_string());
-    // Let in-flight retransmissions and answers land in the capture.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let retransmissions run out before judging and cutting the capture: a UAS resends its 200
+    // every T2 (8·T1) until Timer H, so stop only after 10·T1 without SIP on any link (at most
+    // 80·T1). Otherwise the tail of the ladder would depend on when the last step returned.
+    let t1 = Duration::from_millis(s.file.scenario.t1_ms);
+    let deadline = Instant::now() + t1 * 80;
+    loop {
+        tokio::time::sleep(t1 * 2).await;
+        let last_sip = capture
+            .snapshot()
+            .iter()
+            .rev()
+            .find(|f| {
+                matches!(
+                    crate::trace::decode_frame(f),
+                    Some(crate::trace::Entry::Packet {
+                        payload: crate::trace::Payload::Sip(_),
+                        ..
+                    })
+                )
+            })
+            .map(|f| f.at);
+        let quiet = last_sip
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .is_none_or(|d| d >= t1 * 10);
+        if quiet || Instant::now() >= deadline {
+            break;
+        }
+    }
     let checks = judge(s, &mut running);
     let frames = capture.stop().await;
     let mut trace = Trace::from_frames(&frames);
@@ -442,6 +653,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
                 trace.push_event(to_wall(e.at), host, text);
             }
         }
+    }
+    for (at, host, text) in &running.notes {
+        trace.push_event(to_wall(*at), host, text.clone());
     }
     for (host, task) in &running.proxies {
         for e in task.events() {
@@ -463,7 +677,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         .vantages(vantages)
         .t1(Duration::from_millis(s.file.scenario.t1_ms));
     let ladder = base.clone().render();
-    let snapshot = base.without_events().by_transaction().render();
+    let snapshot = base.without_events().sip_only().by_transaction().render();
     let mut pcaps = Vec::new();
     if let Some(dir) = &opts.out_dir {
         let dir = dir.join(s.name());

@@ -32,6 +32,8 @@ pub struct Node {
     pub(crate) router_ports: Option<RouterPorts>,
     pub(crate) nat: Mutex<Option<NatBehaviour>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The emulated consumer ALG in front of this router's LAN, when its NAT asks for one.
+    alg: tokio::sync::Mutex<Option<crate::alg::EmulatedAlg>>,
     pub(crate) netlink: Netlink,
     // Last: dropping the namespace ends its worker thread, after the tasks using it are gone.
     pub(crate) ns: Netns,
@@ -60,6 +62,7 @@ impl Node {
             router_ports: None,
             nat: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            alg: tokio::sync::Mutex::new(None),
             netlink,
             ns,
         };
@@ -247,6 +250,16 @@ impl Node {
                 });
             }
         }
+        // The emulated ALG lives outside the nft table (iptables NFQUEUE rules + a reader), so a
+        // behaviour change stops the old one and starts what the new behaviour asks for.
+        let mut alg = self.alg.lock().await;
+        if let Some(old) = alg.take() {
+            old.stop().await;
+        }
+        if let sim_nat::SipAlg::Emulated(faults) = &nat.sip_alg {
+            *alg = Some(crate::alg::EmulatedAlg::start(self, faults.iter().copied()).await?);
+        }
+        drop(alg);
         *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = Some(nat.clone());
         Ok(())
     }

@@ -29,6 +29,7 @@ pub struct Ladder<'a> {
     show_rtp: bool,
     show_events: bool,
     grouped: bool,
+    sip_only: bool,
 }
 
 /// Placeholders for values that change between runs, numbered by first appearance.
@@ -120,6 +121,7 @@ impl<'a> Ladder<'a> {
             show_rtp: true,
             show_events: true,
             grouped: false,
+            sip_only: false,
         }
     }
 
@@ -146,6 +148,15 @@ impl<'a> Ladder<'a> {
     /// Snapshots leave them out.
     pub fn without_events(mut self) -> Self {
         self.show_events = false;
+        self
+    }
+
+    /// SIP only. Media, TURN and keep-alive packets come from several independent timers at once
+    /// (two phones' RTP, two allocations), so which flow shows up first and how many packets a
+    /// run collapses into differ between runs; a snapshot keeps what is causal and asserts media
+    /// through its verdict instead.
+    pub fn sip_only(mut self) -> Self {
+        self.sip_only = true;
         self
     }
 
@@ -193,6 +204,9 @@ impl<'a> Ladder<'a> {
                 } => {
                     let label = vantage.label();
                     if self.vantages.as_ref().is_some_and(|v| !v.contains(&label)) {
+                        continue;
+                    }
+                    if self.sip_only && !matches!(payload, Payload::Sip(_)) {
                         continue;
                     }
                     let mut details: Vec<String> = Vec::new();
@@ -323,6 +337,7 @@ impl<'a> Ladder<'a> {
         }
         let start = self.trace.start();
         let mut current_group: Option<&str> = None;
+        let mut last_copy: HashMap<(String, Vec<String>), std::time::SystemTime> = HashMap::new();
         for (n, &i) in order.iter().enumerate() {
             let r = &rows[i];
             if self.grouped && current_group != Some(r.group.as_str()) {
@@ -334,15 +349,28 @@ impl<'a> Ladder<'a> {
                     .unwrap_or_else(|| r.group.clone());
                 let _ = writeln!(out, "── {} ──", norm.apply(&title));
             }
-            let base = if self.grouped {
-                group_start.get(r.group.as_str()).copied()
+            // A retransmission (the same message again at the same vantage) shows the gap since
+            // its previous copy, `↻1 ↻2 ↻4 …`: the timer doubling a field engineer looks for, and
+            // free of the lateness that accumulates over a long retransmission schedule.
+            let identity = (r.line.clone(), r.details.clone());
+            let previous = if self.grouped {
+                last_copy.insert(identity, r.at)
             } else {
-                start
+                None
+            };
+            let base = match (previous, self.grouped) {
+                (Some(p), _) => Some(p),
+                (None, true) => group_start.get(r.group.as_str()).copied(),
+                (None, false) => start,
             };
             let offset = base
                 .and_then(|b| r.at.duration_since(b).ok())
                 .unwrap_or_default();
-            let mut line = format!("{:>3}  {:>4}  {}", n + 1, self.t1_units(offset), r.line);
+            let time = match previous {
+                Some(_) if self.t1.is_some() => format!("↻{}", self.t1_units(offset)),
+                _ => self.t1_units(offset),
+            };
+            let mut line = format!("{:>3}  {:>4}  {}", n + 1, time, r.line);
             for d in &r.details {
                 line.push_str(&format!("\n{:>44}{d}", ""));
             }
