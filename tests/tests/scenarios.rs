@@ -56,3 +56,32 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
     ensure!(failed.is_empty(), "scenarios failed:\n{}", failed.join("\n\n"));
     Ok(())
 }
+
+/// A scenario that names a program the machine lacks fails with one line naming it.
+#[tokio::test]
+async fn a_missing_external_program_is_named_in_one_line() -> Result<()> {
+    require_kernel!();
+    let text = r#"
+[scenario]
+name = "missing-program"
+
+[[host]]
+name = "pbx"
+segment = "internet"
+addrs = ["203.0.113.20"]
+
+[[component]]
+kind = "command"
+name = "stack"
+host = "pbx"
+run = ["snh-no-such-softphone", "--register"]
+"#;
+    let s = Scenario::from_str("missing.toml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let e = scenario::run(&s, &RunOptions::default())
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("must fail"))?
+        .to_string();
+    ensure!(e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'), "{e}");
+    Ok(())
+}

@@ -359,13 +359,20 @@ pub enum Component {
     },
     /// An RFC 5780 STUN server on the host's first two addresses.
     StunServer { host: String },
-    /// Any program, run inside the host (sipp, baresip, kamailio, your own binary). Arguments
-    /// may use `{NODE.addr}`, `{NODE.addr2}` and `{scenario.t1-ms}`.
+    /// Any program, run inside the host (sipp, kamailio, coturn, your own binary). Arguments
+    /// and `files` may use `{NODE.addr}`, `{NODE.addr2}`, `{scenario.t1-ms}`, and arguments
+    /// `{file:NAME}` for the path of a file written from `files`.
     Command {
         name: String,
         host: String,
         run: Vec<String>,
         ready: Option<ReadyDef>,
+        /// Configuration files to write before starting it: name → contents.
+        #[serde(default)]
+        files: BTreeMap<String, String>,
+        /// Start with the topology (default) or only at a `start` step.
+        #[serde(default = "yes")]
+        autostart: bool,
     },
 }
 
@@ -475,6 +482,8 @@ pub enum Step {
         proxy: String,
         value: NatHandlingDef,
     },
+    /// Starts a command declared with `autostart = false`.
+    Start { command: String },
     /// Waits for a command to exit.
     WaitExit {
         command: String,

@@ -205,20 +205,22 @@ impl Scenario {
                 ..
             } = comp.get_ref()
             {
+                // A STUN or TURN server may be ours (a component) or a program the scenario runs
+                // (coturn as a command): any host will do.
                 if *media == file::MediaDef::Stun
-                    && !stun_server.as_ref().is_some_and(|s| stun.contains(s))
+                    && !stun_server.as_ref().is_some_and(|s| hosts.contains(s))
                 {
                     return Err(c.err(
                         comp.span(),
-                        format!("media = \"stun\" needs `stun-server` naming a host running a stun-server ({})", one_of(&stun)),
+                        format!("media = \"stun\" needs `stun-server` naming a host ({})", one_of(&hosts)),
                     ));
                 }
                 if *media == file::MediaDef::Turn
-                    && !turn_server.as_ref().is_some_and(|s| turn.contains(s))
+                    && !turn_server.as_ref().is_some_and(|s| hosts.contains(s))
                 {
                     return Err(c.err(
                         comp.span(),
-                        format!("media = \"turn\" needs `turn-server` naming a host running a turn-server ({})", one_of(&turn)),
+                        format!("media = \"turn\" needs `turn-server` naming a host ({})", one_of(&hosts)),
                     ));
                 }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
@@ -230,11 +232,11 @@ impl Scenario {
                 }
                 if *contact == file::ContactDef::Stun {
                     match stun_server {
-                        Some(s) if stun.contains(s) => {}
+                        Some(s) if hosts.contains(s) => {}
                         _ => {
                             return Err(c.err(
                                 comp.span(),
-                                format!("contact = \"stun\" needs `stun-server` naming a host running a stun-server ({})", one_of(&stun)),
+                                format!("contact = \"stun\" needs `stun-server` naming a host ({})", one_of(&hosts)),
                             ))
                         }
                     }
@@ -262,7 +264,9 @@ impl Scenario {
                     check_ref(&routers, "router", router, sp)?
                 }
                 Step::SetNatHandling { proxy, .. } => check_ref(&proxies, "proxy host", proxy, sp)?,
-                Step::WaitExit { command, .. } => check_ref(&commands, "command", command, sp)?,
+                Step::WaitExit { command, .. } | Step::Start { command } => {
+                    check_ref(&commands, "command", command, sp)?
+                }
             }
         }
         for e in &f.expects {

@@ -187,33 +187,12 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 r.proxies.insert(host.clone(), task);
             }
             Component::Command {
-                name,
-                host,
-                run,
-                ready,
+                name, autostart, ..
             } => {
-                let node = r.topo.node(host)?;
-                let args: Vec<String> = run
-                    .iter()
-                    .map(|a| substitute(a, &r.topo, s.file.scenario.t1_ms))
-                    .collect();
-                let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-                let mut p = node.start(&args[0], &argv).await?;
-                let log = ready.as_ref().and_then(|r| r.log.clone());
-                let delay = ready.as_ref().and_then(|r| r.delay_ms);
-                if let Some(line) = log {
-                    if !p.wait_for_output(&line, Duration::from_secs(10)).await {
-                        return Err(io_err(format!(
-                            "command `{name}` never printed `{line}`: {}{}",
-                            p.stdout(),
-                            p.stderr()
-                        )));
-                    }
+                if *autostart {
+                    let p = start_command(s, &r.topo, comp).await?;
+                    r.commands.insert(name.clone(), p);
                 }
-                if let Some(ms) = delay {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                r.commands.insert(name.clone(), p);
             }
             Component::Ua {
                 host,
@@ -317,6 +296,52 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     Ok(r)
 }
 
+/// Writes a command's files, substitutes its arguments, starts it inside its host and waits
+/// until it is ready.
+async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Result<Process> {
+    let Component::Command {
+        name,
+        host,
+        run,
+        ready,
+        files,
+        ..
+    } = comp
+    else {
+        unreachable!("only commands are started here");
+    };
+    let t1 = s.file.scenario.t1_ms;
+    let dir = std::env::temp_dir().join(format!("snh-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let mut args: Vec<String> = run.iter().map(|a| substitute(a, topo, t1)).collect();
+    for (file, text) in files {
+        let path = dir.join(file);
+        std::fs::write(&path, substitute(text, topo, t1))
+            .map_err(Error::io(format!("write {}", path.display())))?;
+        for a in &mut args {
+            *a = a.replace(&format!("{{file:{file}}}"), &path.display().to_string());
+        }
+    }
+    let node = topo.node(host)?;
+    let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    let mut p = node.start(&args[0], &argv).await?;
+    let log = ready.as_ref().and_then(|r| r.log.clone());
+    let delay = ready.as_ref().and_then(|r| r.delay_ms);
+    if let Some(line) = log {
+        if !p.wait_for_output(&line, Duration::from_secs(10)).await {
+            return Err(io_err(format!(
+                "command `{name}` never printed `{line}`: {}{}",
+                p.stdout(),
+                p.stderr()
+            )));
+        }
+    }
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(p)
+}
+
 /// Waits until `ua` has more events matching `m` than `before`; the newest match.
 async fn wait_new(
     ua: &UaTask,
@@ -417,11 +442,25 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
             Step::SetNatHandling { proxy, value } => {
                 r.proxies[proxy].set_nat_handling(nat_handling(*value)).await?
             }
+            Step::Start { command } => {
+                let comp = s
+                    .file
+                    .components
+                    .iter()
+                    .map(|c| c.get_ref())
+                    .find(|c| matches!(c, Component::Command { name, .. } if name == command))
+                    .expect("checked");
+                let p = start_command(s, &r.topo, comp).await?;
+                r.commands.insert(command.clone(), p);
+            }
             Step::WaitExit {
                 command,
                 timeout_ms,
             } => {
-                let p = r.commands.get_mut(command).expect("checked");
+                let p = r
+                    .commands
+                    .get_mut(command)
+                    .ok_or_else(|| io_err(format!("command `{command}` was never started")))?;
                 let st = p.wait_timeout(Duration::from_millis(*timeout_ms)).await;
                 r.exits.insert(command.clone(), st.and_then(|s| s.code()));
             }
@@ -555,13 +594,12 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                 )
             }
             Expect::ExitCode { command, code } => {
-                let p = r.commands.get_mut(command).expect("checked");
-                let got = r
-                    .exits
-                    .get(command)
-                    .copied()
-                    .flatten()
-                    .or_else(|| p.try_status().and_then(|s| s.code()));
+                let got = r.exits.get(command).copied().flatten().or_else(|| {
+                    r.commands
+                        .get_mut(command)
+                        .and_then(|p| p.try_status())
+                        .and_then(|s| s.code())
+                });
                 (
                     format!("{command} exits with {code}"),
                     got == Some(*code),
@@ -684,6 +722,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         pcaps = capture::write_pcaps(&frames, &dir)?;
         std::fs::write(dir.join("ladder.txt"), &ladder)
             .map_err(Error::io(format!("write {}", dir.display())))?;
+        // External programs' output stays with the run's other artefacts.
+        for (name, p) in &running.commands {
+            let log = format!("--- stdout ---\n{}\n--- stderr ---\n{}", p.stdout(), p.stderr());
+            std::fs::write(dir.join(format!("{name}.log")), log)
+                .map_err(Error::io(format!("write {}", dir.display())))?;
+        }
     }
     let verdict = if error.is_none() && checks.iter().all(|c| c.1) {
         Verdict::Pass
