@@ -8,6 +8,14 @@ test:
 unit:
     cargo test --workspace --lib
 
+# run scenario files (default: the whole catalogue)
+run *FILES="scenarios/*.toml":
+    ./scripts/install-deps && cargo run --release -p harness -- run {{FILES}}
+
+# the catalogue, one line each
+list:
+    cargo run -q -p harness -- list
+
 # the demo: one home LAN per NAT type, verdicts from UDP probes and the RFC 3489 classifier
 demo *ARGS:
     ./scripts/install-deps && cargo run --release -p harness -- demo {{ARGS}}
