@@ -19,6 +19,7 @@ pub mod process;
 pub mod reaper;
 pub mod registry;
 pub mod rtp;
+pub mod sbc;
 pub mod scenario;
 pub mod sip;
 pub mod stun;

@@ -350,6 +350,24 @@ pub enum Component {
         #[serde(default = "media_ms")]
         media_ms: u64,
     },
+    /// A session border controller: registrar + proxy doing far-end NAT traversal, Contact
+    /// rewritten to itself, NAT pings to registered phones, and a latching media relay.
+    Sbc {
+        host: String,
+        #[serde(default = "sip_port")]
+        port: u16,
+        /// Pings to each registered phone: `{ type = "options" | "crlf", interval-ms = … }`.
+        ping: Option<KeepAliveDef>,
+        #[serde(default)]
+        users: BTreeMap<String, String>,
+    },
+    /// Kamailio (Debian `kamailio`) with nathelper as the far-end registrar/proxy, on port 5060.
+    Kamailio {
+        host: String,
+        /// nathelper OPTIONS pings to NATed contacts, seconds (0: none).
+        #[serde(default)]
+        natping_interval_secs: u32,
+    },
     /// A TURN relay (RFC 8656) listening on the host's first address, port 3478.
     TurnServer {
         host: String,
@@ -433,6 +451,8 @@ impl Component {
             | Component::Ua { host, .. }
             | Component::StunServer { host }
             | Component::TurnServer { host, .. }
+            | Component::Sbc { host, .. }
+            | Component::Kamailio { host, .. }
             | Component::Command { host, .. } => host,
         }
     }

@@ -170,7 +170,9 @@ impl Scenario {
                 return Err(c.err(span, format!("component on unknown host `{host}` ({})", one_of(&hosts))));
             }
             match comp.get_ref() {
-                Component::Proxy { host, .. } => {
+                Component::Proxy { host, .. }
+                | Component::Sbc { host, .. }
+                | Component::Kamailio { host, .. } => {
                     proxies.insert(host.clone());
                 }
                 Component::StunServer { host } => {

@@ -94,6 +94,8 @@ struct Running {
     /// Events of the runner itself (media verdicts), for the trace.
     notes: Vec<(Instant, String, String)>,
     _turn: Vec<TurnServerTask>,
+    sbcs: Vec<crate::sbc::SbcTask>,
+    kamailios: BTreeMap<String, crate::sbc::kamailio::Kamailio>,
     proxies: BTreeMap<String, ProxyTask>,
     _stun: Vec<StunServerTask>,
     commands: BTreeMap<String, Process>,
@@ -130,6 +132,8 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
         reports: BTreeMap::new(),
         notes: Vec::new(),
         _turn: Vec::new(),
+        sbcs: Vec::new(),
+        kamailios: BTreeMap::new(),
         proxies: BTreeMap::new(),
         _stun: Vec::new(),
         commands: BTreeMap::new(),
@@ -139,7 +143,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     // Servers first, phones last: phones talk to them as soon as they register.
     let order = |c: &Component| match c {
         Component::StunServer { .. } | Component::TurnServer { .. } => 0,
-        Component::Proxy { .. } => 1,
+        Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
         Component::Command { .. } => 2,
         Component::Ua { .. } => 3,
     };
@@ -159,6 +163,40 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 };
                 let (task, _) = StunServerTask::spawn(node, cfg).await?;
                 r._stun.push(task);
+            }
+            Component::Sbc {
+                host,
+                port,
+                ping,
+                users,
+            } => {
+                let node = r.topo.node(host)?;
+                let sip = SocketAddr::new(node.addr().into(), *port);
+                let mut cfg = crate::sbc::SbcConfig::new(sip, &node.addr().to_string());
+                cfg.timers = timers;
+                cfg.users = users.clone();
+                cfg.ping = ping.as_ref().map(|k| {
+                    let every = Duration::from_millis(k.interval_ms);
+                    match k.kind {
+                        KeepAliveKind::Crlf => crate::sbc::Ping::Crlf(every),
+                        KeepAliveKind::Options => crate::sbc::Ping::Options(every),
+                    }
+                });
+                let (task, _) = crate::sbc::SbcTask::serve(node, cfg).await?;
+                r.sbcs.push(task);
+            }
+            Component::Kamailio {
+                host,
+                natping_interval_secs,
+            } => {
+                let node = r.topo.node(host)?;
+                let listen = SocketAddr::new(node.addr().into(), 5060);
+                let mut cfg =
+                    crate::sbc::kamailio::KamailioConfig::new(listen, &node.addr().to_string());
+                cfg.natping_interval = *natping_interval_secs;
+                cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+                let k = crate::sbc::kamailio::Kamailio::start(node, cfg).await?;
+                r.kamailios.insert(host.clone(), k);
             }
             Component::TurnServer { host, users } => {
                 let node = r.topo.node(host)?;
@@ -665,9 +703,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
                 matches!(
                     crate::trace::decode_frame(f),
                     Some(crate::trace::Entry::Packet {
-                        payload: crate::trace::Payload::Sip(_),
+                        payload: crate::trace::Payload::Sip(ref s),
                         ..
-                    })
+                    }) if !crate::trace::ladder::is_ping(s)
                 )
             })
             .map(|f| f.at);
@@ -723,6 +761,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         std::fs::write(dir.join("ladder.txt"), &ladder)
             .map_err(Error::io(format!("write {}", dir.display())))?;
         // External programs' output stays with the run's other artefacts.
+        for (host, k) in &running.kamailios {
+            std::fs::write(dir.join(format!("kamailio-{host}.log")), k.log())
+                .map_err(Error::io(format!("write {}", dir.display())))?;
+        }
         for (name, p) in &running.commands {
             let log = format!("--- stdout ---\n{}\n--- stderr ---\n{}", p.stdout(), p.stderr());
             std::fs::write(dir.join(format!("{name}.log")), log)

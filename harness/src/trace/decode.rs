@@ -17,6 +17,7 @@ pub struct SipSummary {
     pub via: Vec<String>,
     pub contact: Option<String>,
     pub cseq: Option<String>,
+    pub call_id: Option<String>,
     /// SDP `c=` line value.
     pub sdp_c: Option<String>,
     /// SDP `m=` line value.
@@ -63,6 +64,7 @@ fn sip_summary(text: &str) -> SipSummary {
             "via" | "v" => s.via.extend(value.split(',').map(|v| v.trim().to_string())),
             "contact" | "m" => s.contact = Some(value.to_string()),
             "cseq" => s.cseq = Some(value.to_string()),
+            "call-id" | "i" => s.call_id = Some(value.to_string()),
             _ => {}
         }
     }

@@ -87,7 +87,8 @@ impl Normalizer {
                     .unwrap_or(bytes.len());
                 let num = &text[i..end];
                 let before = &text[..i];
-                let in_port_position = before.ends_with(':')
+                // `IP:PORT`, and `IP~PORT` in Kamailio-style `;alias=IP~PORT~1`.
+                let in_port_position = (before.ends_with(':') || before.ends_with('~'))
                     && before[..before.len() - 1]
                         .rsplit(|c: char| !(c.is_ascii_digit() || c == '.'))
                         .next()
@@ -151,8 +152,10 @@ impl<'a> Ladder<'a> {
         self
     }
 
-    /// SIP only. Media, TURN and keep-alive packets come from several independent timers at once
-    /// (two phones' RTP, two allocations), so which flow shows up first and how many packets a
+    /// SIP only, without OPTIONS pings. Media, TURN and keep-alive packets come from several
+    /// independent timers at once
+    /// (two phones' RTP, two allocations, periodic pings), so which flow shows up first and how
+    /// many packets a
     /// run collapses into differ between runs; a snapshot keeps what is causal and asserts media
     /// through its verdict instead.
     pub fn sip_only(mut self) -> Self {
@@ -191,6 +194,7 @@ impl<'a> Ladder<'a> {
                     at: *at,
                     group: format!("event {source}"),
                     title: String::new(),
+                    dialog: None,
                     line: format!("{:<12} ** {text}", source),
                     details: Vec::new(),
                 }),
@@ -206,7 +210,7 @@ impl<'a> Ladder<'a> {
                     if self.vantages.as_ref().is_some_and(|v| !v.contains(&label)) {
                         continue;
                     }
-                    if self.sip_only && !matches!(payload, Payload::Sip(_)) {
+                    if self.sip_only && !matches!(payload, Payload::Sip(s) if !is_ping(s)) {
                         continue;
                     }
                     let mut details: Vec<String> = Vec::new();
@@ -218,8 +222,19 @@ impl<'a> Ladder<'a> {
                     };
                     let mut group = flow.clone();
                     let mut title = String::new();
+                    let mut dialog = None;
                     let what = match payload {
                         Payload::Sip(s) => {
+                            if let (Some(id), Some(cseq)) = (&s.call_id, &s.cseq) {
+                                let mut parts = cseq.split_whitespace();
+                                let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                                let rank = match parts.next() {
+                                    Some("CANCEL") => 1,
+                                    Some("ACK") => 2,
+                                    _ => 0,
+                                };
+                                dialog = Some((id.clone(), n, rank));
+                            }
                             if let Some(v) = s.via.first() {
                                 details.push(format!("Via: {v}"));
                                 if let Some(b) = v.split(';').find_map(|p| p.trim().strip_prefix("branch=")) {
@@ -295,6 +310,7 @@ impl<'a> Ladder<'a> {
                         at: *at,
                         group,
                         title,
+                        dialog,
                         line: format!("{label:<12} {from:<22} →  {to:<22} {what}"),
                         details,
                     });
@@ -329,11 +345,22 @@ impl<'a> Ladder<'a> {
         let mut group_start: HashMap<&str, std::time::SystemTime> = HashMap::new();
         if self.grouped {
             let mut first: HashMap<&str, usize> = HashMap::new();
+            let mut call_first: HashMap<&str, usize> = HashMap::new();
+            let mut group_dialog: HashMap<&str, (usize, u32, u8)> = HashMap::new();
             for (i, r) in rows.iter().enumerate() {
                 first.entry(r.group.as_str()).or_insert(i);
                 group_start.entry(r.group.as_str()).or_insert(r.at);
+                if let Some((id, n, rank)) = &r.dialog {
+                    let c = *call_first.entry(id.as_str()).or_insert(i);
+                    group_dialog.entry(r.group.as_str()).or_insert((c, *n, *rank));
+                }
             }
-            order.sort_by_key(|&i| (first[rows[i].group.as_str()], i));
+            let key = |g: &str| {
+                let f = first[g];
+                let (c, n, rank) = group_dialog.get(g).copied().unwrap_or((f, 0, 0));
+                (c, n, rank, f)
+            };
+            order.sort_by_key(|&i| (key(rows[i].group.as_str()), i));
         }
         let start = self.trace.start();
         let mut current_group: Option<&str> = None;
@@ -366,8 +393,8 @@ impl<'a> Ladder<'a> {
             let offset = base
                 .and_then(|b| r.at.duration_since(b).ok())
                 .unwrap_or_default();
-            let time = match previous {
-                Some(_) if self.t1.is_some() => format!("↻{}", self.t1_units(offset)),
+            let time = match (previous, self.t1) {
+                (Some(_), Some(t1)) => format!("↻{}", retransmission_gap(offset, t1)),
                 _ => self.t1_units(offset),
             };
             let mut line = format!("{:>3}  {:>4}  {}", n + 1, time, r.line);
@@ -383,6 +410,21 @@ impl<'a> Ladder<'a> {
     }
 }
 
+/// A retransmission gap in T1, snapped to the power of two the RFC 3261 timers produce (T1·2ᵏ,
+/// capped at T2): a loaded machine can send the first copy late, shortening the first gap, and
+/// rounding on a log scale keeps the ladder the same run to run.
+fn retransmission_gap(gap: Duration, t1: Duration) -> u64 {
+    let units = (gap.as_secs_f64() / t1.as_secs_f64()).max(0.5);
+    2u64.pow(units.log2().round().max(0.0) as u32)
+}
+
+/// An OPTIONS transaction: the keep-alive ping of phones and SBCs. Periodic, so how many fall
+/// inside a run depends on timing; snapshots leave them out (expectations count them instead).
+pub(crate) fn is_ping(s: &super::SipSummary) -> bool {
+    s.first_line.starts_with("OPTIONS ")
+        || s.cseq.as_deref().is_some_and(|c| c.ends_with(" OPTIONS"))
+}
+
 /// One rendered line before ordering.
 struct Row {
     at: std::time::SystemTime,
@@ -390,6 +432,10 @@ struct Row {
     group: String,
     /// A request line that names the group, if this row is a request.
     title: String,
+    /// Call-ID, CSeq number and method rank of a SIP row: orders transactions of one call as
+    /// the call does (INVITE, CANCEL, ACK of CSeq 1, then BYE of CSeq 2), whatever the race
+    /// between a proxy forwarding one and a phone sending the next.
+    dialog: Option<(String, u32, u8)>,
     line: String,
     details: Vec<String>,
 }
@@ -412,6 +458,22 @@ mod tests {
         assert_eq!(
             b,
             "To: <sip:bob@x>;tag={t1} from 203.0.113.1:{p1} and 192.168.1.10:5060 branch={b1}"
+        );
+    }
+
+    #[test]
+    fn retransmission_gaps_snap_to_the_timer_doubling() {
+        let t1 = Duration::from_millis(100);
+        let gap = |ms| retransmission_gap(Duration::from_millis(ms), t1);
+        assert_eq!([gap(40), gap(100), gap(190), gap(420), gap(790)], [1, 1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn alias_ports_are_normalised() {
+        let mut n = Normalizer::default();
+        assert_eq!(
+            n.apply("<sip:bob@203.0.113.10:5060;alias=198.51.100.1~44388~1>"),
+            "<sip:bob@203.0.113.10:5060;alias=198.51.100.1~{p1}~1>"
         );
     }
 

@@ -1,0 +1,294 @@
+//! Kamailio (Debian `kamailio`, 5.6) as the far-end SBC in place of ours: a registrar + proxy
+//! nobody here wrote, doing far-end NAT traversal with nathelper the way deployments do.
+//!
+//! The configuration ([`KamailioConfig::render`]) is the smallest one that does the job:
+//! usrloc in memory (`db_mode 0`, no database), one UDP listener on the public address, no DNS.
+//! On every request `force_rport()`; when `nat_uac_test("19")` says the sender is NATed
+//! (private Contact, Via host ≠ source, or source port ≠ Via port) a REGISTER gets
+//! `fix_nated_register()` (the binding's received address is the source), any other first-hop
+//! request `set_contact_alias()`, and the contact is flagged for nathelper's OPTIONS pings
+//! (`sipping_bflag`) every `natping_interval`. In-dialog requests are loose-routed and
+//! `handle_ruri_alias()` sends them to the alias; replies from a NATed callee get
+//! `set_contact_alias()` too. No media relay (no rtpengine): signalling only.
+//!
+//! The process runs in the foreground (`-DD`, children still forked) logging to stderr (`-E`),
+//! with its runtime directory in a private temporary directory; it is ready when its UDP port
+//! answers an OPTIONS with 200.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::preflight;
+use crate::process::Process;
+use crate::topology::Node;
+
+/// How long Kamailio may take to answer its first OPTIONS.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the Kamailio SBC should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KamailioConfig {
+    /// `listen=udp:IP:PORT`.
+    pub listen: SocketAddr,
+    /// `alias=`: the domain it is registrar for.
+    pub domain: String,
+    /// nathelper `natping_interval` in seconds (0: no pings).
+    pub natping_interval: u32,
+    /// tm `fr_timer` (non-INVITE and INVITE-before-provisional timeout), ms.
+    pub fr_timer_ms: u32,
+    /// `debug=` log level (2: info, 3: debug).
+    pub debug: u8,
+}
+
+impl KamailioConfig {
+    /// Listens on `listen` for `domain`, pings NATed contacts every 15 s, fr_timer 3.2 s.
+    pub fn new(listen: SocketAddr, domain: &str) -> Self {
+        Self {
+            listen,
+            domain: domain.into(),
+            natping_interval: 15,
+            fr_timer_ms: 3200,
+            debug: 2,
+        }
+    }
+
+    /// The `kamailio.cfg` text.
+    pub fn render(&self) -> String {
+        format!(
+            r#"#!KAMAILIO
+# Far-end NAT traversal registrar/proxy (harness::sbc::kamailio): nathelper, usrloc in memory.
+debug={debug}
+log_stderror=yes
+fork=yes
+children=2
+listen=udp:{ip}:{port}
+alias="{domain}"
+auto_aliases=no
+dns=no
+rev_dns=no
+dns_try_ipv6=no
+use_dns_cache=no
+disable_tcp=yes
+disable_sctp=yes
+mhomed=0
+
+loadpath "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "nathelper.so"
+
+modparam("usrloc", "db_mode", 0)
+modparam("usrloc", "nat_bflag", 6)
+modparam("registrar", "max_expires", 3600)
+modparam("nathelper|registrar", "received_avp", "$avp(RECEIVED)")
+modparam("nathelper", "natping_interval", {natping})
+modparam("nathelper", "ping_nated_only", 1)
+modparam("nathelper", "sipping_bflag", 7)
+modparam("nathelper", "sipping_from", "sip:pinger@{domain}")
+modparam("tm", "fr_timer", {fr})
+modparam("tm", "fr_inv_timer", 30000)
+
+request_route {{
+	if (!mf_process_maxfwd_header("10")) {{
+		sl_send_reply("483", "Too Many Hops");
+		exit;
+	}}
+	force_rport();
+	if (nat_uac_test("19")) {{
+		if (is_method("REGISTER")) {{
+			fix_nated_register();
+		}} else if (is_first_hop()) {{
+			set_contact_alias();
+		}}
+		setbflag(6);
+		setbflag(7);
+	}}
+	if (has_totag()) {{
+		if (loose_route()) {{
+			handle_ruri_alias();
+			t_relay();
+			exit;
+		}}
+		if (is_method("ACK")) {{
+			if (t_check_trans()) {{
+				t_relay();
+			}}
+			exit;
+		}}
+		sl_send_reply("404", "Not here");
+		exit;
+	}}
+	if (is_method("CANCEL")) {{
+		if (t_check_trans()) {{
+			t_relay();
+		}}
+		exit;
+	}}
+	t_check_trans();
+	if (is_method("REGISTER")) {{
+		if (!save("location")) {{
+			sl_reply_error();
+		}}
+		exit;
+	}}
+	if (is_method("OPTIONS") && uri == myself && $rU == $null) {{
+		sl_send_reply("200", "OK");
+		exit;
+	}}
+	if (uri == myself) {{
+		if (!lookup("location")) {{
+			sl_send_reply("404", "Not Found");
+			exit;
+		}}
+	}}
+	record_route();
+	t_on_reply("NAT_REPLY");
+	if (!t_relay()) {{
+		sl_reply_error();
+	}}
+	exit;
+}}
+
+onreply_route[NAT_REPLY] {{
+	if (nat_uac_test("1")) {{
+		set_contact_alias();
+	}}
+}}
+"#,
+            debug = self.debug,
+            ip = self.listen.ip(),
+            port = self.listen.port(),
+            domain = self.domain,
+            natping = self.natping_interval,
+            fr = self.fr_timer_ms,
+        )
+    }
+}
+
+/// A running Kamailio; killed (and its directory removed) when dropped.
+pub struct Kamailio {
+    process: Process,
+    config: KamailioConfig,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Kamailio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kamailio")
+            .field("pid", &self.process.pid())
+            .field("listen", &self.config.listen)
+            .finish()
+    }
+}
+
+impl Kamailio {
+    /// Writes the configuration to a private temporary directory, starts
+    /// `kamailio -f CFG -DD -E -Y DIR` in `node` and waits until it answers OPTIONS.
+    pub async fn start(node: &Node, config: KamailioConfig) -> Result<Kamailio> {
+        preflight::require_program("kamailio")?;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("snh-kamailio-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!(
+            "create Kamailio directory {}",
+            dir.display()
+        )))?;
+        let cfg = dir.join("kamailio.cfg");
+        std::fs::write(&cfg, config.render())
+            .map_err(Error::io(format!("write {}", cfg.display())))?;
+        let (cfg_s, dir_s) = (cfg.display().to_string(), dir.display().to_string());
+        let process = node
+            .start(
+                "kamailio",
+                &[
+                    "-f", &cfg_s, "-DD", "-E", "-Y", &dir_s, "-m", "32", "-M", "8",
+                ],
+            )
+            .await?;
+        let mut k = Kamailio {
+            process,
+            config,
+            dir,
+        };
+        if let Err(why) = k.ready(node).await {
+            let log = k.log();
+            k.process.kill();
+            return Err(Error::Io {
+                what: format!(
+                    "kamailio in `{}` did not answer OPTIONS on {} within {READY_WITHIN:?} \
+                     ({why}); it said:\n{log}",
+                    node.name(),
+                    k.config.listen
+                ),
+                source: std::io::ErrorKind::TimedOut.into(),
+            });
+        }
+        Ok(k)
+    }
+
+    /// Sends OPTIONS from the node itself every 100 ms until a 200 comes back.
+    async fn ready(&mut self, node: &Node) -> std::result::Result<(), String> {
+        let listen = self.config.listen;
+        let sock = node
+            .udp_bind(SocketAddr::new(listen.ip(), 0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let me = sock.local_addr().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0u32;
+        while Instant::now() < deadline {
+            if let Some(status) = self.process.try_status() {
+                return Err(format!("it exited with {status}"));
+            }
+            n += 1;
+            let options = format!(
+                "OPTIONS sip:{listen} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ready{n}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:ready@{me}>;tag=r{n}\r\nTo: <sip:{listen}>\r\n\
+                 Call-ID: ready{n}@{me}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = sock.send_to(options.as_bytes(), listen).await;
+            if let Ok(Ok((len, _))) =
+                tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await
+            {
+                if buf[..len].starts_with(b"SIP/2.0 200") {
+                    return Ok(());
+                }
+            }
+        }
+        Err("no 200".into())
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        format!("{}{}", self.process.stdout(), self.process.stderr())
+    }
+
+    /// Stops it (also done on drop).
+    pub fn stop(mut self) {
+        self.process.kill();
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

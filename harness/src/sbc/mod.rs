@@ -1,0 +1,547 @@
+//! A sans-IO session border controller on a public host: far-end NAT traversal as deployed SBCs
+//! do it, for phones that know nothing about their NAT (no STUN, no TURN, private Contact and SDP).
+//!
+//! # Design: a signalling proxy with a media relay, not a B2BUA
+//!
+//! Kamailio + rtpengine fix NATed phones without terminating dialogs, and so does [`Sbc`]: it is
+//! the registrar/proxy of [`crate::sip::proxy`] in its [`NatHandling::FarEnd`] mode (REGISTER
+//! bound at the observed source address, `received`/`rport` honoured, Contact fixed to the
+//! source, Record-Route, 100 Trying, 408 on Timer B, CANCEL) with a thin layer around it and a
+//! [`relay::MediaRelay`] beside it. A B2BUA would also hide the topology and survive phones that
+//! ignore Record-Route, at the cost of two dialogs per call and their state; none of the field
+//! failures here needs that. What the layer adds:
+//!
+//! - **Contact to itself.** Every Contact the proxy relays (requests and responses, except
+//!   REGISTER's) is rewritten to the SBC's SIP address with the fixed target kept in
+//!   `;alias=IP~PORT~1` ([`rewrite::set_contact_alias`]); an in-dialog request whose
+//!   Request-URI comes back to the SBC with an alias goes to that target
+//!   ([`rewrite::handle_ruri_alias`], Kamailio's names). So ACK/BYE/re-INVITE come through the
+//!   SBC even from a peer that ignores Record-Route, and reach the phone through its NAT binding.
+//! - **NAT pings.** Every [`SbcConfig::ping`] interval, each registered endpoint gets an OPTIONS
+//!   (or a CRLF) from the SBC's SIP socket to its observed address. On a NAT that refreshes a
+//!   binding on inbound packets too (Linux conntrack) either keeps it alive. On a NAT that
+//!   refreshes on outbound packets only ([`sim_nat::Refresh::OutboundOnly`]) the ping itself does
+//!   not; an OPTIONS does only because the phone *answers* it (its 200 OK is outbound), a CRLF
+//!   ping, which nobody answers, never does — then only the phone's own keep-alives help.
+//!   `tests/tests/sbc.rs` measures all of these.
+//! - **Media relay with latching.** The SDP of an INVITE and of its 18x/2xx answer is rewritten
+//!   to a relay port on the SBC (one per leg, [`SbcConfig::relay_ports`]); RTP that reaches a
+//!   leg's port leaves from the other leg's port to where that leg's RTP actually comes from,
+//!   not to its SDP address (see [`relay`]). Ports go back to the pool on BYE, CANCEL or a
+//!   failed INVITE.
+//!
+//! Like every machine of the harness: no sockets, no clock. Feed
+//! `handle_datagram(local, from, bytes, now)` / `handle_timeout(now)` and drain `poll_transmit`,
+//! `poll_event` and `poll_timeout`; `local` says which socket (SIP or a relay port) a datagram
+//! reached, so the generic multi-socket driver ([`crate::turn::driver::MachineTask`]) runs it
+//! ([`SbcTask`]). [`kamailio`] runs the real thing in the same place, for interop.
+
+pub mod driver;
+pub mod kamailio;
+pub mod relay;
+pub mod rewrite;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use rsip::headers::{self, Header, UntypedHeader};
+use rsip::{Method, Request, SipMessage};
+
+use crate::sip::message::{self, Via};
+use crate::sip::{
+    after, earliest, Event as SipEvent, Ids, NatHandling, Proxy, ProxyConfig, ProxyStats, Timers,
+};
+use crate::stun::Transmit;
+
+pub use driver::SbcTask;
+pub use relay::{Leg, LegReport, MediaRelay, RelayEvent, RelayStats, SessionReport};
+
+/// How the SBC keeps the NAT bindings of registered endpoints open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ping {
+    /// An OPTIONS request every interval (Kamailio nathelper's `sipping`); the phone answers.
+    Options(Duration),
+    /// A CRLF-CRLF every interval (RFC 5626 §3.5.1 shape, server to client); nobody answers.
+    Crlf(Duration),
+}
+
+impl Ping {
+    pub fn interval(self) -> Duration {
+        match self {
+            Ping::Options(i) | Ping::Crlf(i) => i,
+        }
+    }
+}
+
+/// Everything that makes one SBC differ from another.
+#[derive(Debug, Clone)]
+pub struct SbcConfig {
+    /// The SIP socket (public address, fixed port: phones are configured with it).
+    pub sip: SocketAddr,
+    /// The domain it is registrar for.
+    pub domain: String,
+    pub timers: Timers,
+    /// Users that must authenticate (digest), with their passwords.
+    pub users: BTreeMap<String, String>,
+    pub max_expires: Duration,
+    /// NAT pings to registered endpoints; `None`: none.
+    pub ping: Option<Ping>,
+    /// The media relay's address (usually the SIP address's IP) and its port range: two ports
+    /// per call in progress.
+    pub relay_ip: IpAddr,
+    pub relay_ports: RangeInclusive<u16>,
+    pub seed: u64,
+}
+
+impl SbcConfig {
+    /// An SBC at `sip` for `domain`: RFC timers, no authentication, OPTIONS pings every 15 s,
+    /// relay ports 40000–40063 on the SIP address.
+    pub fn new(sip: SocketAddr, domain: &str) -> Self {
+        Self {
+            sip,
+            domain: domain.into(),
+            timers: Timers::default(),
+            users: BTreeMap::new(),
+            max_expires: Duration::from_secs(3600),
+            ping: Some(Ping::Options(Duration::from_secs(15))),
+            relay_ip: sip.ip(),
+            relay_ports: 40000..=40063,
+            seed: 3,
+        }
+    }
+
+    /// Requires `user` to authenticate with `password`.
+    pub fn with_user(mut self, user: &str, password: &str) -> Self {
+        self.users.insert(user.into(), password.into());
+        self
+    }
+
+    fn proxy(&self) -> ProxyConfig {
+        ProxyConfig {
+            timers: self.timers,
+            users: self.users.clone(),
+            max_expires: self.max_expires,
+            seed: self.seed,
+            ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FarEnd)
+        }
+    }
+}
+
+/// What the SBC reports: the proxy's events and the relay's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SbcEvent {
+    Sip(SipEvent),
+    Relay(RelayEvent),
+}
+
+/// Counters of the SBC layer (the proxy's and the relay's are in [`SbcState`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SbcStats {
+    pub pings_sent: u64,
+    /// OPTIONS pings answered (any final response counts: the binding carried it).
+    pub pongs: u64,
+    /// Contacts pointed at the SBC.
+    pub contacts_rewritten: u64,
+    /// Request-URIs restored from an alias.
+    pub aliases_resolved: u64,
+    /// SDP bodies pointed at the relay.
+    pub sdp_rewritten: u64,
+}
+
+/// Everything a test or a ladder reads of a running SBC.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SbcState {
+    pub stats: SbcStats,
+    pub proxy: ProxyStats,
+    pub relay: RelayStats,
+    /// Registered endpoints (user → observed address) the SBC pings.
+    pub endpoints: BTreeMap<String, SocketAddr>,
+    /// Relayed calls: ended ones, then live ones.
+    pub sessions: Vec<SessionReport>,
+}
+
+/// Call-IDs remembered as ended, so a late retransmission does not allocate ports again.
+const ENDED: usize = 256;
+
+/// The SBC machine (see the module docs).
+#[derive(Debug)]
+pub struct Sbc {
+    config: SbcConfig,
+    proxy: Proxy,
+    relay: MediaRelay,
+    ids: Ids,
+    /// Registered endpoints: user → observed source address.
+    endpoints: BTreeMap<String, SocketAddr>,
+    /// Outstanding OPTIONS pings: branch → user.
+    pings: BTreeMap<String, String>,
+    ping_at: Option<Instant>,
+    ping_cseq: u32,
+    ended: VecDeque<String>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SbcEvent>,
+    stats: SbcStats,
+}
+
+impl Sbc {
+    pub fn new(config: SbcConfig) -> Self {
+        Self {
+            proxy: Proxy::new(config.proxy()),
+            relay: MediaRelay::new(config.relay_ip, config.relay_ports.clone()),
+            ids: Ids::new(config.seed.wrapping_add(1)),
+            config,
+            endpoints: BTreeMap::new(),
+            pings: BTreeMap::new(),
+            ping_at: None,
+            ping_cseq: 0,
+            ended: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SbcStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SbcConfig {
+        &self.config
+    }
+
+    /// The registrar/proxy inside (its location service, its counters).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    pub fn relay(&self) -> &MediaRelay {
+        &self.relay
+    }
+
+    pub fn stats(&self) -> &SbcStats {
+        &self.stats
+    }
+
+    /// Changes the NAT pings from the next one on.
+    pub fn set_ping(&mut self, ping: Option<Ping>, now: Instant) {
+        self.config.ping = ping;
+        self.ping_at = match ping {
+            Some(p) if !self.endpoints.is_empty() => Some(after(now, p.interval())),
+            _ => None,
+        };
+    }
+
+    /// What [`SbcTask`] publishes after every input.
+    pub fn snapshot(&self) -> SbcState {
+        SbcState {
+            stats: self.stats.clone(),
+            proxy: self.proxy.stats().clone(),
+            relay: self.relay.stats().clone(),
+            endpoints: self.endpoints.clone(),
+            sessions: self.relay.sessions(),
+        }
+    }
+
+    /// Every socket the SBC uses: SIP first, then the relay ports.
+    pub fn local_addresses(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.config.sip];
+        v.extend(self.relay.local_addresses());
+        v
+    }
+
+    /// A datagram reached the socket bound to `local` (the SIP socket or a relay port).
+    pub fn handle_datagram(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        if local == self.config.sip {
+            if let Some(bytes) = self.inbound(bytes) {
+                self.proxy.handle_datagram(from, &bytes, now);
+            }
+            self.drain_proxy(now);
+        } else {
+            self.relay.handle_datagram(local, from, bytes);
+            self.drain_relay();
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(now);
+        if self.ping_at.is_some_and(|t| t <= now) {
+            self.send_pings(now);
+        }
+        self.drain_proxy(now);
+    }
+
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<SbcEvent> {
+        self.events.pop_front()
+    }
+
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        earliest(self.proxy.poll_timeout(), self.ping_at)
+    }
+
+    /// What arrives on the SIP socket, before the proxy sees it: alias resolution, SDP to the
+    /// relay, pongs taken out. `None`: consumed here.
+    fn inbound(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if message::is_keepalive(bytes) {
+            return Some(bytes.to_vec());
+        }
+        // Malformed: the proxy counts and reports it.
+        let Ok(msg) = message::parse(bytes) else {
+            return Some(bytes.to_vec());
+        };
+        let changed = match msg {
+            SipMessage::Request(mut req) => {
+                let mut changed = rewrite::handle_ruri_alias(&mut req, self.config.sip);
+                if changed {
+                    self.stats.aliases_resolved += 1;
+                }
+                let call_id = message::call_id(&req).unwrap_or_default();
+                match req.method {
+                    Method::Invite => changed |= self.offer(&mut req, &call_id),
+                    Method::Bye | Method::Cancel => self.end(&call_id),
+                    _ => {}
+                }
+                changed.then(|| message::serialize(req))
+            }
+            SipMessage::Response(mut resp) => {
+                let branch = message::top_via(&resp).ok().and_then(|v| v.branch);
+                if let Some(branch) = branch.filter(|b| self.pings.contains_key(b)) {
+                    // A pong: the NAT binding carried the ping and its answer.
+                    if message::status(&resp) >= 200 {
+                        self.pings.remove(&branch);
+                        self.stats.pongs += 1;
+                    }
+                    return None;
+                }
+                let code = message::status(&resp);
+                let call_id = message::call_id(&resp).unwrap_or_default();
+                let invite = message::cseq(&resp).is_ok_and(|(_, m)| m == Method::Invite);
+                let mut changed = false;
+                if invite && (101..300).contains(&code) && !resp.body.is_empty() {
+                    // The answer comes from the leg the request did not come from.
+                    let tag = message::from_tag(&resp).ok().flatten();
+                    if let Some(requester) = self.relay.leg_of_request(&call_id, tag.as_deref()) {
+                        changed = self.rewrite_body(&mut resp.body, &call_id, requester.other());
+                    }
+                } else if invite && code >= 300 {
+                    self.end(&call_id);
+                }
+                changed.then(|| message::serialize(resp))
+            }
+        };
+        Some(changed.unwrap_or_else(|| bytes.to_vec()))
+    }
+
+    /// An INVITE with SDP: a relay pair for the call (the first INVITE's sender is the caller),
+    /// and its SDP pointed at the other leg's port.
+    fn offer(&mut self, req: &mut Request, call_id: &str) -> bool {
+        if req.body.is_empty() || self.ended.iter().any(|c| c == call_id) {
+            return false;
+        }
+        let tag = message::from_tag(req).ok().flatten();
+        if self.relay.allocate(call_id, tag.as_deref()).is_none() {
+            self.drain_relay();
+            return false;
+        }
+        self.drain_relay();
+        let sender = self
+            .relay
+            .leg_of_request(call_id, tag.as_deref())
+            .unwrap_or(Leg::Caller);
+        self.rewrite_body(&mut req.body, call_id, sender)
+    }
+
+    /// Points an SDP body sent by `sender` at the relay port of the leg that receives it, and
+    /// records what it announced for `sender`.
+    fn rewrite_body(&mut self, body: &mut Vec<u8>, call_id: &str, sender: Leg) -> bool {
+        let Some(session) = self.relay.session(call_id) else {
+            return false;
+        };
+        let Some((new, announced)) = rewrite::rewrite_sdp(body, session.leg(sender.other()).relay)
+        else {
+            return false;
+        };
+        self.relay.set_sdp(call_id, sender, announced);
+        *body = new;
+        self.stats.sdp_rewritten += 1;
+        true
+    }
+
+    fn end(&mut self, call_id: &str) {
+        if self.relay.session(call_id).is_none() {
+            return;
+        }
+        self.relay.release(call_id);
+        if self.ended.len() == ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(call_id.into());
+        self.drain_relay();
+    }
+
+    /// What the proxy sends, after: Contact pointed at the SBC (all but REGISTER's).
+    fn outbound(&mut self, payload: Vec<u8>) -> Vec<u8> {
+        if message::is_keepalive(&payload) {
+            return payload;
+        }
+        let Ok(mut msg) = message::parse(&payload) else {
+            return payload;
+        };
+        if message::cseq(&msg).is_ok_and(|(_, m)| m == Method::Register) {
+            return payload;
+        }
+        let changed = match &mut msg {
+            SipMessage::Request(r) => rewrite::set_contact_alias(r, self.config.sip),
+            SipMessage::Response(r) => rewrite::set_contact_alias(r, self.config.sip),
+        };
+        if !changed {
+            return payload;
+        }
+        self.stats.contacts_rewritten += 1;
+        message::serialize(msg)
+    }
+
+    fn drain_proxy(&mut self, now: Instant) {
+        while let Some(t) = self.proxy.poll_transmit() {
+            let payload = self.outbound(t.payload);
+            self.transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                payload,
+            });
+        }
+        while let Some(e) = self.proxy.poll_event() {
+            if let SipEvent::ContactBound { aor, target, .. } = &e {
+                let user = aor
+                    .strip_prefix("sip:")
+                    .and_then(|a| a.split('@').next())
+                    .unwrap_or(aor)
+                    .to_string();
+                self.endpoints.insert(user, *target);
+                if self.ping_at.is_none() {
+                    self.ping_at = self.config.ping.map(|p| after(now, p.interval()));
+                }
+            }
+            self.events.push_back(SbcEvent::Sip(e));
+        }
+    }
+
+    fn drain_relay(&mut self) {
+        while let Some(t) = self.relay.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(e) = self.relay.poll_event() {
+            self.events.push_back(SbcEvent::Relay(e));
+        }
+    }
+
+    /// One round of NAT pings to every endpoint still registered at the address it was
+    /// registered from.
+    fn send_pings(&mut self, now: Instant) {
+        let Some(ping) = self.config.ping else {
+            self.ping_at = None;
+            return;
+        };
+        let proxy = &self.proxy;
+        self.endpoints.retain(|user, target| {
+            proxy
+                .binding(user, now)
+                .is_some_and(|b| b.target == *target)
+        });
+        // Unanswered pings of the last round stay unanswered.
+        self.pings.clear();
+        let targets: Vec<(String, SocketAddr, rsip::Uri)> = self
+            .endpoints
+            .iter()
+            .filter_map(|(u, t)| Some((u.clone(), *t, proxy.binding(u, now)?.uri.clone())))
+            .collect();
+        for (user, target, uri) in targets {
+            let payload = match ping {
+                Ping::Crlf(_) => b"\r\n\r\n".to_vec(),
+                Ping::Options(_) => {
+                    let (branch, req) = self.options(uri);
+                    self.pings.insert(branch, user);
+                    message::serialize(req)
+                }
+            };
+            self.stats.pings_sent += 1;
+            self.transmits.push_back(Transmit {
+                source: self.config.sip,
+                destination: target,
+                payload,
+            });
+        }
+        self.ping_at = if self.endpoints.is_empty() {
+            None
+        } else {
+            Some(after(now, ping.interval()))
+        };
+    }
+
+    /// An out-of-dialog OPTIONS ping to `uri` (no `rport`: the SBC is not behind a NAT).
+    fn options(&mut self, uri: rsip::Uri) -> (String, Request) {
+        self.ping_cseq += 1;
+        let branch = self.ids.branch();
+        let via = Via::udp(self.config.sip, branch.clone(), false);
+        let mut h = rsip::Headers::default();
+        h.push(Header::Via(headers::Via::new(via.to_string())));
+        h.push(Header::MaxForwards(headers::MaxForwards::new("70")));
+        h.push(Header::From(headers::From::new(format!(
+            "<sip:pinger@{}>;tag={}",
+            self.config.domain,
+            self.ids.token()
+        ))));
+        h.push(Header::To(headers::To::new(format!("<{uri}>"))));
+        h.push(Header::CallId(headers::CallId::new(format!(
+            "{}@{}",
+            self.ids.token(),
+            self.config.sip.ip()
+        ))));
+        h.push(Header::CSeq(headers::CSeq::new(format!(
+            "{} OPTIONS",
+            self.ping_cseq
+        ))));
+        let req = Request {
+            method: Method::Options,
+            uri,
+            version: rsip::Version::V2,
+            headers: h,
+            body: Vec::new(),
+        };
+        (branch, req)
+    }
+}
+
+impl crate::rtp::Machine for Sbc {
+    type Event = SbcEvent;
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, b: &[u8], now: Instant) {
+        Sbc::handle_datagram(self, local, from, b, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Sbc::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Sbc::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<SbcEvent> {
+        Sbc::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Sbc::poll_timeout(self)
+    }
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        Sbc::local_addresses(self)
+    }
+}
