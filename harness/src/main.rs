@@ -321,62 +321,41 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
     } else {
         timeouts.into_iter().map(Some).collect()
     };
-    let mut cells = Vec::new();
-    for t in NatType::ALL {
-        for alg in &algs {
-            for to in &timeouts {
-                let variant = s.with_nats(|old| {
-                    let mut b = t.behaviour().with_sip_alg(alg.clone());
-                    b.udp_timeout_secs = to.unwrap_or(old.udp_timeout_secs);
-                    b
-                });
-                cells.push((t, alg.clone(), *to, variant));
-            }
-        }
-    }
-    let opts = RunOptions::default();
+    eprintln!("running {} cells concurrently …", NatType::ALL.len() * algs.len() * timeouts.len());
+    let cells = scenario::matrix(&s, &algs, &timeouts).await?;
     println!(
-        "{} across NAT types (rows) × SIP ALG{} (columns)\n",
+        "{}: expectations per NAT type (rows) × SIP ALG{} (columns)\n",
         s.name(),
         if timeouts.len() > 1 { " × UDP timeout" } else { "" }
     );
-    let mut header = format!("{:<22}", "");
-    for alg in &algs {
-        for to in &timeouts {
-            header.push_str(&format!(
-                "{:<16}",
-                format!(
-                    "alg {}{}",
-                    match alg {
-                        sim_nat::SipAlg::Off => "off",
-                        sim_nat::SipAlg::Kernel => "kernel",
-                        sim_nat::SipAlg::Emulated(_) => "emulated",
-                    },
-                    to.map(|t| format!(" {t}s")).unwrap_or_default()
-                )
-            ));
+    let label = |c: &scenario::Cell| {
+        let alg = match &c.alg {
+            sim_nat::SipAlg::Off => "alg off".to_string(),
+            sim_nat::SipAlg::Kernel => "alg kernel".to_string(),
+            sim_nat::SipAlg::Emulated(f) => format!("alg {f:?}"),
+        };
+        match c.udp_timeout_secs {
+            Some(t) => format!("{alg} {t}s"),
+            None => alg,
         }
+    };
+    let columns = algs.len() * timeouts.len();
+    let mut header = format!("{:<22}", "");
+    for c in cells.iter().take(columns) {
+        header.push_str(&format!("{:<34}", label(c)));
     }
     println!("{header}");
-    let mut row = String::new();
-    let mut all = true;
-    for (i, (t, _, _, variant)) in cells.iter().enumerate() {
-        if i % (algs.len() * timeouts.len()) == 0 {
-            if !row.is_empty() {
-                println!("{row}");
-            }
-            row = format!("{:<22}", t.to_string());
+    for row in cells.chunks(columns) {
+        let mut line = format!("{:<22}", row[0].nat.to_string());
+        for c in row {
+            let cell = if c.verdict == Verdict::Pass {
+                "as expected".to_string()
+            } else {
+                format!("DIFFERS: {}", c.failed.join("; "))
+            };
+            line.push_str(&format!("{cell:<34}"));
         }
-        let o = scenario::run(variant, &opts).await?;
-        let cell = if o.verdict == Verdict::Pass {
-            "pass".to_string()
-        } else {
-            let why: Vec<String> = o.checks.iter().filter(|c| !c.1).map(|c| c.2.clone()).collect();
-            format!("FAIL {}", why.join(","))
-        };
-        all &= o.verdict == Verdict::Pass;
-        row.push_str(&format!("{cell:<16}"));
+        println!("{line}");
     }
-    println!("{row}");
-    Ok(all)
+    Ok(cells.iter().all(|c| c.verdict == Verdict::Pass))
 }

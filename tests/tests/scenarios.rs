@@ -85,3 +85,26 @@ run = ["snh-no-such-softphone", "--register"]
     ensure!(e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'), "{e}");
     Ok(())
 }
+
+/// `harness matrix` on the binding-expiry scenario: with the ALG off every NAT type forgets the
+/// phone after 2 s (408, as the file expects); with the kernel SIP helper on, the helper holds the
+/// SIP flow open for its own 3600 s and the late call gets through on every type (kernel-facts:
+/// "the SIP flow no longer expires at the UDP timeout"), so those cells differ from the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and_alg() -> Result<()> {
+    require_kernel!();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/binding-expiry.toml");
+    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cells = scenario::matrix(&s, &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel], &[None]).await?;
+    ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
+    for c in &cells {
+        match c.alg {
+            sim_nat::SipAlg::Off => ensure!(c.verdict == Verdict::Pass, "{c:?}"),
+            _ => ensure!(
+                c.verdict == Verdict::Fail && c.failed.iter().any(|f| f == "got 200"),
+                "with the kernel helper the late call must complete: {c:?}"
+            ),
+        }
+    }
+    Ok(())
+}

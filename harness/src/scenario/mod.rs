@@ -2,6 +2,7 @@
 //! a file, checked with located errors, and run.
 
 pub mod file;
+mod matrix;
 mod run;
 
 use std::collections::BTreeSet;
@@ -10,6 +11,7 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
+pub use matrix::{matrix, Cell};
 pub use run::{run, Outcome, RunOptions, Verdict};
 
 use crate::topology::{HostSpec, RouterSpec, TopologySpec, INTERNET};

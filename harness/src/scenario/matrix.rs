@@ -1,0 +1,58 @@
+//! One scenario across NAT types × SIP ALG modes (× UDP timeouts): which cells still show the
+//! expected outcome.
+
+use sim_nat::{NatType, SipAlg};
+
+use super::{run, RunOptions, Scenario, Verdict};
+use crate::error::Result;
+
+/// One cell of the matrix.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub nat: NatType,
+    pub alg: SipAlg,
+    /// `None`: the timeout the file gives.
+    pub udp_timeout_secs: Option<u32>,
+    pub verdict: Verdict,
+    /// What each failed expectation observed.
+    pub failed: Vec<String>,
+}
+
+/// Runs `s` with every NAT router set to each type × ALG × timeout, all cells concurrently (each
+/// cell has its own topology).
+pub async fn matrix(s: &Scenario, algs: &[SipAlg], timeouts: &[Option<u32>]) -> Result<Vec<Cell>> {
+    let mut variants = Vec::new();
+    for nat in NatType::ALL {
+        for alg in algs {
+            for to in timeouts {
+                let v = s.with_nats(|old| {
+                    let mut b = nat.behaviour().with_sip_alg(alg.clone());
+                    b.udp_timeout_secs = to.unwrap_or(old.udp_timeout_secs);
+                    b
+                });
+                variants.push((nat, alg.clone(), *to, v));
+            }
+        }
+    }
+    let opts = RunOptions::default();
+    let runs = variants.iter().map(|(_, _, _, v)| run(v, &opts));
+    let outcomes = futures::future::join_all(runs).await;
+    let mut cells = Vec::new();
+    for ((nat, alg, to, _), o) in variants.into_iter().zip(outcomes) {
+        let o = o?;
+        cells.push(Cell {
+            nat,
+            alg,
+            udp_timeout_secs: to,
+            verdict: o.verdict,
+            failed: o
+                .checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| c.2.clone())
+                .chain(o.error)
+                .collect(),
+        });
+    }
+    Ok(cells)
+}
