@@ -239,7 +239,11 @@ async fn run(
         }
         println!(
             "{} {} in {:.1} s — pcaps and ladder in {}",
-            if o.verdict == Verdict::Pass { "PASS" } else { "FAIL" },
+            if o.verdict == Verdict::Pass {
+                "PASS"
+            } else {
+                "FAIL"
+            },
             o.name,
             o.duration.as_secs_f64(),
             out.join(&o.name).display()
@@ -249,8 +253,14 @@ async fn run(
     if let Some(path) = junit {
         std::fs::write(&path, junit_xml(&results))?;
     }
-    let passed = results.iter().filter(|o| o.verdict == Verdict::Pass).count();
-    println!("\n{passed} passed, {} failed", results.len() - passed + errors);
+    let passed = results
+        .iter()
+        .filter(|o| o.verdict == Verdict::Pass)
+        .count();
+    println!(
+        "\n{passed} passed, {} failed",
+        results.len() - passed + errors
+    );
     Ok(passed == results.len() && errors == 0)
 }
 
@@ -262,7 +272,10 @@ fn xml_escape(s: &str) -> String {
 }
 
 fn junit_xml(results: &[scenario::Outcome]) -> String {
-    let failures = results.iter().filter(|o| o.verdict == Verdict::Fail).count();
+    let failures = results
+        .iter()
+        .filter(|o| o.verdict == Verdict::Fail)
+        .count();
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"harness\" tests=\"{}\" failures=\"{failures}\">\n",
         results.len()
@@ -321,12 +334,19 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
     } else {
         timeouts.into_iter().map(Some).collect()
     };
-    eprintln!("running {} cells concurrently …", NatType::ALL.len() * algs.len() * timeouts.len());
+    eprintln!(
+        "running {} cells concurrently …",
+        NatType::ALL.len() * algs.len() * timeouts.len()
+    );
     let cells = scenario::matrix(&s, &algs, &timeouts).await?;
     println!(
         "{}: expectations per NAT type (rows) × SIP ALG{} (columns)\n",
         s.name(),
-        if timeouts.len() > 1 { " × UDP timeout" } else { "" }
+        if timeouts.len() > 1 {
+            " × UDP timeout"
+        } else {
+            ""
+        }
     );
     let label = |c: &scenario::Cell| {
         let alg = match &c.alg {

@@ -13,10 +13,10 @@ mod error;
 mod model;
 mod nft;
 
+pub use alg::{AlgFault, UnknownFault};
 pub use behaviour::{
     Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
 };
-pub use alg::{AlgFault, UnknownFault};
 pub use error::Error;
 pub use model::{
     observe, observe_home_lan, Binding, BindingEvent, BindingView, DropReason, NatModel,

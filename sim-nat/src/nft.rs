@@ -123,10 +123,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             }))
         };
         for field in ["dport", "sport"] {
-            b.rule(
-                "forward",
-                vec![eq(payload("udp", field), range()), drop()],
-            );
+            b.rule("forward", vec![eq(payload("udp", field), range()), drop()]);
         }
     }
 

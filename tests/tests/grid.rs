@@ -125,10 +125,16 @@ async fn coturn_and_our_rfc5780_client_agree_on_every_grid_point() -> Result<()>
             ours.filtering
         ));
         if theirs.mapping != Some(b.mapping) || theirs.filtering != Some(b.filtering) {
-            failures.push(format!("turnutils_natdiscovery on {b:?}:\n{}", theirs.output));
+            failures.push(format!(
+                "turnutils_natdiscovery on {b:?}:\n{}",
+                theirs.output
+            ));
         }
         if ours.mapping != Some(b.mapping) || ours.filtering != Some(b.filtering) {
-            failures.push(format!("our client on {:?}/{:?}/{:?}: {ours:?}", b.mapping, b.filtering, b.ports));
+            failures.push(format!(
+                "our client on {:?}/{:?}/{:?}: {ours:?}",
+                b.mapping, b.filtering, b.ports
+            ));
         }
     }
     eprintln!("{}", table.join("\n"));

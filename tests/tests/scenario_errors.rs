@@ -61,21 +61,30 @@ fn the_good_file_is_accepted() {
 #[test]
 fn an_unknown_key_is_named_with_the_valid_ones() {
     let (e, line) = broken("t1-ms = 50", "t1-msec = 50");
-    assert!(e.contains("unknown field `t1-msec`") && e.contains("t1-ms"), "{e}");
+    assert!(
+        e.contains("unknown field `t1-msec`") && e.contains("t1-ms"),
+        "{e}"
+    );
     assert_eq!(line, 3);
 }
 
 #[test]
 fn a_wrong_type_is_named() {
     let (e, line) = broken("t1-ms = 50", "t1-ms = \"fast\"");
-    assert!(e.contains("invalid type: string \"fast\", expected u64"), "{e}");
+    assert!(
+        e.contains("invalid type: string \"fast\", expected u64"),
+        "{e}"
+    );
     assert_eq!(line, 3);
 }
 
 #[test]
 fn an_unknown_nat_type_lists_the_valid_ones() {
     let (e, line) = broken("nat = \"port-restricted-cone\"", "nat = \"full-cone-ish\"");
-    assert!(e.contains("unknown NAT type `full-cone-ish`") && e.contains("symmetric"), "{e}");
+    assert!(
+        e.contains("unknown NAT type `full-cone-ish`") && e.contains("symmetric"),
+        "{e}"
+    );
     assert_eq!(line, 9);
 }
 
@@ -85,7 +94,10 @@ fn a_contradictory_nat_table_says_why() {
         "nat = \"port-restricted-cone\"",
         "nat = { mapping = \"endpoint-independent\", filtering = \"address-dependent\", ports = \"random\" }",
     );
-    assert!(e.contains("endpoint-independent mapping needs the same port"), "{e}");
+    assert!(
+        e.contains("endpoint-independent mapping needs the same port"),
+        "{e}"
+    );
     assert_eq!(line, 9);
 }
 
@@ -99,7 +111,10 @@ fn a_dangling_link_names_the_segment_and_the_routers() {
 #[test]
 fn an_address_clash_names_both_nodes() {
     let (e, _) = broken("addrs = [\"192.168.1.10\"]", "addrs = [\"192.168.1.1\"]");
-    assert!(e.contains("`home`") && e.contains("`bob`") && e.contains("192.168.1.1"), "{e}");
+    assert!(
+        e.contains("`home`") && e.contains("`bob`") && e.contains("192.168.1.1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -118,14 +133,23 @@ fn a_lan_without_prefix_shows_the_form() {
 #[test]
 fn an_unknown_component_kind_lists_the_kinds() {
     let (e, line) = broken("kind = \"proxy\"", "kind = \"b2bua\"");
-    assert!(e.contains("unknown variant `b2bua`") && e.contains("stun-server"), "{e}");
+    assert!(
+        e.contains("unknown variant `b2bua`") && e.contains("stun-server"),
+        "{e}"
+    );
     assert_eq!(line, 22);
 }
 
 #[test]
 fn a_step_naming_an_unknown_phone_lists_the_phones() {
-    let (e, _) = broken("action = \"register\"\nua = \"bob\"", "action = \"register\"\nua = \"carol\"");
-    assert!(e.contains("unknown phone `carol`") && e.contains("defined: bob"), "{e}");
+    let (e, _) = broken(
+        "action = \"register\"\nua = \"bob\"",
+        "action = \"register\"\nua = \"carol\"",
+    );
+    assert!(
+        e.contains("unknown phone `carol`") && e.contains("defined: bob"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -29,7 +29,11 @@ fn every_catalogue_file_starts_with_symptom_root_cause_and_fix() -> Result<()> {
             "{}: the opening comment must say symptom, root cause and fix",
             f.display()
         );
-        ensure!(!s.file.scenario.summary.is_empty(), "{}: summary missing", f.display());
+        ensure!(
+            !s.file.scenario.summary.is_empty(),
+            "{}: summary missing",
+            f.display()
+        );
     }
     Ok(())
 }
@@ -48,12 +52,19 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
     for o in futures::future::join_all(runs).await {
         let o = o?;
         if o.verdict != Verdict::Pass {
-            failed.push(format!("{}: {:?} {:?}\n{}", o.name, o.checks, o.error, o.ladder));
+            failed.push(format!(
+                "{}: {:?} {:?}\n{}",
+                o.name, o.checks, o.error, o.ladder
+            ));
             continue;
         }
         insta::assert_snapshot!(o.name.clone(), o.snapshot);
     }
-    ensure!(failed.is_empty(), "scenarios failed:\n{}", failed.join("\n\n"));
+    ensure!(
+        failed.is_empty(),
+        "scenarios failed:\n{}",
+        failed.join("\n\n")
+    );
     Ok(())
 }
 
@@ -82,7 +93,10 @@ run = ["snh-no-such-softphone", "--register"]
         .err()
         .ok_or_else(|| anyhow::anyhow!("must fail"))?
         .to_string();
-    ensure!(e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'), "{e}");
+    ensure!(
+        e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -91,11 +105,17 @@ run = ["snh-no-such-softphone", "--register"]
 /// SIP flow open for its own 3600 s and the late call gets through on every type (kernel-facts:
 /// "the SIP flow no longer expires at the UDP timeout"), so those cells differ from the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and_alg() -> Result<()> {
+async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and_alg() -> Result<()>
+{
     require_kernel!();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/binding-expiry.toml");
     let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cells = scenario::matrix(&s, &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel], &[None]).await?;
+    let cells = scenario::matrix(
+        &s,
+        &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel],
+        &[None],
+    )
+    .await?;
     ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
     for c in &cells {
         match c.alg {

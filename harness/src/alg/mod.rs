@@ -45,6 +45,6 @@ pub mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use sim_nat::{AlgFault, UnknownFault};
 pub use queue::{EmulatedAlg, SIP_PORT};
 pub use rewrite::{Alg, AlgStats, Decision, Direction, SipVerdict};
+pub use sim_nat::{AlgFault, UnknownFault};

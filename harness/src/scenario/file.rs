@@ -43,9 +43,7 @@ use std::path::Path;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use sim_nat::{
-    Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
-};
+use sim_nat::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg};
 use toml::Spanned;
 
 /// A problem in a scenario file, located.
@@ -494,16 +492,23 @@ pub enum Step {
         port: u16,
     },
     /// The router forgets every binding (reboot).
-    FlushBindings { router: String },
+    FlushBindings {
+        router: String,
+    },
     /// The router's NAT behaviour changes (firmware update, ALG toggled).
-    SetNat { router: String, nat: NatDef },
+    SetNat {
+        router: String,
+        nat: NatDef,
+    },
     /// The proxy's NAT handling changes.
     SetNatHandling {
         proxy: String,
         value: NatHandlingDef,
     },
     /// Starts a command declared with `autostart = false`.
-    Start { command: String },
+    Start {
+        command: String,
+    },
     /// Waits for a command to exit.
     WaitExit {
         command: String,

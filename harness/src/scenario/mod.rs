@@ -83,7 +83,8 @@ impl Scenario {
 
         // Nodes and segments.
         let mut nodes = BTreeSet::new();
-        let routers: BTreeSet<String> = f.routers.iter().map(|r| r.name.get_ref().clone()).collect();
+        let routers: BTreeSet<String> =
+            f.routers.iter().map(|r| r.name.get_ref().clone()).collect();
         let mut segments = routers.clone();
         segments.insert(INTERNET.to_string());
         let mut spec = TopologySpec::default();
@@ -91,7 +92,10 @@ impl Scenario {
             let name = r.name.get_ref();
             crate::names::check_node_name(name).map_err(|m| c.err(r.name.span(), m))?;
             if name == INTERNET || !nodes.insert(name.clone()) {
-                return Err(c.err(r.name.span(), format!("node name `{name}` is used twice or reserved")));
+                return Err(c.err(
+                    r.name.span(),
+                    format!("node name `{name}` is used twice or reserved"),
+                ));
             }
             if !segments.contains(r.upstream.get_ref()) {
                 return Err(c.err(
@@ -106,7 +110,10 @@ impl Scenario {
             let (lan, lan_prefix) = parse_cidr(r.lan.get_ref()).ok_or_else(|| {
                 c.err(
                     r.lan.span(),
-                    format!("lan `{}` must be ADDRESS/PREFIX, e.g. 192.168.1.1/24", r.lan.get_ref()),
+                    format!(
+                        "lan `{}` must be ADDRESS/PREFIX, e.g. 192.168.1.1/24",
+                        r.lan.get_ref()
+                    ),
                 )
             })?;
             spec.routers.push(RouterSpec {
@@ -122,7 +129,10 @@ impl Scenario {
             let name = h.name.get_ref();
             crate::names::check_node_name(name).map_err(|m| c.err(h.name.span(), m))?;
             if name == INTERNET || !nodes.insert(name.clone()) {
-                return Err(c.err(h.name.span(), format!("node name `{name}` is used twice or reserved")));
+                return Err(c.err(
+                    h.name.span(),
+                    format!("node name `{name}` is used twice or reserved"),
+                ));
             }
             if !segments.contains(h.segment.get_ref()) {
                 return Err(c.err(
@@ -135,7 +145,10 @@ impl Scenario {
                 ));
             }
             if h.addrs.get_ref().is_empty() {
-                return Err(c.err(h.addrs.span(), format!("host `{name}` needs at least one address")));
+                return Err(c.err(
+                    h.addrs.span(),
+                    format!("host `{name}` needs at least one address"),
+                ));
             }
             spec.hosts.push(HostSpec {
                 name: name.clone(),
@@ -169,7 +182,10 @@ impl Scenario {
             let span = comp.span();
             let host = comp.get_ref().host();
             if !hosts.contains(host) {
-                return Err(c.err(span, format!("component on unknown host `{host}` ({})", one_of(&hosts))));
+                return Err(c.err(
+                    span,
+                    format!("component on unknown host `{host}` ({})", one_of(&hosts)),
+                ));
             }
             match comp.get_ref() {
                 Component::Proxy { host, .. }
@@ -216,7 +232,10 @@ impl Scenario {
                 {
                     return Err(c.err(
                         comp.span(),
-                        format!("media = \"stun\" needs `stun-server` naming a host ({})", one_of(&hosts)),
+                        format!(
+                            "media = \"stun\" needs `stun-server` naming a host ({})",
+                            one_of(&hosts)
+                        ),
                     ));
                 }
                 if *media == file::MediaDef::Turn
@@ -224,14 +243,20 @@ impl Scenario {
                 {
                     return Err(c.err(
                         comp.span(),
-                        format!("media = \"turn\" needs `turn-server` naming a host ({})", one_of(&hosts)),
+                        format!(
+                            "media = \"turn\" needs `turn-server` naming a host ({})",
+                            one_of(&hosts)
+                        ),
                     ));
                 }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
                 if !is_addr && !proxies.contains(proxy) {
                     return Err(c.err(
                         comp.span(),
-                        format!("proxy `{proxy}` is neither IP:PORT nor a host running a proxy ({})", one_of(&proxies)),
+                        format!(
+                            "proxy `{proxy}` is neither IP:PORT nor a host running a proxy ({})",
+                            one_of(&proxies)
+                        ),
                     ));
                 }
                 if *contact == file::ContactDef::Stun {
@@ -240,7 +265,10 @@ impl Scenario {
                         _ => {
                             return Err(c.err(
                                 comp.span(),
-                                format!("contact = \"stun\" needs `stun-server` naming a host ({})", one_of(&hosts)),
+                                format!(
+                                    "contact = \"stun\" needs `stun-server` naming a host ({})",
+                                    one_of(&hosts)
+                                ),
                             ))
                         }
                     }

@@ -9,14 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 use super::file::{
     Component, ContactDef, Expect, KeepAliveKind, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
 };
-use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
-use crate::turn::driver::{MediaTask, RelayedMediaTask, TurnServerTask};
-use crate::turn::{RelayedMedia, TurnClientConfig, TurnServerConfig};
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
 use crate::capture::{self, Capture};
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
 use crate::sip::driver::{ProxyTask, UaTask};
 use crate::sip::{
     ContactSource, Event, KeepAlive, Media, NatHandling, ProxyConfig, Timers, UaConfig,
@@ -24,6 +22,8 @@ use crate::sip::{
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Role, Topology};
 use crate::trace::{Ladder, Trace};
+use crate::turn::driver::{MediaTask, RelayedMediaTask, TurnServerTask};
+use crate::turn::{RelayedMedia, TurnClientConfig, TurnServerConfig};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -302,7 +302,9 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                         (sdp, direct)
                     }
                     MediaDef::Turn => {
-                        let h = turn_server.as_deref().expect("checked: media = turn has a server");
+                        let h = turn_server
+                            .as_deref()
+                            .expect("checked: media = turn has a server");
                         let server = SocketAddr::new(first_addr(&r.topo, h)?.into(), 3478);
                         let pass = turn_password.clone().unwrap_or_else(|| "secret".into());
                         let mut mc = MediaConfig::pcmu(SocketAddr::from(([0, 0, 0, 0], 0)), None);
@@ -415,7 +417,10 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
             Step::Register { ua, timeout_ms } => {
                 let (task, _) = &r.uas[ua];
                 let done = |e: &Event| {
-                    matches!(e, Event::Registered { .. } | Event::RegistrationFailed { .. })
+                    matches!(
+                        e,
+                        Event::Registered { .. } | Event::RegistrationFailed { .. }
+                    )
                 };
                 let before = count(task, done);
                 task.register().await?;
@@ -444,21 +449,38 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
                 r.calls.insert(from.clone(), status);
                 if status == 200 && r.uas.contains_key(to) {
-                    let caller_remote = r.uas[from].0.events().into_iter().find_map(|e| match e.event {
-                        Event::CallEstablished { call_id, remote_media } if call_id == id => remote_media,
-                        _ => None,
-                    });
+                    let caller_remote =
+                        r.uas[from]
+                            .0
+                            .events()
+                            .into_iter()
+                            .find_map(|e| match e.event {
+                                Event::CallEstablished {
+                                    call_id,
+                                    remote_media,
+                                } if call_id == id => remote_media,
+                                _ => None,
+                            });
                     // The callee's side is up once it has the ACK.
                     let callee = &r.uas[to].0;
                     let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
                     wait_new(callee, est, 0, Duration::from_secs(5)).await;
-                    let callee_remote = callee.events().into_iter().rev().find_map(|e| match e.event {
-                        Event::CallEstablished { remote_media, .. } => remote_media,
-                        _ => None,
-                    });
+                    let callee_remote =
+                        callee
+                            .events()
+                            .into_iter()
+                            .rev()
+                            .find_map(|e| match e.event {
+                                Event::CallEstablished { remote_media, .. } => remote_media,
+                                _ => None,
+                            });
                     if let (Some(a), Some(b)) = (caller_remote, callee_remote) {
                         let report = stream_media(r, from, to, a, b).await?;
-                        r.notes.push((Instant::now(), r.uas[from].1.clone(), format!("media: {report}")));
+                        r.notes.push((
+                            Instant::now(),
+                            r.uas[from].1.clone(),
+                            format!("media: {report}"),
+                        ));
                         r.reports.insert(from.clone(), report);
                     }
                 }
@@ -466,7 +488,8 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 if status == 200 && *hold_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
                     task.hang_up(&id).await?;
-                    let ended = |e: &Event| matches!(e, Event::CallEnded { call_id } if call_id == &id);
+                    let ended =
+                        |e: &Event| matches!(e, Event::CallEnded { call_id } if call_id == &id);
                     wait_new(task, ended, 0, Duration::from_secs(10)).await;
                 }
             }
@@ -478,7 +501,9 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
             Step::FlushBindings { router } => bindings::flush(r.topo.node(router)?).await?,
             Step::SetNat { router, nat } => r.topo.node(router)?.set_nat(&nat.0).await?,
             Step::SetNatHandling { proxy, value } => {
-                r.proxies[proxy].set_nat_handling(nat_handling(*value)).await?
+                r.proxies[proxy]
+                    .set_nat_handling(nat_handling(*value))
+                    .await?
             }
             Step::Start { command } => {
                 let comp = s
@@ -616,7 +641,9 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                 (
                     format!("{from}'s call has {value:?} audio"),
                     got.is_some_and(|g| g.verdict == want),
-                    got.map_or("no media ran (no established call)".into(), |g| g.to_string()),
+                    got.map_or("no media ran (no established call)".into(), |g| {
+                        g.to_string()
+                    }),
                 )
             }
             Expect::Rang { ua, value } => {
@@ -682,7 +709,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let capture = Capture::start(&topo).await?;
     let mut watches = Vec::new();
     if crate::preflight::find_program("conntrack").is_some() {
-        for n in topo.nodes().filter(|n| n.role() == Role::Router && n.nat().is_some()) {
+        for n in topo
+            .nodes()
+            .filter(|n| n.role() == Role::Router && n.nat().is_some())
+        {
             watches.push((n.name().to_string(), BindingWatch::start(n).await?));
         }
     }
@@ -766,7 +796,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
                 .map_err(Error::io(format!("write {}", dir.display())))?;
         }
         for (name, p) in &running.commands {
-            let log = format!("--- stdout ---\n{}\n--- stderr ---\n{}", p.stdout(), p.stderr());
+            let log = format!(
+                "--- stdout ---\n{}\n--- stderr ---\n{}",
+                p.stdout(),
+                p.stderr()
+            );
             std::fs::write(dir.join(format!("{name}.log")), log)
                 .map_err(Error::io(format!("write {}", dir.display())))?;
         }

@@ -237,7 +237,9 @@ impl<'a> Ladder<'a> {
                             }
                             if let Some(v) = s.via.first() {
                                 details.push(format!("Via: {v}"));
-                                if let Some(b) = v.split(';').find_map(|p| p.trim().strip_prefix("branch=")) {
+                                if let Some(b) =
+                                    v.split(';').find_map(|p| p.trim().strip_prefix("branch="))
+                                {
                                     group = format!("branch {b}");
                                 }
                             }
@@ -352,7 +354,9 @@ impl<'a> Ladder<'a> {
                 group_start.entry(r.group.as_str()).or_insert(r.at);
                 if let Some((id, n, rank)) = &r.dialog {
                     let c = *call_first.entry(id.as_str()).or_insert(i);
-                    group_dialog.entry(r.group.as_str()).or_insert((c, *n, *rank));
+                    group_dialog
+                        .entry(r.group.as_str())
+                        .or_insert((c, *n, *rank));
                 }
             }
             let key = |g: &str| {
@@ -465,7 +469,10 @@ mod tests {
     fn retransmission_gaps_snap_to_the_timer_doubling() {
         let t1 = Duration::from_millis(100);
         let gap = |ms| retransmission_gap(Duration::from_millis(ms), t1);
-        assert_eq!([gap(40), gap(100), gap(190), gap(420), gap(790)], [1, 1, 2, 4, 8]);
+        assert_eq!(
+            [gap(40), gap(100), gap(190), gap(420), gap(790)],
+            [1, 1, 2, 4, 8]
+        );
     }
 
     #[test]
