@@ -46,6 +46,9 @@ enum Command {
         /// Write a JUnit XML report for CI.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Leave each topology up until Enter is pressed, for `ip netns exec`.
+        #[arg(long)]
+        keep: bool,
     },
     /// List the scenario catalogue with one line each.
     List {
@@ -73,7 +76,8 @@ async fn main() -> ExitCode {
             out,
             quiet,
             junit,
-        } => run(files, out, quiet, junit).await,
+            keep,
+        } => run(files, out, quiet, junit, keep).await,
         Command::List { dir } => list(dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
         Command::Reap => {
@@ -210,10 +214,12 @@ async fn run(
     out: PathBuf,
     quiet: bool,
     junit: Option<PathBuf>,
+    keep: bool,
 ) -> Result<bool> {
     let scenarios = load_all(&files)?;
     let opts = RunOptions {
         out_dir: Some(out.clone()),
+        keep,
     };
     let mut results = Vec::new();
     let mut errors = 0;

@@ -46,6 +46,9 @@ pub enum PortAllocation {
     /// A deterministic hash of the fields the mapping depends on, so ports are stable run to run
     /// (snapshots) without being preserved.
     Hash,
+    /// The next port of the range for every new mapping (`numgen inc`), as many CPE and
+    /// enterprise NATs hand them out: a peer seeing one mapping can guess the next.
+    Sequential,
 }
 
 /// Which traffic keeps a binding alive (RFC 4787 §4.3, REQ-6).
@@ -254,6 +257,10 @@ impl NatBehaviour {
                 "address-dependent mapping must reuse the mapping for a second port of the same \
                  address; `random` cannot (use `hash`)",
             ),
+            (EndpointIndependent | AddressDependent, Sequential) => Some(
+                "`sequential` gives every new flow the next port, which is \
+                 address-and-port-dependent mapping",
+            ),
             (AddressAndPortDependent, Preserve) => Some(
                 "address-and-port-dependent mapping with `preserve` keeps the port for every \
                  destination, which Linux makes endpoint-independent (use `random` or `hash`)",
@@ -279,7 +286,12 @@ impl NatBehaviour {
                 "pool-size must be at least 1 (the WAN address)".into(),
             ));
         }
-        if self.pool_size > 1 && self.ports == PortAllocation::Hash {
+        if self.pool_size > 1
+            && matches!(
+                self.ports,
+                PortAllocation::Hash | PortAllocation::Sequential
+            )
+        {
             return Err(Error::Invalid(
                 "an address pool needs `preserve` or `random` port allocation; `hash` picks ports \
                  for a single address"

@@ -421,6 +421,8 @@ pub struct NatModel {
     gone: VecDeque<Gone>,
     events: VecDeque<BindingEvent>,
     rng: u64,
+    /// The next `numgen inc` value of sequential allocation.
+    sequence: u32,
     now: Option<Instant>,
 }
 
@@ -460,6 +462,7 @@ impl NatModel {
             gone: VecDeque::new(),
             events: VecDeque::new(),
             rng: 0x5e1d_5e1d_5e1d_5e1d,
+            sequence: 0,
             now: None,
         })
     }
@@ -922,6 +925,21 @@ impl NatModel {
             PortAllocation::Random => {
                 let (lo, hi) = block.unwrap_or(self.behaviour.port_range);
                 self.free_port(addr, lo, hi, remote).map(|ext| (ext, None))
+            }
+            PortAllocation::Sequential => {
+                // `numgen inc`: the next port for every new flow; a taken one drops, as for hash.
+                let (lo, hi) = self.behaviour.port_range;
+                let span = u32::from(hi - lo) + 1;
+                let port = lo + (self.sequence % span) as u16;
+                self.sequence = self.sequence.wrapping_add(1);
+                let ext = SocketAddrV4::new(addr, port);
+                if used(self, ext) {
+                    Err(DropReason::TupleTaken {
+                        tuple: (remote, ext),
+                    })
+                } else {
+                    Ok((ext, None))
+                }
             }
             PortAllocation::Hash => {
                 // The range is one port: nf_nat tries it and, if taken, confirmation drops.

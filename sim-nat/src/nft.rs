@@ -376,6 +376,14 @@ fn snat_statement(
                 Expression::Number(hi.into()),
             ))
         }
+        // Evaluated once per new flow (nat chains see only a connection's first packet).
+        (_, PortAllocation::Sequential) => {
+            Some(Expression::Named(NamedExpression::Numgen(expr::Numgen {
+                mode: expr::NgMode::Inc,
+                ng_mod: u32::from(hi - lo) + 1,
+                offset: Some(u32::from(lo)),
+            })))
+        }
         (Mapping::EndpointIndependent, PortAllocation::Hash) => Some(hashed(vec![
             payload("ip", "saddr"),
             payload("udp", "sport"),

@@ -16,10 +16,11 @@ const FILTERINGS: [Filtering; 3] = [
     Filtering::AddressDependent,
     Filtering::AddressAndPortDependent,
 ];
-const PORTS: [PortAllocation; 3] = [
+const PORTS: [PortAllocation; 4] = [
     PortAllocation::Preserve,
     PortAllocation::Random,
     PortAllocation::Hash,
+    PortAllocation::Sequential,
 ];
 
 /// The valid points: sim-nat refuses the contradictory ones (tested in sim-nat).
@@ -43,8 +44,8 @@ async fn every_grid_point_behaves_as_configured() -> Result<()> {
     require_kernel!();
     let points = grid();
     ensure!(
-        points.len() == 15,
-        "3 filterings × 5 valid mapping/port pairs, got {}",
+        points.len() == 18,
+        "3 filterings × 6 valid mapping/port pairs, got {}",
         points.len()
     );
     let runs = points.into_iter().map(|b| async move {

@@ -45,6 +45,7 @@ fn grid() -> Vec<NatBehaviour> {
                 PortAllocation::Preserve,
                 PortAllocation::Random,
                 PortAllocation::Hash,
+                PortAllocation::Sequential,
             ] {
                 let b = NatBehaviour::new(m, f).with_ports(p);
                 if b.validate().is_ok() {

@@ -45,7 +45,9 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
     ensure!(files.len() >= 2, "the catalogue is empty");
     let runs = files.iter().map(|f| async move {
         let s = Scenario::load(f).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let o = scenario::run(&s, &RunOptions::default()).await?;
+        let o = scenario::run(&s, &RunOptions::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", s.name()))?;
         anyhow::Ok(o)
     });
     let mut failed = Vec::new();

@@ -376,8 +376,8 @@ pub enum Component {
     /// An RFC 5780 STUN server on the host's first two addresses.
     StunServer { host: String },
     /// Any program, run inside the host (sipp, kamailio, coturn, your own binary). Arguments
-    /// and `files` may use `{NODE.addr}`, `{NODE.addr2}`, `{scenario.t1-ms}`, and arguments
-    /// `{file:NAME}` for the path of a file written from `files`.
+    /// and `files` may use `{NODE.addr}`, `{NODE.addr2}`, `{scenario.t1-ms}`, `{dir}` (the
+    /// folder its files are written to), and arguments `{file:NAME}` for the path of one file.
     Command {
         name: String,
         host: String,

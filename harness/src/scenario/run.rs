@@ -30,6 +30,9 @@ use crate::turn::{RelayedMedia, TurnClientConfig, TurnServerConfig};
 pub struct RunOptions {
     /// Where to write `<scenario>/<vantage>.pcap` and `<scenario>/ladder.txt`.
     pub out_dir: Option<PathBuf>,
+    /// Before tearing down, print the namespaces and wait for Enter on stdin, so a user can
+    /// look around with `ip netns exec` (nft rulesets, conntrack, tcpdump).
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,11 +356,17 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     let t1 = s.file.scenario.t1_ms;
     let dir = std::env::temp_dir().join(format!("snh-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-    let mut args: Vec<String> = run.iter().map(|a| substitute(a, topo, t1)).collect();
+    let mut args: Vec<String> = run
+        .iter()
+        .map(|a| substitute(a, topo, t1).replace("{dir}", &dir.display().to_string()))
+        .collect();
     for (file, text) in files {
         let path = dir.join(file);
-        std::fs::write(&path, substitute(text, topo, t1))
-            .map_err(Error::io(format!("write {}", path.display())))?;
+        std::fs::write(
+            &path,
+            substitute(text, topo, t1).replace("{dir}", &dir.display().to_string()),
+        )
+        .map_err(Error::io(format!("write {}", path.display())))?;
         for a in &mut args {
             *a = a.replace(&format!("{{file:{file}}}"), &path.display().to_string());
         }
@@ -804,6 +813,15 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
             std::fs::write(dir.join(format!("{name}.log")), log)
                 .map_err(Error::io(format!("write {}", dir.display())))?;
         }
+    }
+    if opts.keep {
+        println!("\nThe topology of {} is still up:", s.name());
+        for n in running.topo.nodes() {
+            println!("  ip netns exec {}   # {}", n.ns_name(), n.name());
+        }
+        println!("Press Enter to tear it down.");
+        let mut line = String::new();
+        let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
     }
     let verdict = if error.is_none() && checks.iter().all(|c| c.1) {
         Verdict::Pass

@@ -135,16 +135,31 @@ impl Node {
     }
 
     /// A UDP socket bound inside this node (equivalent to `ip netns exec NS` + `bind`).
+    ///
+    /// A port just released (a STUN query on the phone's SIP port, then the phone) can still be
+    /// held for a moment by a child another thread of this process is forking: between `fork`
+    /// and `exec` the child holds a copy of every descriptor, close-on-exec or not. So `EADDRINUSE`
+    /// is retried for up to half a second before it is reported.
     pub async fn udp_bind(&self, addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
-        let sock = self
-            .ns
-            .run(move || -> std::io::Result<std::net::UdpSocket> {
-                let s = std::net::UdpSocket::bind(addr)?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            })
-            .await?
-            .map_err(Error::io(format!("bind udp {addr} in {}", self.name)))?;
+        let mut attempt = 0;
+        let sock = loop {
+            let r = self
+                .ns
+                .run(move || -> std::io::Result<std::net::UdpSocket> {
+                    let s = std::net::UdpSocket::bind(addr)?;
+                    s.set_nonblocking(true)?;
+                    Ok(s)
+                })
+                .await?;
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => break other,
+            }
+        }
+        .map_err(Error::io(format!("bind udp {addr} in {}", self.name)))?;
         tokio::net::UdpSocket::from_std(sock).map_err(Error::io("register udp socket"))
     }
 

@@ -195,6 +195,7 @@ impl<'a> Ladder<'a> {
                     group: format!("event {source}"),
                     title: String::new(),
                     dialog: None,
+                    kind: String::new(),
                     line: format!("{:<12} ** {text}", source),
                     details: Vec::new(),
                 }),
@@ -313,6 +314,7 @@ impl<'a> Ladder<'a> {
                         group,
                         title,
                         dialog,
+                        kind: what.clone(),
                         line: format!("{label:<12} {from:<22} →  {to:<22} {what}"),
                         details,
                     });
@@ -364,7 +366,24 @@ impl<'a> Ladder<'a> {
                 let (c, n, rank) = group_dialog.get(g).copied().unwrap_or((f, 0, 0));
                 (c, n, rank, f)
             };
-            order.sort_by_key(|&i| (key(rows[i].group.as_str()), i));
+            // Inside a transaction, each message with its copies and retransmissions, messages in
+            // order of first appearance: a UAC's INVITE retransmissions and the 200 OKs a UAS
+            // retransmits towards it run on two independent timers, and only their relative
+            // order, not each one's sequence, changes between runs.
+            let mut kind_first: HashMap<(&str, &str), usize> = HashMap::new();
+            for (i, r) in rows.iter().enumerate() {
+                kind_first
+                    .entry((r.group.as_str(), r.kind.as_str()))
+                    .or_insert(i);
+            }
+            order.sort_by_key(|&i| {
+                let r = &rows[i];
+                (
+                    key(r.group.as_str()),
+                    kind_first[&(r.group.as_str(), r.kind.as_str())],
+                    i,
+                )
+            });
         }
         let start = self.trace.start();
         let mut current_group: Option<&str> = None;
@@ -440,6 +459,8 @@ struct Row {
     /// the call does (INVITE, CANCEL, ACK of CSeq 1, then BYE of CSeq 2), whatever the race
     /// between a proxy forwarding one and a phone sending the next.
     dialog: Option<(String, u32, u8)>,
+    /// What the packet is (`INVITE sip:…`, `SIP/2.0 200 OK (1 INVITE)`), whatever the vantage.
+    kind: String,
     line: String,
     details: Vec<String>,
 }

@@ -1,0 +1,464 @@
+//! Scenario files written from concrete cases: turns one incoming-call case (a NAT, the phone's
+//! keep-alive and registration settings, when the call comes) into scenario-file TOML that
+//! [`Scenario::from_str`](super::Scenario::from_str) accepts and `harness run` runs.
+//!
+//! This is how a property test's shrunk counterexample becomes something a field engineer can run,
+//! read and attach to a ticket. The file uses the vocabulary of the hand-written catalogue
+//! (`scenarios/binding-expiry.toml`): a phone `bob` behind the router `home`, the registrar/proxy
+//! on `server`, a caller `alice` on the internet; `bob` registers, time passes, `alice` calls him,
+//! and the expectations say how the call must end and whether his phone rang.
+//!
+//! Only what differs from a named NAT type is written into the `nat` table, so a counterexample
+//! reads as "symmetric with a 1 s UDP timeout", not as a dump of every field.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sim_nat::{NatBehaviour, NatType};
+
+use crate::sip::KeepAlive;
+
+/// The router between the phone and the internet.
+pub const ROUTER: &str = "home";
+/// Its WAN address.
+pub const ROUTER_WAN: &str = "203.0.113.1";
+/// Its LAN address and prefix.
+pub const ROUTER_LAN: &str = "192.168.1.1/24";
+/// The phone that is called, behind [`ROUTER`]; also its SIP user.
+pub const PHONE: &str = "bob";
+/// The phone's address.
+pub const PHONE_ADDR: &str = "192.168.1.10";
+/// The host of the registrar/proxy (port 5060 on its first address).
+pub const PROXY_HOST: &str = "server";
+/// The proxy host's addresses (the second one makes it usable as an RFC 5780 STUN host too).
+pub const PROXY_ADDRS: [&str; 2] = ["203.0.113.10", "203.0.113.11"];
+/// The public phone that places the call; also its SIP user.
+pub const CALLER: &str = "alice";
+/// The caller's address.
+pub const CALLER_ADDR: &str = "198.51.100.20";
+
+/// How the call of an [`IncomingCall`] must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallExpectation {
+    /// The caller's final status: 200 when established, an error status, or 0 when nothing final
+    /// came within the call's `timeout-ms`.
+    pub status: u16,
+    /// Whether the called phone rang (an INVITE reached it) during the run; `None` leaves it
+    /// unchecked (the runner judges it only once SIP has gone quiet, so a retransmission after
+    /// the call's timeout may still ring).
+    pub rang: Option<bool>,
+}
+
+/// One concrete incoming-call case: `bob` behind `home` registers, `wait_ms` later `alice` calls
+/// him through the registrar on `server`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    /// The scenario's name (also the directory its pcaps go to).
+    pub name: String,
+    /// One line for `harness list`.
+    pub summary: String,
+    /// Comment lines for the top of the file (symptom, root cause, fix), without the `#`.
+    pub comment: Vec<String>,
+    /// SIP timer T1; every SIP timer scales with it.
+    pub t1_ms: u64,
+    pub nat: NatBehaviour,
+    /// The phone's keep-alive, if any.
+    pub keepalive: Option<KeepAlive>,
+    /// The registration lifetime the phone asks for (it refreshes at half of it).
+    pub expires_secs: u64,
+    /// How long the phone rings before it answers.
+    pub answer_after_ms: u64,
+    /// The pause between the phone's registration and the call.
+    pub wait_ms: u64,
+    /// How long the caller waits for the call to be established or to fail.
+    pub call_timeout_ms: u64,
+    pub expect: CallExpectation,
+}
+
+/// A TOML value as it is written in a file: `"text"` quoted and escaped, enums by their serde
+/// names (`"outbound-only"`), numbers and booleans bare.
+fn value(v: impl Serialize) -> String {
+    toml::Value::try_from(v)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|e| unreachable!("every value written here is TOML: {e}"))
+}
+
+/// The `nat = …` value for `nat`: the name of a NAT type when it is exactly that type, otherwise
+/// an inline table with the type (or `mapping` + `filtering`) and what differs from it.
+pub fn nat_value(nat: &NatBehaviour) -> String {
+    // Exhaustive on purpose: a new NAT option must be written here too, or it would be lost.
+    let NatBehaviour {
+        mapping,
+        filtering,
+        ports,
+        udp_timeout_secs,
+        refresh,
+        hairpinning,
+        sip_alg,
+        port_range,
+        pool_size,
+        paired_pooling,
+        port_block,
+        blocked_udp_ports,
+    } = nat;
+    let named = NatType::ALL
+        .into_iter()
+        .find(|t| t.behaviour().mapping == *mapping && t.behaviour().filtering == *filtering);
+    let (mut fields, base) = match named {
+        Some(t) => (vec![format!("type = {}", value(t.as_str()))], t.behaviour()),
+        None => (
+            vec![
+                format!("mapping = {}", value(mapping)),
+                format!("filtering = {}", value(filtering)),
+            ],
+            NatBehaviour::new(*mapping, *filtering),
+        ),
+    };
+    let mut differs = |key: &str, same: bool, v: String| {
+        if !same {
+            fields.push(format!("{key} = {v}"));
+        }
+    };
+    differs("ports", *ports == base.ports, value(ports));
+    differs(
+        "udp-timeout-secs",
+        *udp_timeout_secs == base.udp_timeout_secs,
+        value(udp_timeout_secs),
+    );
+    differs("refresh", *refresh == base.refresh, value(refresh));
+    differs(
+        "hairpinning",
+        *hairpinning == base.hairpinning,
+        value(hairpinning),
+    );
+    differs("sip-alg", *sip_alg == base.sip_alg, value(sip_alg));
+    differs(
+        "port-range",
+        *port_range == base.port_range,
+        value(port_range),
+    );
+    differs("pool-size", *pool_size == base.pool_size, value(pool_size));
+    differs(
+        "paired-pooling",
+        *paired_pooling == base.paired_pooling,
+        value(paired_pooling),
+    );
+    if let Some(block) = port_block {
+        fields.push(format!("port-block = {}", value(block)));
+    }
+    if let Some(range) = blocked_udp_ports {
+        fields.push(format!("blocked-udp-ports = {}", value(range)));
+    }
+    match named {
+        Some(t) if fields.len() == 1 => value(t.as_str()),
+        _ => format!("{{ {} }}", fields.join(", ")),
+    }
+}
+
+/// The `keepalive = …` value of a phone: `{ type = "crlf", interval-ms = 1000 }`.
+pub fn keepalive_value(k: &KeepAlive) -> String {
+    let (kind, every): (&str, Duration) = match *k {
+        KeepAlive::Crlf(d) => ("crlf", d),
+        KeepAlive::Options(d) => ("options", d),
+    };
+    format!(
+        "{{ type = {}, interval-ms = {} }}",
+        value(kind),
+        every.as_millis()
+    )
+}
+
+impl IncomingCall {
+    /// The scenario file: comment header, topology, components, timeline, expectations.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        let mut line = |text: String| {
+            s.push_str(&text);
+            s.push('\n');
+        };
+        for c in self.comment.iter().flat_map(|c| c.lines()) {
+            line(format!("# {c}").trim_end().to_string());
+        }
+        if !self.comment.is_empty() {
+            line(String::new());
+        }
+        line("[scenario]".into());
+        line(format!("name = {}", value(&self.name)));
+        line(format!("summary = {}", value(&self.summary)));
+        line(format!("t1-ms = {}", self.t1_ms));
+        line(String::new());
+        line("[[router]]".into());
+        line(format!("name = {}", value(ROUTER)));
+        line(format!("wan = {}", value(ROUTER_WAN)));
+        line(format!("lan = {}", value(ROUTER_LAN)));
+        line(format!("nat = {}", nat_value(&self.nat)));
+        for (name, segment, addrs) in [
+            (PHONE, ROUTER, &[PHONE_ADDR][..]),
+            (PROXY_HOST, crate::topology::INTERNET, &PROXY_ADDRS[..]),
+            (CALLER, crate::topology::INTERNET, &[CALLER_ADDR][..]),
+        ] {
+            line(String::new());
+            line("[[host]]".into());
+            line(format!("name = {}", value(name)));
+            line(format!("segment = {}", value(segment)));
+            line(format!("addrs = {}", value(addrs)));
+        }
+        line(String::new());
+        line("[[component]]".into());
+        line(format!("kind = {}", value("proxy")));
+        line(format!("host = {}", value(PROXY_HOST)));
+        line(format!("nat-handling = {}", value("far-end")));
+        line(String::new());
+        line("[[component]]".into());
+        line(format!("kind = {}", value("ua")));
+        line(format!("host = {}", value(PHONE)));
+        line(format!("proxy = {}", value(PROXY_HOST)));
+        line(format!("expires-secs = {}", self.expires_secs));
+        line(format!("answer-after-ms = {}", self.answer_after_ms));
+        if let Some(k) = &self.keepalive {
+            line(format!("keepalive = {}", keepalive_value(k)));
+        }
+        line(String::new());
+        line("[[component]]".into());
+        line(format!("kind = {}", value("ua")));
+        line(format!("host = {}", value(CALLER)));
+        line(format!("proxy = {}", value(PROXY_HOST)));
+        line(String::new());
+        line("[[step]]".into());
+        line(format!("action = {}", value("register")));
+        line(format!("ua = {}", value(PHONE)));
+        if self.wait_ms > 0 {
+            line(String::new());
+            line("[[step]]".into());
+            line(format!("action = {}", value("wait")));
+            line(format!("ms = {}", self.wait_ms));
+        }
+        line(String::new());
+        line("[[step]]".into());
+        line(format!("action = {}", value("call")));
+        line(format!("from = {}", value(CALLER)));
+        line(format!("to = {}", value(PHONE)));
+        line(format!("timeout-ms = {}", self.call_timeout_ms));
+        line(String::new());
+        line("[[expect]]".into());
+        line(format!("kind = {}", value("registered")));
+        line(format!("ua = {}", value(PHONE)));
+        line("value = true".into());
+        line(String::new());
+        if self.expect.status == 0 {
+            line(format!(
+                "# 0: no final response within the call's timeout-ms ({} ms)",
+                self.call_timeout_ms
+            ));
+        }
+        line("[[expect]]".into());
+        line(format!("kind = {}", value("call")));
+        line(format!("from = {}", value(CALLER)));
+        line(format!("status = {}", self.expect.status));
+        if let Some(rang) = self.expect.rang {
+            line(String::new());
+            line("[[expect]]".into());
+            line(format!("kind = {}", value("rang")));
+            line(format!("ua = {}", value(PHONE)));
+            line(format!("value = {rang}"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use sim_nat::{AlgFault, Filtering, Mapping, PortAllocation, Refresh, SipAlg};
+
+    use super::*;
+    use crate::scenario::file::{Component, Expect, KeepAliveKind, Step};
+    use crate::scenario::Scenario;
+
+    fn case(nat: NatBehaviour) -> IncomingCall {
+        IncomingCall {
+            name: "binding-timeout-case".into(),
+            summary: "a \"quoted\" summary \\ with a backslash".into(),
+            comment: vec![
+                "Symptom: the phone never rings.".into(),
+                "two\nlines".into(),
+            ],
+            t1_ms: 1000,
+            nat,
+            keepalive: Some(KeepAlive::Crlf(Duration::from_millis(2000))),
+            expires_secs: 3600,
+            answer_after_ms: 100,
+            wait_ms: 1250,
+            call_timeout_ms: 500,
+            expect: CallExpectation {
+                status: 200,
+                rang: Some(true),
+            },
+        }
+    }
+
+    #[test]
+    fn a_named_type_with_only_a_shorter_timeout_is_written_as_the_catalogue_writes_it() {
+        let nat = NatType::PortRestrictedCone.behaviour().with_udp_timeout(2);
+        assert_eq!(
+            nat_value(&nat),
+            r#"{ type = "port-restricted-cone", udp-timeout-secs = 2 }"#
+        );
+        assert_eq!(nat_value(&NatType::Symmetric.behaviour()), r#""symmetric""#);
+        let buggy = NatType::PortRestrictedCone
+            .behaviour()
+            .with_sip_alg(SipAlg::Emulated(vec![AlgFault::BreakDigest]));
+        assert_eq!(
+            nat_value(&buggy),
+            r#"{ type = "port-restricted-cone", sip-alg = { emulated = ["break-digest"] } }"#
+        );
+        let odd = NatBehaviour::new(Mapping::AddressDependent, Filtering::EndpointIndependent)
+            .with_refresh(Refresh::OutboundOnly);
+        assert_eq!(
+            nat_value(&odd),
+            r#"{ mapping = "address-dependent", filtering = "endpoint-independent", refresh = "outbound-only" }"#
+        );
+    }
+
+    #[test]
+    fn the_emitted_file_reads_like_the_catalogue() {
+        let text = case(NatType::FullCone.behaviour().with_udp_timeout(1)).to_toml();
+        for want in [
+            "# Symptom: the phone never rings.\n# two\n# lines\n\n[scenario]\n",
+            "nat = { type = \"full-cone\", udp-timeout-secs = 1 }\n",
+            "keepalive = { type = \"crlf\", interval-ms = 2000 }\n",
+            "[[step]]\naction = \"wait\"\nms = 1250\n",
+            "[[expect]]\nkind = \"call\"\nfrom = \"alice\"\nstatus = 200\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+    }
+
+    fn arb_nat() -> impl Strategy<Value = NatBehaviour> {
+        let mapping = prop_oneof![
+            Just(Mapping::EndpointIndependent),
+            Just(Mapping::AddressDependent),
+            Just(Mapping::AddressAndPortDependent),
+        ];
+        let filtering = prop_oneof![
+            Just(Filtering::EndpointIndependent),
+            Just(Filtering::AddressDependent),
+            Just(Filtering::AddressAndPortDependent),
+        ];
+        let ports = prop_oneof![
+            Just(PortAllocation::Preserve),
+            Just(PortAllocation::Random),
+            Just(PortAllocation::Hash),
+        ];
+        let alg = prop_oneof![
+            Just(SipAlg::Off),
+            Just(SipAlg::Kernel),
+            proptest::sample::subsequence(AlgFault::ALL.to_vec(), 1..=3).prop_map(SipAlg::Emulated),
+        ];
+        (
+            (mapping, filtering, ports, 1..=120u32),
+            (any::<bool>(), any::<bool>(), alg),
+            (1024..40000u16, 0..20000u16, 1..=4u8, any::<bool>()),
+            (
+                proptest::option::of(1..=512u16),
+                proptest::option::of((10000..20000u16, 0..100u16)),
+            ),
+        )
+            .prop_map(
+                |(
+                    (m, f, p, t),
+                    (out_only, hairpin, alg),
+                    (lo, span, pool, paired),
+                    (block, blocked),
+                )| {
+                    let mut b = NatBehaviour::new(m, f)
+                        .with_ports(p)
+                        .with_udp_timeout(t)
+                        .with_hairpinning(hairpin)
+                        .with_port_range(lo, lo.saturating_add(span))
+                        .with_pool(pool, paired);
+                    if out_only {
+                        b = b.with_refresh(Refresh::OutboundOnly);
+                    }
+                    b = b.with_sip_alg(alg);
+                    b.port_block = block;
+                    b.blocked_udp_ports = blocked.map(|(lo, n)| (lo, lo + n));
+                    b
+                },
+            )
+            .prop_filter("sim-nat refuses it", |b| b.validate().is_ok())
+    }
+
+    proptest! {
+        #[test]
+        fn every_emitted_case_parses_back_to_the_same_case(
+            nat in arb_nat(),
+            keepalive in proptest::option::of((any::<bool>(), 1..100_000u64)),
+            expires_secs in 1..=7200u64,
+            wait_ms in 0..100_000u64,
+            call_timeout_ms in 1..100_000u64,
+            status in prop_oneof![Just(0u16), Just(200), Just(408)],
+            rang in proptest::option::of(any::<bool>()),
+        ) {
+            let keepalive = keepalive.map(|(crlf, ms)| {
+                let d = Duration::from_millis(ms);
+                if crlf { KeepAlive::Crlf(d) } else { KeepAlive::Options(d) }
+            });
+            let c = IncomingCall {
+                keepalive,
+                expires_secs,
+                wait_ms,
+                call_timeout_ms,
+                expect: CallExpectation { status, rang },
+                ..case(nat.clone())
+            };
+            let text = c.to_toml();
+            let s = Scenario::from_str("emitted.toml", &text)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(s.name(), c.name.as_str());
+            prop_assert_eq!(&s.file.scenario.summary, &c.summary);
+            prop_assert_eq!(s.file.scenario.t1_ms, c.t1_ms);
+            prop_assert_eq!(s.header.lines().next(), Some("Symptom: the phone never rings."));
+            prop_assert_eq!(s.topology.routers.len(), 1);
+            prop_assert_eq!(s.topology.routers[0].nat.as_ref(), Some(&nat));
+            let phone = s.file.components.iter().find_map(|comp| match comp.get_ref() {
+                Component::Ua { host, keepalive, expires_secs, answer_after_ms, .. }
+                    if host == PHONE => Some((keepalive.clone(), *expires_secs, *answer_after_ms)),
+                _ => None,
+            });
+            let (k, expires, answer) = phone.expect("the phone is a component");
+            let k = k.map(|k| {
+                let d = Duration::from_millis(k.interval_ms);
+                match k.kind {
+                    KeepAliveKind::Crlf => KeepAlive::Crlf(d),
+                    KeepAliveKind::Options => KeepAlive::Options(d),
+                }
+            });
+            prop_assert_eq!(k, c.keepalive);
+            prop_assert_eq!(expires, c.expires_secs);
+            prop_assert_eq!(answer, c.answer_after_ms);
+            let waited: u64 = s.file.steps.iter().map(|st| match st.get_ref() {
+                Step::Wait { ms } => *ms,
+                _ => 0,
+            }).sum();
+            prop_assert_eq!(waited, c.wait_ms);
+            let call = s.file.steps.iter().find_map(|st| match st.get_ref() {
+                Step::Call { from, to, timeout_ms, .. } => Some((from.clone(), to.clone(), *timeout_ms)),
+                _ => None,
+            });
+            prop_assert_eq!(call, Some((CALLER.to_string(), PHONE.to_string(), c.call_timeout_ms)));
+            let expects: Vec<String> = s.file.expects.iter().map(|e| match e.get_ref() {
+                Expect::Call { from, status } => format!("call {from} {status}"),
+                Expect::Registered { ua, value } => format!("registered {ua} {value}"),
+                Expect::Rang { ua, value } => format!("rang {ua} {value}"),
+                other => format!("{other:?}"),
+            }).collect();
+            let mut want = vec![
+                format!("registered {PHONE} true"),
+                format!("call {CALLER} {status}"),
+            ];
+            want.extend(rang.map(|r| format!("rang {PHONE} {r}")));
+            prop_assert_eq!(expects, want);
+        }
+    }
+}
