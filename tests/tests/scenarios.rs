@@ -130,3 +130,18 @@ async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and
     }
     Ok(())
 }
+
+/// SIPp (a stack nobody here wrote) registers through our SBC from behind every NAT type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_registers_through_our_sbc_behind_every_nat_type() -> Result<()> {
+    require_kernel!();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/sipp-register-via-sbc.toml");
+    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cells = scenario::matrix(&s, &[sim_nat::SipAlg::Off], &[None]).await?;
+    ensure!(cells.len() == 4);
+    for c in &cells {
+        ensure!(c.verdict == Verdict::Pass, "{c:?}");
+    }
+    Ok(())
+}
