@@ -104,6 +104,8 @@ struct Running {
     commands: BTreeMap<String, Process>,
     exits: BTreeMap<String, Option<i32>>,
     calls: CallResults,
+    /// Whom each phone's last call went to.
+    calls_to: BTreeMap<String, String>,
 }
 
 fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
@@ -142,6 +144,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
         commands: BTreeMap::new(),
         exits: BTreeMap::new(),
         calls: BTreeMap::new(),
+        calls_to: BTreeMap::new(),
     };
     // Servers first, phones last: phones talk to them as soon as they register.
     let order = |c: &Component| match c {
@@ -339,6 +342,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     Ok(r)
 }
 
+/// Where the files of this run's commands go; removed when the run ends.
+fn files_root(topo: &Topology) -> PathBuf {
+    std::env::temp_dir().join(format!("snh-files-{}", topo.run_id()))
+}
+
 /// Writes a command's files, substitutes its arguments, starts it inside its host and waits
 /// until it is ready.
 async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Result<Process> {
@@ -354,7 +362,8 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
         unreachable!("only commands are started here");
     };
     let t1 = s.file.scenario.t1_ms;
-    let dir = std::env::temp_dir().join(format!("snh-{}-{name}", std::process::id()));
+    // Per topology: cells of a matrix run the same command concurrently.
+    let dir = files_root(topo).join(name);
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut args: Vec<String> = run
         .iter()
@@ -457,6 +466,7 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 .await;
                 let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
                 r.calls.insert(from.clone(), status);
+                r.calls_to.insert(from.clone(), to.clone());
                 if status == 200 && r.uas.contains_key(to) {
                     let caller_remote =
                         r.uas[from]
@@ -792,7 +802,28 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         .vantages(vantages)
         .t1(Duration::from_millis(s.file.scenario.t1_ms));
     let ladder = base.clone().render();
-    let snapshot = base.without_events().sip_only().by_transaction().render();
+    let mut snapshot = base.without_events().sip_only().by_transaction().render();
+    // Media in the snapshot as verdicts per direction, not packet counts: which packets of a
+    // stream land before a latch or a pinhole opens varies by a packet or two between runs.
+    for (caller, report) in &running.reports {
+        let how = |user: &str| match running.media.get(user) {
+            Some(PhoneMedia::Relayed(_)) => "via TURN",
+            _ => "direct",
+        };
+        let callee = running
+            .calls_to
+            .get(caller)
+            .cloned()
+            .unwrap_or_else(|| "callee".into());
+        snapshot.push_str(&format!(
+            "── media of {caller}'s call ──\n  {caller} ({}) → {callee} ({}): {:?}\n  {callee} → {caller}: {:?}\n  verdict: {:?}\n",
+            how(caller),
+            how(&callee),
+            report.caller_to_callee.direction,
+            report.callee_to_caller.direction,
+            report.verdict
+        ));
+    }
     let mut pcaps = Vec::new();
     if let Some(dir) = &opts.out_dir {
         let dir = dir.join(s.name());
@@ -828,7 +859,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     } else {
         Verdict::Fail
     };
+    let files = files_root(&running.topo);
     drop(running);
+    let _ = std::fs::remove_dir_all(files);
     Ok(Outcome {
         name: s.name().to_string(),
         verdict,
