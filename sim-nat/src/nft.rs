@@ -51,6 +51,9 @@ pub struct RouterPorts {
 pub struct Ruleset {
     /// nft text, first: replaces any older version of [`TABLE`] and creates the `fc` map.
     pub prelude: String,
+    /// The same for a router that has no NAT table yet: without `delete table`, whose kernel
+    /// cleanup `nft` waits for (≈ 10 ms, a third of a topology's bring-up, measured).
+    pub prelude_fresh: String,
     /// Typed ruleset for `nft -j -f -`, second.
     pub json: Nftables<'static>,
     /// nft text, last: the rules that learn bindings into `fc`.
@@ -74,11 +77,13 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
 
     // Delete-then-create: `add table` is idempotent, `delete` then empties any older version, so
     // a behaviour can be changed mid-scenario by rendering again.
-    let prelude = format!(
-        "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip {TABLE}\n\
-         add map ip {TABLE} fc {{ type inet_service : ipv4_addr . inet_service; flags timeout; \
+    let fc_map = format!(
+        "add map ip {TABLE} fc {{ type inet_service : ipv4_addr . inet_service; flags timeout; \
          timeout {t}s; }}\n"
     );
+    let prelude =
+        format!("add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip {TABLE}\n{fc_map}");
+    let prelude_fresh = format!("add table ip {TABLE}\n{fc_map}");
     let address_dependent = nat.filtering == Filtering::AddressDependent;
     let outbound_only = nat.refresh == Refresh::OutboundOnly;
     if address_dependent {
@@ -337,6 +342,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     ];
     Ok(Ruleset {
         prelude,
+        prelude_fresh,
         json: Nftables {
             objects: Cow::Owned(b.objects),
         },

@@ -246,8 +246,14 @@ impl Node {
             self.sysctl(path, value).await?;
         }
         let nft = crate::preflight::require_program("nft")?;
+        let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+        let prelude = if first {
+            rules.prelude_fresh.clone()
+        } else {
+            rules.prelude.clone()
+        };
         let steps = [
-            (vec!["-f", "-"], rules.prelude.clone()),
+            (vec!["-f", "-"], prelude),
             (vec!["-j", "-f", "-"], rules.json_string()),
             (vec!["-f", "-"], rules.epilogue.clone()),
         ];
