@@ -3,13 +3,14 @@
 //!
 //! A [`Case`] is a NAT (an RFC 3489 type, refreshed by traffic in both directions or outbound
 //! only), its UDP binding timeout (1–3 s), the phone's keep-alive (none, CRLF or OPTIONS, and its
-//! interval), the registration expiry it asks for (it re-registers at half of it), and when the
-//! call comes: after the phone's n-th outbound packet (0: the REGISTER), by some delay, plus a
-//! little jitter — so a shrunk case reads "the call came 1160 ms after the REGISTER". Each case is
-//! turned into a
-//! scenario file by [`harness::scenario::emit`] *first*, parsed back, and run from what the file
-//! says: the topology is the file's, the components and the timeline are the file's. So a
-//! counterexample printed as a file is exactly what ran, and `harness run case.toml` replays it.
+//! interval), the registration expiry it asks for (it re-registers at half of it), the registrar
+//! (the far-end proxy, or our SBC pinging the phone: no pings, CRLF or OPTIONS, and their
+//! interval), and when the call comes: after the phone's n-th outbound packet (0: the REGISTER),
+//! by some delay, plus a little jitter — so a shrunk case reads "the call came 1160 ms after the
+//! REGISTER". Each case is turned into a scenario file by [`harness::scenario::emit`] *first*,
+//! parsed back, and run from what the file says: the topology is the file's, the components and
+//! the timeline are the file's. So a counterexample printed as a file is exactly what ran, and
+//! `harness run case.toml` replays it.
 //!
 //! # Properties
 //! 1. [`kernel_agrees_with_the_model`]: every datagram the registrar sends towards the phone
@@ -17,10 +18,13 @@
 //!    `NatModel`, fed the packets that really crossed the router at the instants they crossed it,
 //!    forwards it; in particular the incoming INVITE gets through iff the binding the registrar
 //!    stored was refreshed by an outbound packet (keep-alive, re-REGISTER) within the timeout
-//!    before it. For port-preserving NATs that is "some outbound packet within the timeout"; for
-//!    the symmetric NAT (random ports) a keep-alive after an expiry opens a *new* mapping the
-//!    registrar does not know, so only a gapless chain of refreshes since the last REGISTER keeps
-//!    the phone reachable. The model knows both; a closed formula would need a case per NAT.
+//!    before it — or, with our SBC, by one of its NAT pings: on a NAT refreshed by inbound traffic
+//!    too (Linux, `Refresh::Both`) any ping that reached the phone, on any NAT an OPTIONS ping the
+//!    phone answered (its 200 OK is outbound); the model is fed the pings as they left the SBC's
+//!    SIP socket and the phone's answers as it sent them. For port-preserving NATs that is "some
+//!    refresh within the timeout"; for the symmetric NAT (random ports) a keep-alive after an
+//!    expiry opens a *new* mapping the registrar does not know, so only a gapless chain of
+//!    refreshes since the last REGISTER keeps the phone reachable. The model knows both; a closed formula would need a case per NAT.
 //! 2. [`phone_is_reachable`]: whenever a refresh (keep-alive or re-registration) runs at an
 //!    interval shorter than the timeout, the incoming INVITE reaches the phone, whenever it comes.
 //!    The same check on a keep-alive 1 s *longer* than the timeout must fail, and does:
@@ -42,7 +46,8 @@
 //! namespaces the phone's timers and the call fire a few (rarely tens of) milliseconds late.
 //! Cases are not retried; instead no case is *generated* within ±[`MARGIN`] (150 ms) of a
 //! boundary: the model's verdict on the planned schedule must not change when the INVITE moves
-//! anywhere in ±150 ms (checked every 10 ms), and for a NAT that does not preserve ports no gap
+//! anywhere in ±150 ms (checked every 10 ms) nor when the SBC's pings, on their own timer, move
+//! anywhere in ±150 ms (every 50 ms), and for a NAT that does not preserve ports no gap
 //! between two of the phone's packets may be within 150 ms of the timeout. The run is then judged
 //! against the model fed the *observed* packet times, and a run whose INVITE verdict differs
 //! between the planned and the observed schedule is reported as drift, never silently passed.
@@ -64,8 +69,7 @@
 //!
 //! # Not covered
 //! STUN keep-alives (RFC 5626 §4.4.2) need to leave from the SIP socket, which the UA owns and
-//! offers no way to send from; pings from the server side (an SBC's OPTIONS to the phone) are not
-//! a registrar option this file's scenarios can express; the kernel SIP helper keeps SIP flows
+//! offers no way to send from; the kernel SIP helper keeps SIP flows
 //! for an hour whatever the timeout (kernel-facts), so every NAT here has it off.
 
 use std::collections::HashMap;
@@ -76,7 +80,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use futures::future::join_all;
-use harness::scenario::emit::{self, CallExpectation, IncomingCall};
+use harness::rtp::Machine;
+use harness::sbc::{Ping, Sbc, SbcConfig};
+use harness::scenario::emit::{self, CallExpectation, IncomingCall, Registrar};
 use harness::scenario::file::{Component, KeepAliveKind, NatHandlingDef, Step};
 use harness::scenario::{self, RunOptions, Scenario};
 use harness::shapes::{self, SERVER, SERVER_ALT};
@@ -85,8 +91,9 @@ use harness::sip::{
     UaConfig, UaTask,
 };
 use harness::stun::{
-    self, DiscoveryConfig, LifetimeProbe, RetransmitConfig, ServerConfig, StunServerTask,
+    self, DiscoveryConfig, LifetimeProbe, RetransmitConfig, ServerConfig, StunServerTask, Transmit,
 };
+use harness::turn::driver::MachineTask;
 use harness::Topology;
 use proptest::sample::select;
 use proptest::strategy::{NewTree, Strategy, ValueTree};
@@ -172,6 +179,38 @@ impl fmt::Display for KeepAliveSetting {
     }
 }
 
+/// What registers the phone: the far-end proxy, or our SBC with its NAT pings (none, CRLF or
+/// OPTIONS, and their interval; a ping leaves from the SBC's SIP socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RegistrarSetting {
+    Proxy,
+    Sbc(KeepAliveSetting),
+}
+
+impl RegistrarSetting {
+    fn emitted(self) -> Registrar {
+        match self {
+            Self::Proxy => Registrar::Proxy,
+            Self::Sbc(p) => Registrar::Sbc { ping: p.sip() },
+        }
+    }
+}
+
+impl fmt::Display for RegistrarSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Proxy => f.write_str("far-end proxy"),
+            Self::Sbc(KeepAliveSetting::Off) => f.write_str("SBC without NAT pings"),
+            Self::Sbc(KeepAliveSetting::Crlf { interval_ms }) => {
+                write!(f, "SBC with CRLF pings every {interval_ms} ms")
+            }
+            Self::Sbc(KeepAliveSetting::Options { interval_ms }) => {
+                write!(f, "SBC with OPTIONS pings every {interval_ms} ms")
+            }
+        }
+    }
+}
+
 /// One concrete binding-timeout case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Case {
@@ -188,6 +227,8 @@ struct Case {
     delay_ms: u64,
     /// …plus this little jitter (shrinks to 0).
     jitter_ms: u64,
+    /// The registrar (last: it shrinks to the proxy once the rest is minimal).
+    registrar: RegistrarSetting,
 }
 
 fn ms(n: u64) -> Duration {
@@ -230,8 +271,18 @@ impl Case {
             KeepAliveSetting::Crlf { interval_ms } => format!("crlf-{interval_ms}ms"),
             KeepAliveSetting::Options { interval_ms } => format!("options-{interval_ms}ms"),
         };
+        let reg = match self.registrar {
+            RegistrarSetting::Proxy => String::new(),
+            RegistrarSetting::Sbc(KeepAliveSetting::Off) => "-sbc".into(),
+            RegistrarSetting::Sbc(KeepAliveSetting::Crlf { interval_ms }) => {
+                format!("-sbc-crlf-{interval_ms}ms")
+            }
+            RegistrarSetting::Sbc(KeepAliveSetting::Options { interval_ms }) => {
+                format!("-sbc-options-{interval_ms}ms")
+            }
+        };
         format!(
-            "binding-timeout-{}-{}-{}s-{ka}-expires-{}s-call-{}ms",
+            "binding-timeout-{}-{}-{}s-{ka}-expires-{}s-call-{}ms{reg}",
             self.nat,
             self.refresh_name(),
             self.timeout_secs,
@@ -284,9 +335,25 @@ impl Case {
     /// What the phone sends, and when the INVITE reaches the router, as planned.
     fn plan(&self) -> Plan {
         let invite = self.invite_at();
+        let horizon = invite + MARGIN + Duration::from_secs(1);
+        // The SBC's ping timer starts when the first REGISTER reaches it.
+        let mut pings = Vec::new();
+        let mut answered = false;
+        if let RegistrarSetting::Sbc(p) = self.registrar {
+            answered = matches!(p, KeepAliveSetting::Options { .. });
+            if let Some(every) = p.interval() {
+                let mut t = RTT + every;
+                while t <= horizon {
+                    pings.push(t);
+                    t += every;
+                }
+            }
+        }
         Plan {
-            sent: self.packets(invite + MARGIN + Duration::from_secs(1)),
+            sent: self.packets(horizon),
             invite,
+            pings,
+            answered,
         }
     }
 
@@ -295,10 +362,11 @@ impl Case {
         IncomingCall {
             name: self.name(),
             summary: format!(
-                "{}, {} s UDP timeout ({} refresh); phone with {}, expires {} s; called {} ms after registering",
+                "{}, {} s UDP timeout ({} refresh); {}; phone with {}, expires {} s; called {} ms after registering",
                 self.nat,
                 self.timeout_secs,
                 self.refresh_name(),
+                self.registrar,
                 self.keepalive,
                 self.expires_secs,
                 self.wait_ms()
@@ -306,6 +374,7 @@ impl Case {
             comment,
             t1_ms: T1.as_millis() as u64,
             nat: self.behaviour(),
+            registrar: self.registrar.emitted(),
             keepalive: self.keepalive.sip(),
             expires_secs: self.expires_secs.into(),
             answer_after_ms: ANSWER_AFTER.as_millis() as u64,
@@ -328,6 +397,9 @@ struct Plan {
     sent: Vec<(Duration, Sent)>,
     /// When the registrar's INVITE reaches the router.
     invite: Duration,
+    /// When the SBC's NAT pings reach the router, and whether the phone answers them (OPTIONS).
+    pings: Vec<Duration>,
+    answered: bool,
 }
 
 impl Plan {
@@ -350,28 +422,44 @@ struct Prediction {
     why: Option<String>,
 }
 
-/// Runs the planned schedule through `NatModel`, with the INVITE moved by `shift_ms`.
-fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64) -> Prediction {
+fn shifted(t: Duration, shift_ms: i64) -> Duration {
+    let shift = Duration::from_millis(shift_ms.unsigned_abs());
+    if shift_ms >= 0 {
+        t + shift
+    } else {
+        t.saturating_sub(shift)
+    }
+}
+
+/// Runs the planned schedule through `NatModel`, with the INVITE moved by `shift_ms` and the
+/// SBC's pings by `ping_shift_ms`.
+fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64, ping_shift_ms: i64) -> Prediction {
     #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     enum Ev {
         Out(usize),
         Answer(usize),
+        Ping,
+        Pong,
         Invite,
     }
-    let shift = Duration::from_millis(shift_ms.unsigned_abs());
-    let invite = if shift_ms >= 0 {
-        plan.invite + shift
-    } else {
-        plan.invite.saturating_sub(shift)
-    };
+    let invite = shifted(plan.invite, shift_ms);
     let mut events: Vec<(Duration, Ev)> = Vec::new();
     for (i, (t, _)) in plan.sent.iter().enumerate() {
         events.push((*t, Ev::Out(i)));
         // The registrar answers REGISTER and OPTIONS with a 200, a CRLF ping with a CRLF pong.
         events.push((*t + RTT, Ev::Answer(i)));
     }
+    for t in &plan.pings {
+        let t = shifted(*t, ping_shift_ms).max(RTT);
+        events.push((t, Ev::Ping));
+        if plan.answered {
+            events.push((t + RTT, Ev::Pong));
+        }
+    }
     events.push((invite, Ev::Invite));
     events.sort();
+    // Whether the last ping reached the phone (and so is answered).
+    let mut ping_delivered = false;
     let mut model = NatModel::new(nat.clone(), PUBLIC, LAN).expect("valid NAT");
     let mut mapped: Vec<Option<SocketAddrV4>> = vec![None; plan.sent.len()];
     let mut target = None;
@@ -389,6 +477,17 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64) -> Prediction {
             Ev::Answer(i) => {
                 if let Some(to) = mapped[i] {
                     let _ = model.inbound(REGISTRAR, to, now);
+                }
+            }
+            // The SBC pings the address the phone registered from.
+            Ev::Ping => {
+                ping_delivered = target
+                    .is_some_and(|to| model.inbound(REGISTRAR, to, now).forwarded().is_some());
+            }
+            // The phone's 200 OK to an OPTIONS ping is outbound.
+            Ev::Pong => {
+                if std::mem::take(&mut ping_delivered) {
+                    let _ = model.outbound(PHONE, REGISTRAR, now);
                 }
             }
             Ev::Invite => {
@@ -413,13 +512,23 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64) -> Prediction {
 fn clear_of_boundaries(c: &Case) -> bool {
     let nat = c.behaviour();
     let plan = c.plan();
-    let base = predict(&nat, &plan, 0).delivered;
+    let base = predict(&nat, &plan, 0, 0).delivered;
     let (margin, step) = (MARGIN.as_millis() as i64, MARGIN_STEP.as_millis() as i64);
     let earliest = (2 * RTT).as_millis() as i64;
+    // The SBC's pings run on its own clock: they may drift too (coarser steps: it is a product).
+    let ping_shifts: Vec<i64> = if plan.pings.is_empty() {
+        vec![0]
+    } else {
+        (-margin..=margin).step_by(5 * step as usize).collect()
+    };
     let stable = (-margin..=margin)
         .step_by(step as usize)
         .filter(|s| plan.invite.as_millis() as i64 + s >= earliest)
-        .all(|s| predict(&nat, &plan, s).delivered == base);
+        .all(|s| {
+            ping_shifts
+                .iter()
+                .all(|p| predict(&nat, &plan, s, *p).delivered == base)
+        });
     // Without port preservation, an expiry between two of the phone's packets moves it to a new
     // port: every gap must be clearly shorter or clearly longer than the timeout.
     let gaps_clear = nat.ports == PortAllocation::Preserve
@@ -486,7 +595,23 @@ fn case(
         after_packet,
         delay_ms,
         jitter_ms,
+        registrar: RegistrarSetting::Proxy,
     }
+}
+
+/// The far-end proxy half of the time, else our SBC without pings, or with CRLF or OPTIONS
+/// pings every 0.3–4 s.
+fn arb_registrar() -> impl Strategy<Value = RegistrarSetting> {
+    proptest::prop_oneof![
+        3 => proptest::strategy::Just(RegistrarSetting::Proxy),
+        1 => proptest::strategy::Just(RegistrarSetting::Sbc(KeepAliveSetting::Off)),
+        1 => (3..=40u64).prop_map(|n| RegistrarSetting::Sbc(KeepAliveSetting::Crlf {
+            interval_ms: n * 100
+        })),
+        1 => (3..=40u64).prop_map(|n| RegistrarSetting::Sbc(KeepAliveSetting::Options {
+            interval_ms: n * 100
+        })),
+    ]
 }
 
 /// Whether a generated case is one the properties can judge: its call comes after the packet it
@@ -507,8 +632,12 @@ fn arb_case() -> impl Strategy<Value = Case> {
         arb_keepalive(),
         arb_expires(),
         arb_when(),
+        arb_registrar(),
     )
-        .prop_map(|(n, t, k, e, w)| case(n, t, k, e, w))
+        .prop_map(|(n, t, k, e, w, r)| Case {
+            registrar: r,
+            ..case(n, t, k, e, w)
+        })
         .prop_filter("the call is not well placed", well_placed)
 }
 
@@ -695,10 +824,81 @@ struct Run {
     established: bool,
 }
 
+/// Our SBC, recording what its SIP socket sends and receives as a SIP driver does.
+struct RecordedSbc {
+    sbc: Sbc,
+    node: String,
+    log: std::sync::Arc<Mutex<Vec<Datagram>>>,
+}
+
+impl RecordedSbc {
+    fn record(&self, at: Instant, direction: Direction, remote: SocketAddr, payload: &[u8]) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Datagram {
+                node: self.node.clone(),
+                at,
+                direction,
+                local: self.sbc.config().sip,
+                remote,
+                payload: payload.to_vec(),
+            });
+    }
+}
+
+impl Machine for RecordedSbc {
+    type Event = harness::sbc::SbcEvent;
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, b: &[u8], now: Instant) {
+        if local == self.sbc.config().sip {
+            self.record(now, Direction::Received, from, b);
+        }
+        self.sbc.handle_datagram(local, from, b, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.sbc.handle_timeout(now);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.sbc.poll_transmit()?;
+        if t.source == self.sbc.config().sip {
+            // The driver sends it right away: stamped as a SIP driver stamps a send.
+            self.record(Instant::now(), Direction::Sent, t.destination, &t.payload);
+        }
+        Some(t)
+    }
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        self.sbc.poll_event()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sbc.poll_timeout()
+    }
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.sbc.local_addresses()
+    }
+}
+
+/// The registrar a lab runs.
+enum RegistrarTask {
+    Proxy(ProxyTask),
+    Sbc {
+        _task: MachineTask<RecordedSbc, ()>,
+        log: std::sync::Arc<Mutex<Vec<Datagram>>>,
+    },
+}
+
+impl RegistrarTask {
+    fn datagrams(&self) -> Vec<Datagram> {
+        match self {
+            Self::Proxy(p) => p.datagrams(),
+            Self::Sbc { log, .. } => log.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
 /// A case's topology and components, up and idle.
 struct Lab {
     scenario: Scenario,
-    proxy: ProxyTask,
+    proxy: RegistrarTask,
     uas: HashMap<String, UaTask>,
     // Last: the tasks above stop before their namespaces go.
     _topo: Topology,
@@ -746,7 +946,32 @@ async fn lab(case: &Case) -> Result<Lab> {
                 let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
                 cfg.timers = Timers::scaled(t1);
                 cfg.users = users.clone();
-                proxy = Some(ProxyTask::spawn(node, cfg).await?.0);
+                proxy = Some(RegistrarTask::Proxy(ProxyTask::spawn(node, cfg).await?.0));
+            }
+            Component::Sbc {
+                host,
+                port,
+                ping,
+                users,
+            } => {
+                let node = topo.node(host)?;
+                let sip = SocketAddr::new(node.addr().into(), *port);
+                let mut cfg = SbcConfig::new(sip, &node.addr().to_string());
+                cfg.timers = Timers::scaled(t1);
+                cfg.users = users.clone();
+                cfg.ping = ping.as_ref().map(|k| match k.kind {
+                    KeepAliveKind::Crlf => Ping::Crlf(ms(k.interval_ms)),
+                    KeepAliveKind::Options => Ping::Options(ms(k.interval_ms)),
+                });
+                let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+                let sbc = RecordedSbc {
+                    sbc: Sbc::new(cfg),
+                    node: node.name().to_string(),
+                    log: log.clone(),
+                };
+                let locals = sbc.local_addresses();
+                let (task, _) = MachineTask::spawn(node, sbc, &locals, |_| (), |_, _| {}).await?;
+                proxy = Some(RegistrarTask::Sbc { _task: task, log });
             }
             Component::Ua {
                 host,
@@ -1045,7 +1270,7 @@ fn judge(case: &Case, run: &Run) -> Judged {
     Judged {
         inbound,
         invite,
-        planned: predict(&case.behaviour(), &case.plan(), 0),
+        planned: predict(&case.behaviour(), &case.plan(), 0, 0),
         last_sent,
     }
 }
@@ -1110,8 +1335,8 @@ fn comment(property: &str, case: &Case, j: &Judged) -> Vec<String> {
     vec![
         format!("Counterexample to `{property}` (tests/tests/properties.rs), shrunk by proptest."),
         format!(
-            "Setting: {}, registration expiry {} s ({reregister}); NAT {} with a {} s UDP timeout, {refresh}.",
-            case.keepalive, case.expires_secs, case.nat, case.timeout_secs,
+            "Setting: {}, registration expiry {} s ({reregister}); registrar: {}; NAT {} with a {} s UDP timeout, {refresh}.",
+            case.keepalive, case.expires_secs, case.registrar, case.nat, case.timeout_secs,
         ),
         format!("The call's INVITE reaches the router {last}."),
         format!(
@@ -1269,11 +1494,24 @@ fn check_batch(label: &str, batch: &[Case], property: Property) -> Result<(), Te
     let (runs, fresh) = run_cases(batch);
     let mut failures = Vec::new();
     let (mut reached, mut drift) = (0, Duration::ZERO);
+    let sbcs = batch
+        .iter()
+        .filter(|c| matches!(c.registrar, RegistrarSetting::Sbc(_)))
+        .count();
+    let (mut pings, mut pings_through) = (0, 0);
     for (case, run) in batch.iter().zip(&runs) {
         match run {
             Err(e) => failures.push(format!("{case:?}\n  harness error: {e}")),
             Ok(run) => {
                 let j = judge(case, run);
+                if matches!(case.registrar, RegistrarSetting::Sbc(_)) {
+                    for i in &j.inbound {
+                        if i.what.starts_with("OPTIONS") || i.what == "CRLF" {
+                            pings += 1;
+                            pings_through += usize::from(i.kernel);
+                        }
+                    }
+                }
                 reached += usize::from(j.reached());
                 if let Some(i) = j.invite() {
                     drift = drift.max(i.at.abs_diff(case.plan().invite));
@@ -1294,7 +1532,8 @@ fn check_batch(label: &str, batch: &[Case], property: Property) -> Result<(), Te
     }
     eprintln!(
         "{label}: {} case(s), {fresh} run now, in {:.1} s: INVITE reached the phone in {reached}, \
-         lost in {}; largest INVITE drift from plan {} ms; {} failed",
+         lost in {}; largest INVITE drift from plan {} ms; {sbcs} with our SBC ({pings} of its \
+         NAT pings or CRLF pongs towards the phone, {pings_through} through); {} failed",
         batch.len(),
         started.elapsed().as_secs_f64(),
         batch.len() - reached,
@@ -1387,7 +1626,7 @@ fn the_model_agrees_that_a_refresh_faster_than_the_timeout_keeps_the_phone_reach
     });
     runner
         .run(&arb_refreshed_case(), |c| {
-            let p = predict(&c.behaviour(), &c.plan(), 0);
+            let p = predict(&c.behaviour(), &c.plan(), 0, 0);
             proptest::prop_assert!(
                 p.delivered && c.refresh_interval() + MARGIN <= c.timeout(),
                 "{c:?}: {p:?}"
@@ -1395,6 +1634,67 @@ fn the_model_agrees_that_a_refresh_faster_than_the_timeout_keeps_the_phone_reach
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn the_model_says_sbc_pings_keep_a_linux_binding_and_answered_options_pings_any_binding(
+) -> Result<()> {
+    // The issue's property on the oracle, over the SBC cases property 1 runs: pings faster than
+    // the timeout keep the phone reachable when they refresh the binding (inbound refresh, or the
+    // phone's outbound answer to an OPTIONS), and CRLF pings on an outbound-only NAT change
+    // nothing (on port-preserving NATs). Also: some generated cases are decided by the pings alone.
+    let mut runner = TestRunner::new(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let mut decided_by_pings = 0;
+    for _ in 0..2000 {
+        let c = arb_case()
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .current();
+        let RegistrarSetting::Sbc(ping) = c.registrar else {
+            continue;
+        };
+        let plan = c.plan();
+        let with = predict(&c.behaviour(), &plan, 0, 0).delivered;
+        let without = predict(
+            &c.behaviour(),
+            &Plan {
+                pings: vec![],
+                ..plan.clone()
+            },
+            0,
+            0,
+        )
+        .delivered;
+        decided_by_pings += usize::from(with != without);
+        let refreshes = match ping {
+            KeepAliveSetting::Off => false,
+            KeepAliveSetting::Crlf { .. } => c.refresh == Refresh::Both,
+            KeepAliveSetting::Options { .. } => true,
+        };
+        if refreshes && ping.interval().is_some_and(|i| i + MARGIN <= c.timeout()) {
+            ensure!(
+                with,
+                "{c:?}: pings faster than the timeout, yet the INVITE is lost"
+            );
+        }
+        // (Only where ports are preserved: elsewhere a ping may clear an expired mapping in the
+        // model, and the phone's next packet then draws its new port from another state.)
+        if !refreshes && c.behaviour().ports == PortAllocation::Preserve {
+            ensure!(
+                with == without,
+                "{c:?}: pings that refresh nothing changed the verdict"
+            );
+        }
+    }
+    eprintln!("generated: {decided_by_pings} SBC case(s) decided by the pings");
+    ensure!(
+        decided_by_pings > 0,
+        "no generated case is decided by the SBC's pings"
+    );
+    Ok(())
 }
 
 #[test]
@@ -1411,7 +1711,7 @@ fn the_generated_cases_cover_both_verdicts_on_every_nat() -> Result<()> {
             .new_tree(&mut runner)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .current();
-        let reached = predict(&c.behaviour(), &c.plan(), 0).delivered;
+        let reached = predict(&c.behaviour(), &c.plan(), 0, 0).delivered;
         let n = seen.entry((c.nat, c.refresh)).or_default();
         if reached {
             n.0 += 1;
@@ -1470,7 +1770,7 @@ fn a_keepalive_one_second_longer_than_the_timeout_is_caught_shrunk_and_emitted_a
         bail!("the shrunk case passes: {case:?}");
     };
     ensure!(
-        !predict(&case.behaviour(), &case.plan(), 0).delivered,
+        !predict(&case.behaviour(), &case.plan(), 0, 0).delivered,
         "the model expects {case:?} to be reachable"
     );
     eprintln!(

@@ -5,7 +5,7 @@
 //! This is how a property test's shrunk counterexample becomes something a field engineer can run,
 //! read and attach to a ticket. The file uses the vocabulary of the hand-written catalogue
 //! (`scenarios/binding-expiry.toml`): a phone `bob` behind the router `home`, the registrar/proxy
-//! on `server`, a caller `alice` on the internet; `bob` registers, time passes, `alice` calls him,
+//! (the far-end proxy, or our SBC with its NAT pings) on `server`, a caller `alice` on the internet; `bob` registers, time passes, `alice` calls him,
 //! and the expectations say how the call must end and whether his phone rang.
 //!
 //! Only what differs from a named NAT type is written into the `nat` table, so a counterexample
@@ -49,6 +49,15 @@ pub struct CallExpectation {
     pub rang: Option<bool>,
 }
 
+/// The registrar/proxy on [`PROXY_HOST`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registrar {
+    /// The far-end NAT-handling proxy (`kind = "proxy"`).
+    Proxy,
+    /// Our SBC (`kind = "sbc"`), pinging registered phones with `ping` (`None`: no pings).
+    Sbc { ping: Option<KeepAlive> },
+}
+
 /// One concrete incoming-call case: `bob` behind `home` registers, `wait_ms` later `alice` calls
 /// him through the registrar on `server`.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +71,8 @@ pub struct IncomingCall {
     /// SIP timer T1; every SIP timer scales with it.
     pub t1_ms: u64,
     pub nat: NatBehaviour,
+    /// What runs on [`PROXY_HOST`].
+    pub registrar: Registrar,
     /// The phone's keep-alive, if any.
     pub keepalive: Option<KeepAlive>,
     /// The registration lifetime the phone asks for (it refreshes at half of it).
@@ -205,9 +216,20 @@ impl IncomingCall {
         }
         line(String::new());
         line("[[component]]".into());
-        line(format!("kind = {}", value("proxy")));
-        line(format!("host = {}", value(PROXY_HOST)));
-        line(format!("nat-handling = {}", value("far-end")));
+        match &self.registrar {
+            Registrar::Proxy => {
+                line(format!("kind = {}", value("proxy")));
+                line(format!("host = {}", value(PROXY_HOST)));
+                line(format!("nat-handling = {}", value("far-end")));
+            }
+            Registrar::Sbc { ping } => {
+                line(format!("kind = {}", value("sbc")));
+                line(format!("host = {}", value(PROXY_HOST)));
+                if let Some(p) = ping {
+                    line(format!("ping = {}", keepalive_value(p)));
+                }
+            }
+        }
         line(String::new());
         line("[[component]]".into());
         line(format!("kind = {}", value("ua")));
@@ -285,6 +307,7 @@ mod tests {
             ],
             t1_ms: 1000,
             nat,
+            registrar: Registrar::Proxy,
             keepalive: Some(KeepAlive::Crlf(Duration::from_millis(2000))),
             expires_secs: 3600,
             answer_after_ms: 100,
@@ -399,12 +422,19 @@ mod tests {
             call_timeout_ms in 1..100_000u64,
             status in prop_oneof![Just(0u16), Just(200), Just(408)],
             rang in proptest::option::of(any::<bool>()),
+            sbc in proptest::option::of(proptest::option::of((any::<bool>(), 1..100_000u64))),
         ) {
-            let keepalive = keepalive.map(|(crlf, ms)| {
+            let ka = |(crlf, ms): (bool, u64)| {
                 let d = Duration::from_millis(ms);
                 if crlf { KeepAlive::Crlf(d) } else { KeepAlive::Options(d) }
-            });
+            };
+            let keepalive = keepalive.map(ka);
+            let registrar = match sbc {
+                None => Registrar::Proxy,
+                Some(ping) => Registrar::Sbc { ping: ping.map(ka) },
+            };
             let c = IncomingCall {
+                registrar,
                 keepalive,
                 expires_secs,
                 wait_ms,
@@ -435,6 +465,20 @@ mod tests {
                 }
             });
             prop_assert_eq!(k, c.keepalive);
+            let registrar = s.file.components.iter().find_map(|comp| match comp.get_ref() {
+                Component::Proxy { host, .. } if host == PROXY_HOST => Some(Registrar::Proxy),
+                Component::Sbc { host, ping, .. } if host == PROXY_HOST => Some(Registrar::Sbc {
+                    ping: ping.as_ref().map(|p| {
+                        let d = Duration::from_millis(p.interval_ms);
+                        match p.kind {
+                            KeepAliveKind::Crlf => KeepAlive::Crlf(d),
+                            KeepAliveKind::Options => KeepAlive::Options(d),
+                        }
+                    }),
+                }),
+                _ => None,
+            });
+            prop_assert_eq!(registrar, Some(c.registrar));
             prop_assert_eq!(expires, c.expires_secs);
             prop_assert_eq!(answer, c.answer_after_ms);
             let waited: u64 = s.file.steps.iter().map(|st| match st.get_ref() {
