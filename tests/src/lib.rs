@@ -34,6 +34,11 @@ macro_rules! require_kernel {
     };
 }
 
+/// `SocketAddr` from an address literal and a port; panics on a typo in a test's own constant.
+pub fn sa(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("a literal address"), port)
+}
+
 /// Waits up to `wait` for one datagram; `None` if nothing came.
 pub async fn recv_within(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = vec![0u8; 2048];

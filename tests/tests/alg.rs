@@ -25,17 +25,13 @@ use harness::stun::{self, ServerConfig, StunServerTask};
 use harness::trace::{Ladder, Payload, Trace};
 use harness::Topology;
 use sim_nat::{NatBehaviour, NatType, PortAllocation, SipAlg};
-use tests::{recv_within, require_kernel, DELIVERY};
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 const T1: Duration = Duration::from_millis(50);
 const DOMAIN: &str = "example.com";
 const ALICE: &str = "192.168.1.10";
 const HOME: &str = "203.0.113.1";
 const STEP: Duration = Duration::from_secs(3);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn timer_b() -> Duration {
     Timers::scaled(T1).timeout()

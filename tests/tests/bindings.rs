@@ -1,16 +1,12 @@
 //! A router's bindings can be listed, expired on demand, flushed, and watched.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
 use anyhow::{ensure, Context, Result};
 use harness::bindings::{self, BindingEvent, BindingWatch, Opened};
 use harness::shapes::{self, SERVER};
 use sim_nat::NatType;
-use tests::{recv_within, require_kernel, DELIVERY};
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 fn alice() -> SocketAddrV4 {
     "192.168.1.10:5060".parse().unwrap()

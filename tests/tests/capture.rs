@@ -8,11 +8,7 @@ use harness::capture::{self, Capture};
 use harness::shapes::{self, SERVER};
 use harness::trace::{Ladder, Payload, Trace};
 use sim_nat::NatType;
-use tests::{recv_within, require_kernel, DELIVERY};
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 const REGISTER: &str = "REGISTER sip:203.0.113.10 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-77;rport\r\n\

@@ -1,17 +1,13 @@
 //! Carrier-grade NAT (port blocks per subscriber) and address pools (paired or not).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use anyhow::{ensure, Context, Result};
 use harness::shapes::{PEER, SERVER};
 use harness::{Topology, INTERNET};
 use sim_nat::{NatBehaviour, NatType};
-use tests::{recv_within, require_kernel, DELIVERY};
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 /// Two home routers share a CGNAT whose subscribers get 4 ports each. Alice's fifth flow finds
 /// her block full and goes nowhere; Bob, in his own block, is unaffected.

@@ -13,14 +13,10 @@ use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, SERVER};
 use harness::{probe, Topology};
 use sim_nat::{Filtering, Mapping, NatBehaviour, NatModel, NatType, PortAllocation, Refresh};
-use tests::{recv_within, require_kernel, DELIVERY};
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 use tokio::net::UdpSocket;
 
 const BOUNDARY: Duration = Duration::from_millis(150);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn v4(s: SocketAddr) -> SocketAddrV4 {
     match s {

@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, PEER, SERVER, SERVER_ALT};
 use harness::Topology;
 use sim_nat::{NatBehaviour, NatType};
-use tests::{recv_within, require_kernel, DELIVERY};
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 use tokio::net::UdpSocket;
 
 struct Lab {
@@ -26,10 +26,6 @@ struct Lab {
     s3: UdpSocket,
     /// a different public host
     peer: UdpSocket,
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 async fn lab(nat: NatBehaviour) -> Result<Lab> {

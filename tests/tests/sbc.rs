@@ -23,7 +23,7 @@ use harness::sip::{Direction, Event, KeepAlive, Timers, UaConfig, UaTask};
 use harness::turn::MediaTask;
 use harness::{Node, Topology};
 use sim_nat::{NatBehaviour, NatType, Refresh};
-use tests::require_kernel;
+use tests::{require_kernel, sa};
 
 const T1: Duration = Duration::from_millis(50);
 const DOMAIN: &str = "example.com";
@@ -35,10 +35,6 @@ const HOME_B: &str = "198.51.100.1";
 const STEP: Duration = Duration::from_secs(3);
 const MEDIA: Duration = Duration::from_secs(2);
 const PACKETS: u64 = 100;
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -21,7 +21,7 @@ use harness::sip::{
 use harness::stun::{self, ServerConfig, StunServerTask};
 use harness::{Node, Topology};
 use sim_nat::{NatBehaviour, NatType};
-use tests::{recv_within, require_kernel, DELIVERY};
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 const T1: Duration = Duration::from_millis(50);
 const DOMAIN: &str = "example.com";
@@ -33,10 +33,6 @@ const HOME_B: &str = "198.51.100.1";
 const LATE: Duration = Duration::from_millis(400);
 /// How long a step that needs a few round trips may take.
 const STEP: Duration = Duration::from_secs(3);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn timer_b() -> Duration {
     Timers::scaled(T1).timeout()

@@ -1,16 +1,10 @@
 //! The kernel's own SIP helper (the "SIP ALG" of Linux routers) rewrites what it sees, and only
 //! when turned on.
 
-use std::net::SocketAddr;
-
 use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, SERVER};
 use sim_nat::{NatType, SipAlg};
-use tests::{recv_within, require_kernel, DELIVERY};
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 const REGISTER: &str = "REGISTER sip:203.0.113.10 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-1;rport\r\n\

@@ -21,15 +21,11 @@ use harness::stun::{
 };
 use harness::Topology;
 use sim_nat::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation};
-use tests::require_kernel;
+use tests::{require_kernel, sa};
 
 /// Alice's address, and the NAT's public one.
 const ALICE: &str = "192.168.1.10";
 const PUBLIC: &str = "203.0.113.1";
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn fast() -> RetransmitConfig {
     RetransmitConfig {

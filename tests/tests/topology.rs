@@ -7,11 +7,7 @@ use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, SERVER};
 use harness::{Topology, INTERNET};
 use sim_nat::NatType;
-use tests::{recv_within, require_kernel, DELIVERY};
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
+use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 /// A packet to a leaked private address vanishes silently, as on the internet: no ENETUNREACH at
 /// `send`, no ICMP error afterwards, so a proxy times out (408) instead of failing fast (477).

@@ -19,7 +19,7 @@ use harness::turn::{
 };
 use harness::{Node, Topology};
 use sim_nat::NatType;
-use tests::require_kernel;
+use tests::{require_kernel, sa};
 
 const ALICE: &str = "192.168.1.10";
 const BOB: &str = "192.168.2.10";
@@ -27,10 +27,6 @@ const REALM: &str = "harness.test";
 /// Long enough for 250 packets and the last ones' flight.
 const CALL: Duration = Duration::from_secs(8);
 const SETUP: Duration = Duration::from_secs(5);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 async fn symmetric_lans() -> Result<Topology> {
     Ok(shapes::two_lans(NatType::Symmetric, NatType::Symmetric)
