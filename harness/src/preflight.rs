@@ -15,7 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("turnutils_natdiscovery", "coturn"),
     ("turnutils_uclient", "coturn"),
     ("kamailio", "kamailio"),
-    ("baresip", "baresip"),
+    ("baresip", "baresip-core"),
     ("conntrack", "conntrack"),
     ("tshark", "tshark"),
     ("tcpdump", "tcpdump"),

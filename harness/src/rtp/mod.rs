@@ -8,6 +8,7 @@
 //! catalogue (private `c=` address, asymmetric RTP, symmetric NAT) reproduce on a virtual clock
 //! through `sim_nat::NatModel` as well as on the kernel.
 
+pub mod observed;
 pub mod packet;
 pub mod report;
 pub mod stream;

@@ -389,6 +389,10 @@ pub enum Component {
         /// Start with the topology (default) or only at a `start` step.
         #[serde(default = "yes")]
         autostart: bool,
+        /// The SIP user it answers calls as (a softphone's account). A `call` step to this user
+        /// then gets a media verdict too: the program's side is read off the packets at its
+        /// host's interface, since the harness cannot ask it what it heard.
+        user: Option<String>,
     },
 }
 

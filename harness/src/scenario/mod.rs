@@ -179,6 +179,8 @@ impl Scenario {
         let mut stun = BTreeSet::new();
         let mut turn = BTreeSet::new();
         let mut commands = BTreeSet::new();
+        // SIP users answered by commands: callees only, the harness cannot drive them.
+        let mut external_users = BTreeSet::new();
         for comp in &f.components {
             let span = comp.span();
             let host = comp.get_ref().host();
@@ -202,13 +204,20 @@ impl Scenario {
                 }
                 Component::Ua { host, user, .. } => {
                     let u = user.clone().unwrap_or_else(|| host.clone());
-                    if !uas.insert(u.clone()) {
+                    if external_users.contains(&u) || !uas.insert(u.clone()) {
                         return Err(c.err(span, format!("two phones are called `{u}`")));
                     }
                 }
-                Component::Command { name, run, .. } => {
+                Component::Command {
+                    name, run, user, ..
+                } => {
                     if run.is_empty() {
                         return Err(c.err(span, format!("command `{name}`: `run` is empty")));
+                    }
+                    if let Some(u) = user {
+                        if uas.contains(u) || !external_users.insert(u.clone()) {
+                            return Err(c.err(span, format!("two phones are called `{u}`")));
+                        }
                     }
                     if !commands.insert(name.clone()) {
                         return Err(c.err(span, format!("two commands are called `{name}`")));

@@ -106,6 +106,10 @@ struct Running {
     calls: CallResults,
     /// Whom each phone's last call went to.
     calls_to: BTreeMap<String, String>,
+    /// SIP users answered by commands (`user = …`): user → host.
+    external: BTreeMap<String, String>,
+    /// The run's capture: media of external programs is judged from it.
+    capture: Option<Capture>,
 }
 
 fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
@@ -145,6 +149,8 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
         exits: BTreeMap::new(),
         calls: BTreeMap::new(),
         calls_to: BTreeMap::new(),
+        external: BTreeMap::new(),
+        capture: None,
     };
     // Servers first, phones last: phones talk to them as soon as they register.
     let order = |c: &Component| match c {
@@ -231,8 +237,15 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 r.proxies.insert(host.clone(), task);
             }
             Component::Command {
-                name, autostart, ..
+                name,
+                autostart,
+                user,
+                host,
+                ..
             } => {
+                if let Some(u) = user {
+                    r.external.insert(u.clone(), host.clone());
+                }
                 if *autostart {
                     let p = start_command(s, &r.topo, comp).await?;
                     r.commands.insert(name.clone(), p);
@@ -467,7 +480,28 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
                 r.calls.insert(from.clone(), status);
                 r.calls_to.insert(from.clone(), to.clone());
-                if status == 200 && r.uas.contains_key(to) {
+                if status == 200 && r.external.contains_key(to) {
+                    let remote = r.uas[from]
+                        .0
+                        .events()
+                        .into_iter()
+                        .find_map(|e| match e.event {
+                            Event::CallEstablished {
+                                call_id,
+                                remote_media,
+                            } if call_id == id => remote_media,
+                            _ => None,
+                        });
+                    if let Some(remote) = remote {
+                        let report = stream_media_observed(r, from, to, remote).await?;
+                        r.notes.push((
+                            Instant::now(),
+                            r.uas[from].1.clone(),
+                            format!("media: {report}"),
+                        ));
+                        r.reports.insert(from.clone(), report);
+                    }
+                } else if status == 200 && r.uas.contains_key(to) {
                     let caller_remote =
                         r.uas[from]
                             .0
@@ -615,6 +649,58 @@ async fn stream_media(
     Ok(MediaReport::new(&stats[0], &stats[1], 0.95))
 }
 
+/// Streams the caller's RTP to an external program's SDP address and judges the call: the
+/// caller's side from its own counters, the program's side from the packets at its host's
+/// interface during the same window.
+async fn stream_media_observed(
+    r: &mut Running,
+    caller: &str,
+    callee: &str,
+    to_callee: SocketAddr,
+) -> Result<MediaReport> {
+    let host = r.uas[caller].1.clone();
+    let from = SystemTime::now();
+    let caller_stats = match r.media.get(caller).expect("every phone has media") {
+        PhoneMedia::Direct {
+            local,
+            latching,
+            duration,
+        } => {
+            let mut cfg = MediaConfig::pcmu(*local, Some(to_callee));
+            cfg.latching = *latching;
+            cfg.duration = *duration;
+            let wait = *duration + Duration::from_millis(400);
+            let (task, _) = MediaTask::bind(r.topo.node(&host)?, MediaStream::new(cfg)).await?;
+            task.call(|m, now| m.start(now)).await?;
+            tokio::time::sleep(wait).await;
+            task.state()
+        }
+        PhoneMedia::Relayed(task) => {
+            task.call(move |m, now| m.connect(to_callee, now))
+                .await?
+                .map_err(|e| io_err(format!("{caller}: TURN permission for {to_callee}: {e}")))?;
+            let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
+            task.call(|m, now| m.start_media(now)).await?;
+            tokio::time::sleep(Duration::from_millis(1400)).await;
+            task.state().stats
+        }
+    };
+    let until = SystemTime::now();
+    let callee_host = &r.external[callee];
+    let frames = r
+        .capture
+        .as_ref()
+        .map(Capture::snapshot)
+        .unwrap_or_default();
+    let callee_stats = crate::rtp::observed::observe(
+        &frames,
+        &capture::Vantage::new(callee_host, "eth0"),
+        from,
+        until,
+    );
+    Ok(MediaReport::new(&caller_stats, &callee_stats, 0.95))
+}
+
 fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
     let mut out = Vec::new();
     for e in &s.file.expects {
@@ -736,6 +822,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         }
     }
     let mut running = start_components(s, topo).await?;
+    running.capture = Some(capture);
     let error = play(s, &mut running).await.err().map(|e| e.to_string());
     // Let retransmissions run out before judging and cutting the capture: a UAS resends its 200
     // every T2 (8·T1) until Timer H, so stop only after 10·T1 without SIP on any link (at most
@@ -744,8 +831,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let deadline = Instant::now() + t1 * 80;
     loop {
         tokio::time::sleep(t1 * 2).await;
-        let last_sip = capture
-            .snapshot()
+        let last_sip = running
+            .capture
+            .as_ref()
+            .map(Capture::snapshot)
+            .unwrap_or_default()
             .iter()
             .rev()
             .find(|f| {
@@ -766,7 +856,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         }
     }
     let checks = judge(s, &mut running);
-    let frames = capture.stop().await;
+    let frames = match running.capture.take() {
+        Some(c) => c.stop().await,
+        None => Vec::new(),
+    };
     let mut trace = Trace::from_frames(&frames);
     for (router, w) in &watches {
         w.add_to(&mut trace, router);
@@ -808,7 +901,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     for (caller, report) in &running.reports {
         let how = |user: &str| match running.media.get(user) {
             Some(PhoneMedia::Relayed(_)) => "via TURN",
-            _ => "direct",
+            Some(PhoneMedia::Direct { .. }) => "direct",
+            None => "seen at its interface",
         };
         let callee = running
             .calls_to

@@ -163,9 +163,8 @@ fn icmp_summary(typ: u8, code: u8) -> String {
     }
 }
 
-/// Decodes one frame; `None` for what a SIP ladder has no use for (ARP, IPv6, TCP).
-pub fn decode_frame(f: &Frame) -> Option<Entry> {
-    let b = &f.bytes;
+/// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`.
+fn ipv4_of(b: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
     if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] {
         return None;
     }
@@ -177,8 +176,25 @@ pub fn decode_frame(f: &Frame) -> Option<Entry> {
     }
     let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4 = &ip[ihl..total];
-    let (src, dst, payload) = match ip[9] {
+    Some((ip[9], src_ip, dst_ip, &ip[ihl..total]))
+}
+
+/// The UDP datagram in a frame, if it carries one: `(source, destination, payload)`.
+pub fn udp_of(f: &Frame) -> Option<(SocketAddrV4, SocketAddrV4, &[u8])> {
+    match ipv4_of(&f.bytes)? {
+        (17, s, d, l4) if l4.len() >= 8 => Some((
+            SocketAddrV4::new(s, u16::from_be_bytes([l4[0], l4[1]])),
+            SocketAddrV4::new(d, u16::from_be_bytes([l4[2], l4[3]])),
+            &l4[8..],
+        )),
+        _ => None,
+    }
+}
+
+/// Decodes one frame; `None` for what a SIP ladder has no use for (ARP, IPv6, TCP).
+pub fn decode_frame(f: &Frame) -> Option<Entry> {
+    let (proto, src_ip, dst_ip, l4) = ipv4_of(&f.bytes)?;
+    let (src, dst, payload) = match proto {
         17 if l4.len() >= 8 => (
             SocketAddrV4::new(src_ip, u16::from_be_bytes([l4[0], l4[1]])),
             SocketAddrV4::new(dst_ip, u16::from_be_bytes([l4[2], l4[3]])),

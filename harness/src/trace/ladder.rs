@@ -72,7 +72,54 @@ impl Normalizer {
             result.push_str(rest);
             out = result;
         }
+        let out = self.random_numbers(&out);
         self.ports(&out)
+    }
+
+    /// Values other stacks draw at random or from memory: a response's CSeq number of four or
+    /// more digits (`(16962 REGISTER)`: baresip starts CSeq at random, RFC 3261 §8.1.1.5) and
+    /// pointer-like `0x…` hex (baresip's Contact user `alice-0x5594fefeeb80`). Our own UA counts
+    /// CSeq from 1, so its numbers stay readable.
+    fn random_numbers(&mut self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find(['(', '0']) {
+            let (before, at) = rest.split_at(i);
+            out.push_str(before);
+            let digits = |t: &str, hex: bool| {
+                t.find(|c: char| !(c.is_ascii_digit() || hex && c.is_ascii_hexdigit()))
+                    .unwrap_or(t.len())
+            };
+            if let Some(num) = at.strip_prefix('(') {
+                let n = digits(num, false);
+                let method = &num[n..];
+                if n >= 4
+                    && method.starts_with(' ')
+                    && method[1..].starts_with(|c: char| c.is_ascii_uppercase())
+                {
+                    out.push('(');
+                    out.push_str(&self.placeholder('c', &num[..n]));
+                    rest = &num[n..];
+                    continue;
+                }
+            } else if let Some(hex) = at.strip_prefix("0x") {
+                let n = digits(hex, true);
+                let prev_alnum = before
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric());
+                if n >= 6 && !prev_alnum {
+                    out.push_str(&self.placeholder('x', &hex[..n]));
+                    rest = &hex[n..];
+                    continue;
+                }
+            }
+            let ch = at.chars().next().expect("found");
+            out.push(ch);
+            rest = &at[ch.len_utf8()..];
+        }
+        out.push_str(rest);
+        out
     }
 
     /// Ports ≥ 30000 after `:`, `rport=` or `m=audio `.
@@ -520,5 +567,19 @@ mod tests {
             "CSeq: 31337 INVITE 203.0.113.10:3478"
         );
         assert_eq!(n.apply("m=audio 40000 RTP/AVP 0"), "m=audio {p1} RTP/AVP 0");
+        assert_eq!(n.apply("SIP/2.0 200 OK (2 BYE)"), "SIP/2.0 200 OK (2 BYE)");
+    }
+
+    #[test]
+    fn random_cseqs_and_pointer_contact_users_get_placeholders() {
+        let mut n = Normalizer::default();
+        assert_eq!(
+            n.apply("SIP/2.0 200 OK (16962 REGISTER) <sip:alice-0x5594fefeeb80@192.168.1.10:5060>"),
+            "SIP/2.0 200 OK ({c1} REGISTER) <sip:alice-{x1}@192.168.1.10:5060>"
+        );
+        assert_eq!(
+            n.apply("(16963 REGISTER) alice-0x5594fefeeb80 (2024) a0x123456"),
+            "({c2} REGISTER) alice-{x1} (2024) a0x123456"
+        );
     }
 }
