@@ -171,3 +171,16 @@ fn a_missing_required_key_is_named() {
     let (e, _) = broken("proxy = \"server\"\n", "");
     assert!(e.contains("missing field `proxy`"), "{e}");
 }
+
+#[test]
+fn an_sbc_pinging_with_stun_is_refused_with_the_types_it_can_use() {
+    let (e, line) = broken(
+        "kind = \"proxy\"\nhost = \"server\"",
+        "kind = \"sbc\"\nhost = \"server\"\nping = { type = \"stun\", interval-ms = 1000 }",
+    );
+    assert!(
+        e.contains("\"options\" or \"crlf\"") && e.contains("STUN"),
+        "{e}"
+    );
+    assert_eq!(line, 21, "the SBC component");
+}

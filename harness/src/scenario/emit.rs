@@ -171,6 +171,7 @@ pub fn keepalive_value(k: &KeepAlive) -> String {
     let (kind, every): (&str, Duration) = match *k {
         KeepAlive::Crlf(d) => ("crlf", d),
         KeepAlive::Options(d) => ("options", d),
+        KeepAlive::Stun(d) => ("stun", d),
     };
     format!(
         "{{ type = {}, interval-ms = {} }}",
@@ -294,7 +295,7 @@ mod tests {
     use sim_nat::{AlgFault, Filtering, Mapping, PortAllocation, Refresh, SipAlg};
 
     use super::*;
-    use crate::scenario::file::{Component, Expect, KeepAliveKind, Step};
+    use crate::scenario::file::{Component, Expect, Step};
     use crate::scenario::Scenario;
 
     fn case(nat: NatBehaviour) -> IncomingCall {
@@ -416,7 +417,7 @@ mod tests {
         #[test]
         fn every_emitted_case_parses_back_to_the_same_case(
             nat in arb_nat(),
-            keepalive in proptest::option::of((any::<bool>(), 1..100_000u64)),
+            keepalive in proptest::option::of((0..3u8, 1..100_000u64)),
             expires_secs in 1..=7200u64,
             wait_ms in 0..100_000u64,
             call_timeout_ms in 1..100_000u64,
@@ -428,7 +429,12 @@ mod tests {
                 let d = Duration::from_millis(ms);
                 if crlf { KeepAlive::Crlf(d) } else { KeepAlive::Options(d) }
             };
-            let keepalive = keepalive.map(ka);
+            // A phone may also keep alive with STUN; an SBC pings with CRLF or OPTIONS only.
+            let keepalive = keepalive.map(|(kind, ms): (u8, u64)| match kind {
+                0 => ka((true, ms)),
+                1 => ka((false, ms)),
+                _ => KeepAlive::Stun(Duration::from_millis(ms)),
+            });
             let registrar = match sbc {
                 None => Registrar::Proxy,
                 Some(ping) => Registrar::Sbc { ping: ping.map(ka) },
@@ -457,24 +463,12 @@ mod tests {
                 _ => None,
             });
             let (k, expires, answer) = phone.expect("the phone is a component");
-            let k = k.map(|k| {
-                let d = Duration::from_millis(k.interval_ms);
-                match k.kind {
-                    KeepAliveKind::Crlf => KeepAlive::Crlf(d),
-                    KeepAliveKind::Options => KeepAlive::Options(d),
-                }
-            });
+            let k = k.map(|k| k.keepalive());
             prop_assert_eq!(k, c.keepalive);
             let registrar = s.file.components.iter().find_map(|comp| match comp.get_ref() {
                 Component::Proxy { host, .. } if host == PROXY_HOST => Some(Registrar::Proxy),
                 Component::Sbc { host, ping, .. } if host == PROXY_HOST => Some(Registrar::Sbc {
-                    ping: ping.as_ref().map(|p| {
-                        let d = Duration::from_millis(p.interval_ms);
-                        match p.kind {
-                            KeepAliveKind::Crlf => KeepAlive::Crlf(d),
-                            KeepAliveKind::Options => KeepAlive::Options(d),
-                        }
-                    }),
+                    ping: ping.as_ref().map(|p| p.keepalive()),
                 }),
                 _ => None,
             });

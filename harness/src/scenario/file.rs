@@ -278,6 +278,31 @@ pub struct KeepAliveDef {
 pub enum KeepAliveKind {
     Crlf,
     Options,
+    /// RFC 5626 STUN Binding requests to the registrar on the SIP flow (phones only: a phone
+    /// does not answer STUN, so an SBC cannot ping with it).
+    Stun,
+}
+
+impl KeepAliveDef {
+    /// The phone's keep-alive this asks for.
+    pub fn keepalive(&self) -> crate::sip::KeepAlive {
+        let every = std::time::Duration::from_millis(self.interval_ms);
+        match self.kind {
+            KeepAliveKind::Crlf => crate::sip::KeepAlive::Crlf(every),
+            KeepAliveKind::Options => crate::sip::KeepAlive::Options(every),
+            KeepAliveKind::Stun => crate::sip::KeepAlive::Stun(every),
+        }
+    }
+
+    /// The SBC's NAT ping this asks for; `None` for `stun` (refused when the file is checked).
+    pub fn ping(&self) -> Option<crate::sbc::Ping> {
+        let every = std::time::Duration::from_millis(self.interval_ms);
+        match self.kind {
+            KeepAliveKind::Crlf => Some(crate::sbc::Ping::Crlf(every)),
+            KeepAliveKind::Options => Some(crate::sbc::Ping::Options(every)),
+            KeepAliveKind::Stun => None,
+        }
+    }
 }
 
 /// When a started command counts as ready.

@@ -190,6 +190,14 @@ impl Scenario {
                     format!("component on unknown host `{host}` ({})", one_of(&hosts)),
                 ));
             }
+            if let Component::Sbc { ping: Some(p), .. } = comp.get_ref() {
+                if p.kind == file::KeepAliveKind::Stun {
+                    return Err(c.err(
+                        span.clone(),
+                        "an SBC pings with type = \"options\" or \"crlf\": a phone does not answer STUN requests",
+                    ));
+                }
+            }
             match comp.get_ref() {
                 Component::Proxy { host, .. }
                 | Component::Sbc { host, .. }

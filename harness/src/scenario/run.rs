@@ -6,9 +6,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::file::{
-    Component, ContactDef, Expect, KeepAliveKind, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
-};
+use super::file::{Component, ContactDef, Expect, MediaDef, MediaVerdictDef, NatHandlingDef, Step};
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
 use crate::capture::{self, Capture};
@@ -16,9 +14,7 @@ use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{
-    ContactSource, Event, KeepAlive, Media, NatHandling, ProxyConfig, Timers, UaConfig,
-};
+use crate::sip::{ContactSource, Event, Media, NatHandling, ProxyConfig, Timers, UaConfig};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Role, Topology};
 use crate::trace::{Ladder, Trace};
@@ -187,13 +183,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 let mut cfg = crate::sbc::SbcConfig::new(sip, &node.addr().to_string());
                 cfg.timers = timers;
                 cfg.users = users.clone();
-                cfg.ping = ping.as_ref().map(|k| {
-                    let every = Duration::from_millis(k.interval_ms);
-                    match k.kind {
-                        KeepAliveKind::Crlf => crate::sbc::Ping::Crlf(every),
-                        KeepAliveKind::Options => crate::sbc::Ping::Options(every),
-                    }
-                });
+                cfg.ping = ping.as_ref().and_then(|k| k.ping());
                 let (task, _) = crate::sbc::SbcTask::serve(node, cfg).await?;
                 r.sbcs.push(task);
             }
@@ -287,13 +277,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                     address: IpAddr::V4(node.addr()),
                     port: *media_port,
                 };
-                cfg.keepalive = keepalive.as_ref().map(|k| {
-                    let every = Duration::from_millis(k.interval_ms);
-                    match k.kind {
-                        KeepAliveKind::Crlf => KeepAlive::Crlf(every),
-                        KeepAliveKind::Options => KeepAlive::Options(every),
-                    }
-                });
+                cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
                 let stun_addr = match stun_server {
                     Some(h) => Some(SocketAddr::new(first_addr(&r.topo, h)?.into(), 3478)),
                     None => None,
@@ -625,7 +609,14 @@ async fn stream_media(
             }
         }
     }
-    for l in &live {
+    // The callee first, one packet time ahead: a phone streams as soon as it sends its 200 OK,
+    // the caller only once that 200 arrives. Who sends first decides some NAT races (kernel-facts:
+    // an unreplied inbound RTP flow makes masquerade move the other side's port), so the
+    // field's order is kept rather than a simultaneous start whose winner varies between runs.
+    for (i, l) in live.iter().enumerate().rev() {
+        if i == 0 && live.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         match l {
             Live::Direct(t) => t.call(|m, now| m.start(now)).await?,
             Live::Relayed(user) => {
@@ -659,8 +650,9 @@ async fn stream_media_observed(
     to_callee: SocketAddr,
 ) -> Result<MediaReport> {
     let host = r.uas[caller].1.clone();
-    let from = SystemTime::now();
-    let caller_stats = match r.media.get(caller).expect("every phone has media") {
+    let callee_vantage = capture::Vantage::new(&r.external[callee], "eth0");
+    // The caller's media socket exists from its offer on, so it is ready before anything else.
+    let (direct, wait) = match r.media.get(caller).expect("every phone has media") {
         PhoneMedia::Direct {
             local,
             latching,
@@ -669,35 +661,59 @@ async fn stream_media_observed(
             let mut cfg = MediaConfig::pcmu(*local, Some(to_callee));
             cfg.latching = *latching;
             cfg.duration = *duration;
-            let wait = *duration + Duration::from_millis(400);
             let (task, _) = MediaTask::bind(r.topo.node(&host)?, MediaStream::new(cfg)).await?;
-            task.call(|m, now| m.start(now)).await?;
-            tokio::time::sleep(wait).await;
-            task.state()
+            (Some(task), *duration + Duration::from_millis(400))
         }
         PhoneMedia::Relayed(task) => {
             task.call(move |m, now| m.connect(to_callee, now))
                 .await?
                 .map_err(|e| io_err(format!("{caller}: TURN permission for {to_callee}: {e}")))?;
             let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
-            task.call(|m, now| m.start_media(now)).await?;
-            tokio::time::sleep(Duration::from_millis(1400)).await;
-            task.state().stats
+            (None, Duration::from_millis(1400))
         }
     };
+    let from = SystemTime::now();
+    // The field's order, as for two built-in phones: the callee streams from its 200 OK, the
+    // caller only once the 200 has arrived. A program starts its audio pipeline later than our
+    // phone reacts to the 200, so our caller waits (at most 3 s) for the program's first RTP to
+    // leave its interface; otherwise which of the two reaches a Linux NAT first, and so whether
+    // masquerade moves the phone's port (kernel-facts, "who sends first"), varies between runs.
+    if let Some(cap) = r.capture.as_ref() {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let seen = crate::rtp::observed::observe(
+                &cap.snapshot(),
+                &callee_vantage,
+                from,
+                SystemTime::now(),
+            );
+            if seen.sent > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caller_stats = match (direct, r.media.get(caller)) {
+        (Some(task), _) => {
+            task.call(|m, now| m.start(now)).await?;
+            tokio::time::sleep(wait).await;
+            task.state()
+        }
+        (None, Some(PhoneMedia::Relayed(task))) => {
+            task.call(|m, now| m.start_media(now)).await?;
+            tokio::time::sleep(wait).await;
+            task.state().stats
+        }
+        (None, _) => unreachable!("a phone without a media task relays"),
+    };
     let until = SystemTime::now();
-    let callee_host = &r.external[callee];
     let frames = r
         .capture
         .as_ref()
         .map(Capture::snapshot)
         .unwrap_or_default();
-    let callee_stats = crate::rtp::observed::observe(
-        &frames,
-        &capture::Vantage::new(callee_host, "eth0"),
-        from,
-        until,
-    );
+    let callee_stats = crate::rtp::observed::observe(&frames, &callee_vantage, from, until);
     Ok(MediaReport::new(&caller_stats, &callee_stats, 0.95))
 }
 
@@ -801,6 +817,9 @@ fn describe(e: &Event) -> Option<String> {
         }
         Event::MalformedDatagram { from, error } => {
             format!("malformed datagram from {from} dropped ({})", error.kind())
+        }
+        Event::FlowMappingChanged { old, new } => {
+            format!("STUN keep-alive: flow moved from {old} to {new}, re-registering")
         }
         Event::CallRinging { .. } | Event::Forwarded { .. } => return None,
     })

@@ -79,6 +79,15 @@ impl Datagram {
         if message::is_keepalive(&self.payload) {
             return "CRLF".into();
         }
+        if let Ok(m) = crate::stun::codec::Message::decode(&self.payload) {
+            // Only Binding travels on a SIP flow (RFC 5626 keep-alives).
+            let method = if m.method == crate::stun::codec::Method::BINDING {
+                "Binding".to_string()
+            } else {
+                format!("method 0x{:03x}", m.method.0)
+            };
+            return format!("STUN {method} {:?}", m.class);
+        }
         match message::parse(&self.payload) {
             Ok(m) => message::summary(&m),
             Err(e) => format!("malformed ({})", e.kind()),

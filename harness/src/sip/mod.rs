@@ -123,6 +123,9 @@ pub enum Event {
     /// Proxy: a forwarded request's client transaction timed out (Timer B/F)
     /// and the proxy answered 408 upstream.
     ForwardTimedOut { method: String, call_id: String },
+    /// UA: a STUN keep-alive's answer shows the flow's public address moved (the NAT dropped
+    /// the binding and mapped the next packet anew); the UA re-registers.
+    FlowMappingChanged { old: SocketAddr, new: SocketAddr },
     /// A datagram that is not acceptable SIP was dropped (and counted).
     MalformedDatagram {
         from: SocketAddr,

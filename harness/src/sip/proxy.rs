@@ -20,6 +20,21 @@ use rsip::{Method, Request, Response, SipMessage};
 use crate::sip::message::{self, status, Via};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
 use crate::sip::{after, Event, Ids, Transmit};
+use crate::stun::codec::{is_stun, Attribute, Class, Message as StunMessage, Method as StunMethod};
+
+/// RFC 5626 §4.4.2 / §8: an edge proxy answers a STUN Binding request on its SIP port with the
+/// source it saw, so a phone's keep-alive is answered on the same flow. `None` for any other
+/// STUN message (it falls through to the malformed-datagram count).
+fn stun_keepalive_answer(from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let req = StunMessage::decode(bytes).ok()?;
+    if req.class != Class::Request || req.method != StunMethod::BINDING {
+        return None;
+    }
+    req.reply(Class::SuccessResponse)
+        .with(Attribute::XorMappedAddress(from))
+        .encode(None, true)
+        .ok()
+}
 
 /// How the server treats addresses written by a UA that may sit behind NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +116,8 @@ pub struct ProxyStats {
     pub malformed_log: VecDeque<String>,
     pub challenges: u64,
     pub timeouts: u64,
+    /// RFC 5626 STUN keep-alives answered on the SIP port.
+    pub stun_answers: u64,
 }
 
 /// A request forwarded statefully: the server transaction upstream and
@@ -178,6 +195,13 @@ impl Proxy {
                 self.layer.send_raw(b"\r\n".to_vec(), from);
             }
             return;
+        }
+        if is_stun(bytes) {
+            if let Some(answer) = stun_keepalive_answer(from, bytes) {
+                self.stats.stun_answers += 1;
+                self.layer.send_raw(answer, from);
+                return;
+            }
         }
         match message::parse(bytes) {
             Err(error) => {

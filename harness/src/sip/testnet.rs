@@ -102,6 +102,9 @@ fn describe(payload: &[u8]) -> String {
     if message::is_keepalive(payload) {
         return "CRLF".into();
     }
+    if let Ok(m) = crate::stun::codec::Message::decode(payload) {
+        return format!("STUN {:?}", m.class);
+    }
     match message::parse(payload) {
         Ok(rsip::SipMessage::Request(r)) => r.method.to_string(),
         Ok(m) => message::summary(&m),

@@ -392,6 +392,63 @@ fn a_phone_refreshes_its_registration_before_it_expires_and_keeps_the_nat_open_w
     assert_eq!((pings, pongs), (9, 9));
 }
 
+/// Bob behind a symmetric NAT with a 1 s binding timeout and STUN keep-alives (RFC 5626) every
+/// `every`; what the run saw after 5 s: (keep-alives sent, answers delivered, flow moves, REGISTERs).
+fn stun_keepalive_run(every: Duration) -> (usize, usize, usize, usize, Net) {
+    let mut net = Net::new();
+    let home = net.router(port_changing().with_udp_timeout(1), HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_ua(
+        "bob",
+        Ua::new(UaConfig {
+            keepalive: Some(KeepAlive::Stun(every)),
+            ..phone("bob", BOB_PRIVATE, 22)
+        }),
+        Some(home),
+    );
+    net.ua("bob", |ua, now| ua.register(now));
+    net.run_for(Duration::from_secs(5));
+    let count =
+        |f: &dyn Fn(&crate::sip::testnet::Hop) -> bool| net.ladder.iter().filter(|h| f(h)).count();
+    let pings = count(&|h| h.from == "bob" && h.what == "STUN Request");
+    let answers = count(&|h| h.what == "STUN SuccessResponse" && h.fate == Fate::Delivered("bob"));
+    let registers = count(&|h| h.from == "bob" && h.what == "REGISTER");
+    let moves = net
+        .events_of("bob")
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FlowMappingChanged { .. }))
+        .count();
+    (pings, answers, moves, registers, net)
+}
+
+#[test]
+fn stun_keepalives_faster_than_the_timeout_are_answered_on_the_flow_and_keep_its_mapping() {
+    let (pings, answers, moves, registers, mut net) =
+        stun_keepalive_run(Duration::from_millis(400));
+    assert_eq!(
+        (pings, answers, moves, registers),
+        (12, 12, 0, 1),
+        "{}",
+        net.ladder_text()
+    );
+    assert_eq!(net.proxy("proxy").stats().stun_answers, 12);
+}
+
+#[test]
+fn a_stun_keepalive_slower_than_the_timeout_sees_the_flow_move_and_the_phone_re_registers_at_once()
+{
+    // Every 1.5 s on a 1 s timeout: each keep-alive finds the binding gone and gets a new random
+    // port; the answer shows it, and the phone registers the new address straight away.
+    let (pings, answers, moves, registers, mut net) =
+        stun_keepalive_run(Duration::from_millis(1500));
+    assert_eq!((pings, answers), (3, 3), "{}", net.ladder_text());
+    assert_eq!(moves, 2, "{}", net.ladder_text());
+    assert_eq!(registers, 1 + moves, "{}", net.ladder_text());
+    let now = net.now;
+    let target = net.proxy("proxy").binding("bob", now);
+    assert!(target.is_some(), "the registrar holds the newest mapping");
+}
+
 #[test]
 fn a_discovered_contact_makes_even_a_literal_registrar_reach_the_phone() {
     let mut net = Net::new();

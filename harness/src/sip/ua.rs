@@ -1,7 +1,7 @@
 //! A sans-IO SIP user agent (a phone): REGISTER with digest auth and
 //! refresh, calls as caller and callee (INVITE/100/180/200/ACK, BYE,
-//! CANCEL), OPTIONS answered, and NAT keep-alives (CRLF per RFC 5626, or
-//! OPTIONS).
+//! CANCEL), OPTIONS answered, and NAT keep-alives (CRLF or STUN per RFC 5626,
+//! or OPTIONS).
 //!
 //! The knobs a NAT scenario flips are in [`UaConfig`]: whether Via asks for
 //! `rport`, where the Contact/Via address comes from ([`ContactSource`]),
@@ -20,6 +20,9 @@ use rsip::{Method, Request, Response, SipMessage};
 use crate::sip::message::{self, status, MessageError, Via};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
 use crate::sip::{after, earliest, Event, Ids, Transmit};
+use crate::stun::codec::{
+    is_stun, Class, Message as StunMessage, Method as StunMethod, TransactionId,
+};
 
 /// Where the address in Contact and Via comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,19 @@ pub enum KeepAlive {
     Crlf(Duration),
     /// An OPTIONS request to the proxy every interval.
     Options(Duration),
+    /// RFC 5626 §4.4.2: a STUN Binding request to the proxy from the SIP socket every
+    /// interval. The edge proxy answers on the same flow, so the binding sees traffic both ways,
+    /// and a changed XOR-MAPPED-ADDRESS tells the phone its NAT moved it: it re-registers at
+    /// once instead of waiting to miss calls.
+    Stun(Duration),
+}
+
+impl KeepAlive {
+    pub fn interval(&self) -> Duration {
+        match self {
+            KeepAlive::Crlf(d) | KeepAlive::Options(d) | KeepAlive::Stun(d) => *d,
+        }
+    }
 }
 
 /// The audio endpoint advertised in SDP (`c=` and `m=audio`).
@@ -170,6 +186,8 @@ struct Registration {
 pub struct UaStats {
     pub malformed: u64,
     pub keepalives_sent: u64,
+    /// STUN keep-alives the proxy answered.
+    pub stun_answers: u64,
 }
 
 /// The user agent machine.
@@ -182,6 +200,10 @@ pub struct Ua {
     registration: Registration,
     calls: BTreeMap<String, Call>,
     keepalive_at: Option<Instant>,
+    /// The STUN keep-alive awaiting its answer (a late answer to an older one is ignored).
+    stun_pending: Option<TransactionId>,
+    /// The flow's public address as the proxy's last STUN answer gave it.
+    flow_mapping: Option<SocketAddr>,
     events: std::collections::VecDeque<Event>,
     stats: UaStats,
 }
@@ -206,6 +228,8 @@ impl Ua {
             registration,
             calls: BTreeMap::new(),
             keepalive_at: None,
+            stun_pending: None,
+            flow_mapping: None,
             events: Default::default(),
             stats: UaStats::default(),
         }
@@ -325,8 +349,8 @@ impl Ua {
         self.registration.refresh_at = None;
         self.send_register(req, now);
         if self.keepalive_at.is_none() {
-            if let Some(KeepAlive::Crlf(i) | KeepAlive::Options(i)) = self.config.keepalive {
-                self.keepalive_at = Some(after(now, i));
+            if let Some(k) = self.config.keepalive {
+                self.keepalive_at = Some(after(now, k.interval()));
             }
         }
     }
@@ -499,10 +523,47 @@ impl Ua {
         .into_bytes()
     }
 
+    /// A STUN message on the SIP socket: the answer to a keep-alive, or garbage (counted).
+    fn on_stun(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let m = match StunMessage::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed += 1;
+                self.events.push_back(Event::MalformedDatagram {
+                    from,
+                    error: MessageError::Unparsable(format!("STUN on the SIP port: {e}")),
+                });
+                return;
+            }
+        };
+        if m.class != Class::SuccessResponse || self.stun_pending != Some(m.transaction_id) {
+            return; // An answer to an older keep-alive, or a request we do not serve.
+        }
+        self.stun_pending = None;
+        self.stats.stun_answers += 1;
+        let Some(mapped) = m.mapped_address() else {
+            return;
+        };
+        let old = self.flow_mapping.replace(mapped);
+        if let Some(old) = old.filter(|o| *o != mapped) {
+            // RFC 5626 §4.4.2: the flow's mapping changed, so the registrar holds a dead address.
+            self.events
+                .push_back(Event::FlowMappingChanged { old, new: mapped });
+            if self.registration.registered && self.registration.pending.is_none() {
+                self.register(now);
+            }
+        }
+    }
+
     /// A datagram arrived on the UA's socket.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if message::is_keepalive(bytes) {
             return; // RFC 5626 pong, or a ping we do not answer.
+        }
+        if is_stun(bytes) {
+            self.on_stun(from, bytes, now);
+            self.drain_layer(now);
+            return;
         }
         match message::parse(bytes) {
             Err(error) => {
@@ -534,6 +595,18 @@ impl Ua {
                 Some(KeepAlive::Options(i)) => {
                     let target = format!("sip:{}", self.config.proxy);
                     self.options(&target, now);
+                    self.keepalive_at = Some(after(now, i));
+                }
+                Some(KeepAlive::Stun(i)) => {
+                    let mut tid = [0u8; 12];
+                    tid[..8].copy_from_slice(&self.ids.next_u64().to_be_bytes());
+                    tid[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes()[..4]);
+                    let tid = TransactionId(tid);
+                    let req = StunMessage::new(Class::Request, StunMethod::BINDING, tid)
+                        .encode(None, true)
+                        .expect("a bare Binding request encodes");
+                    self.stun_pending = Some(tid);
+                    self.layer.send_raw(req, self.config.proxy);
                     self.keepalive_at = Some(after(now, i));
                 }
                 None => self.keepalive_at = None,
