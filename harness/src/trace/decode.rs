@@ -111,7 +111,13 @@ fn stun_summary(p: &[u8]) -> Option<String> {
         0x009 => "ChannelBind".into(),
         other => format!("method 0x{other:03x}"),
     };
-    let class = format!("{:?}", m.class).to_lowercase();
+    use crate::stun::codec::Class;
+    let class = match m.class {
+        Class::Request => "request",
+        Class::Indication => "indication",
+        Class::SuccessResponse => "success response",
+        Class::ErrorResponse => "error response",
+    };
     let mut s = format!("STUN {method} {class}");
     if let Some(a) = m.mapped_address() {
         s.push_str(&format!(" mapped={a}"));
