@@ -575,6 +575,25 @@ pub enum Expect {
     },
     /// A command's exit code.
     ExitCode { command: String, code: i32 },
+    /// Packets captured at one vantage point — what a user would look for in the pcap: `at` is
+    /// a host (`server`) or a router side (`home:wan`, `home:lan`); `contains` is searched in a
+    /// SIP message's whole text, or in the ladder's summary of anything else (`STUN Binding
+    /// request`, `RTP PT 0`, `ICMP port unreachable`, `keep-alive (CRLF)`); `from`/`to` narrow by
+    /// address (`203.0.113.1` or `203.0.113.1:5060`). Holds when at least `min` and at most
+    /// `max` packets match; `min` defaults to 1, or to 0 once `max` is given (`max = 0`: never).
+    Packet {
+        at: String,
+        contains: String,
+        from: Option<String>,
+        to: Option<String>,
+        min: Option<u32>,
+        max: Option<u32>,
+    },
+}
+
+/// The count range of a `packet` expectation, defaults applied.
+pub fn packet_bounds(min: Option<u32>, max: Option<u32>) -> (u32, Option<u32>) {
+    (min.unwrap_or(if max.is_some() { 0 } else { 1 }), max)
 }
 
 /// Reads and parses `path`.

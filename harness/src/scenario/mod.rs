@@ -5,6 +5,7 @@ pub mod emit;
 pub mod file;
 mod matrix;
 mod run;
+pub mod seen;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -328,6 +329,49 @@ impl Scenario {
                 }
                 Expect::Media { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Expect::ExitCode { command, .. } => check_ref(&commands, "command", command, sp)?,
+                Expect::Packet {
+                    at,
+                    from,
+                    to,
+                    min,
+                    max,
+                    ..
+                } => {
+                    let (node, side) = at.split_once(':').unwrap_or((at, ""));
+                    if routers.contains(node) {
+                        if side != "wan" && side != "lan" {
+                            return Err(c.err(
+                                sp,
+                                format!("`at = \"{at}\"`: a router is seen from `{node}:wan` or `{node}:lan`"),
+                            ));
+                        }
+                    } else if side.is_empty() {
+                        check_ref(&hosts, "host or router", node, sp.clone())?;
+                    } else {
+                        return Err(c.err(
+                            sp,
+                            format!("`at = \"{at}\"`: only a router has sides; a host is named alone ({})", one_of(&hosts)),
+                        ));
+                    }
+                    for a in [from, to].into_iter().flatten() {
+                        if seen::Address::parse(a).is_none() {
+                            return Err(c.err(
+                                sp,
+                                format!("`{a}` is not an address: write `203.0.113.1` or `203.0.113.1:5060`"),
+                            ));
+                        }
+                    }
+                    let (min, max) = file::packet_bounds(*min, *max);
+                    if max.is_some_and(|m| m < min) {
+                        return Err(c.err(
+                            sp,
+                            format!(
+                                "max = {} is below min = {min}: nothing could hold",
+                                max.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if f.scenario.t1_ms == 0 {

@@ -792,6 +792,48 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     format!("exit = {got:?}"),
                 )
             }
+            Expect::Packet {
+                at,
+                contains,
+                from,
+                to,
+                min,
+                max,
+            } => {
+                let q = super::seen::PacketQuery {
+                    at,
+                    contains,
+                    from: from.as_deref().and_then(super::seen::Address::parse),
+                    to: to.as_deref().and_then(super::seen::Address::parse),
+                };
+                let frames = r
+                    .capture
+                    .as_ref()
+                    .map(Capture::snapshot)
+                    .unwrap_or_default();
+                let found = super::seen::count(&frames, &q);
+                let (min, max) = super::file::packet_bounds(*min, *max);
+                let range = match max {
+                    Some(0) => "never".to_string(),
+                    Some(m) if m == min => format!("{m} time(s)"),
+                    Some(m) => format!("{min} to {m} times"),
+                    None => format!("at least {min} time(s)"),
+                };
+                let path = match (from, to) {
+                    (Some(f), Some(t)) => format!(" {f} → {t}"),
+                    (Some(f), None) => format!(" from {f}"),
+                    (None, Some(t)) => format!(" to {t}"),
+                    (None, None) => String::new(),
+                };
+                (
+                    format!("{contains:?}{path} seen at {at} {range}"),
+                    found.count >= min && max.is_none_or(|m| found.count <= m),
+                    match found.first {
+                        Some(first) => format!("{} packet(s), first: {first}", found.count),
+                        None => "0 packets".to_string(),
+                    },
+                )
+            }
         };
         out.push((what, ok, seen));
     }

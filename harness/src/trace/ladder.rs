@@ -346,12 +346,7 @@ impl<'a> Ladder<'a> {
                             }
                             format!("RTP PT {payload_type} ×{count}")
                         }
-                        Payload::ChannelData { channel, len } => {
-                            format!("ChannelData 0x{channel:04x} {len} bytes")
-                        }
-                        Payload::KeepAlive => "keep-alive (CRLF)".into(),
-                        Payload::Udp { len } => format!("UDP {len} bytes"),
-                        Payload::Icmp(s) => format!("ICMP {s}"),
+                        other => other.summary(),
                     };
                     let (from, to) = match payload {
                         Payload::Icmp(_) => (src.ip().to_string(), dst.ip().to_string()),

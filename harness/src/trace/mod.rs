@@ -42,6 +42,24 @@ pub enum Payload {
     Icmp(String),
 }
 
+impl Payload {
+    /// One line, as the ladder shows it: a SIP first line, `STUN Binding request`, `RTP PT 0`,
+    /// `ICMP port unreachable`.
+    pub fn summary(&self) -> String {
+        match self {
+            Payload::Sip(s) => s.first_line.clone(),
+            Payload::Stun(s) => s.clone(),
+            Payload::Rtp { payload_type, .. } => format!("RTP PT {payload_type}"),
+            Payload::ChannelData { channel, len } => {
+                format!("ChannelData 0x{channel:04x} {len} bytes")
+            }
+            Payload::KeepAlive => "keep-alive (CRLF)".into(),
+            Payload::Udp { len } => format!("UDP {len} bytes"),
+            Payload::Icmp(s) => format!("ICMP {s}"),
+        }
+    }
+}
+
 /// One decoded packet at one vantage point, or one reported event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
