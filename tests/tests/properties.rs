@@ -74,8 +74,11 @@
 //! # Not covered
 //! The kernel SIP helper keeps SIP flows for an hour whatever the timeout (kernel-facts), so
 //! every NAT here has it off. A STUN keep-alive's answer that shows the flow moved makes the
-//! phone re-register (RFC 5626 §4.4.2); the model's schedule does not plan that REGISTER, so a
-//! case where it matters is judged on what was observed (property 1) and would show as drift.
+//! phone re-register (RFC 5626 §4.4.2); the model's schedule does not plan that REGISTER, so no
+//! case is generated where it would happen (a STUN keep-alive behind a NAT that does not preserve
+//! ports, after a gap longer than the timeout). The sans-IO test
+//! `a_stun_keepalive_slower_than_the_timeout_sees_the_flow_move_and_the_phone_re_registers_at_once` covers it, and
+//! `scenarios/binding-expiry-stun-detects-move.toml` shows it on the kernel.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -559,7 +562,27 @@ fn clear_of_boundaries(c: &Case) -> bool {
             .windows(2)
             .filter(|w| w[1].0 <= plan.invite + MARGIN)
             .all(|w| (w[1].0 - w[0].0).abs_diff(c.timeout()) >= MARGIN);
-    stable && gaps_clear
+    // An SBC's pings keep a binding only as a chain, each arriving before the previous refresh
+    // runs out. Their spacing is fixed, so no shift above moves it: the interval itself must be
+    // clear of the timeout (a 1000 ms OPTIONS ping against a 1 s timeout passed or failed by the
+    // millisecond; it was caught as drift).
+    let pings_clear = match c.registrar {
+        RegistrarSetting::Sbc(p) => p
+            .interval()
+            .is_none_or(|i| i.abs_diff(c.timeout()) >= MARGIN),
+        RegistrarSetting::Proxy => true,
+    };
+    // A STUN keep-alive whose answer shows a moved flow makes the phone re-register (RFC 5626
+    // §4.4.2): a REGISTER the plan does not schedule. Where ports are not preserved, a gap longer
+    // than the timeout moves the flow, so none may come before the INVITE.
+    let stun_clear = !matches!(c.keepalive, KeepAliveSetting::Stun { .. })
+        || nat.ports == PortAllocation::Preserve
+        || plan
+            .sent
+            .windows(2)
+            .filter(|w| w[1].0 <= plan.invite + MARGIN)
+            .all(|w| w[1].0 - w[0].0 + MARGIN <= c.timeout());
+    stable && gaps_clear && pings_clear && stun_clear
 }
 
 // --- strategies ----------------------------------------------------------------------------------

@@ -464,8 +464,8 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
                 r.calls.insert(from.clone(), status);
                 r.calls_to.insert(from.clone(), to.clone());
-                if status == 200 && r.external.contains_key(to) {
-                    let remote = r.uas[from]
+                let caller_remote =
+                    r.uas[from]
                         .0
                         .events()
                         .into_iter()
@@ -476,50 +476,39 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                             } if call_id == id => remote_media,
                             _ => None,
                         });
-                    if let Some(remote) = remote {
-                        let report = stream_media_observed(r, from, to, remote).await?;
-                        r.notes.push((
-                            Instant::now(),
-                            r.uas[from].1.clone(),
-                            format!("media: {report}"),
-                        ));
-                        r.reports.insert(from.clone(), report);
-                    }
-                } else if status == 200 && r.uas.contains_key(to) {
-                    let caller_remote =
-                        r.uas[from]
-                            .0
-                            .events()
-                            .into_iter()
-                            .find_map(|e| match e.event {
-                                Event::CallEstablished {
-                                    call_id,
-                                    remote_media,
-                                } if call_id == id => remote_media,
-                                _ => None,
-                            });
-                    // The callee's side is up once it has the ACK.
-                    let callee = &r.uas[to].0;
-                    let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
-                    wait_new(callee, est, 0, Duration::from_secs(5)).await;
-                    let callee_remote =
-                        callee
-                            .events()
-                            .into_iter()
-                            .rev()
-                            .find_map(|e| match e.event {
-                                Event::CallEstablished { remote_media, .. } => remote_media,
-                                _ => None,
-                            });
-                    if let (Some(a), Some(b)) = (caller_remote, callee_remote) {
-                        let report = stream_media(r, from, to, a, b).await?;
-                        r.notes.push((
-                            Instant::now(),
-                            r.uas[from].1.clone(),
-                            format!("media: {report}"),
-                        ));
-                        r.reports.insert(from.clone(), report);
-                    }
+                let report =
+                    if status != 200 {
+                        None
+                    } else if r.external.contains_key(to) {
+                        match caller_remote {
+                            Some(remote) => Some(stream_media_observed(r, from, to, remote).await?),
+                            None => None,
+                        }
+                    } else if r.uas.contains_key(to) {
+                        // The callee's side is up once it has the ACK.
+                        let callee = &r.uas[to].0;
+                        let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
+                        wait_new(callee, est, 0, Duration::from_secs(5)).await;
+                        let callee_remote = callee.events().into_iter().rev().find_map(|e| match e
+                            .event
+                        {
+                            Event::CallEstablished { remote_media, .. } => remote_media,
+                            _ => None,
+                        });
+                        match (caller_remote, callee_remote) {
+                            (Some(a), Some(b)) => Some(stream_media(r, from, to, a, b).await?),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                if let Some(report) = report {
+                    r.notes.push((
+                        Instant::now(),
+                        r.uas[from].1.clone(),
+                        format!("media: {report}"),
+                    ));
+                    r.reports.insert(from.clone(), report);
                 }
                 let (task, _) = &r.uas[from];
                 if status == 200 && *hold_ms > 0 {

@@ -739,6 +739,17 @@ impl Ua {
                 .unwrap_or(self.config.expires);
             self.registration.registered = true;
             self.registration.refresh_at = Some(after(now, granted / 2));
+            // Where the registrar saw this REGISTER come from (RFC 3581 received/rport) is the
+            // flow's mapping: a STUN keep-alive answer that differs from it shows the flow moved,
+            // from the very first keep-alive on (RFC 5626 §4.4.2).
+            if let Ok(via) = message::top_via(&resp) {
+                if let message::Rport::Filled(port) = via.rport {
+                    let ip = via.received.or_else(|| via.host.parse().ok());
+                    if let Some(ip) = ip {
+                        self.flow_mapping = Some(SocketAddr::new(ip, port));
+                    }
+                }
+            }
             self.events.push_back(Event::Registered {
                 contact: self.contact_value(),
                 expires: granted,
