@@ -147,6 +147,32 @@ impl Process {
         }
     }
 
+    /// Waits until a socket on `port` is bound (UDP) or listening (TCP) in the program's network
+    /// namespace, at most `timeout`. Read from `/proc/PID/net/*`, which shows the namespace of
+    /// PID: no tool is needed inside the host, and a port the program's children bind counts.
+    pub async fn wait_for_port(&mut self, port: u16, tcp: bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let files: &[&str] = if tcp {
+            &["tcp", "tcp6"]
+        } else {
+            &["udp", "udp6"]
+        };
+        loop {
+            let pid = self.pid();
+            let bound = files.iter().any(|f| {
+                std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+                    .is_ok_and(|table| port_in_table(&table, port, tcp))
+            });
+            if bound {
+                return true;
+            }
+            if Instant::now() >= deadline || self.try_status().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Kills the program and everything it forked.
     pub fn kill(&mut self) {
         // The group outlives its leader while anything it forked still runs: always signal it.
@@ -164,5 +190,41 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Whether a `/proc/net/{udp,tcp}[6]` table has a socket on local `port` (TCP: in LISTEN, `0A`).
+fn port_in_table(table: &str, port: u16, tcp: bool) -> bool {
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace();
+        let local = cols.nth(1).unwrap_or_default();
+        let state = cols.nth(1).unwrap_or_default();
+        let p = local
+            .rsplit_once(':')
+            .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+        p == Some(port) && (!tcp || state == "0A")
+    })
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::port_in_table;
+
+    const UDP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  731: 0A0171CB:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41297 2 0000000000000000 0
+";
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0A0171CB:13C4 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 41300 1 0000000000000000 100 0 0 10 0
+   1: 0A0171CB:0D96 0B0171CB:13C4 01 00000000:00000000 00:00000000 00000000     0        0 41301 1 0000000000000000 100 0 0 10 0
+";
+
+    #[test]
+    fn a_bound_udp_port_and_a_listening_tcp_port_are_found_and_others_are_not() {
+        assert!(port_in_table(UDP, 5060, false));
+        assert!(!port_in_table(UDP, 5061, false));
+        assert!(port_in_table(TCP, 5060, true));
+        // 3478 (0x0D96) is only the local end of an established connection, not a listener.
+        assert!(!port_in_table(TCP, 3478, true));
+        assert!(!port_in_table("", 5060, false));
     }
 }

@@ -102,6 +102,49 @@ run = ["snh-no-such-softphone", "--register"]
     Ok(())
 }
 
+/// Port readiness is read from the program's namespace: a program that ends without binding its
+/// port fails the run with a line naming the port and the host, instead of a later, puzzling
+/// timeout; one that binds it (SIPp as a UAS on 5070) lets the run go on.
+#[tokio::test]
+async fn a_command_ready_on_a_port_waits_for_it_and_names_it_when_it_never_comes() -> Result<()> {
+    require_kernel!();
+    let file = |run: &str| {
+        format!(
+            r#"
+[scenario]
+name = "ready-port"
+
+[[host]]
+name = "pbx"
+segment = "internet"
+addrs = ["203.0.113.20"]
+
+[[component]]
+kind = "command"
+name = "stack"
+host = "pbx"
+run = {run}
+ready = {{ port = 5070 }}
+"#
+        )
+    };
+    let never = file(r#"["true"]"#);
+    let s = Scenario::from_str("never.toml", &never).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let e = scenario::run(&s, &RunOptions::default())
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("must fail"))?
+        .to_string();
+    ensure!(
+        e.contains("never bound UDP port 5070 in `pbx`") && !e.contains('\n'),
+        "{e}"
+    );
+    let sipp = file(r#"["sipp", "-sn", "uas", "-i", "{pbx.addr}", "-p", "5070", "-nostdin"]"#);
+    let s = Scenario::from_str("sipp.toml", &sipp).map_err(|e| anyhow::anyhow!("{e}"))?;
+    scenario::run(&s, &RunOptions::default()).await?;
+    Ok(())
+}
+
 /// `harness matrix` on the binding-expiry scenario: with the ALG off every NAT type forgets the
 /// phone after 2 s (408, as the file expects); with the kernel SIP helper on, the helper holds the
 /// SIP flow open for its own 3600 s and the late call gets through on every type (kernel-facts:

@@ -311,8 +311,22 @@ impl KeepAliveDef {
 pub struct ReadyDef {
     /// A line its output must contain.
     pub log: Option<String>,
+    /// A port it must have bound (UDP) or be listening on (TCP), in its host's namespace.
+    pub port: Option<u16>,
+    /// The port's protocol: `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub protocol: PortProtocol,
     /// A fixed delay.
     pub delay_ms: Option<u64>,
+}
+
+/// The transport of a readiness port.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortProtocol {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 /// `[[component]]`: what runs on a host.

@@ -385,9 +385,19 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     if let Some(line) = log {
         if !p.wait_for_output(&line, Duration::from_secs(10)).await {
             return Err(io_err(format!(
-                "command `{name}` never printed `{line}`: {}{}",
-                p.stdout(),
-                p.stderr()
+                "command `{name}` never printed `{line}`{}",
+                last_words(&p)
+            )));
+        }
+    }
+    if let Some(r) = ready.as_ref().filter(|r| r.port.is_some()) {
+        let port = r.port.unwrap_or_default();
+        let tcp = r.protocol == super::file::PortProtocol::Tcp;
+        if !p.wait_for_port(port, tcp, Duration::from_secs(10)).await {
+            let what = if tcp { "listened on TCP" } else { "bound UDP" };
+            return Err(io_err(format!(
+                "command `{name}` never {what} port {port} in `{host}`{}",
+                last_words(&p)
             )));
         }
     }
@@ -395,6 +405,16 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     Ok(p)
+}
+
+/// `; its last line: …` — one line for an error, however much the program printed.
+fn last_words(p: &Process) -> String {
+    let out = format!("{}\n{}", p.stdout(), p.stderr());
+    let last = out.lines().map(str::trim).rfind(|l| !l.is_empty());
+    match last {
+        Some(l) => format!("; its last line: {l}"),
+        None => String::new(),
+    }
 }
 
 /// Waits until `ua` has more events matching `m` than `before`; the newest match.
