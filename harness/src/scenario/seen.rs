@@ -74,9 +74,11 @@ pub fn count(frames: &[Frame], q: &PacketQuery) -> Found {
         };
         if hit {
             found.count += 1;
-            found
-                .first
-                .get_or_insert_with(|| format!("{src} → {dst} {summary}"));
+            found.first.get_or_insert_with(|| match payload {
+                // ICMP has no ports.
+                Payload::Icmp(_) => format!("{} → {} {summary}", src.ip(), dst.ip()),
+                _ => format!("{src} → {dst} {summary}"),
+            });
         }
     }
     found
