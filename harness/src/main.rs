@@ -371,17 +371,35 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
         header.push_str(&format!("{:<34}", label(c)));
     }
     println!("{header}");
+    // A cell says whether it differs and what it saw, cut to the column; the full story of each
+    // differing cell follows the table, numbered.
+    let mut notes = Vec::new();
     for row in cells.chunks(columns) {
         let mut line = format!("{:<22}", row[0].nat.to_string());
         for c in row {
             let cell = if c.verdict == Verdict::Pass {
                 "as expected".to_string()
             } else {
-                format!("DIFFERS: {}", c.failed.join("; "))
+                notes.push(c);
+                let full = format!("[{}] DIFFERS: {}", notes.len(), c.failed.join("; "));
+                if full.chars().count() > 32 {
+                    format!("{}…", full.chars().take(31).collect::<String>())
+                } else {
+                    full
+                }
             };
             line.push_str(&format!("{cell:<34}"));
         }
         println!("{line}");
+    }
+    for (i, c) in notes.iter().enumerate() {
+        println!("\n[{}] {} × {}:", i + 1, c.nat, label(c));
+        for (what, seen) in c.failed_expectations.iter().zip(&c.failed) {
+            println!("    ✗ {what} ({seen})");
+        }
+        for e in c.failed.iter().skip(c.failed_expectations.len()) {
+            println!("    error: {e}");
+        }
     }
     Ok(cells.iter().all(|c| c.verdict == Verdict::Pass))
 }

@@ -323,6 +323,10 @@ impl Case {
         let mut t = Duration::ZERO;
         while t <= horizon {
             sent.push((t, Sent::Register));
+            if matches!(self.keepalive, KeepAliveSetting::Stun { .. }) {
+                // A STUN keep-alive phone learns the flow's mapping as soon as the 200 arrives.
+                sent.push((t + RTT, Sent::KeepAlive));
+            }
             t += RTT + self.reregister_every();
         }
         // Keep-alives run on their own timer, started by the first REGISTER.

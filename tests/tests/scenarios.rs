@@ -174,6 +174,41 @@ async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and
     Ok(())
 }
 
+/// The STUN keep-alive's move detection across NAT types and the kernel SIP helper: only the
+/// symmetric NAT without the helper moves the flow (a new random port after the 2 s expiry), so
+/// only there does the phone register a second time. Port-preserving NATs give the flow its old
+/// port back, and the helper holds the SIP flow for an hour; there the phone must *not*
+/// re-register (a helper rewrites the 200's Via back to the private address, which a phone
+/// comparing against it would take for a move on every keep-alive), and the call arrives anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stun_keepalive_re_registers_only_where_the_nat_really_moved_the_flow() -> Result<()> {
+    require_kernel!();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/binding-expiry-fix-stun-detects-move.toml");
+    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cells = scenario::matrix(
+        &s,
+        &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel],
+        &[None],
+    )
+    .await?;
+    ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
+    for c in &cells {
+        let moves = c.nat == sim_nat::NatType::Symmetric && c.alg == sim_nat::SipAlg::Off;
+        if moves {
+            ensure!(c.verdict == Verdict::Pass, "{c:?}");
+        } else {
+            ensure!(
+                c.failed_expectations.len() == 1
+                    && c.failed_expectations[0].contains("REGISTER")
+                    && c.failed[0].starts_with("1 packet(s)"),
+                "one REGISTER only, and the call still arrives: {c:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// SIPp (a stack nobody here wrote) registers through our SBC from behind every NAT type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_registers_through_our_sbc_behind_every_nat_type() -> Result<()> {

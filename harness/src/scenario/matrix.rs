@@ -16,6 +16,8 @@ pub struct Cell {
     pub verdict: Verdict,
     /// What each failed expectation observed.
     pub failed: Vec<String>,
+    /// Each failed expectation, as the file states it (`alice's call ends with 200`).
+    pub failed_expectations: Vec<String>,
 }
 
 /// Runs `s` with every NAT router set to each type × ALG × timeout, all cells concurrently (each
@@ -51,6 +53,12 @@ pub async fn matrix(s: &Scenario, algs: &[SipAlg], timeouts: &[Option<u32>]) -> 
                 .filter(|c| !c.1)
                 .map(|c| c.2.clone())
                 .chain(o.error)
+                .collect(),
+            failed_expectations: o
+                .checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| c.0.clone())
                 .collect(),
         });
     }

@@ -114,9 +114,21 @@ impl UaConfig {
                 address: local.ip(),
                 port: 4000,
             },
-            seed: 1,
+            seed: seed_of(user, local),
         }
     }
+}
+
+/// A seed of its own for each phone, fixed by its user and address: two phones drawing the same
+/// branches, tags and Call-IDs is something no real pair of phones does (and it merged their
+/// transactions in ladders), while a fixed seed keeps a scenario's trace reproducible.
+fn seed_of(user: &str, local: SocketAddr) -> u64 {
+    // FNV-1a.
+    format!("{user}@{local}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,6 +535,20 @@ impl Ua {
         .into_bytes()
     }
 
+    /// A STUN Binding request to the registrar on the SIP flow (RFC 5626 §4.4.2); its answer is
+    /// matched by transaction id in [`Self::on_stun`].
+    fn send_stun_binding(&mut self) {
+        let mut tid = [0u8; 12];
+        tid[..8].copy_from_slice(&self.ids.next_u64().to_be_bytes());
+        tid[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes()[..4]);
+        let tid = TransactionId(tid);
+        let req = StunMessage::new(Class::Request, StunMethod::BINDING, tid)
+            .encode(None, true)
+            .expect("a bare Binding request encodes");
+        self.stun_pending = Some(tid);
+        self.layer.send_raw(req, self.config.proxy);
+    }
+
     /// A STUN message on the SIP socket: the answer to a keep-alive, or garbage (counted).
     fn on_stun(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         let m = match StunMessage::decode(bytes) {
@@ -598,15 +624,7 @@ impl Ua {
                     self.keepalive_at = Some(after(now, i));
                 }
                 Some(KeepAlive::Stun(i)) => {
-                    let mut tid = [0u8; 12];
-                    tid[..8].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-                    tid[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes()[..4]);
-                    let tid = TransactionId(tid);
-                    let req = StunMessage::new(Class::Request, StunMethod::BINDING, tid)
-                        .encode(None, true)
-                        .expect("a bare Binding request encodes");
-                    self.stun_pending = Some(tid);
-                    self.layer.send_raw(req, self.config.proxy);
+                    self.send_stun_binding();
                     self.keepalive_at = Some(after(now, i));
                 }
                 None => self.keepalive_at = None,
@@ -739,16 +757,14 @@ impl Ua {
                 .unwrap_or(self.config.expires);
             self.registration.registered = true;
             self.registration.refresh_at = Some(after(now, granted / 2));
-            // Where the registrar saw this REGISTER come from (RFC 3581 received/rport) is the
-            // flow's mapping: a STUN keep-alive answer that differs from it shows the flow moved,
-            // from the very first keep-alive on (RFC 5626 §4.4.2).
-            if let Ok(via) = message::top_via(&resp) {
-                if let message::Rport::Filled(port) = via.rport {
-                    let ip = via.received.or_else(|| via.host.parse().ok());
-                    if let Some(ip) = ip {
-                        self.flow_mapping = Some(SocketAddr::new(ip, port));
-                    }
-                }
+            // The registrar now knows the flow as it is: learn its mapping at once with a STUN
+            // request, so the first keep-alive that finds it changed already re-registers
+            // (RFC 5626 §4.4.2 compares STUN answers). Not from the 200's Via received/rport: a
+            // SIP ALG rewrites those back to the private address (measured with the kernel
+            // helper), which would look like a move on every keep-alive and re-register forever.
+            if matches!(self.config.keepalive, Some(KeepAlive::Stun(_))) {
+                self.flow_mapping = None;
+                self.send_stun_binding();
             }
             self.events.push_back(Event::Registered {
                 contact: self.contact_value(),
