@@ -227,6 +227,12 @@ impl MediaStream {
         self.handle_timeout(now);
     }
 
+    /// Where to send, once the answer says so: a phone opens its media socket when it makes or
+    /// receives the offer, before it knows the peer's address.
+    pub fn set_destination(&mut self, destination: SocketAddr) {
+        self.destination = Some(destination);
+    }
+
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }

@@ -407,6 +407,50 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     Ok(p)
 }
 
+/// A phone's media sockets for one call, open from the offer on.
+struct OpenMedia {
+    task: MediaTask,
+    /// RTP + 1 (RFC 3550 §11). Our phones send no RTCP, but a peer's (baresip's) must find the
+    /// port open, as on a real phone: a closed one answers ICMP port unreachable, which no phone
+    /// in the field does. What arrives is left unread.
+    rtcp: tokio::net::UdpSocket,
+}
+
+/// A call's media sockets after the measured window: open until the call ends, since the
+/// peer streams until it gets the BYE (a closed port answers ICMP, as no phone does).
+#[allow(dead_code, reason = "held only to be dropped when the call ends")]
+enum Held {
+    Rtp(MediaTask),
+    Socket(tokio::net::UdpSocket),
+}
+
+/// Both phones' media for a call (`None`: relayed through TURN, or not one of ours).
+struct OpenedMedia {
+    caller: Option<OpenMedia>,
+    callee: Option<OpenMedia>,
+    since: SystemTime,
+}
+
+/// Opens `user`'s RTP and RTCP sockets, not sending until the answer gives a destination.
+async fn open_media(r: &Running, user: &str) -> Result<Option<OpenMedia>> {
+    let Some(PhoneMedia::Direct {
+        local,
+        latching,
+        duration,
+    }) = r.media.get(user)
+    else {
+        return Ok(None);
+    };
+    let node = r.topo.node(&r.uas[user].1)?;
+    let mut cfg = MediaConfig::pcmu(*local, None);
+    cfg.latching = *latching;
+    cfg.duration = *duration;
+    let (task, _) = MediaTask::bind(node, MediaStream::new(cfg)).await?;
+    let rtcp_at = SocketAddr::new(local.ip(), local.port().wrapping_add(1));
+    let rtcp = node.udp_bind(rtcp_at).await?;
+    Ok(Some(OpenMedia { task, rtcp }))
+}
+
 /// `; its last line: …` — one line for an error, however much the program printed.
 fn last_words(p: &Process) -> String {
     let out = format!("{}\n{}", p.stdout(), p.stderr());
@@ -467,6 +511,16 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 hold_ms,
                 timeout_ms,
             } => {
+                // Both phones' media sockets exist from the offer on, as on real phones: RTP
+                // that arrives before a side starts streaming is received, not refused.
+                let opened = OpenedMedia {
+                    caller: open_media(r, from).await?,
+                    callee: match r.uas.contains_key(to) {
+                        true => open_media(r, to).await?,
+                        false => None,
+                    },
+                    since: SystemTime::now(),
+                };
                 let (task, _) = &r.uas[from];
                 let id = task.call(to).await?;
                 let final_of = |e: &Event| match e {
@@ -496,12 +550,18 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                             } if call_id == id => remote_media,
                             _ => None,
                         });
+                let mut held = Vec::new();
                 let report =
                     if status != 200 {
                         None
                     } else if r.external.contains_key(to) {
                         match caller_remote {
-                            Some(remote) => Some(stream_media_observed(r, from, to, remote).await?),
+                            Some(remote) => {
+                                let (report, h) =
+                                    stream_media_observed(r, from, to, remote, opened).await?;
+                                held = h;
+                                Some(report)
+                            }
                             None => None,
                         }
                     } else if r.uas.contains_key(to) {
@@ -516,7 +576,11 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                             _ => None,
                         });
                         match (caller_remote, callee_remote) {
-                            (Some(a), Some(b)) => Some(stream_media(r, from, to, a, b).await?),
+                            (Some(a), Some(b)) => {
+                                let (report, h) = stream_media(r, from, to, a, b, opened).await?;
+                                held = h;
+                                Some(report)
+                            }
                             _ => None,
                         }
                     } else {
@@ -538,6 +602,7 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                         |e: &Event| matches!(e, Event::CallEnded { call_id } if call_id == &id);
                     wait_new(task, ended, 0, Duration::from_secs(10)).await;
                 }
+                drop(held);
             }
             Step::Wait { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
             Step::ExpireBinding { router, host, port } => {
@@ -586,29 +651,32 @@ async fn stream_media(
     callee: &str,
     to_callee: SocketAddr,
     to_caller: SocketAddr,
-) -> Result<MediaReport> {
+    opened: OpenedMedia,
+) -> Result<(MediaReport, Vec<Held>)> {
     enum Live {
         Direct(MediaTask),
         Relayed(String),
     }
     let mut live = Vec::new();
     let mut longest = Duration::ZERO;
-    for (user, dest) in [(caller, to_callee), (callee, to_caller)] {
-        let host = r.uas[user].1.clone();
-        match r.media.get(user).expect("every phone has media") {
-            PhoneMedia::Direct {
-                local,
-                latching,
-                duration,
-            } => {
-                let mut cfg = MediaConfig::pcmu(*local, Some(dest));
-                cfg.latching = *latching;
-                cfg.duration = *duration;
+    let OpenedMedia {
+        caller: caller_media,
+        callee: callee_media,
+        ..
+    } = opened;
+    let mut keep = Vec::new();
+    for (user, dest, open) in [
+        (caller, to_callee, caller_media),
+        (callee, to_caller, callee_media),
+    ] {
+        match (open, r.media.get(user).expect("every phone has media")) {
+            (Some(open), PhoneMedia::Direct { duration, .. }) => {
                 longest = longest.max(*duration);
-                let (task, _) = MediaTask::bind(r.topo.node(&host)?, MediaStream::new(cfg)).await?;
-                live.push(Live::Direct(task));
+                open.task.call(move |m, _| m.set_destination(dest)).await?;
+                live.push(Live::Direct(open.task));
+                keep.push(open.rtcp);
             }
-            PhoneMedia::Relayed(task) => {
+            (_, PhoneMedia::Relayed(task)) => {
                 task.call(move |m, now| m.connect(dest, now))
                     .await?
                     .map_err(|e| io_err(format!("{user}: TURN permission for {dest}: {e}")))?;
@@ -616,6 +684,7 @@ async fn stream_media(
                 longest = longest.max(Duration::from_secs(1));
                 live.push(Live::Relayed(user.to_string()));
             }
+            (None, PhoneMedia::Direct { .. }) => unreachable!("a direct phone's media is opened"),
         }
     }
     // The callee first, one packet time ahead: a phone streams as soon as it sends its 200 OK,
@@ -637,16 +706,21 @@ async fn stream_media(
     }
     tokio::time::sleep(longest + Duration::from_millis(400)).await;
     let mut stats = Vec::new();
+    let mut held = keep.into_iter().map(Held::Socket).collect::<Vec<_>>();
     for l in live {
         stats.push(match l {
-            Live::Direct(t) => t.state(),
+            Live::Direct(t) => {
+                let s = t.state();
+                held.push(Held::Rtp(t));
+                s
+            }
             Live::Relayed(user) => match r.media.get(&user) {
                 Some(PhoneMedia::Relayed(t)) => t.state().stats,
                 _ => Default::default(),
             },
         });
     }
-    Ok(MediaReport::new(&stats[0], &stats[1], 0.95))
+    Ok((MediaReport::new(&stats[0], &stats[1], 0.95), held))
 }
 
 /// Streams the caller's RTP to an external program's SDP address and judges the call: the
@@ -657,31 +731,28 @@ async fn stream_media_observed(
     caller: &str,
     callee: &str,
     to_callee: SocketAddr,
-) -> Result<MediaReport> {
-    let host = r.uas[caller].1.clone();
+    opened: OpenedMedia,
+) -> Result<(MediaReport, Vec<Held>)> {
     let callee_vantage = capture::Vantage::new(&r.external[callee], "eth0");
-    // The caller's media socket exists from its offer on, so it is ready before anything else.
-    let (direct, wait) = match r.media.get(caller).expect("every phone has media") {
-        PhoneMedia::Direct {
-            local,
-            latching,
-            duration,
-        } => {
-            let mut cfg = MediaConfig::pcmu(*local, Some(to_callee));
-            cfg.latching = *latching;
-            cfg.duration = *duration;
-            let (task, _) = MediaTask::bind(r.topo.node(&host)?, MediaStream::new(cfg)).await?;
-            (Some(task), *duration + Duration::from_millis(400))
+    let (direct, wait) = match (opened.caller, r.media.get(caller)) {
+        (Some(open), Some(PhoneMedia::Direct { duration, .. })) => {
+            open.task
+                .call(move |m, _| m.set_destination(to_callee))
+                .await?;
+            (Some(open), *duration + Duration::from_millis(400))
         }
-        PhoneMedia::Relayed(task) => {
+        (_, Some(PhoneMedia::Relayed(task))) => {
             task.call(move |m, now| m.connect(to_callee, now))
                 .await?
                 .map_err(|e| io_err(format!("{caller}: TURN permission for {to_callee}: {e}")))?;
             let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
             (None, Duration::from_millis(1400))
         }
+        _ => unreachable!("a direct phone's media is opened"),
     };
-    let from = SystemTime::now();
+    // Both sides are counted from the offer on: the program may stream before our caller does.
+    let from = opened.since;
+    let waiting = SystemTime::now();
     // The field's order, as for two built-in phones: the callee streams from its 200 OK, the
     // caller only once the 200 has arrived. A program starts its audio pipeline later than our
     // phone reacts to the 200, so our caller waits (at most 3 s) for the program's first RTP to
@@ -693,7 +764,7 @@ async fn stream_media_observed(
             let seen = crate::rtp::observed::observe(
                 &cap.snapshot(),
                 &callee_vantage,
-                from,
+                waiting,
                 SystemTime::now(),
             );
             if seen.sent > 0 {
@@ -703,11 +774,14 @@ async fn stream_media_observed(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let mut held = Vec::new();
     let caller_stats = match (direct, r.media.get(caller)) {
-        (Some(task), _) => {
-            task.call(|m, now| m.start(now)).await?;
+        (Some(open), _) => {
+            open.task.call(|m, now| m.start(now)).await?;
             tokio::time::sleep(wait).await;
-            task.state()
+            let s = open.task.state();
+            held.extend([Held::Rtp(open.task), Held::Socket(open.rtcp)]);
+            s
         }
         (None, Some(PhoneMedia::Relayed(task))) => {
             task.call(|m, now| m.start_media(now)).await?;
@@ -723,7 +797,7 @@ async fn stream_media_observed(
         .map(Capture::snapshot)
         .unwrap_or_default();
     let callee_stats = crate::rtp::observed::observe(&frames, &callee_vantage, from, until);
-    Ok(MediaReport::new(&caller_stats, &callee_stats, 0.95))
+    Ok((MediaReport::new(&caller_stats, &callee_stats, 0.95), held))
 }
 
 fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
