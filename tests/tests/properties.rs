@@ -74,13 +74,12 @@
 //! # Not covered
 //! The kernel SIP helper keeps SIP flows for an hour whatever the timeout (kernel-facts), so
 //! every NAT here has it off. A STUN keep-alive's answer that shows the flow moved makes the
-//! phone re-register (RFC 5626 §4.4.2); the model's schedule does not plan that REGISTER, so no
-//! case is generated where it would happen (a STUN keep-alive behind a NAT that does not preserve
-//! ports, after a gap longer than the timeout). The sans-IO test
-//! `a_stun_keepalive_slower_than_the_timeout_sees_the_flow_move_and_the_phone_re_registers_at_once` covers it, and
-//! `scenarios/binding-expiry-stun-detects-move.toml` shows it on the kernel.
+//! phone re-register at once (RFC 5626 §4.4.2); the oracle plays that REGISTER, but not the shift
+//! it gives the phone's own re-registration timer, so such a move is only generated when no
+//! re-registration is due before the call.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{LazyLock, Mutex};
@@ -383,6 +382,7 @@ impl Case {
             invite,
             pings,
             answered,
+            stun: matches!(self.keepalive, KeepAliveSetting::Stun { .. }),
         }
     }
 
@@ -429,6 +429,8 @@ struct Plan {
     /// When the SBC's NAT pings reach the router, and whether the phone answers them (OPTIONS).
     pings: Vec<Duration>,
     answered: bool,
+    /// The keep-alive is STUN: an answer showing a moved flow makes the phone re-register.
+    stun: bool,
 }
 
 impl Plan {
@@ -470,29 +472,37 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64, ping_shift_ms: i64) -
         Ping,
         Pong,
         Invite,
+        /// A packet the phone sends in reaction (index into `reactions`), and its answer.
+        ReactOut(usize),
+        ReactAnswer(usize),
     }
     let invite = shifted(plan.invite, shift_ms);
-    let mut events: Vec<(Duration, Ev)> = Vec::new();
+    let mut events: BinaryHeap<Reverse<(Duration, Ev)>> = BinaryHeap::new();
     for (i, (t, _)) in plan.sent.iter().enumerate() {
-        events.push((*t, Ev::Out(i)));
-        // The registrar answers REGISTER and OPTIONS with a 200, a CRLF ping with a CRLF pong.
-        events.push((*t + RTT, Ev::Answer(i)));
+        events.push(Reverse((*t, Ev::Out(i))));
+        // The registrar answers REGISTER and OPTIONS with a 200, a CRLF ping with a CRLF pong,
+        // a STUN request with its answer.
+        events.push(Reverse((*t + RTT, Ev::Answer(i))));
     }
     for t in &plan.pings {
         let t = shifted(*t, ping_shift_ms).max(RTT);
-        events.push((t, Ev::Ping));
+        events.push(Reverse((t, Ev::Ping)));
         if plan.answered {
-            events.push((t + RTT, Ev::Pong));
+            events.push(Reverse((t + RTT, Ev::Pong)));
         }
     }
-    events.push((invite, Ev::Invite));
-    events.sort();
+    events.push(Reverse((invite, Ev::Invite)));
     // Whether the last ping reached the phone (and so is answered).
     let mut ping_delivered = false;
     let mut model = NatModel::new(nat.clone(), PUBLIC, LAN).expect("valid NAT");
     let mut mapped: Vec<Option<SocketAddrV4>> = vec![None; plan.sent.len()];
     let mut target = None;
-    for (t, ev) in events {
+    // RFC 5626 §4.4.2 as our phone does it: the STUN answer after each registration is the
+    // flow's mapping; a later answer that differs makes it register again at once (and learn
+    // the new mapping). The re-registration's REGISTER and STUN request are `reactions`.
+    let mut flow: Option<SocketAddrV4> = None;
+    let mut reactions: Vec<(Sent, Option<SocketAddrV4>)> = Vec::new();
+    while let Some(Reverse((t, ev))) = events.pop() {
         let now = *ORIGIN + t;
         match ev {
             Ev::Out(i) => {
@@ -504,8 +514,44 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64, ping_shift_ms: i64) -
                 }
             }
             Ev::Answer(i) => {
-                if let Some(to) = mapped[i] {
-                    let _ = model.inbound(REGISTRAR, to, now);
+                let Some(to) = mapped[i] else { continue };
+                let delivered = model.inbound(REGISTRAR, to, now).forwarded().is_some();
+                if !plan.stun || !delivered {
+                    continue;
+                }
+                match plan.sent[i].1 {
+                    // The plan's STUN request right after it re-learns the mapping.
+                    Sent::Register => flow = None,
+                    Sent::KeepAlive => {
+                        if flow.is_some_and(|f| f != to) {
+                            reactions.push((Sent::Register, None));
+                            events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
+                        }
+                        flow = Some(to);
+                    }
+                }
+            }
+            Ev::ReactOut(k) => {
+                let v = model.outbound(PHONE, REGISTRAR, now);
+                let m = v.forwarded().map(|(src, _)| src);
+                reactions[k].1 = m;
+                if reactions[k].0 == Sent::Register {
+                    target = m.or(target);
+                }
+                events.push(Reverse((t + RTT, Ev::ReactAnswer(k))));
+            }
+            Ev::ReactAnswer(k) => {
+                let Some(to) = reactions[k].1 else { continue };
+                if model.inbound(REGISTRAR, to, now).forwarded().is_none() {
+                    continue;
+                }
+                match reactions[k].0 {
+                    Sent::Register => {
+                        flow = None;
+                        reactions.push((Sent::KeepAlive, None));
+                        events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
+                    }
+                    Sent::KeepAlive => flow = Some(to),
                 }
             }
             // The SBC pings the address the phone registered from.
@@ -577,10 +623,12 @@ fn clear_of_boundaries(c: &Case) -> bool {
         RegistrarSetting::Proxy => true,
     };
     // A STUN keep-alive whose answer shows a moved flow makes the phone re-register (RFC 5626
-    // §4.4.2): a REGISTER the plan does not schedule. Where ports are not preserved, a gap longer
-    // than the timeout moves the flow, so none may come before the INVITE.
+    // §4.4.2); `predict` plays that REGISTER, but not the shift it gives the phone's own
+    // re-registration timer, so with a short expiry no gap longer than the timeout (which moves
+    // the flow where ports are not preserved) may come before the INVITE.
     let stun_clear = !matches!(c.keepalive, KeepAliveSetting::Stun { .. })
         || nat.ports == PortAllocation::Preserve
+        || c.reregister_every() > plan.invite + MARGIN
         || plan
             .sent
             .windows(2)
@@ -1659,6 +1707,37 @@ fn the_model_agrees_that_a_refresh_faster_than_the_timeout_keeps_the_phone_reach
 }
 
 #[test]
+fn the_oracle_plays_the_re_registration_a_moved_stun_flow_triggers() {
+    // Symmetric NAT, 1 s timeout, keep-alive every 2 s: each keep-alive finds the flow expired
+    // and gets a new port. The call comes 300 ms after the first keep-alive (packet 2, after the
+    // REGISTER and the STUN request that learns the mapping).
+    let late = |keepalive| Case {
+        nat: NatType::Symmetric,
+        refresh: Refresh::Both,
+        timeout_secs: 1,
+        keepalive,
+        expires_secs: 3600,
+        after_packet: 2,
+        delay_ms: 300,
+        jitter_ms: 0,
+        registrar: RegistrarSetting::Proxy,
+    };
+    let stun = late(KeepAliveSetting::Stun { interval_ms: 2000 });
+    let crlf = late(KeepAliveSetting::Crlf { interval_ms: 2000 });
+    let p = predict(&stun.behaviour(), &stun.plan(), 0, 0);
+    assert!(
+        p.delivered,
+        "the STUN answer shows the move, the phone re-registers: {p:?}"
+    );
+    assert!(clear_of_boundaries(&stun), "and the case may be generated");
+    let p = predict(&crlf.behaviour(), &crlf.plan(), 0, 0);
+    assert!(
+        !p.delivered,
+        "a CRLF keep-alive learns nothing: the registrar's mapping is dead"
+    );
+}
+
+#[test]
 fn the_model_says_sbc_pings_keep_a_linux_binding_and_answered_options_pings_any_binding(
 ) -> Result<()> {
     // The property on the oracle, over the SBC cases property 1 runs: pings faster than
@@ -1729,12 +1808,23 @@ fn the_generated_cases_cover_both_verdicts_on_every_nat() -> Result<()> {
         ..ProptestConfig::default()
     });
     let mut seen: HashMap<(NatType, Refresh), (u32, u32)> = HashMap::new();
+    // Cases a STUN keep-alive's move detection decides: the same case with CRLF at the same
+    // interval gets the other verdict.
+    let mut decided_by_stun = 0;
     for _ in 0..2000 {
         let c = arb_case()
             .new_tree(&mut runner)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .current();
         let reached = predict(&c.behaviour(), &c.plan(), 0, 0).delivered;
+        if let KeepAliveSetting::Stun { interval_ms } = c.keepalive {
+            let crlf = Case {
+                keepalive: KeepAliveSetting::Crlf { interval_ms },
+                ..c
+            };
+            decided_by_stun +=
+                usize::from(predict(&crlf.behaviour(), &crlf.plan(), 0, 0).delivered != reached);
+        }
         let n = seen.entry((c.nat, c.refresh)).or_default();
         if reached {
             n.0 += 1;
@@ -1753,6 +1843,13 @@ fn the_generated_cases_cover_both_verdicts_on_every_nat() -> Result<()> {
     );
     let share = f64::from(lost) / f64::from(reached + lost);
     ensure!((0.3..=0.7).contains(&share), "{:.0} % lost", share * 100.0);
+    eprintln!(
+        "generated: {decided_by_stun} case(s) decided by a STUN keep-alive seeing the flow move"
+    );
+    ensure!(
+        decided_by_stun > 0,
+        "no case exercises the STUN move detection"
+    );
     Ok(())
 }
 
