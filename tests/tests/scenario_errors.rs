@@ -212,3 +212,39 @@ fn a_packet_expectation_names_where_it_can_look_and_what_an_address_is() {
     );
     assert!(e.contains("max = 1 is below min = 2"), "{e}");
 }
+
+#[test]
+fn a_misspelt_placeholder_in_a_command_is_named_with_the_ones_that_exist() {
+    let command =
+        "kind = \"command\"\nname = \"phone\"\nhost = \"bob\"\nrun = [\"sipp\", \"{registar}\"]";
+    let (e, line) = broken("kind = \"ua\"\nhost = \"bob\"\nproxy = \"server\"", command);
+    assert!(
+        e.contains("unknown placeholder `{registar}` in `run`")
+            && e.contains("registrar")
+            && e.contains("server.addr"),
+        "{e}"
+    );
+    assert_eq!(line, 25, "the command component");
+    // In a config file too; a config's own braces are left alone.
+    let command = "kind = \"command\"\nname = \"phone\"\nhost = \"bob\"\nrun = [\"baresip\", \"-f\", \"{dir}\"]\nfiles = { accounts = \"route { x } ${HOME} <sip:bob@{vars.domian}>\" }";
+    let (e, _) = broken("kind = \"ua\"\nhost = \"bob\"\nproxy = \"server\"", command);
+    assert!(
+        e.contains("unknown placeholder `{vars.domian}` in file `accounts`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_scenarios_facts_and_its_vars_are_placeholders() {
+    let text = GOOD.replace(
+        "[[router]]",
+        "[vars]\ndomain = \"example.test\"\n\n[[router]]",
+    ) + "\n[[component]]\nkind = \"command\"\nname = \"phone\"\nhost = \"bob\"\nrun = [\"x\", \"{vars.domain}\", \"{registrar}\", \"{home.addr2}\", \"{file:a}\"]\nfiles = { a = \"{bob.addr}\" }\n";
+    let s = Scenario::from_str("vars.toml", &text).expect("valid");
+    let t = harness::scenario::vars::table(&s.file);
+    assert_eq!(t["vars.domain"], "example.test");
+    assert_eq!(t["registrar"], "203.0.113.10:5060");
+    assert_eq!(t["home.addr"], "203.0.113.1");
+    assert_eq!(t["home.addr2"], "192.168.1.1");
+    assert_eq!(t["bob.addr"], "192.168.1.10");
+}

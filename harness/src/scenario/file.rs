@@ -80,6 +80,9 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub scenario: Meta,
+    /// `[vars]`: values of your own for commands' arguments and files, as `{vars.NAME}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
     #[serde(default, rename = "router")]
     pub routers: Vec<RouterDef>,
     #[serde(default, rename = "host")]
@@ -415,8 +418,11 @@ pub enum Component {
     /// An RFC 5780 STUN server on the host's first two addresses.
     StunServer { host: String },
     /// Any program, run inside the host (sipp, kamailio, coturn, your own binary). Arguments
-    /// and `files` may use `{NODE.addr}`, `{NODE.addr2}`, `{scenario.t1-ms}`, `{dir}` (the
-    /// folder its files are written to), and arguments `{file:NAME}` for the path of one file.
+    /// and `files` may use `{NODE.addr}`, `{NODE.addr2}` (a router: WAN, LAN), `{registrar}`,
+    /// `{stun-server}`, `{turn-server}` (`IP:PORT` of those components), `{password.USER}` (a
+    /// registrar's users), `{turn-password.USER}`, `{vars.NAME}` (the file's `[vars]`),
+    /// `{scenario.t1-ms}`, `{dir}` (the folder its files are written to), and `{file:NAME}` for
+    /// the path of one of its files.
     Command {
         name: String,
         host: String,

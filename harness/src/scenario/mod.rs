@@ -6,6 +6,7 @@ pub mod file;
 mod matrix;
 mod run;
 pub mod seen;
+pub mod vars;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -175,6 +176,7 @@ impl Scenario {
 
         // Components.
         let hosts: BTreeSet<String> = nodes.clone();
+        let var_table = vars::table(&f);
         let mut uas = BTreeSet::new();
         let mut proxies = BTreeSet::new();
         let mut stun = BTreeSet::new();
@@ -218,10 +220,37 @@ impl Scenario {
                     }
                 }
                 Component::Command {
-                    name, run, user, ..
+                    name,
+                    run,
+                    user,
+                    files,
+                    ..
                 } => {
                     if run.is_empty() {
                         return Err(c.err(span, format!("command `{name}`: `run` is empty")));
+                    }
+                    let file_names: Vec<&str> = files.keys().map(String::as_str).collect();
+                    let texts = run.iter().map(|a| ("`run`".to_string(), a.as_str())).chain(
+                        files
+                            .iter()
+                            .map(|(n, t)| (format!("file `{n}`"), t.as_str())),
+                    );
+                    for (where_, text) in texts {
+                        for p in vars::placeholders(text) {
+                            if !vars::known(&var_table, &file_names, p) {
+                                let mut names: BTreeSet<String> =
+                                    var_table.keys().cloned().collect();
+                                names.insert("dir".into());
+                                names.extend(file_names.iter().map(|f| format!("file:{f}")));
+                                return Err(c.err(
+                                    span,
+                                    format!(
+                                        "command `{name}`: unknown placeholder `{{{p}}}` in {where_} ({})",
+                                        one_of(&names)
+                                    ),
+                                ));
+                            }
+                        }
                     }
                     if let Some(u) = user {
                         if uas.contains(u) || !external_users.insert(u.clone()) {

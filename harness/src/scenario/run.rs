@@ -113,20 +113,6 @@ fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
 }
 
 /// Replaces `{NODE.addr}`, `{NODE.addr2}` and `{scenario.t1-ms}` in a command argument.
-fn substitute(arg: &str, topo: &Topology, t1_ms: u64) -> String {
-    let mut out = arg.replace("{scenario.t1-ms}", &t1_ms.to_string());
-    for n in topo.nodes() {
-        let addrs = n.addrs();
-        if let Some(a) = addrs.first() {
-            out = out.replace(&format!("{{{}.addr}}", n.name()), &a.to_string());
-        }
-        if let Some(a) = addrs.get(1) {
-            out = out.replace(&format!("{{{}.addr2}}", n.name()), &a.to_string());
-        }
-    }
-    out
-}
-
 async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     let t1 = Duration::from_millis(s.file.scenario.t1_ms);
     let timers = Timers::scaled(t1);
@@ -358,19 +344,19 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     else {
         unreachable!("only commands are started here");
     };
-    let t1 = s.file.scenario.t1_ms;
+    let vars = super::vars::table(&s.file);
     // Per topology: cells of a matrix run the same command concurrently.
     let dir = files_root(topo).join(name);
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut args: Vec<String> = run
         .iter()
-        .map(|a| substitute(a, topo, t1).replace("{dir}", &dir.display().to_string()))
+        .map(|a| super::vars::apply(&vars, a).replace("{dir}", &dir.display().to_string()))
         .collect();
     for (file, text) in files {
         let path = dir.join(file);
         std::fs::write(
             &path,
-            substitute(text, topo, t1).replace("{dir}", &dir.display().to_string()),
+            super::vars::apply(&vars, text).replace("{dir}", &dir.display().to_string()),
         )
         .map_err(Error::io(format!("write {}", path.display())))?;
         for a in &mut args {

@@ -461,17 +461,21 @@ impl<M: Component> SipTask<M> {
         timeout: Duration,
     ) -> Result<NodeEvent> {
         let mut rx = self.observed.clone();
-        let found = tokio::time::timeout(
+        // `wait_for` returns a read guard on the watch channel: it must be gone before anything
+        // borrows again. A second read lock taken while the driver waits to write deadlocks
+        // (parking_lot queues new readers behind a waiting writer). This hung a property run.
+        let timed_out = tokio::time::timeout(
             timeout,
             rx.wait_for(|o| o.stopped.is_some() || o.events.iter().any(|e| matches(&e.event))),
         )
-        .await;
+        .await
+        .is_err();
         if let Some(e) = self.events().into_iter().find(|e| matches(&e.event)) {
             return Ok(e);
         }
-        match found {
-            Ok(_) => Err(self.stopped_error()),
-            Err(_) => Err(Error::Io {
+        match timed_out {
+            false => Err(self.stopped_error()),
+            true => Err(Error::Io {
                 what: format!(
                     "{}: no such SIP event within {timeout:?}; events: {:?}; datagrams: {:?}",
                     self.node,
@@ -491,14 +495,18 @@ impl<M: Component> SipTask<M> {
         timeout: Duration,
     ) -> Result<M::Stats, M::Stats> {
         let mut rx = self.observed.clone();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|o| o.stopped.is_some() || ready(&o.stats)),
-        )
-        .await;
+        // The guard `wait_for` returns is dropped at once (see `wait_for` above).
+        let waited = matches!(
+            tokio::time::timeout(
+                timeout,
+                rx.wait_for(|o| o.stopped.is_some() || ready(&o.stats)),
+            )
+            .await,
+            Ok(Ok(_))
+        );
         let stats = self.stats();
         match waited {
-            Ok(Ok(_)) if ready(&stats) => Ok(stats),
+            true if ready(&stats) => Ok(stats),
             _ => Err(stats),
         }
     }
