@@ -187,29 +187,24 @@ fn an_sbc_pinging_with_stun_is_refused_with_the_types_it_can_use() {
 
 #[test]
 fn a_packet_expectation_names_where_it_can_look_and_what_an_address_is() {
-    let (e, line) = broken(
-        "kind = \"registered\"\nua = \"bob\"\nvalue = true",
-        "kind = \"packet\"\nat = \"home\"\ncontains = \"REGISTER\"",
-    );
+    // The good file's `registered` expectation, replaced by a `packet` one with `fields`.
+    let packet = |fields: &str| {
+        broken(
+            "kind = \"registered\"\nua = \"bob\"\nvalue = true",
+            &format!("kind = \"packet\"\ncontains = \"REGISTER\"\n{fields}"),
+        )
+    };
+    let (e, line) = packet("at = \"home\"");
     assert!(e.contains("`home:wan` or `home:lan`"), "{e}");
     assert_eq!(line, 34, "the [[expect]]");
-    let (e, _) = broken(
-        "kind = \"registered\"\nua = \"bob\"\nvalue = true",
-        "kind = \"packet\"\nat = \"server:wan\"\ncontains = \"REGISTER\"",
-    );
+    let (e, _) = packet("at = \"server:wan\"");
     assert!(
         e.contains("only a router has sides") && e.contains("server"),
         "{e}"
     );
-    let (e, _) = broken(
-        "kind = \"registered\"\nua = \"bob\"\nvalue = true",
-        "kind = \"packet\"\nat = \"server\"\nfrom = \"home\"\ncontains = \"REGISTER\"",
-    );
+    let (e, _) = packet("at = \"server\"\nfrom = \"home\"");
     assert!(e.contains("`home` is not an address"), "{e}");
-    let (e, _) = broken(
-        "kind = \"registered\"\nua = \"bob\"\nvalue = true",
-        "kind = \"packet\"\nat = \"server\"\ncontains = \"REGISTER\"\nmin = 2\nmax = 1",
-    );
+    let (e, _) = packet("at = \"server\"\nmin = 2\nmax = 1");
     assert!(e.contains("max = 1 is below min = 2"), "{e}");
 }
 

@@ -74,9 +74,20 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
 #[tokio::test]
 async fn a_missing_external_program_is_named_in_one_line() -> Result<()> {
     require_kernel!();
-    let text = r#"
+    let e = lone_command_error(r#"run = ["snh-no-such-softphone", "--register"]"#).await?;
+    ensure!(
+        e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'),
+        "{e}"
+    );
+    Ok(())
+}
+
+/// A scenario of one command on a public host: `component` is the rest of its table.
+fn lone_command(component: &str) -> Result<Scenario> {
+    let text = format!(
+        r#"
 [scenario]
-name = "missing-program"
+name = "lone-command"
 
 [[host]]
 name = "pbx"
@@ -87,19 +98,20 @@ addrs = ["203.0.113.20"]
 kind = "command"
 name = "stack"
 host = "pbx"
-run = ["snh-no-such-softphone", "--register"]
-"#;
-    let s = Scenario::from_str("missing.toml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let e = scenario::run(&s, &RunOptions::default())
+{component}
+"#
+    );
+    Scenario::from_str("lone.toml", &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The one-line error a lone command's run ends with.
+async fn lone_command_error(component: &str) -> Result<String> {
+    let s = lone_command(component)?;
+    Ok(scenario::run(&s, &RunOptions::default())
         .await
         .err()
         .ok_or_else(|| anyhow::anyhow!("must fail"))?
-        .to_string();
-    ensure!(
-        e.contains("`snh-no-such-softphone` not found") && !e.contains('\n'),
-        "{e}"
-    );
-    Ok(())
+        .to_string())
 }
 
 /// Port readiness is read from the program's namespace: a program that ends without binding its
@@ -108,41 +120,29 @@ run = ["snh-no-such-softphone", "--register"]
 #[tokio::test]
 async fn a_command_ready_on_a_port_waits_for_it_and_names_it_when_it_never_comes() -> Result<()> {
     require_kernel!();
-    let file = |run: &str| {
-        format!(
-            r#"
-[scenario]
-name = "ready-port"
-
-[[host]]
-name = "pbx"
-segment = "internet"
-addrs = ["203.0.113.20"]
-
-[[component]]
-kind = "command"
-name = "stack"
-host = "pbx"
-run = {run}
-ready = {{ port = 5070 }}
-"#
-        )
-    };
-    let never = file(r#"["true"]"#);
-    let s = Scenario::from_str("never.toml", &never).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let e = scenario::run(&s, &RunOptions::default())
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("must fail"))?
-        .to_string();
+    let e = lone_command_error("run = [\"true\"]\nready = { port = 5070 }").await?;
     ensure!(
         e.contains("never bound UDP port 5070 in `pbx`") && !e.contains('\n'),
         "{e}"
     );
-    let sipp = file(r#"["sipp", "-sn", "uas", "-i", "{pbx.addr}", "-p", "5070", "-nostdin"]"#);
-    let s = Scenario::from_str("sipp.toml", &sipp).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = lone_command(
+        r#"run = ["sipp", "-sn", "uas", "-i", "{pbx.addr}", "-p", "5070", "-nostdin"]
+ready = { port = 5070 }"#,
+    )?;
     scenario::run(&s, &RunOptions::default()).await?;
     Ok(())
+}
+
+/// A catalogue file run across the 4 NAT types × the kernel SIP helper off and on.
+async fn nat_by_helper_matrix(file: &str) -> Result<Vec<scenario::Cell>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(file);
+    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let algs = [sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel];
+    let cells = scenario::matrix(&s, &algs, &[None]).await?;
+    ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
+    Ok(cells)
 }
 
 /// `harness matrix` on the binding-expiry scenario: with the ALG off every NAT type forgets the
@@ -153,15 +153,7 @@ ready = {{ port = 5070 }}
 async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and_alg() -> Result<()>
 {
     require_kernel!();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/binding-expiry.toml");
-    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cells = scenario::matrix(
-        &s,
-        &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel],
-        &[None],
-    )
-    .await?;
-    ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
+    let cells = nat_by_helper_matrix("binding-expiry.toml").await?;
     for c in &cells {
         match c.alg {
             sim_nat::SipAlg::Off => ensure!(c.verdict == Verdict::Pass, "{c:?}"),
@@ -183,16 +175,7 @@ async fn the_binding_expiry_matrix_matches_what_the_kernel_does_per_nat_type_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stun_keepalive_re_registers_only_where_the_nat_really_moved_the_flow() -> Result<()> {
     require_kernel!();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios/binding-expiry-fix-stun-detects-move.toml");
-    let s = Scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cells = scenario::matrix(
-        &s,
-        &[sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel],
-        &[None],
-    )
-    .await?;
-    ensure!(cells.len() == 8, "4 NAT types × 2 ALG modes");
+    let cells = nat_by_helper_matrix("binding-expiry-fix-stun-detects-move.toml").await?;
     for c in &cells {
         let moves = c.nat == sim_nat::NatType::Symmetric && c.alg == sim_nat::SipAlg::Off;
         if moves {
