@@ -538,10 +538,7 @@ impl Ua {
     /// A STUN Binding request to the registrar on the SIP flow (RFC 5626 §4.4.2); its answer is
     /// matched by transaction id in [`Self::on_stun`].
     fn send_stun_binding(&mut self) {
-        let mut tid = [0u8; 12];
-        tid[..8].copy_from_slice(&self.ids.next_u64().to_be_bytes());
-        tid[8..].copy_from_slice(&self.ids.next_u64().to_be_bytes()[..4]);
-        let tid = TransactionId(tid);
+        let tid = TransactionId::from_draws(|| self.ids.next_u64());
         let req = StunMessage::new(Class::Request, StunMethod::BINDING, tid)
             .encode(None, true)
             .expect("a bare Binding request encodes");

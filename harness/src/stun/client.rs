@@ -125,12 +125,7 @@ impl IdGenerator {
     }
 
     pub(crate) fn transaction_id(&mut self) -> TransactionId {
-        let a = self.next_u64().to_be_bytes();
-        let b = self.next_u64().to_be_bytes();
-        let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&a);
-        id[8..].copy_from_slice(&b[..4]);
-        TransactionId(id)
+        TransactionId::from_draws(|| self.next_u64())
     }
 }
 

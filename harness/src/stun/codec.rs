@@ -112,6 +112,17 @@ impl Class {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionId(pub [u8; 12]);
 
+impl TransactionId {
+    /// 96 bits from a generator's next two draws (the first whole, four bytes of the second):
+    /// every sans-IO machine draws its ids from its own seeded generator.
+    pub fn from_draws(mut next_u64: impl FnMut() -> u64) -> Self {
+        let mut id = [0u8; 12];
+        id[..8].copy_from_slice(&next_u64().to_be_bytes());
+        id[8..].copy_from_slice(&next_u64().to_be_bytes()[..4]);
+        TransactionId(id)
+    }
+}
+
 impl fmt::Display for TransactionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {

@@ -275,12 +275,7 @@ impl TurnClient {
     }
 
     fn tid(&mut self) -> TransactionId {
-        let a = self.rng.next_u64().to_be_bytes();
-        let b = self.rng.next_u64().to_be_bytes();
-        let mut t = [0u8; 12];
-        t[..8].copy_from_slice(&a);
-        t[8..].copy_from_slice(&b[..4]);
-        TransactionId(t)
+        TransactionId::from_draws(|| self.rng.next_u64())
     }
 
     fn send_request(&mut self, kind: Kind, now: Instant, auth_retries: u32) {

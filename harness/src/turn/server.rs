@@ -218,12 +218,7 @@ impl TurnServer {
     }
 
     fn tid(&mut self) -> TransactionId {
-        let a = self.rng.next_u64().to_be_bytes();
-        let b = self.rng.next_u64().to_be_bytes();
-        let mut t = [0u8; 12];
-        t[..8].copy_from_slice(&a);
-        t[8..].copy_from_slice(&b[..4]);
-        TransactionId(t)
+        TransactionId::from_draws(|| self.rng.next_u64())
     }
 
     fn nonce(&mut self, now: Instant) -> String {
