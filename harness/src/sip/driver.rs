@@ -79,14 +79,9 @@ impl Datagram {
         if message::is_keepalive(&self.payload) {
             return "CRLF".into();
         }
-        if let Ok(m) = crate::stun::codec::Message::decode(&self.payload) {
-            // Only Binding travels on a SIP flow (RFC 5626 keep-alives).
-            let method = if m.method == crate::stun::codec::Method::BINDING {
-                "Binding".to_string()
-            } else {
-                format!("method 0x{:03x}", m.method.0)
-            };
-            return format!("STUN {method} {:?}", m.class);
+        // RFC 5626 STUN keep-alives and their answers share the SIP flow.
+        if let Some(stun) = crate::trace::stun_summary(&self.payload) {
+            return stun;
         }
         match message::parse(&self.payload) {
             Ok(m) => message::summary(&m),

@@ -611,21 +611,17 @@ impl Ua {
         }
         if self.keepalive_at.is_some_and(|t| t <= now) {
             match self.config.keepalive {
-                Some(KeepAlive::Crlf(i)) => {
+                Some(KeepAlive::Crlf(_)) => {
                     self.layer.send_raw(b"\r\n\r\n".to_vec(), self.config.proxy);
-                    self.keepalive_at = Some(after(now, i));
                 }
-                Some(KeepAlive::Options(i)) => {
+                Some(KeepAlive::Options(_)) => {
                     let target = format!("sip:{}", self.config.proxy);
                     self.options(&target, now);
-                    self.keepalive_at = Some(after(now, i));
                 }
-                Some(KeepAlive::Stun(i)) => {
-                    self.send_stun_binding();
-                    self.keepalive_at = Some(after(now, i));
-                }
-                None => self.keepalive_at = None,
+                Some(KeepAlive::Stun(_)) => self.send_stun_binding(),
+                None => {}
             }
+            self.keepalive_at = self.config.keepalive.map(|k| after(now, k.interval()));
             self.stats.keepalives_sent += 1;
         }
         let due: Vec<String> = self

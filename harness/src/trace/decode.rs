@@ -99,7 +99,9 @@ fn looks_like_sip(p: &[u8]) -> bool {
         || (p.len() > 8 && p.windows(8).any(|w| w == b"SIP/2.0\r"))
 }
 
-fn stun_summary(p: &[u8]) -> Option<String> {
+/// `STUN Binding request`, `STUN Allocate success response relayed=…`: one line for a STUN or
+/// TURN message, `None` if `p` is not one.
+pub fn stun_summary(p: &[u8]) -> Option<String> {
     let m = crate::stun::codec::Message::decode(p).ok()?;
     let method = match m.method.0 {
         0x001 => "Binding".to_string(),

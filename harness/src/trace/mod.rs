@@ -11,7 +11,7 @@ pub mod ladder;
 use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime};
 
-pub use decode::{decode_frame, udp_of, SipSummary};
+pub use decode::{decode_frame, stun_summary, udp_of, SipSummary};
 pub use ladder::Ladder;
 
 use crate::capture::{Direction, Frame, Vantage};
