@@ -27,6 +27,8 @@ pub struct Scenario {
     pub topology: TopologySpec,
     /// The comment block at the top of the file (symptom, root cause, fix).
     pub header: String,
+    /// Commands' `{…}` placeholders and their values ([`vars::table`]).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 struct Checker<'a> {
@@ -411,6 +413,7 @@ impl Scenario {
             file: f,
             topology: spec,
             header,
+            vars: var_table,
         })
     }
 

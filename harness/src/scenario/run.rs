@@ -108,11 +108,20 @@ struct Running {
     capture: Option<Capture>,
 }
 
+impl Running {
+    /// What the run's capture holds so far (nothing once it has been stopped).
+    fn frames(&self) -> Vec<capture::Frame> {
+        self.capture
+            .as_ref()
+            .map(Capture::snapshot)
+            .unwrap_or_default()
+    }
+}
+
 fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
     Ok(topo.node(host)?.addr())
 }
 
-/// Replaces `{NODE.addr}`, `{NODE.addr2}` and `{scenario.t1-ms}` in a command argument.
 async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     let t1 = Duration::from_millis(s.file.scenario.t1_ms);
     let timers = Timers::scaled(t1);
@@ -344,19 +353,18 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     else {
         unreachable!("only commands are started here");
     };
-    let vars = super::vars::table(&s.file);
     // Per topology: cells of a matrix run the same command concurrently.
     let dir = files_root(topo).join(name);
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let mut args: Vec<String> = run
         .iter()
-        .map(|a| super::vars::apply(&vars, a).replace("{dir}", &dir.display().to_string()))
+        .map(|a| super::vars::apply(&s.vars, a).replace("{dir}", &dir.display().to_string()))
         .collect();
     for (file, text) in files {
         let path = dir.join(file);
         std::fs::write(
             &path,
-            super::vars::apply(&vars, text).replace("{dir}", &dir.display().to_string()),
+            super::vars::apply(&s.vars, text).replace("{dir}", &dir.display().to_string()),
         )
         .map_err(Error::io(format!("write {}", path.display())))?;
         for a in &mut args {
@@ -393,21 +401,13 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     Ok(p)
 }
 
-/// A phone's media sockets for one call, open from the offer on.
+/// A phone's media sockets for one call, open from the offer to the end of the call: the peer
+/// streams until it gets the BYE, and a closed port answers ICMP, as no phone does.
 struct OpenMedia {
     task: MediaTask,
     /// RTP + 1 (RFC 3550 §11). Our phones send no RTCP, but a peer's (baresip's) must find the
-    /// port open, as on a real phone: a closed one answers ICMP port unreachable, which no phone
-    /// in the field does. What arrives is left unread.
-    rtcp: tokio::net::UdpSocket,
-}
-
-/// A call's media sockets after the measured window: open until the call ends, since the
-/// peer streams until it gets the BYE (a closed port answers ICMP, as no phone does).
-#[allow(dead_code, reason = "held only to be dropped when the call ends")]
-enum Held {
-    Rtp(MediaTask),
-    Socket(tokio::net::UdpSocket),
+    /// port open, as on a real phone. What arrives is left unread.
+    _rtcp: tokio::net::UdpSocket,
 }
 
 /// Both phones' media for a call (`None`: relayed through TURN, or not one of ours).
@@ -433,8 +433,8 @@ async fn open_media(r: &Running, user: &str) -> Result<Option<OpenMedia>> {
     cfg.duration = *duration;
     let (task, _) = MediaTask::bind(node, MediaStream::new(cfg)).await?;
     let rtcp_at = SocketAddr::new(local.ip(), local.port().wrapping_add(1));
-    let rtcp = node.udp_bind(rtcp_at).await?;
-    Ok(Some(OpenMedia { task, rtcp }))
+    let _rtcp = node.udp_bind(rtcp_at).await?;
+    Ok(Some(OpenMedia { task, _rtcp }))
 }
 
 /// `; its last line: …` — one line for an error, however much the program printed.
@@ -638,9 +638,9 @@ async fn stream_media(
     to_callee: SocketAddr,
     to_caller: SocketAddr,
     opened: OpenedMedia,
-) -> Result<(MediaReport, Vec<Held>)> {
+) -> Result<(MediaReport, Vec<OpenMedia>)> {
     enum Live {
-        Direct(MediaTask),
+        Direct(OpenMedia),
         Relayed(String),
     }
     let mut live = Vec::new();
@@ -650,7 +650,6 @@ async fn stream_media(
         callee: callee_media,
         ..
     } = opened;
-    let mut keep = Vec::new();
     for (user, dest, open) in [
         (caller, to_callee, caller_media),
         (callee, to_caller, callee_media),
@@ -659,8 +658,7 @@ async fn stream_media(
             (Some(open), PhoneMedia::Direct { duration, .. }) => {
                 longest = longest.max(*duration);
                 open.task.call(move |m, _| m.set_destination(dest)).await?;
-                live.push(Live::Direct(open.task));
-                keep.push(open.rtcp);
+                live.push(Live::Direct(open));
             }
             (_, PhoneMedia::Relayed(task)) => {
                 task.call(move |m, now| m.connect(dest, now))
@@ -682,7 +680,7 @@ async fn stream_media(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match l {
-            Live::Direct(t) => t.call(|m, now| m.start(now)).await?,
+            Live::Direct(o) => o.task.call(|m, now| m.start(now)).await?,
             Live::Relayed(user) => {
                 if let Some(PhoneMedia::Relayed(t)) = r.media.get(user) {
                     t.call(|m, now| m.start_media(now)).await?;
@@ -692,12 +690,12 @@ async fn stream_media(
     }
     tokio::time::sleep(longest + Duration::from_millis(400)).await;
     let mut stats = Vec::new();
-    let mut held = keep.into_iter().map(Held::Socket).collect::<Vec<_>>();
+    let mut held = Vec::new();
     for l in live {
         stats.push(match l {
-            Live::Direct(t) => {
-                let s = t.state();
-                held.push(Held::Rtp(t));
+            Live::Direct(o) => {
+                let s = o.task.state();
+                held.push(o);
                 s
             }
             Live::Relayed(user) => match r.media.get(&user) {
@@ -718,7 +716,7 @@ async fn stream_media_observed(
     callee: &str,
     to_callee: SocketAddr,
     opened: OpenedMedia,
-) -> Result<(MediaReport, Vec<Held>)> {
+) -> Result<(MediaReport, Vec<OpenMedia>)> {
     let callee_vantage = capture::Vantage::new(&r.external[callee], "eth0");
     let (direct, wait) = match (opened.caller, r.media.get(caller)) {
         (Some(open), Some(PhoneMedia::Direct { duration, .. })) => {
@@ -766,7 +764,7 @@ async fn stream_media_observed(
             open.task.call(|m, now| m.start(now)).await?;
             tokio::time::sleep(wait).await;
             let s = open.task.state();
-            held.extend([Held::Rtp(open.task), Held::Socket(open.rtcp)]);
+            held.push(open);
             s
         }
         (None, Some(PhoneMedia::Relayed(task))) => {
@@ -777,17 +775,14 @@ async fn stream_media_observed(
         (None, _) => unreachable!("a phone without a media task relays"),
     };
     let until = SystemTime::now();
-    let frames = r
-        .capture
-        .as_ref()
-        .map(Capture::snapshot)
-        .unwrap_or_default();
-    let callee_stats = crate::rtp::observed::observe(&frames, &callee_vantage, from, until);
+    let callee_stats = crate::rtp::observed::observe(&r.frames(), &callee_vantage, from, until);
     Ok((MediaReport::new(&caller_stats, &callee_stats, 0.95), held))
 }
 
 fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
     let mut out = Vec::new();
+    // Taken once, when the first packet expectation asks: the capture is still running.
+    let mut frames: Option<Vec<capture::Frame>> = None;
     for e in &s.file.expects {
         let (what, ok, seen) = match e.get_ref() {
             Expect::Call { from, status } => {
@@ -875,12 +870,8 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     from: from.as_deref().and_then(super::seen::Address::parse),
                     to: to.as_deref().and_then(super::seen::Address::parse),
                 };
-                let frames = r
-                    .capture
-                    .as_ref()
-                    .map(Capture::snapshot)
-                    .unwrap_or_default();
-                let found = super::seen::count(&frames, &q);
+                let frames = frames.get_or_insert_with(|| r.frames());
+                let found = super::seen::count(frames, &q);
                 let (min, max) = super::file::packet_bounds(*min, *max);
                 let range = match max {
                     Some(0) => "never".to_string(),
@@ -962,10 +953,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     loop {
         tokio::time::sleep(t1 * 2).await;
         let last_sip = running
-            .capture
-            .as_ref()
-            .map(Capture::snapshot)
-            .unwrap_or_default()
+            .frames()
             .iter()
             .rev()
             .find(|f| {
