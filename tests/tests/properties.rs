@@ -513,24 +513,6 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64, ping_shift_ms: i64) -
                     target = mapped[i].or(target);
                 }
             }
-            Ev::Answer(i) => {
-                let Some(to) = mapped[i] else { continue };
-                let delivered = model.inbound(REGISTRAR, to, now).forwarded().is_some();
-                if !plan.stun || !delivered {
-                    continue;
-                }
-                match plan.sent[i].1 {
-                    // The plan's STUN request right after it re-learns the mapping.
-                    Sent::Register => flow = None,
-                    Sent::KeepAlive => {
-                        if flow.is_some_and(|f| f != to) {
-                            reactions.push((Sent::Register, None));
-                            events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
-                        }
-                        flow = Some(to);
-                    }
-                }
-            }
             Ev::ReactOut(k) => {
                 let v = model.outbound(PHONE, REGISTRAR, now);
                 let m = v.forwarded().map(|(src, _)| src);
@@ -540,18 +522,34 @@ fn predict(nat: &NatBehaviour, plan: &Plan, shift_ms: i64, ping_shift_ms: i64) -
                 }
                 events.push(Reverse((t + RTT, Ev::ReactAnswer(k))));
             }
-            Ev::ReactAnswer(k) => {
-                let Some(to) = reactions[k].1 else { continue };
-                if model.inbound(REGISTRAR, to, now).forwarded().is_none() {
+            Ev::Answer(_) | Ev::ReactAnswer(_) => {
+                let (to, kind, reaction) = match ev {
+                    Ev::Answer(i) => (mapped[i], plan.sent[i].1, false),
+                    Ev::ReactAnswer(k) => (reactions[k].1, reactions[k].0, true),
+                    _ => unreachable!("only answers here"),
+                };
+                let Some(to) = to else { continue };
+                let delivered = model.inbound(REGISTRAR, to, now).forwarded().is_some();
+                if !plan.stun || !delivered {
                     continue;
                 }
-                match reactions[k].0 {
+                match kind {
+                    // A STUN request right after learns the mapping anew: the plan's own after
+                    // a planned REGISTER, a reaction after a re-registration.
                     Sent::Register => {
                         flow = None;
-                        reactions.push((Sent::KeepAlive, None));
-                        events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
+                        if reaction {
+                            reactions.push((Sent::KeepAlive, None));
+                            events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
+                        }
                     }
-                    Sent::KeepAlive => flow = Some(to),
+                    Sent::KeepAlive => {
+                        if flow.is_some_and(|f| f != to) {
+                            reactions.push((Sent::Register, None));
+                            events.push(Reverse((t, Ev::ReactOut(reactions.len() - 1))));
+                        }
+                        flow = Some(to);
+                    }
                 }
             }
             // The SBC pings the address the phone registered from.
@@ -604,14 +602,17 @@ fn clear_of_boundaries(c: &Case) -> bool {
                 .iter()
                 .all(|p| predict(&nat, &plan, s, *p).delivered == base)
         });
+    // The gaps between the phone's packets up to the INVITE.
+    let gaps: Vec<Duration> = plan
+        .sent
+        .windows(2)
+        .filter(|w| w[1].0 <= plan.invite + MARGIN)
+        .map(|w| w[1].0 - w[0].0)
+        .collect();
     // Without port preservation, an expiry between two of the phone's packets moves it to a new
     // port: every gap must be clearly shorter or clearly longer than the timeout.
     let gaps_clear = nat.ports == PortAllocation::Preserve
-        || plan
-            .sent
-            .windows(2)
-            .filter(|w| w[1].0 <= plan.invite + MARGIN)
-            .all(|w| (w[1].0 - w[0].0).abs_diff(c.timeout()) >= MARGIN);
+        || gaps.iter().all(|g| g.abs_diff(c.timeout()) >= MARGIN);
     // An SBC's pings keep a binding only as a chain, each arriving before the previous refresh
     // runs out. Their spacing is fixed, so no shift above moves it: the interval itself must be
     // clear of the timeout (a 1000 ms OPTIONS ping against a 1 s timeout passed or failed by the
@@ -629,11 +630,7 @@ fn clear_of_boundaries(c: &Case) -> bool {
     let stun_clear = !matches!(c.keepalive, KeepAliveSetting::Stun { .. })
         || nat.ports == PortAllocation::Preserve
         || c.reregister_every() > plan.invite + MARGIN
-        || plan
-            .sent
-            .windows(2)
-            .filter(|w| w[1].0 <= plan.invite + MARGIN)
-            .all(|w| w[1].0 - w[0].0 + MARGIN <= c.timeout());
+        || gaps.iter().all(|g| *g + MARGIN <= c.timeout());
     stable && gaps_clear && pings_clear && stun_clear
 }
 
