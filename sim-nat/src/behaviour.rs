@@ -76,6 +76,20 @@ pub enum SipAlg {
     Emulated(Vec<crate::AlgFault>),
 }
 
+/// As a scenario file names it: `off`, `kernel`, `emulated break-digest+drop-unparseable`.
+impl fmt::Display for SipAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SipAlg::Off => f.write_str("ALG off"),
+            SipAlg::Kernel => f.write_str("kernel ALG"),
+            SipAlg::Emulated(faults) => {
+                let names: Vec<&str> = faults.iter().map(|x| x.name()).collect();
+                write!(f, "emulated ALG {}", names.join("+"))
+            }
+        }
+    }
+}
+
 /// One router's NAT behaviour: a point in the RFC 4787 space plus the options that matter to SIP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

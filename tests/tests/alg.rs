@@ -311,6 +311,44 @@ async fn at_the_routers_inside_and_outside_exactly_the_header_each_fault_names_d
 }
 
 /// The headers one ALG changed on alice's INVITE, as `header: inside → outside` lines.
+/// The reader thread's context switches so far, as the scheduler counts them.
+fn switches(tid: i32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))?;
+    Ok(status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum())
+}
+
+/// An idle ALG sleeps: its reader wakes for packets, not on a timer, and a packet still goes
+/// through (rewritten) at once. A reader that polled every millisecond, on each router of a
+/// 64-topology matrix, starved the kernel's expedited RCU grace periods and stalled every
+/// bring-up on the machine for a minute (issue 22).
+#[tokio::test]
+async fn an_idle_alg_does_not_wake_up_and_wakes_at_once_for_sip() -> Result<()> {
+    require_kernel!();
+    let topo = shapes::home_lan(prc()).build().await?;
+    let alg = EmulatedAlg::start(topo.node("home")?, [AlgFault::RewriteContactNotVia]).await?;
+    let before = switches(alg.reader_tid())?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = switches(alg.reader_tid())? - before;
+    ensure!(
+        idle <= 2,
+        "the idle reader was switched in {idle} times in 500 ms"
+    );
+    let (inside, outside) =
+        through_router(&topo, &invite("idle-then-sip"), "idle-then-sip").await?;
+    let outside = outside.context("the INVITE did not leave the router within DELIVERY")?;
+    ensure!(
+        inside.contains("Contact: <sip:alice@192.168.1.10:5060>")
+            && outside.contains(&format!("Contact: <sip:alice@{HOME}:5060>")),
+        "not rewritten:\n{outside}"
+    );
+    ensure!(alg.stats().rewritten == 1, "{:?}", alg.stats());
+    Ok(())
+}
+
 async fn rewritten_by(alg: Option<Vec<AlgFault>>, kernel: bool) -> Result<String> {
     let nat = prc().with_sip_alg(if kernel { SipAlg::Kernel } else { SipAlg::Off });
     let topo = shapes::home_lan(nat).build().await?;

@@ -83,10 +83,11 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use futures::future::join_all;
+use harness::capture::{self, Capture, Frame};
 use harness::rtp::Machine;
 use harness::sbc::{Sbc, SbcConfig};
 use harness::scenario::emit::{self, CallExpectation, IncomingCall, Registrar};
@@ -100,6 +101,7 @@ use harness::sip::{
 use harness::stun::{
     self, DiscoveryConfig, LifetimeProbe, RetransmitConfig, ServerConfig, StunServerTask, Transmit,
 };
+use harness::trace::udp_of;
 use harness::turn::driver::MachineTask;
 use harness::Topology;
 use proptest::sample::select;
@@ -895,6 +897,21 @@ struct Run {
     proxy: Vec<Datagram>,
     /// The caller's call was established within its timeout.
     established: bool,
+    /// Both sides of the router (and the hosts), stamped by the kernel.
+    frames: Vec<Frame>,
+    /// One instant on both clocks, read together: turns the capture's wall-clock stamps into
+    /// the sockets' monotonic ones.
+    clock: (Instant, SystemTime),
+}
+
+impl Run {
+    fn instant(&self, wall: SystemTime) -> Instant {
+        let (mono, real) = self.clock;
+        match wall.duration_since(real) {
+            Ok(after) => mono + after,
+            Err(e) => mono.checked_sub(e.duration()).unwrap_or(mono),
+        }
+    }
 }
 
 /// Our SBC, recording what its SIP socket sends and receives as a SIP driver does.
@@ -973,6 +990,9 @@ struct Lab {
     scenario: Scenario,
     proxy: RegistrarTask,
     uas: HashMap<String, UaTask>,
+    /// Every link, the router's two sides included: the model is fed what crossed the router
+    /// when the kernel saw it cross, not when a busy runtime got round to stamping it.
+    capture: Capture,
     // Last: the tasks above stop before their namespaces go.
     _topo: Topology,
 }
@@ -991,6 +1011,7 @@ async fn lab(case: &Case) -> Result<Lab> {
     let scenario = Scenario::from_str(&format!("{}.toml", case.name()), &text)
         .map_err(|e| anyhow::anyhow!("the emitted scenario does not parse: {e}\n{text}"))?;
     let topo = Topology::build(scenario.topology.clone()).await?;
+    let capture = Capture::start(&topo).await?;
     let t1 = Duration::from_millis(scenario.file.scenario.t1_ms);
     let mut proxy = None;
     let mut uas = HashMap::new();
@@ -1080,6 +1101,7 @@ async fn lab(case: &Case) -> Result<Lab> {
         scenario,
         proxy: proxy.context("the emitted case has a proxy")?,
         uas,
+        capture,
         _topo: topo,
     })
 }
@@ -1145,6 +1167,8 @@ async fn play(lab: &Lab) -> Result<Run> {
         phone,
         proxy: lab.proxy.datagrams(),
         established,
+        frames: lab.capture.snapshot(),
+        clock: (Instant::now(), SystemTime::now()),
     })
 }
 
@@ -1213,6 +1237,15 @@ struct Judged {
     planned: Prediction,
     /// The phone's last packet before the INVITE, as observed: offset and what it was.
     last_sent: Option<(Duration, String)>,
+    /// Datagrams a socket handled that the router's capture never saw cross (then the model
+    /// was not fed everything, and the run cannot be judged).
+    missed: Vec<String>,
+    /// Every datagram at every vantage point (see [`timeline`]).
+    timeline: Vec<String>,
+    /// How far the sockets' stamps put a datagram's crossing from when the router's capture saw
+    /// it cross (the earlier of sender's and receiver's stamp, minus the kernel's), at the most
+    /// early and the most late: what an oracle fed socket stamps would have been off by.
+    stamp_error: (Duration, Duration),
 }
 
 impl Judged {
@@ -1232,10 +1265,37 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
+/// One datagram as one vantage point saw it: a socket's history or the router's capture.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    src: Option<SocketAddrV4>,
+    dst: Option<SocketAddrV4>,
+    payload: Vec<u8>,
+    /// One line, for a socket's copy (the capture's copies are the same bytes).
+    what: String,
+}
+
+impl Seen {
+    fn of_datagram(d: &Datagram) -> Self {
+        let (src, dst) = match d.direction {
+            Direction::Sent => (d.local, d.remote),
+            Direction::Received => (d.remote, d.local),
+        };
+        Seen {
+            at: d.at,
+            src: v4(src),
+            dst: v4(dst),
+            payload: d.payload.clone(),
+            what: d.summary(),
+        }
+    }
+}
+
 /// Pairs each of `sent` with the first unpaired of `received` carrying the same bytes, at most
 /// [`DELIVERY`] after it was sent and at most [`SKEW`] before (a socket's driver stamps a datagram
 /// once `send_to` has returned, by which time the peer, on the other worker, may have read it).
-fn pair(sent: &[&Datagram], received: &[&Datagram]) -> Vec<Option<usize>> {
+fn pair(sent: &[Seen], received: &[Seen]) -> Vec<Option<usize>> {
     let mut used = vec![false; received.len()];
     sent.iter()
         .map(|s| {
@@ -1250,102 +1310,289 @@ fn pair(sent: &[&Datagram], received: &[&Datagram]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Replays what crossed the router through the model and sets it beside the kernel.
-fn judge(case: &Case, run: &Run) -> Judged {
-    let nat = case.behaviour();
-    let by = |list: &[Datagram], dir: Direction| -> Vec<Datagram> {
-        list.iter()
-            .filter(|d| d.direction == dir)
-            .cloned()
-            .collect()
-    };
-    let phone_sent = by(&run.phone, Direction::Sent);
-    let phone_got = by(&run.phone, Direction::Received);
-    let proxy_got = by(&run.proxy, Direction::Received);
-    let towards_phone: Vec<Datagram> = by(&run.proxy, Direction::Sent)
-        .into_iter()
-        .filter(|d| d.remote.ip() == std::net::IpAddr::V4(PUBLIC))
-        .collect();
-    fn refs(v: &[Datagram]) -> Vec<&Datagram> {
-        v.iter().collect()
-    }
-    // The kernel's mapping of each packet the phone sent: where the registrar saw it come from.
-    let mapped_at_registrar = pair(&refs(&phone_sent), &refs(&proxy_got));
-    let delivered = pair(&refs(&towards_phone), &refs(&phone_got));
-    // When a datagram crossed the router: no later than either socket's stamp of it (each is
-    // taken a little after the fact). This also keeps an answer after its request.
-    let crossed = |d: &Datagram, other: Option<&Datagram>| other.map_or(d.at, |o| d.at.min(o.at));
+/// A run's datagrams at every vantage point, and which copies are the same datagram.
+///
+/// The router's two sides come from the capture, stamped by the kernel as the frames crossed its
+/// interfaces; the phone and the registrar are their sockets' histories, stamped by their drivers
+/// (after the fact, by however long a loaded runtime takes to get to them).
+struct Vantages {
+    /// What the phone sent, reaching the router's LAN side, leaving its WAN side, reaching the
+    /// registrar: `path_out[i]` is the phone's `i`-th datagram at each later hop.
+    phone_sent: Vec<Seen>,
+    lan_in: Vec<Seen>,
+    wan_out: Vec<Seen>,
+    proxy_got: Vec<Seen>,
+    path_out: Vec<[Option<usize>; 3]>,
+    /// What the registrar sent towards the phone's public address, at the WAN side, leaving the
+    /// LAN side, reaching the phone.
+    towards_phone: Vec<Datagram>,
+    wan_in: Vec<Seen>,
+    lan_out: Vec<Seen>,
+    phone_got: Vec<Seen>,
+    path_in: Vec<[Option<usize>; 3]>,
+}
 
-    let mut model = NatModel::new(nat, PUBLIC, LAN).expect("valid NAT");
+/// Follows each datagram hop by hop: `hops[0]` pairs with `from`, `hops[1]` with that, …
+fn follow(from: &[Seen], hops: [&[Seen]; 3]) -> Vec<[Option<usize>; 3]> {
+    let mut out = vec![[None; 3]; from.len()];
+    let mut at: Vec<Option<Seen>> = from.iter().cloned().map(Some).collect();
+    for (h, hop) in hops.iter().enumerate() {
+        // Pair the copies that reached the previous hop; a lost copy stays lost.
+        let present: Vec<usize> = (0..from.len()).filter(|i| at[*i].is_some()).collect();
+        let prev: Vec<Seen> = present
+            .iter()
+            .map(|i| at[*i].clone().expect("present"))
+            .collect();
+        let hits = pair(&prev, hop);
+        for (k, i) in present.into_iter().enumerate() {
+            out[i][h] = hits[k];
+            at[i] = hits[k].map(|j| hop[j].clone());
+        }
+    }
+    out
+}
+
+impl Vantages {
+    fn of(run: &Run) -> Self {
+        let socket = |list: &[Datagram], dir: Direction| -> Vec<Seen> {
+            list.iter()
+                .filter(|d| d.direction == dir)
+                .map(Seen::of_datagram)
+                .collect()
+        };
+        let router = |iface: &str, dir: capture::Direction| -> Vec<Seen> {
+            run.frames
+                .iter()
+                .filter(|f| {
+                    f.vantage.node == emit::ROUTER && f.vantage.iface == iface && f.direction == dir
+                })
+                .filter_map(|f| {
+                    let (src, dst, payload) = udp_of(f)?;
+                    Some(Seen {
+                        at: run.instant(f.at),
+                        src: Some(src),
+                        dst: Some(dst),
+                        payload: payload.to_vec(),
+                        what: String::new(),
+                    })
+                })
+                .collect()
+        };
+        let phone_sent = socket(&run.phone, Direction::Sent);
+        let lan_in = router("lan", capture::Direction::In);
+        let wan_out = router("wan", capture::Direction::Out);
+        let proxy_got = socket(&run.proxy, Direction::Received);
+        let path_out = follow(&phone_sent, [&lan_in, &wan_out, &proxy_got]);
+        let towards_phone: Vec<Datagram> = run
+            .proxy
+            .iter()
+            .filter(|d| d.direction == Direction::Sent)
+            .filter(|d| d.remote.ip() == std::net::IpAddr::V4(PUBLIC))
+            .cloned()
+            .collect();
+        let sent: Vec<Seen> = towards_phone.iter().map(Seen::of_datagram).collect();
+        let wan_in = router("wan", capture::Direction::In);
+        let lan_out = router("lan", capture::Direction::Out);
+        let phone_got = socket(&run.phone, Direction::Received);
+        let path_in = follow(&sent, [&wan_in, &lan_out, &phone_got]);
+        Vantages {
+            phone_sent,
+            lan_in,
+            wan_out,
+            proxy_got,
+            path_out,
+            towards_phone,
+            wan_in,
+            lan_out,
+            phone_got,
+            path_in,
+        }
+    }
+
+    /// When the phone's `i`-th datagram crossed the router, by the kernel's clock: when it left
+    /// the WAN side, or, had the router not forwarded it, when it reached the LAN side.
+    fn out_crossed(&self, i: usize) -> Option<Instant> {
+        let [lan, wan, _] = self.path_out[i];
+        wan.map(|j| self.wan_out[j].at)
+            .or(lan.map(|j| self.lan_in[j].at))
+    }
+
+    /// The phone's `i`-th datagram as it left the router: its external source is the mapping.
+    fn mapping(&self, i: usize) -> Option<SocketAddrV4> {
+        self.path_out[i][1].and_then(|j| self.wan_out[j].src)
+    }
+
+    /// When the registrar's `i`-th datagram towards the phone reached the router's WAN side.
+    fn in_crossed(&self, i: usize) -> Option<Instant> {
+        self.path_in[i][0].map(|j| self.wan_in[j].at)
+    }
+
+    /// Whether the router forwarded it into the LAN: the kernel's verdict, read off its LAN side.
+    fn forwarded(&self, i: usize) -> bool {
+        self.path_in[i][1].is_some()
+    }
+}
+
+/// Replays what crossed the router through the model, at the instants the kernel saw it cross,
+/// and sets it beside what the kernel did.
+fn judge(case: &Case, run: &Run) -> Judged {
+    let v = Vantages::of(run);
+    let mut model = NatModel::new(case.behaviour(), PUBLIC, LAN).expect("valid NAT");
     // Kernel external port → the model's (they differ when the NAT picks ports at random).
     let mut port_of: HashMap<u16, u16> = HashMap::new();
-    let mut order: Vec<(Instant, bool, usize)> = phone_sent
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            (
-                crossed(d, mapped_at_registrar[i].map(|j| &proxy_got[j])),
-                false,
-                i,
-            )
-        })
-        .chain(
-            towards_phone
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (crossed(d, delivered[i].map(|j| &phone_got[j])), true, i)),
-        )
-        .collect();
+    // The origin of every offset: the first REGISTER leaving the router.
+    let origin = v.out_crossed(0).unwrap_or(run.origin);
+    let mut missed = Vec::new();
+    let mut order: Vec<(Instant, bool, usize)> = Vec::new();
+    for i in 0..v.phone_sent.len() {
+        match v.out_crossed(i) {
+            Some(at) => order.push((at, false, i)),
+            None => missed.push(format!("the phone's {}", v.phone_sent[i].what)),
+        }
+    }
+    for (i, d) in v.towards_phone.iter().enumerate() {
+        match v.in_crossed(i) {
+            Some(at) => order.push((at, true, i)),
+            None => missed.push(format!("the registrar's {}", d.summary())),
+        }
+    }
     order.sort();
     let mut inbound = Vec::new();
     let mut invite = None;
+    // The model's word on each datagram towards the phone, for the timeline.
+    let mut said: HashMap<usize, String> = HashMap::new();
     for (at, is_inbound, i) in order {
         if !is_inbound {
-            let Some(to) = v4(phone_sent[i].remote) else {
+            let Some(to) = v.phone_sent[i].dst else {
                 continue;
             };
-            let v = model.outbound(PHONE, to, at);
-            let kernel_mapping = mapped_at_registrar[i].and_then(|j| v4(proxy_got[j].remote));
-            if let (Some((model_mapping, _)), Some(k)) = (v.forwarded(), kernel_mapping) {
+            let m = model.outbound(PHONE, to, at);
+            if let (Some((model_mapping, _)), Some(k)) = (m.forwarded(), v.mapping(i)) {
                 port_of.insert(k.port(), model_mapping.port());
             }
             continue;
         }
-        let d = &towards_phone[i];
+        let d = &v.towards_phone[i];
         let Some(to) = v4(d.remote) else { continue };
         let port = port_of.get(&to.port()).copied().unwrap_or(to.port());
-        let v = model.inbound(REGISTRAR, SocketAddrV4::new(PUBLIC, port), at);
+        let m = model.inbound(REGISTRAR, SocketAddrV4::new(PUBLIC, port), at);
         if invite.is_none() && d.is_request("INVITE") {
             invite = Some(inbound.len());
         }
+        said.insert(
+            i,
+            match m.drop_reason() {
+                None => "model: forwards".to_string(),
+                Some(why) => format!("model: drops ({why})"),
+            },
+        );
         inbound.push(Inbound {
-            at: at.saturating_duration_since(run.origin),
+            at: at.saturating_duration_since(origin),
             what: d.summary(),
-            kernel: delivered[i].is_some(),
-            model: v.forwarded().is_some(),
-            why: v.drop_reason().map(ToString::to_string),
+            kernel: v.forwarded(i),
+            model: m.forwarded().is_some(),
+            why: m.drop_reason().map(ToString::to_string),
         });
     }
-    let invite_at = invite.map(|i: usize| run.origin + inbound[i].at);
+    let invite_at = invite.map(|i: usize| origin + inbound[i].at);
+    let mut stamp_error = (Duration::ZERO, Duration::ZERO);
+    let mut note = |stamped: Instant, kernel: Option<Instant>| {
+        if let Some(k) = kernel {
+            stamp_error.0 = stamp_error.0.max(k.saturating_duration_since(stamped));
+            stamp_error.1 = stamp_error.1.max(stamped.saturating_duration_since(k));
+        }
+    };
+    for (i, s) in v.phone_sent.iter().enumerate() {
+        let got = v.path_out[i][2].map(|j| v.proxy_got[j].at);
+        note(got.map_or(s.at, |g| g.min(s.at)), v.out_crossed(i));
+    }
+    for (i, d) in v.towards_phone.iter().enumerate() {
+        let got = v.path_in[i][2].map(|j| v.phone_got[j].at);
+        note(got.map_or(d.at, |g| g.min(d.at)), v.in_crossed(i));
+    }
     let last_sent = invite_at.and_then(|t| {
-        phone_sent
-            .iter()
-            .rev()
-            .find(|d| d.at < t)
-            .map(|d| (d.at.saturating_duration_since(run.origin), d.summary()))
+        (0..v.phone_sent.len())
+            .filter_map(|i| v.out_crossed(i).map(|at| (at, i)))
+            .filter(|(at, _)| *at < t)
+            .max()
+            .map(|(at, i)| {
+                (
+                    at.saturating_duration_since(origin),
+                    v.phone_sent[i].what.clone(),
+                )
+            })
     });
     Judged {
         inbound,
         invite,
         planned: predict(&case.behaviour(), &case.plan(), 0, 0),
         last_sent,
+        missed,
+        timeline: timeline(&v, origin, &said),
+        stamp_error,
     }
+}
+
+/// Every datagram between the phone and the registrar with the instant each vantage point saw
+/// it, in ms from the first REGISTER leaving the router — the table a failing case prints, so
+/// the next reader sees at once where two clocks parted.
+fn timeline(v: &Vantages, origin: Instant, model: &HashMap<usize, String>) -> Vec<String> {
+    let ms = |t: Option<Instant>| match t {
+        Some(t) if t >= origin => format!("{:>8.1}", (t - origin).as_secs_f64() * 1e3),
+        Some(t) => format!("{:>8.1}", -((origin - t).as_secs_f64() * 1e3)),
+        None => format!("{:>8}", "-"),
+    };
+    let mut rows: Vec<(Instant, String)> = Vec::new();
+    for (i, s) in v.phone_sent.iter().enumerate() {
+        let [lan, wan, proxy] = v.path_out[i];
+        let mapped = v.mapping(i).map(|m| m.to_string()).unwrap_or_default();
+        // In the order the router saw them, where it did.
+        rows.push((
+            v.out_crossed(i).unwrap_or(s.at),
+            format!(
+                "{} {} {} {}  → {:<36} {mapped}",
+                ms(Some(s.at)),
+                ms(lan.map(|j| v.lan_in[j].at)),
+                ms(wan.map(|j| v.wan_out[j].at)),
+                ms(proxy.map(|j| v.proxy_got[j].at)),
+                v.phone_sent[i].what.clone(),
+            ),
+        ));
+    }
+    for (i, d) in v.towards_phone.iter().enumerate() {
+        let [wan, lan, phone] = v.path_in[i];
+        rows.push((
+            v.in_crossed(i).unwrap_or(d.at),
+            format!(
+                "{} {} {} {}  ← {:<36} {} {}",
+                ms(phone.map(|j| v.phone_got[j].at)),
+                ms(lan.map(|j| v.lan_out[j].at)),
+                ms(wan.map(|j| v.wan_in[j].at)),
+                ms(Some(d.at)),
+                d.summary(),
+                d.remote,
+                model
+                    .get(&i)
+                    .map(String::as_str)
+                    .unwrap_or("model: never saw it"),
+            ),
+        ));
+    }
+    rows.sort_by_key(|r| r.0);
+    let mut out = vec![format!(
+        "{:>8} {:>8} {:>8} {:>8}     (ms from the first REGISTER leaving the router; - = not seen there)",
+        "phone", "home:lan", "home:wan", "server"
+    )];
+    out.extend(rows.into_iter().map(|r| r.1));
+    out
 }
 
 /// A case a property does not hold for, with the scenario file that reproduces it.
 #[derive(Debug, Clone)]
 struct Violation {
     case: Case,
+    /// What went wrong, then the case's datagrams at every vantage point with the model's
+    /// verdicts.
     what: String,
     scenario: String,
 }
@@ -1431,7 +1678,10 @@ fn violation(
 ) -> Violation {
     Violation {
         case: *case,
-        what,
+        what: format!(
+            "{what}\n  what each vantage point saw:\n    {}",
+            j.timeline.join("\n    ")
+        ),
         scenario: case.scenario(expect, comment(property, case, j)).to_toml(),
     }
 }
@@ -1458,6 +1708,12 @@ fn kernel_agrees_with_the_model(case: &Case, run: &Run) -> Result<(), Violation>
     const NAME: &str = "kernel_agrees_with_the_model";
     let j = judge(case, run);
     let fail = |what: String| Err(violation(NAME, case, &j, what, expected_by_model(&j)));
+    if !j.missed.is_empty() {
+        return fail(format!(
+            "the router's capture never saw these cross, so the model could not be fed them: {}",
+            j.missed.join("; ")
+        ));
+    }
     let Some(invite) = j.invite() else {
         return fail("no INVITE left the registrar towards the phone".into());
     };
@@ -1561,6 +1817,7 @@ fn check_batch(label: &str, batch: &[Case], property: Property) -> Result<(), Te
     let (runs, fresh) = run_cases(batch);
     let mut failures = Vec::new();
     let (mut reached, mut drift) = (0, Duration::ZERO);
+    let mut stamps = (Duration::ZERO, Duration::ZERO);
     let sbcs = batch
         .iter()
         .filter(|c| matches!(c.registrar, RegistrarSetting::Sbc(_)))
@@ -1580,6 +1837,7 @@ fn check_batch(label: &str, batch: &[Case], property: Property) -> Result<(), Te
                     }
                 }
                 reached += usize::from(j.reached());
+                stamps = (stamps.0.max(j.stamp_error.0), stamps.1.max(j.stamp_error.1));
                 if let Some(i) = j.invite() {
                     drift = drift.max(i.at.abs_diff(case.plan().invite));
                 }
@@ -1600,11 +1858,14 @@ fn check_batch(label: &str, batch: &[Case], property: Property) -> Result<(), Te
     eprintln!(
         "{label}: {} case(s), {fresh} run now, in {:.1} s: INVITE reached the phone in {reached}, \
          lost in {}; largest INVITE drift from plan {} ms; {sbcs} with our SBC ({pings} of its \
-         NAT pings or CRLF pongs towards the phone, {pings_through} through); {} failed",
+         NAT pings or CRLF pongs towards the phone, {pings_through} through); socket stamps \
+         {} ms early to {} ms late against the router's capture; {} failed",
         batch.len(),
         started.elapsed().as_secs_f64(),
         batch.len() - reached,
         drift.as_millis(),
+        stamps.0.as_millis(),
+        stamps.1.as_millis(),
         failures.len()
     );
     if failures.is_empty() {

@@ -36,9 +36,15 @@
 //! reader's queue (256 packets) is full, and a panic in the rewrite costs one packet its rewrite,
 //! not its delivery.
 //!
+//! **An idle ALG costs nothing.** The reader sleeps in `poll(2)` on the queue's netlink socket
+//! ([`nfqueue`], our own few hundred lines instead of a crate that hides its descriptor): a
+//! reader that polled every millisecond, times thirty-two routers, starved the kernel's
+//! expedited RCU grace periods and stalled every bring-up on the machine for a minute.
+//!
 //! The parsing and rewriting ([`rewrite`], [`packet`]) are sans-IO — bytes in, bytes out — and
 //! never panic on any input (property-tested).
 
+mod nfqueue;
 pub mod packet;
 mod queue;
 pub mod rewrite;

@@ -1,14 +1,15 @@
 //! The emulated ALG on a real router: iptables queues SIP to an NFQUEUE reader thread that lives
 //! in the router's namespace and hands each packet to the sans-IO [`Alg`].
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
+use super::nfqueue::{Incoming, NfQueue, Packet, Verdict};
 use super::rewrite::{Alg, AlgStats, Decision, Direction};
 use super::AlgFault;
 use crate::error::{Error, Result};
@@ -28,9 +29,12 @@ pub struct EmulatedAlg {
     router: String,
     queue: u16,
     faults: Vec<AlgFault>,
-    stop: Arc<AtomicBool>,
+    /// The write end of the reader's stop pipe: closing it wakes the reader and tells it to go.
+    stop: Option<OwnedFd>,
     stats: Arc<Mutex<AlgStats>>,
     reader: Option<JoinHandle<()>>,
+    /// The reader thread's Linux thread id (`/proc/self/task/TID`).
+    reader_tid: i32,
 }
 
 /// What the reader needs to know about its router.
@@ -40,7 +44,21 @@ struct Setup {
     wan: String,
     alg: Alg,
     stats: Arc<Mutex<AlgStats>>,
-    stop: Arc<AtomicBool>,
+    /// Readable (at its end of file) once the handle is stopped or dropped.
+    stop: OwnedFd,
+}
+
+/// A pipe whose ends are closed on exec: the iptables children must not hold the write end,
+/// or closing it would not wake the reader until they exit.
+fn stop_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes; both are owned at once.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
 }
 
 impl EmulatedAlg {
@@ -58,7 +76,8 @@ impl EmulatedAlg {
         let iptables = crate::preflight::require_program("iptables")?;
         let faults: Vec<AlgFault> = faults.into_iter().collect();
         let queue = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop_rx, stop) =
+            stop_pipe().map_err(Error::io("create the ALG reader's stop pipe"))?;
         let stats = Arc::new(Mutex::new(AlgStats::default()));
         let setup = Setup {
             iptables,
@@ -66,9 +85,9 @@ impl EmulatedAlg {
             wan: ports.wan.clone(),
             alg: Alg::new(ports.public, faults.iter().copied()),
             stats: stats.clone(),
-            stop: stop.clone(),
+            stop: stop_rx,
         };
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<std::io::Result<i32>>();
         let name = format!("alg-{}", node.name());
         // Spawned from the namespace's worker, the reader thread starts inside the namespace
         // (a thread inherits its creator's): its netlink socket and its iptables children belong
@@ -86,15 +105,16 @@ impl EmulatedAlg {
                 "the ALG reader ended before it was ready",
             ))
         });
-        let alg = EmulatedAlg {
+        let mut alg = EmulatedAlg {
             router: node.name().to_string(),
             queue,
             faults,
-            stop,
+            stop: Some(stop),
             stats,
             reader: Some(reader),
+            reader_tid: 0,
         };
-        ready.map_err(Error::io(format!(
+        alg.reader_tid = ready.map_err(Error::io(format!(
             "start the emulated SIP ALG on `{}` (NFQUEUE {queue})",
             alg.router
         )))?;
@@ -109,6 +129,12 @@ impl EmulatedAlg {
         &self.faults
     }
 
+    /// The reader thread's Linux thread id: its scheduler statistics are in
+    /// `/proc/self/task/TID/status` (an idle reader does not wake up).
+    pub fn reader_tid(&self) -> i32 {
+        self.reader_tid
+    }
+
     /// The NFQUEUE number its rules use.
     pub fn queue(&self) -> u16 {
         self.queue
@@ -121,7 +147,7 @@ impl EmulatedAlg {
 
     /// Removes the rules and stops the reader; SIP passes untouched afterwards.
     pub async fn stop(mut self) -> AlgStats {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(reader) = self.reader.take() {
             let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         }
@@ -131,8 +157,9 @@ impl EmulatedAlg {
 
 impl Drop for EmulatedAlg {
     fn drop(&mut self) {
-        // The reader removes its rules and exits within a poll interval; nobody needs to wait.
-        self.stop.store(true, Ordering::Relaxed);
+        // Closing the pipe wakes the reader, which removes its rules and exits; nobody needs to
+        // wait for it.
+        self.stop = None;
     }
 }
 
@@ -170,19 +197,10 @@ fn iptables(program: &PathBuf, args: &[String]) -> std::io::Result<()> {
     }
 }
 
-fn open_queue(queue: u16) -> std::io::Result<nfq::Queue> {
-    let mut q = nfq::Queue::open()?;
-    q.bind(queue)?;
-    // A full queue (a stalled reader) lets packets through instead of dropping them.
-    q.set_fail_open(queue, true)?;
-    q.set_queue_max_len(queue, 256)?;
-    q.set_nonblocking(true);
-    Ok(q)
-}
-
 /// The reader thread: runs inside the router's namespace until told to stop.
-fn read_queue(mut s: Setup, ready: tokio::sync::oneshot::Sender<std::io::Result<()>>) {
-    let mut queue = match open_queue(s.queue) {
+fn read_queue(mut s: Setup, ready: tokio::sync::oneshot::Sender<std::io::Result<i32>>) {
+    // 256 packets wait at most; past that the queue fails open (SIP passes unrewritten).
+    let mut queue = match NfQueue::bind(s.queue, 256) {
         Ok(q) => q,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -207,21 +225,13 @@ fn read_queue(mut s: Setup, ready: tokio::sync::oneshot::Sender<std::io::Result<
             }
         }
     }
-    let _ = ready.send(Ok(()));
+    // SAFETY: gettid has no preconditions.
+    let _ = ready.send(Ok(unsafe { libc::gettid() }));
 
-    let mut idle = Duration::from_micros(100);
-    while !s.stop.load(Ordering::Relaxed) {
+    // Asleep in poll(2) until a packet is queued or the handle goes: no wake-ups while idle.
+    while let Ok(true) = queue.wait(s.stop.as_raw_fd()) {
         match queue.recv() {
-            Ok(msg) => {
-                idle = Duration::from_micros(100);
-                verdict(&mut s, &mut queue, msg, wan_index);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // nfq exposes no descriptor to poll: back off to at most 1 ms of added latency.
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(1));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(batch) => handle_all(&mut s, &queue, batch, wan_index),
             Err(_) => break, // the socket is unusable: --queue-bypass lets SIP through unchanged
         }
     }
@@ -229,30 +239,38 @@ fn read_queue(mut s: Setup, ready: tokio::sync::oneshot::Sender<std::io::Result<
     for flag in ["--dport", "--sport"] {
         let _ = iptables(&s.iptables, &rule_args("-D", s.queue, flag));
     }
-    while let Ok(msg) = queue.recv() {
-        verdict(&mut s, &mut queue, msg, wan_index);
+    while let Ok(batch) = queue.recv() {
+        if batch.is_empty() {
+            break;
+        }
+        handle_all(&mut s, &queue, batch, wan_index);
     }
 }
 
-fn verdict(s: &mut Setup, queue: &mut nfq::Queue, mut msg: nfq::Message, wan_index: u32) {
-    let direction = if msg.get_indev() == wan_index {
+fn handle_all(s: &mut Setup, queue: &NfQueue, batch: Vec<Incoming>, wan_index: u32) {
+    for m in batch {
+        if let Incoming::Packet(p) = m {
+            verdict(s, queue, p, wan_index);
+        }
+    }
+}
+
+fn verdict(s: &mut Setup, queue: &NfQueue, packet: Packet, wan_index: u32) {
+    let direction = if packet.indev == wan_index {
         Direction::Inbound
     } else {
         Direction::Outbound
     };
-    let packet = msg.get_payload().to_vec();
     // The rewrite is property-tested not to panic; a panic here would still only cost this one
     // packet its rewrite, never the router its SIP.
-    let decided = catch_unwind(AssertUnwindSafe(|| s.alg.handle_packet(direction, &packet)))
-        .unwrap_or(Decision::Accept);
-    match decided {
-        Decision::Accept => msg.set_verdict(nfq::Verdict::Accept),
-        Decision::Drop => msg.set_verdict(nfq::Verdict::Drop),
-        Decision::Replace(bytes) => {
-            msg.set_payload(bytes);
-            msg.set_verdict(nfq::Verdict::Accept);
-        }
-    }
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        s.alg.handle_packet(direction, &packet.payload)
+    }))
+    .unwrap_or(Decision::Accept);
     *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = s.alg.stats().clone();
-    let _ = queue.verdict(msg);
+    let _ = match decided {
+        Decision::Accept => queue.verdict(packet.id, Verdict::Accept, None),
+        Decision::Drop => queue.verdict(packet.id, Verdict::Drop, None),
+        Decision::Replace(bytes) => queue.verdict(packet.id, Verdict::Accept, Some(&bytes)),
+    };
 }

@@ -3,7 +3,7 @@
 
 use sim_nat::{NatType, SipAlg};
 
-use super::{run, RunOptions, Scenario, Verdict};
+use super::{run, Phases, RunOptions, Scenario, Verdict};
 use crate::error::Result;
 
 /// One cell of the matrix.
@@ -18,6 +18,22 @@ pub struct Cell {
     pub failed: Vec<String>,
     /// Each failed expectation, as the file states it (`alice's call ends with 200`).
     pub failed_expectations: Vec<String>,
+    /// The cell's ladder, with events.
+    pub ladder: String,
+    pub duration: std::time::Duration,
+    /// Where the cell's time went.
+    pub phases: Phases,
+}
+
+impl Cell {
+    /// `full-cone × emulated ALG drop-unparseable × 2 s`: the cell in one line.
+    pub fn name(&self) -> String {
+        let mut n = format!("{} × {}", self.nat, self.alg);
+        if let Some(t) = self.udp_timeout_secs {
+            n.push_str(&format!(" × {t} s"));
+        }
+        n
+    }
 }
 
 /// Runs `s` with every NAT router set to each type × ALG × timeout, all cells concurrently (each
@@ -60,6 +76,9 @@ pub async fn matrix(s: &Scenario, algs: &[SipAlg], timeouts: &[Option<u32>]) -> 
                 .filter(|c| !c.1)
                 .map(|c| c.0.clone())
                 .collect(),
+            ladder: o.ladder,
+            duration: o.duration,
+            phases: o.phases,
         });
     }
     Ok(cells)

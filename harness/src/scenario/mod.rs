@@ -15,7 +15,7 @@ use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
 pub use matrix::{matrix, Cell};
-pub use run::{run, Outcome, RunOptions, Verdict};
+pub use run::{run, Outcome, Phases, RunOptions, Verdict};
 
 use crate::topology::{HostSpec, RouterSpec, TopologySpec, INTERNET};
 
