@@ -87,7 +87,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use futures::future::join_all;
-use harness::capture::{self, Capture, Frame};
+use harness::capture::{self, Capture, Frame, Vantage};
 use harness::rtp::Machine;
 use harness::sbc::{Sbc, SbcConfig};
 use harness::scenario::emit::{self, CallExpectation, IncomingCall, Registrar};
@@ -1011,7 +1011,15 @@ async fn lab(case: &Case) -> Result<Lab> {
     let scenario = Scenario::from_str(&format!("{}.toml", case.name()), &text)
         .map_err(|e| anyhow::anyhow!("the emitted scenario does not parse: {e}\n{text}"))?;
     let topo = Topology::build(scenario.topology.clone()).await?;
-    let capture = Capture::start(&topo).await?;
+    // The router's two sides only: the phone's and the registrar's own sockets record the rest.
+    let capture = Capture::start_on(
+        &topo,
+        vec![
+            Vantage::new(emit::ROUTER, "lan"),
+            Vantage::new(emit::ROUTER, "wan"),
+        ],
+    )
+    .await?;
     let t1 = Duration::from_millis(scenario.file.scenario.t1_ms);
     let mut proxy = None;
     let mut uas = HashMap::new();
