@@ -124,12 +124,14 @@ fn diagnose(files: &[PathBuf], json: bool) -> ExitCode {
             }
         }
     }
-    if json {
-        println!("{}", diagnose::report::json(&reports));
+    let out = if json {
+        diagnose::report::json(&reports) + "\n"
     } else {
         let texts: Vec<String> = reports.iter().map(diagnose::report::text).collect();
-        print!("{}", texts.join("\n"));
-    }
+        texts.join("\n")
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     if unreadable {
         ExitCode::from(2)
     } else if reports.iter().any(diagnose::Report::has_problem) {

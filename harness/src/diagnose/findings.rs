@@ -76,11 +76,18 @@ fn requests_to(m: &Model, after: usize, ip: Ipv4Addr) -> impl Iterator<Item = &S
 
 fn private_addresses(m: &Model) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
+    // On a LAN (a capture whose host is private) private addresses are where packets really
+    // go; whether they leak is for a capture beyond the NAT to tell.
+    if m.capture_hosts().iter().any(|h| is_private(*h)) {
+        return out;
+    }
     let mut seen = Vec::new();
     for (i, s) in m.sip.iter().enumerate() {
         let src_ip = *s.src.ip();
+        // A REGISTER's 200 echoes the Contacts it stored: the REGISTER itself is the evidence.
+        let echo = s.msg.is_response() && s.msg.cseq_parts().is_some_and(|(_, m)| m == "REGISTER");
         // Contact: where the registrar (or the peer, in a dialog) will send requests.
-        if let Some(c) = fields::contact_addr(&s.msg) {
+        if let Some(c) = fields::contact_addr(&s.msg).filter(|_| !echo) {
             if is_private(*c.ip()) && *c.ip() != src_ip && !seen.contains(&("contact", c)) {
                 seen.push(("contact", c));
                 out.push(private_contact(m, i, s, c));
@@ -525,13 +532,13 @@ fn alg_signatures(m: &Model) -> Vec<Finding> {
         let mut why = Vec::new();
         if let (Some(c), Some(v)) = (contact, via) {
             if !s.msg.is_response() {
-                if *c.ip() == src_ip && is_private(*v.ip()) {
+                if *c.ip() == src_ip && !is_private(src_ip) && is_private(*v.ip()) {
                     why.push(format!(
                         "Contact has the public address {} but Via the private {}",
                         c.ip(),
                         v.ip()
                     ));
-                } else if *v.ip() == src_ip && is_private(*c.ip()) {
+                } else if *v.ip() == src_ip && !is_private(src_ip) && is_private(*c.ip()) {
                     why.push(format!(
                         "Via has the public address {} but Contact the private {}",
                         v.ip(),
@@ -541,7 +548,7 @@ fn alg_signatures(m: &Model) -> Vec<Finding> {
             }
         }
         if let (Some(c), Some(o)) = (c_ip, o_ip) {
-            if c == src_ip && is_private(o) {
+            if c == src_ip && !is_private(c) && is_private(o) {
                 why.push(format!(
                     "SDP c= has the public address {c} but o= the private {o}"
                 ));
@@ -802,6 +809,16 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
                 settle: None,
             });
         } else if let (Some(s), Some(((src, dst), f))) = (sdp, moved_rtp) {
+            // The peer's RTP reaching the STUN port first moves a Linux NAT's mapping as well
+            // ("who sends first"): that is not per-destination mapping, and the media rule
+            // reports it.
+            let peer_first = m
+                .media
+                .iter()
+                .any(|((_, d), g)| *d == mapped && g.first_at < f.first_at);
+            if peer_first {
+                continue;
+            }
             seen.push(mapped);
             out.push(Finding {
                 kind: Kind::SymmetricNat,
@@ -827,24 +844,28 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
 
 /// Media of one answered call, judged at the point the capture was taken.
 fn media(m: &Model, c: &Call) -> Vec<Finding> {
-    let (Some((oi, offer)), Some((ai, answer)), Some(ok)) = (c.offer, c.answer, c.ok) else {
-        return Vec::new();
-    };
-    let Some(host) = m.capture_host() else {
+    // Only an established call (2xx and its ACK) is expected to carry media.
+    let (Some((oi, offer)), Some((ai, answer)), Some(ok), Some(ack)) =
+        (c.offer, c.answer, c.ok, c.ack)
+    else {
         return Vec::new();
     };
     let offerer = &m.sip[oi];
     let answerer = &m.sip[ai];
     // Which side's media passes this capture point: a phone's own interface (its SDP address)
     // or its NAT (a private SDP address, signalling from this public address).
-    let local = |sdp: SocketAddrV4, sender: &Sip| {
+    let local = |host: Ipv4Addr, sdp: SocketAddrV4, sender: &Sip| {
         *sdp.ip() == host || (is_private(*sdp.ip()) && *sender.src.ip() == host)
     };
-    let (peer, my_sdp) = if local(offer, offerer) {
-        (answer, offer)
-    } else if local(answer, answerer) {
-        (offer, answer)
-    } else {
+    let Some((host, peer, my_sdp)) = m.capture_hosts().into_iter().find_map(|h| {
+        if local(h, offer, offerer) {
+            Some((h, answer, offer))
+        } else if local(h, answer, answerer) {
+            Some((h, offer, answer))
+        } else {
+            None
+        }
+    }) else {
         return Vec::new();
     };
     let out_flows: Vec<_> = m
@@ -891,15 +912,11 @@ fn media(m: &Model, c: &Call) -> Vec<Finding> {
             format!("answer: {}  media at {answer}", line(answerer)),
         ),
     ];
-    if let Some(a) = c.ack {
-        evidence.push(ev(
-            m,
-            &m.sip[a],
-            format!("{}  — the call is established", line(&m.sip[a])),
-        ));
-    } else {
-        evidence.push(ev(m, &m.sip[ok], "2xx seen, no ACK in this capture"));
-    }
+    evidence.push(ev(
+        m,
+        &m.sip[ack],
+        format!("{}  — the call is established", line(&m.sip[ack])),
+    ));
     let mut delivered_out = 0;
     let mut where_out = Vec::new();
     for ((s, d), f) in &out_flows {

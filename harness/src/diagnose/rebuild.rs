@@ -336,9 +336,10 @@ impl Model {
         calls
     }
 
-    /// The one IP address every SIP packet of this capture was sent from or to: the host (or
-    /// router interface) the capture was taken on. `None` when no single address is common.
-    pub fn capture_host(&self) -> Option<Ipv4Addr> {
+    /// The IP addresses every SIP packet of this capture was sent from or to: the host (or
+    /// router interface) the capture was taken on is among them. A capture of one conversation
+    /// between two hosts leaves both, and the caller decides which fits.
+    pub fn capture_hosts(&self) -> Vec<Ipv4Addr> {
         let mut common: Option<Vec<Ipv4Addr>> = None;
         for s in &self.sip {
             let here = [*s.src.ip(), *s.dst.ip()];
@@ -347,11 +348,9 @@ impl Model {
                 Some(c) => c.into_iter().filter(|ip| here.contains(ip)).collect(),
             });
         }
-        match common?.as_slice() {
-            [one] => Some(*one),
-            [a, b] if a == b => Some(*a),
-            _ => None,
-        }
+        let mut c = common.unwrap_or_default();
+        c.dedup();
+        c
     }
 
     /// The last signalling packet from `addr` strictly before `at`.
