@@ -234,3 +234,6 @@ pub fn packets_at(trace: &Trace, vantage: &str) -> Vec<Packet> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
