@@ -810,20 +810,20 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
             });
         } else if let (Some(s), Some(((src, dst), f))) = (sdp, moved_rtp) {
             // The peer's RTP reaching the STUN port first moves a Linux NAT's mapping as well
-            // ("who sends first"): that is not per-destination mapping, and the media rule
-            // reports it.
+            // ("who sends first"), so then per-destination mapping is only one explanation.
             let peer_first = m
                 .media
                 .iter()
                 .any(|((_, d), g)| *d == mapped && g.first_at < f.first_at);
-            if peer_first {
-                continue;
-            }
             seen.push(mapped);
             out.push(Finding {
                 kind: Kind::SymmetricNat,
                 severity: Severity::Problem,
-                confidence: Confidence::Likely,
+                confidence: if peer_first {
+                    Confidence::Possible
+                } else {
+                    Confidence::Likely
+                },
                 summary: format!(
                     "the NAT maps per destination: SDP offers the STUN mapping {mapped}, but RTP to {dst} leaves from {src}",
                 ),
@@ -835,7 +835,11 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
                 cause: "behind address-and-port-dependent (symmetric) mapping the STUN-discovered media address is valid only towards the STUN server; the peer's RTP to it matches no mapping and is dropped".into(),
                 fixes: vec!["TURN (RFC 8656) or an SBC media relay that latches".into()],
                 scenario: scenario("no-audio-symmetric-stun"),
-                settle: Some("capture on the phone's LAN: the same local RTP port behind both public ports proves it".into()),
+                settle: Some(if peer_first {
+                    "the peer's RTP reached the STUN port before this side's left: on a Linux NAT that alone moves the mapping (one-way-audio-who-sends-first.toml); a STUN test towards two servers (RFC 5780) tells the NAT type".into()
+                } else {
+                    "capture on the phone's LAN: the same local RTP port behind both public ports proves it".into()
+                }),
             });
         }
     }
@@ -854,8 +858,11 @@ fn media(m: &Model, c: &Call) -> Vec<Finding> {
     let answerer = &m.sip[ai];
     // Which side's media passes this capture point: a phone's own interface (its SDP address)
     // or its NAT (a private SDP address, signalling from this public address).
+    // On a LAN capture the phone's own signalling leaves from the capture host whatever
+    // (STUN, TURN) address its SDP offers.
     let local = |host: Ipv4Addr, sdp: SocketAddrV4, sender: &Sip| {
-        *sdp.ip() == host || (is_private(*sdp.ip()) && *sender.src.ip() == host)
+        *sdp.ip() == host
+            || ((is_private(*sdp.ip()) || is_private(host)) && *sender.src.ip() == host)
     };
     let Some((host, peer, my_sdp)) = m.capture_hosts().into_iter().find_map(|h| {
         if local(h, offer, offerer) {

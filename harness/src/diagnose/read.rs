@@ -134,6 +134,9 @@ pub struct CaptureReader<R: Read> {
     failed: bool,
 }
 
+/// A packet record: its link type, time and bytes.
+type Record = (DataLink, SystemTime, Vec<u8>);
+
 type Chained<R> = std::io::Chain<Cursor<Vec<u8>>, R>;
 
 const PCAP_MAGICS: [[u8; 4]; 4] = [
@@ -195,7 +198,7 @@ impl<R: Read> CaptureReader<R> {
     }
 
     /// The next record's link type, time and bytes; `None` at the end of the file.
-    fn next_record(&mut self) -> Option<Result<(DataLink, SystemTime, Vec<u8>), String>> {
+    fn next_record(&mut self) -> Option<Result<Record, String>> {
         loop {
             match self.source.as_mut()? {
                 Source::Pcap {
@@ -308,7 +311,7 @@ impl<R: Read> CaptureReader<R> {
             |s: u16, d: u16| (SocketAddrV4::new(src_ip, s), SocketAddrV4::new(dst_ip, d));
         if ip.header().is_fragmenting_payload() {
             self.stats.fragments += 1;
-            if self.stats.fragments % 256 == 0 {
+            if self.stats.fragments.is_multiple_of(256) {
                 let horizon = at.checked_sub(FRAGMENT_TIMEOUT).unwrap_or(UNIX_EPOCH);
                 self.defrag.retain(|t| *t >= horizon);
             }

@@ -127,7 +127,7 @@ impl Model {
                         at: p.at,
                         src: p.src,
                         dst: p.dst,
-                        msg,
+                        msg: *msg,
                     });
                 }
                 Payload::KeepAlive => {

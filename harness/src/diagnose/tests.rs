@@ -49,9 +49,7 @@ fn sll2(ip: &[u8]) -> Vec<u8> {
 /// A classic little-endian microsecond pcap.
 fn pcap(link: u32, frames: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
@@ -69,7 +67,7 @@ fn pcap(link: u32, frames: &[Vec<u8>]) -> Vec<u8> {
 
 fn block(typ: u32, body: &[u8]) -> Vec<u8> {
     let mut body = body.to_vec();
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
     let len = (body.len() + 12) as u32;

@@ -210,7 +210,7 @@ pub fn decode_udp(p: &[u8]) -> Payload {
         return Payload::KeepAlive;
     }
     if looks_like_sip(p) {
-        return Payload::Sip(sip_summary(p));
+        return Payload::Sip(Box::new(sip_summary(p)));
     }
     if p.len() >= 20 && p[0] & 0xc0 == 0 {
         if let Some(s) = stun_of(p) {

@@ -22,7 +22,8 @@ use crate::capture::{Direction, Frame, Vantage};
 /// What one trace line is about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    Sip(SipSummary),
+    /// Boxed: a summary is several times the size of every other variant.
+    Sip(Box<SipSummary>),
     /// A STUN or TURN message (`Binding request`, `Allocate success relayed=…`).
     Stun(StunSummary),
     Rtp {
@@ -31,20 +32,13 @@ pub enum Payload {
         ssrc: u32,
     },
     /// RTCP (RFC 3550 §6), told apart from RTP by its packet type (RFC 5761 §4).
-    Rtcp {
-        packet_type: u8,
-    },
+    Rtcp { packet_type: u8 },
     /// TURN ChannelData (RFC 8656 §12.4).
-    ChannelData {
-        channel: u16,
-        len: usize,
-    },
+    ChannelData { channel: u16, len: usize },
     /// A CRLF or CRLFCRLF keep-alive (RFC 5626).
     KeepAlive,
     /// Anything else on UDP.
-    Udp {
-        len: usize,
-    },
+    Udp { len: usize },
     /// An ICMP error, e.g. `port unreachable` — on the internet core they never appear.
     Icmp(IcmpSummary),
 }
