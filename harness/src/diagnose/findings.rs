@@ -485,10 +485,18 @@ fn binding_expiry(m: &Model) -> Vec<Finding> {
         }
         seen.push(dst);
         let register = &m.sip[reg];
+        // The NAT itself answering "port unreachable" shows the binding is gone.
+        let refused = m
+            .icmp_for(dst)
+            .find(|e| e.from == *dst.ip() && e.icmp.is_port_unreachable());
         out.push(Finding {
             kind: Kind::BindingExpired,
             severity: Severity::Problem,
-            confidence: Confidence::Likely,
+            confidence: if refused.is_some() {
+                Confidence::Certain
+            } else {
+                Confidence::Likely
+            },
             summary: format!(
                 "{} was silent for {} before the {} to it, which went unanswered: the NAT binding lived less than {}",
                 dst,
@@ -504,7 +512,11 @@ fn binding_expiry(m: &Model) -> Vec<Finding> {
                     text: format!("last packet from {dst}; no keep-alive (CRLF, STUN, OPTIONS) from it after this"),
                 },
                 ev(m, first, format!("{}  — {} copies, no response", line(first), t.requests.len())),
-            ],
+            ].into_iter().chain(refused.map(|e| Evidence {
+                frame: e.frame,
+                t: m.t(e.at),
+                text: format!("ICMP port unreachable from the NAT {} itself: no binding for port {}", e.from, dst.port()),
+            })).collect(),
             cause: "the NAT forgets an idle UDP binding after its timeout (30–60 s in the field); \
                     the request then arrives at a port nothing is bound to and is dropped, while \
                     the registration is still valid"
@@ -514,7 +526,7 @@ fn binding_expiry(m: &Model) -> Vec<Finding> {
                 "a registration expiry shorter than the binding timeout".into(),
             ],
             scenario: scenario("binding-expiry"),
-            settle: Some("capture on the router's WAN side (or the phone's LAN): the request arriving there and not being forwarded proves it".into()),
+            settle: refused.is_none().then(|| "capture on the router's WAN side (or the phone's LAN): the request arriving there and not being forwarded proves it".into()),
         });
     }
     out
