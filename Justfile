@@ -36,3 +36,7 @@ lint:
 # review snapshot changes
 review:
     cargo insta review
+
+# a million arbitrary captures through the diagnose reader (never a panic)
+fuzz:
+    PROPTEST_CASES=1000000 cargo test --release -p harness --lib the_reader_never_panics

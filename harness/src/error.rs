@@ -51,6 +51,9 @@ pub enum Error {
         #[source]
         source: crate::stun::StunError,
     },
+    /// A capture file `harness diagnose` cannot read: not pcap/pcapng, empty, or damaged.
+    #[error("{file}: {what}")]
+    Capture { file: String, what: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

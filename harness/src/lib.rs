@@ -8,6 +8,7 @@
 pub mod alg;
 pub mod bindings;
 pub mod capture;
+pub mod diagnose;
 pub mod error;
 pub mod names;
 mod netlink;

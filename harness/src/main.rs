@@ -64,6 +64,15 @@ enum Command {
     },
     /// Remove namespaces left by harness runs that died without cleaning up.
     Reap,
+    /// Read captures (pcap/pcapng from tcpdump, sngrep, Wireshark) and name the field guide's
+    /// causes they show. Exit 0 healthy, 1 a problem found, 2 a file unreadable.
+    Diagnose {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON array of reports on stdout, for tools.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -80,6 +89,7 @@ async fn main() -> ExitCode {
         } => run(files, out, quiet, junit, keep).await,
         Command::List { dir } => list(dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
+        Command::Diagnose { files, json } => return diagnose(&files, json),
         Command::Reap => {
             let reaped = harness::reaper::reap_stale();
             println!("removed {} stale namespace(s)", reaped.len());
@@ -96,6 +106,38 @@ async fn main() -> ExitCode {
             eprintln!("harness: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Diagnoses each file on its own (frame numbers are per file); exit 2 if any is unreadable,
+/// else 1 if any shows a problem.
+fn diagnose(files: &[PathBuf], json: bool) -> ExitCode {
+    use harness::diagnose;
+    let mut reports = Vec::new();
+    let mut unreadable = false;
+    for f in files {
+        match diagnose::diagnose_file(f) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("harness diagnose: {e}");
+                unreadable = true;
+            }
+        }
+    }
+    let out = if json {
+        diagnose::report::json(&reports) + "\n"
+    } else {
+        let texts: Vec<String> = reports.iter().map(diagnose::report::text).collect();
+        texts.join("\n")
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    if unreadable {
+        ExitCode::from(2)
+    } else if reports.iter().any(diagnose::Report::has_problem) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

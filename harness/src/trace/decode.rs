@@ -18,10 +18,22 @@ pub struct SipSummary {
     pub contact: Option<String>,
     pub cseq: Option<String>,
     pub call_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The `Expires` header (a REGISTER's lifetime when Contact has no `expires=`).
+    pub expires: Option<String>,
+    /// `Authorization` or `Proxy-Authorization`: a SIP ALG may rewrite the digest `uri=` in it.
+    pub authorization: Option<String>,
+    /// `Content-Length` as written, and the body's real length in bytes: an ALG that rewrites
+    /// the SDP without fixing the header leaves them apart.
+    pub content_length: Option<String>,
+    pub body_len: usize,
     /// SDP `c=` line value.
     pub sdp_c: Option<String>,
     /// SDP `m=` line value.
     pub sdp_m: Option<String>,
+    /// SDP `o=` line value: an ALG that rewrites `c=` but not `o=` leaves the private address here.
+    pub sdp_o: Option<String>,
     /// The message does not parse as SIP (no header end, bad first line).
     pub malformed: bool,
 }
@@ -40,19 +52,46 @@ impl SipSummary {
     pub fn is_response(&self) -> bool {
         self.first_line.starts_with("SIP/")
     }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        self.is_response()
+            .then(|| self.method_or_status().parse().ok())
+            .flatten()
+    }
+
+    /// The Request-URI of a request, as written.
+    pub fn request_uri(&self) -> Option<&str> {
+        (!self.is_response())
+            .then(|| self.first_line.split_whitespace().nth(1))
+            .flatten()
+    }
+
+    /// The CSeq number and method (`1 INVITE` → `(1, "INVITE")`).
+    pub fn cseq_parts(&self) -> Option<(u32, &str)> {
+        let (n, m) = self
+            .cseq
+            .as_deref()?
+            .trim()
+            .split_once(char::is_whitespace)?;
+        Some((n.parse().ok()?, m.trim()))
+    }
 }
 
-fn sip_summary(text: &str) -> SipSummary {
-    let (head, body) = match text.split_once("\r\n\r\n") {
-        Some((h, b)) => (h, Some(b)),
-        None => (text, None),
+fn sip_summary(bytes: &[u8]) -> SipSummary {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(i) => (&bytes[..i], Some(&bytes[i + 4..])),
+        None => (bytes, None),
     };
+    let head = String::from_utf8_lossy(head);
     let mut lines = head.split("\r\n");
     let first = lines.next().unwrap_or("").trim().to_string();
     let mut s = SipSummary {
         malformed: body.is_none()
             || !(first.starts_with("SIP/2.0 ") || first.ends_with(" SIP/2.0")),
         first_line: first,
+        body_len: body.map_or(0, <[u8]>::len),
         ..Default::default()
     };
     for line in lines {
@@ -60,19 +99,29 @@ fn sip_summary(text: &str) -> SipSummary {
             continue;
         };
         let value = value.trim();
+        let first = |slot: &mut Option<String>| {
+            slot.get_or_insert_with(|| value.to_string());
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "via" | "v" => s.via.extend(value.split(',').map(|v| v.trim().to_string())),
             "contact" | "m" => s.contact = Some(value.to_string()),
             "cseq" => s.cseq = Some(value.to_string()),
             "call-id" | "i" => s.call_id = Some(value.to_string()),
+            "from" | "f" => first(&mut s.from),
+            "to" | "t" => first(&mut s.to),
+            "expires" => first(&mut s.expires),
+            "authorization" | "proxy-authorization" => first(&mut s.authorization),
+            "content-length" | "l" => first(&mut s.content_length),
             _ => {}
         }
     }
-    for line in body.unwrap_or("").lines() {
+    for line in String::from_utf8_lossy(body.unwrap_or(b"")).lines() {
         if let Some(c) = line.strip_prefix("c=") {
             s.sdp_c = Some(c.trim().to_string());
         } else if let Some(m) = line.strip_prefix("m=") {
             s.sdp_m = Some(m.trim().to_string());
+        } else if let Some(o) = line.strip_prefix("o=") {
+            s.sdp_o = Some(o.trim().to_string());
         }
     }
     s
@@ -99,9 +148,37 @@ fn looks_like_sip(p: &[u8]) -> bool {
         || (p.len() > 8 && p.windows(8).any(|w| w == b"SIP/2.0\r"))
 }
 
-/// `STUN Binding request`, `STUN Allocate success response relayed=…`: one line for a STUN or
-/// TURN message, `None` if `p` is not one.
-pub fn stun_summary(p: &[u8]) -> Option<String> {
+/// A STUN or TURN message: what it is, its transaction, and the address it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StunSummary {
+    /// `Binding`, `Allocate`, … (`method 0x00a` for others).
+    pub method: String,
+    pub class: crate::stun::codec::Class,
+    /// Pairs a response with its request.
+    pub transaction: [u8; 12],
+    /// (XOR-)MAPPED-ADDRESS: where the server saw the request come from.
+    pub mapped: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Display for StunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stun::codec::Class;
+        let class = match self.class {
+            Class::Request => "request",
+            Class::Indication => "indication",
+            Class::SuccessResponse => "success response",
+            Class::ErrorResponse => "error response",
+        };
+        write!(f, "STUN {} {class}", self.method)?;
+        if let Some(a) = self.mapped {
+            write!(f, " mapped={a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A STUN or TURN message decoded, `None` if `p` is not one.
+pub fn stun_of(p: &[u8]) -> Option<StunSummary> {
     let m = crate::stun::codec::Message::decode(p).ok()?;
     let method = match m.method.0 {
         0x001 => "Binding".to_string(),
@@ -113,29 +190,30 @@ pub fn stun_summary(p: &[u8]) -> Option<String> {
         0x009 => "ChannelBind".into(),
         other => format!("method 0x{other:03x}"),
     };
-    use crate::stun::codec::Class;
-    let class = match m.class {
-        Class::Request => "request",
-        Class::Indication => "indication",
-        Class::SuccessResponse => "success response",
-        Class::ErrorResponse => "error response",
-    };
-    let mut s = format!("STUN {method} {class}");
-    if let Some(a) = m.mapped_address() {
-        s.push_str(&format!(" mapped={a}"));
-    }
-    Some(s)
+    Some(StunSummary {
+        method,
+        class: m.class,
+        transaction: m.transaction_id.0,
+        mapped: m.mapped_address(),
+    })
 }
 
-fn payload_of(p: &[u8]) -> Payload {
+/// `STUN Binding request`, `STUN Allocate success response relayed=…`: one line for a STUN or
+/// TURN message, `None` if `p` is not one.
+pub fn stun_summary(p: &[u8]) -> Option<String> {
+    stun_of(p).map(|s| s.to_string())
+}
+
+/// Decodes a UDP payload: SIP, STUN/TURN, ChannelData, RTP, RTCP, keep-alive, or just a length.
+pub fn decode_udp(p: &[u8]) -> Payload {
     if p == b"\r\n" || p == b"\r\n\r\n" {
         return Payload::KeepAlive;
     }
     if looks_like_sip(p) {
-        return Payload::Sip(sip_summary(&String::from_utf8_lossy(p)));
+        return Payload::Sip(Box::new(sip_summary(p)));
     }
     if p.len() >= 20 && p[0] & 0xc0 == 0 {
-        if let Some(s) = stun_summary(p) {
+        if let Some(s) = stun_of(p) {
             return Payload::Stun(s);
         }
     }
@@ -148,27 +226,74 @@ fn payload_of(p: &[u8]) -> Payload {
             };
         }
     }
-    if p.len() >= 12 && p[0] >> 6 == 2 {
+    if crate::rtp::is_rtp(p) {
         return Payload::Rtp {
             payload_type: p[1] & 0x7f,
             seq: u16::from_be_bytes([p[2], p[3]]),
             ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
         };
     }
+    // RFC 5761: RTCP packet types 192–223 share the RTP version bits.
+    if p.len() >= 8 && p[0] >> 6 == 2 {
+        return Payload::Rtcp { packet_type: p[1] };
+    }
     Payload::Udp { len: p.len() }
 }
 
-fn icmp_summary(typ: u8, code: u8) -> String {
-    match (typ, code) {
-        (3, 0) => "net unreachable".into(),
-        (3, 1) => "host unreachable".into(),
-        (3, 3) => "port unreachable".into(),
-        (3, c) => format!("destination unreachable (code {c})"),
-        (11, _) => "time exceeded".into(),
-        (0, _) => "echo reply".into(),
-        (8, _) => "echo request".into(),
-        (t, c) => format!("type {t} code {c}"),
+/// An ICMP error and, for destination unreachable and time exceeded, the UDP datagram it quotes
+/// (RFC 792: the original IP header and the first 8 bytes of its payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IcmpSummary {
+    pub typ: u8,
+    pub code: u8,
+    /// `(source, destination)` of the quoted UDP datagram.
+    pub quoted_udp: Option<(SocketAddrV4, SocketAddrV4)>,
+}
+
+impl IcmpSummary {
+    pub fn is_port_unreachable(&self) -> bool {
+        (self.typ, self.code) == (3, 3)
     }
+}
+
+impl std::fmt::Display for IcmpSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.typ, self.code) {
+            (3, 0) => f.write_str("net unreachable"),
+            (3, 1) => f.write_str("host unreachable"),
+            (3, 3) => f.write_str("port unreachable"),
+            (3, c) => write!(f, "destination unreachable (code {c})"),
+            (11, _) => f.write_str("time exceeded"),
+            (0, _) => f.write_str("echo reply"),
+            (8, _) => f.write_str("echo request"),
+            (t, c) => write!(f, "type {t} code {c}"),
+        }
+    }
+}
+
+/// Decodes an ICMP message (`l4` from its type byte on); `None` if shorter than type and code.
+pub fn decode_icmp(l4: &[u8]) -> Option<Payload> {
+    let (&typ, &code) = (l4.first()?, l4.get(1)?);
+    let quoted_udp = (typ == 3 || typ == 11)
+        .then(|| {
+            let ip = l4.get(8..)?;
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 || ip.get(9) != Some(&17) {
+                return None;
+            }
+            let udp = ip.get(ihl..ihl + 4)?;
+            let addr = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
+            Some((
+                SocketAddrV4::new(addr(12), u16::from_be_bytes([udp[0], udp[1]])),
+                SocketAddrV4::new(addr(16), u16::from_be_bytes([udp[2], udp[3]])),
+            ))
+        })
+        .flatten();
+    Some(Payload::Icmp(IcmpSummary {
+        typ,
+        code,
+        quoted_udp,
+    }))
 }
 
 /// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`.
@@ -206,12 +331,12 @@ pub fn decode_frame(f: &Frame) -> Option<Entry> {
         17 if l4.len() >= 8 => (
             SocketAddrV4::new(src_ip, u16::from_be_bytes([l4[0], l4[1]])),
             SocketAddrV4::new(dst_ip, u16::from_be_bytes([l4[2], l4[3]])),
-            payload_of(&l4[8..]),
+            decode_udp(&l4[8..]),
         ),
         1 if l4.len() >= 2 => (
             SocketAddrV4::new(src_ip, 0),
             SocketAddrV4::new(dst_ip, 0),
-            Payload::Icmp(icmp_summary(l4[0], l4[1])),
+            decode_icmp(l4)?,
         ),
         _ => return None,
     };
@@ -232,7 +357,7 @@ mod tests {
     #[test]
     fn a_register_is_summarised_with_its_nat_headers() {
         let s = sip_summary(
-            "REGISTER sip:203.0.113.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport\r\n\
+            b"REGISTER sip:203.0.113.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport\r\n\
              Contact: <sip:bob@192.168.1.10:5060>\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n",
         );
         assert_eq!(s.method_or_status(), "REGISTER");
@@ -246,27 +371,27 @@ mod tests {
 
     #[test]
     fn sdp_lines_are_kept_and_garbage_is_marked_not_fatal() {
-        let s = sip_summary("SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\nv=0\r\nc=IN IP4 192.168.1.10\r\nm=audio 4000 RTP/AVP 0\r\n");
+        let s = sip_summary(b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\nv=0\r\nc=IN IP4 192.168.1.10\r\nm=audio 4000 RTP/AVP 0\r\n");
         assert_eq!(s.method_or_status(), "200");
         assert_eq!(s.sdp_c.as_deref(), Some("IN IP4 192.168.1.10"));
         assert_eq!(s.sdp_m.as_deref(), Some("audio 4000 RTP/AVP 0"));
-        let g = sip_summary("INVITE garbage");
+        let g = sip_summary(b"INVITE garbage");
         assert!(g.malformed);
     }
 
     #[test]
     fn keepalives_and_rtp_are_recognised() {
-        assert_eq!(payload_of(b"\r\n\r\n"), Payload::KeepAlive);
+        assert_eq!(decode_udp(b"\r\n\r\n"), Payload::KeepAlive);
         let mut rtp = vec![0x80, 0x00, 0x00, 0x07, 0, 0, 0, 160, 0, 0, 0, 42];
         rtp.extend_from_slice(&[0xff; 160]);
         assert_eq!(
-            payload_of(&rtp),
+            decode_udp(&rtp),
             Payload::Rtp {
                 payload_type: 0,
                 seq: 7,
                 ssrc: 42
             }
         );
-        assert_eq!(payload_of(&[1, 2, 3]), Payload::Udp { len: 3 });
+        assert_eq!(decode_udp(&[1, 2, 3]), Payload::Udp { len: 3 });
     }
 }

@@ -314,7 +314,7 @@ impl<'a> Ladder<'a> {
                             }
                             w
                         }
-                        Payload::Stun(s) => s.clone(),
+                        Payload::Stun(s) => s.to_string(),
                         Payload::Rtp { payload_type, .. } => {
                             // Collapse the run of RTP on the same path into one line.
                             let mut count = 1;

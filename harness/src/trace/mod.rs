@@ -11,7 +11,10 @@ pub mod ladder;
 use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime};
 
-pub use decode::{decode_frame, stun_summary, udp_of, SipSummary};
+pub use decode::{
+    decode_frame, decode_icmp, decode_udp, stun_of, stun_summary, udp_of, IcmpSummary, SipSummary,
+    StunSummary,
+};
 pub use ladder::Ladder;
 
 use crate::capture::{Direction, Frame, Vantage};
@@ -19,27 +22,25 @@ use crate::capture::{Direction, Frame, Vantage};
 /// What one trace line is about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    Sip(SipSummary),
-    /// A STUN or TURN message, summarised (`Binding request`, `Allocate success relayed=…`).
-    Stun(String),
+    /// Boxed: a summary is several times the size of every other variant.
+    Sip(Box<SipSummary>),
+    /// A STUN or TURN message (`Binding request`, `Allocate success relayed=…`).
+    Stun(StunSummary),
     Rtp {
         payload_type: u8,
         seq: u16,
         ssrc: u32,
     },
+    /// RTCP (RFC 3550 §6), told apart from RTP by its packet type (RFC 5761 §4).
+    Rtcp { packet_type: u8 },
     /// TURN ChannelData (RFC 8656 §12.4).
-    ChannelData {
-        channel: u16,
-        len: usize,
-    },
+    ChannelData { channel: u16, len: usize },
     /// A CRLF or CRLFCRLF keep-alive (RFC 5626).
     KeepAlive,
     /// Anything else on UDP.
-    Udp {
-        len: usize,
-    },
+    Udp { len: usize },
     /// An ICMP error, e.g. `port unreachable` — on the internet core they never appear.
-    Icmp(String),
+    Icmp(IcmpSummary),
 }
 
 impl Payload {
@@ -48,8 +49,9 @@ impl Payload {
     pub fn summary(&self) -> String {
         match self {
             Payload::Sip(s) => s.first_line.clone(),
-            Payload::Stun(s) => s.clone(),
+            Payload::Stun(s) => s.to_string(),
             Payload::Rtp { payload_type, .. } => format!("RTP PT {payload_type}"),
+            Payload::Rtcp { packet_type } => format!("RTCP PT {packet_type}"),
             Payload::ChannelData { channel, len } => {
                 format!("ChannelData 0x{channel:04x} {len} bytes")
             }
