@@ -285,6 +285,13 @@ async fn run(
         if let Some(e) = &o.error {
             println!("  ✗ step failed: {e}");
         }
+        if !o.diagnosis.is_empty() {
+            println!("\nWhat `harness diagnose` finds in this run's captures:");
+            for r in &o.diagnosis {
+                print!("{}", harness::diagnose::report::text(r));
+            }
+            println!();
+        }
         println!(
             "{} {} in {:.1} s — pcaps and ladder in {}",
             if o.verdict == Verdict::Pass {

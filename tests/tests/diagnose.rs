@@ -195,3 +195,46 @@ async fn each_catalogue_capture_names_its_root_cause_and_fixes_do_not() -> Resul
     ensure!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
+
+/// A run that fails ends with what `harness diagnose` says of its pcaps: the field's 408 file,
+/// told to expect the call to connect, fails, and its server capture's findings — the private
+/// Contact and the INVITE timing out — come with the failure, the same as `diagnose` gives for
+/// the `server.pcap` the run wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_ends_with_the_diagnosis_of_its_captures() -> Result<()> {
+    require_kernel!();
+    let text = std::fs::read_to_string(catalogue("408-private-contact"))?
+        .replace("status = 408", "status = 200");
+    let s = Scenario::from_str("408-expected-to-connect.toml", &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = std::env::temp_dir().join(format!("snh-failed-run-{}", std::process::id()));
+    let o = scenario::run(
+        &s,
+        &RunOptions {
+            out_dir: Some(out.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await?;
+    ensure!(o.verdict == Verdict::Fail, "{:?}", o.checks);
+    let server = o
+        .diagnosis
+        .iter()
+        .find(|r| r.file == "server.pcap")
+        .ok_or_else(|| anyhow::anyhow!("no diagnosis of server.pcap: {:#?}", o.diagnosis))?;
+    ensure!(
+        shows(server, Kind::PrivateAddress) && shows(server, Kind::RequestTimeout),
+        "{}",
+        diagnose::report::text(server)
+    );
+    let from_file = diagnose::diagnose_file(&out.join(s.name()).join("server.pcap"))?;
+    let kinds = |r: &Report| r.findings.iter().map(|f| f.kind).collect::<Vec<_>>();
+    let _ = std::fs::remove_dir_all(&out);
+    ensure!(
+        kinds(server) == kinds(&from_file),
+        "the run says {:?}, diagnose on its pcap says {:?}",
+        kinds(server),
+        kinds(&from_file)
+    );
+    Ok(())
+}

@@ -128,11 +128,9 @@ const MARGIN: Duration = Duration::from_millis(150);
 const MARGIN_STEP: Duration = Duration::from_millis(10);
 /// A round trip through the router in the planned schedule (measured well under 1 ms).
 const RTT: Duration = Duration::from_millis(1);
-/// How long a datagram may take from one socket to another. With [`SKEW`], under T1: a
-/// retransmission is never taken for its original.
-const DELIVERY: Duration = Duration::from_millis(150);
-/// How much earlier than its sender's stamp a datagram may be stamped by its receiver.
-const SKEW: Duration = Duration::from_millis(50);
+/// The longest the capture may lag behind the sockets before what it has not seen is reported
+/// as missed (it lags by microseconds; this only bounds a broken capture).
+const CAPTURE_WAIT: Duration = Duration::from_secs(2);
 /// After the call window: lets datagrams in flight reach their sockets' histories.
 const SETTLE: Duration = Duration::from_millis(50);
 /// How long a registration may take (one round trip, normally).
@@ -1163,8 +1161,46 @@ async fn play(lab: &Lab) -> Result<Run> {
             other => bail!("an emitted case has no step {other:?}"),
         }
     }
+    // What the sockets handled up to here is judged; the capture is read once it holds every
+    // copy of it (a frame is in it once the capture task got round to reading it), or after
+    // CAPTURE_WAIT, when what is still missing is reported as missed, never guessed.
     tokio::time::sleep(SETTLE).await;
-    let phone = lab.uas[emit::PHONE].datagrams();
+    let cutoff = Instant::now();
+    let sent_before = |list: &[Datagram], towards: Option<Ipv4Addr>| {
+        list.iter()
+            .filter(|d| d.direction == Direction::Sent && d.at <= cutoff)
+            .filter(|d| towards.is_none_or(|ip| d.remote.ip() == std::net::IpAddr::V4(ip)))
+            .count()
+    };
+    let phone: Vec<Datagram> = lab.uas[emit::PHONE]
+        .datagrams()
+        .into_iter()
+        .filter(|d| d.at <= cutoff)
+        .collect();
+    let proxy: Vec<Datagram> = lab
+        .proxy
+        .datagrams()
+        .into_iter()
+        .filter(|d| d.at <= cutoff)
+        .collect();
+    let want_lan = sent_before(&phone, None);
+    let want_wan = sent_before(&proxy, Some(PUBLIC));
+    let seen = |frames: &[Frame], iface: &str, dir: capture::Direction| {
+        frames
+            .iter()
+            .filter(|f| f.vantage.iface == iface && f.direction == dir && udp_of(f).is_some())
+            .count()
+    };
+    let waited = Instant::now();
+    let frames = loop {
+        let frames = lab.capture.snapshot();
+        let complete = seen(&frames, "lan", capture::Direction::In) >= want_lan
+            && seen(&frames, "wan", capture::Direction::In) >= want_wan;
+        if complete || waited.elapsed() >= CAPTURE_WAIT {
+            break frames;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let origin = phone
         .iter()
         .find(|d| d.direction == Direction::Sent)
@@ -1173,9 +1209,9 @@ async fn play(lab: &Lab) -> Result<Run> {
     Ok(Run {
         origin,
         phone,
-        proxy: lab.proxy.datagrams(),
+        proxy,
         established,
-        frames: lab.capture.snapshot(),
+        frames,
         clock: (Instant::now(), SystemTime::now()),
     })
 }
@@ -1300,18 +1336,41 @@ impl Seen {
     }
 }
 
-/// Pairs each of `sent` with the first unpaired of `received` carrying the same bytes, at most
-/// [`DELIVERY`] after it was sent and at most [`SKEW`] before (a socket's driver stamps a datagram
-/// once `send_to` has returned, by which time the peer, on the other worker, may have read it).
-fn pair(sent: &[Seen], received: &[Seen]) -> Vec<Option<usize>> {
+/// What a hop between two vantage points can do to datagrams.
+#[derive(Debug, Clone, Copy)]
+enum Hop {
+    /// A socket and the router's interface on the same link: nothing is lost, and the order
+    /// stays. The `k`-th copy of some bytes on one side is the `k`-th on the other, however late
+    /// a busy runtime stamped either.
+    Link,
+    /// Through the router, both sides stamped by the kernel: a copy may be dropped, none is
+    /// reordered, so a copy leaves after it came in and before the next identical one came in.
+    Router,
+}
+
+/// Pairs each of `sent` with the copy of the same bytes in `received` that is the same datagram
+/// across `hop` (both lists in the order their vantage point saw them). No time window: only the
+/// hop's own rules, so no stamp however late can part a datagram from its copy.
+fn pair(sent: &[Seen], received: &[Seen], hop: Hop) -> Vec<Option<usize>> {
     let mut used = vec![false; received.len()];
     sent.iter()
-        .map(|s| {
-            let hit = received.iter().enumerate().position(|(i, r)| {
-                !used[i] && r.payload == s.payload && r.at + SKEW >= s.at && r.at <= s.at + DELIVERY
-            });
-            if let Some(i) = hit {
-                used[i] = true;
+        .enumerate()
+        .map(|(i, s)| {
+            let same = |r: &Seen| r.payload == s.payload;
+            let hit = match hop {
+                Hop::Link => received
+                    .iter()
+                    .enumerate()
+                    .position(|(j, r)| !used[j] && same(r)),
+                Hop::Router => {
+                    let next = sent[i + 1..].iter().find(|n| n.payload == s.payload);
+                    received.iter().enumerate().position(|(j, r)| {
+                        !used[j] && same(r) && r.at >= s.at && next.is_none_or(|n| r.at < n.at)
+                    })
+                }
+            };
+            if let Some(j) = hit {
+                used[j] = true;
             }
             hit
         })
@@ -1341,17 +1400,17 @@ struct Vantages {
 }
 
 /// Follows each datagram hop by hop: `hops[0]` pairs with `from`, `hops[1]` with that, …
-fn follow(from: &[Seen], hops: [&[Seen]; 3]) -> Vec<[Option<usize>; 3]> {
+fn follow(from: &[Seen], hops: [(&[Seen], Hop); 3]) -> Vec<[Option<usize>; 3]> {
     let mut out = vec![[None; 3]; from.len()];
     let mut at: Vec<Option<Seen>> = from.iter().cloned().map(Some).collect();
-    for (h, hop) in hops.iter().enumerate() {
+    for (h, (hop, kind)) in hops.iter().enumerate() {
         // Pair the copies that reached the previous hop; a lost copy stays lost.
         let present: Vec<usize> = (0..from.len()).filter(|i| at[*i].is_some()).collect();
         let prev: Vec<Seen> = present
             .iter()
             .map(|i| at[*i].clone().expect("present"))
             .collect();
-        let hits = pair(&prev, hop);
+        let hits = pair(&prev, hop, *kind);
         for (k, i) in present.into_iter().enumerate() {
             out[i][h] = hits[k];
             at[i] = hits[k].map(|j| hop[j].clone());
@@ -1390,7 +1449,14 @@ impl Vantages {
         let lan_in = router("lan", capture::Direction::In);
         let wan_out = router("wan", capture::Direction::Out);
         let proxy_got = socket(&run.proxy, Direction::Received);
-        let path_out = follow(&phone_sent, [&lan_in, &wan_out, &proxy_got]);
+        let path_out = follow(
+            &phone_sent,
+            [
+                (&lan_in, Hop::Link),
+                (&wan_out, Hop::Router),
+                (&proxy_got, Hop::Link),
+            ],
+        );
         let towards_phone: Vec<Datagram> = run
             .proxy
             .iter()
@@ -1402,7 +1468,14 @@ impl Vantages {
         let wan_in = router("wan", capture::Direction::In);
         let lan_out = router("lan", capture::Direction::Out);
         let phone_got = socket(&run.phone, Direction::Received);
-        let path_in = follow(&sent, [&wan_in, &lan_out, &phone_got]);
+        let path_in = follow(
+            &sent,
+            [
+                (&wan_in, Hop::Link),
+                (&lan_out, Hop::Router),
+                (&phone_got, Hop::Link),
+            ],
+        );
         Vantages {
             phone_sent,
             lan_in,

@@ -51,6 +51,7 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
         anyhow::Ok(o)
     });
     let mut failed = Vec::new();
+    let mut explained = Vec::new();
     for o in futures::future::join_all(runs).await {
         let o = o?;
         if o.verdict != Verdict::Pass {
@@ -61,11 +62,45 @@ async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()
             continue;
         }
         insta::assert_snapshot!(o.name.clone(), o.snapshot);
+        explained.extend(
+            o.ladder
+                .lines()
+                .filter(|l| l.contains(" dropped ") || l.contains("swallows"))
+                .map(|l| (o.name.clone(), l.to_string())),
+        );
     }
     ensure!(
         failed.is_empty(),
         "scenarios failed:\n{}",
         failed.join("\n\n")
+    );
+    // Every packet a router dropped carries the NAT model's reason, except where an emulated
+    // ALG (not the NAT) took it.
+    let unexplained: Vec<&(String, String)> = explained
+        .iter()
+        .filter(|(name, l)| l.contains("not by its NAT") && !name.starts_with("alg-"))
+        .collect();
+    ensure!(
+        unexplained.is_empty(),
+        "the kernel dropped what the NAT model forwards: {unexplained:#?}"
+    );
+    let says =
+        |name: &str, text: &str| explained.iter().any(|(n, l)| n == name && l.contains(text));
+    ensure!(
+        says(
+            "binding-expiry",
+            "dropped INVITE sip:bob@203.0.113.1:5060 from 203.0.113.10:5060 to 203.0.113.1:5060: \
+             binding 192.168.1.10:5060 → 203.0.113.1:5060 (with 203.0.113.10:5060) expired"
+        ),
+        "binding-expiry: the dropped INVITE is not explained: {explained:#?}"
+    );
+    ensure!(
+        says(
+            "408-private-contact",
+            "sent INVITE sip:bob@192.168.1.10:5060 from 203.0.113.10:5060 to 192.168.1.10:5060: \
+             a private address, which the internet swallows"
+        ),
+        "408-private-contact: the swallowed INVITE is not explained: {explained:#?}"
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! a file, checked with located errors, and run.
 
 pub mod emit;
+pub mod explain;
 pub mod file;
 mod matrix;
 mod run;

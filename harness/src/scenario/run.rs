@@ -55,6 +55,9 @@ pub struct Outcome {
     pub duration: Duration,
     /// How long each phase took, in order: where a slow run spent its time.
     pub phases: Phases,
+    /// For a failed run, what `harness diagnose` says of each host's capture (those that show a
+    /// problem): the field guide's cause next to the expectation that failed.
+    pub diagnosis: Vec<crate::diagnose::Report>,
 }
 
 /// The wall time of each phase of a run (`build 0.21 s, components 0.01 s, play 2.40 s, …`).
@@ -1029,6 +1032,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     for (router, w) in &watches {
         w.add_to(&mut trace, router);
     }
+    for (at, source, text) in explain_drops(s, &running.topo, &frames) {
+        trace.push_event(at, &source, text);
+    }
     let to_wall = |at: Instant| wall + at.saturating_duration_since(started);
     for (task, host) in running.uas.values() {
         for e in task.events() {
@@ -1119,6 +1125,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         Verdict::Fail
     };
     phases.end("judge and report");
+    let diagnosis = if verdict == Verdict::Fail {
+        diagnose_hosts(&running.topo, &trace)
+    } else {
+        Vec::new()
+    };
     let files = files_root(&running.topo);
     drop(running);
     let _ = std::fs::remove_dir_all(files);
@@ -1134,5 +1145,69 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         pcaps,
         duration: started.elapsed(),
         phases,
+        diagnosis,
     })
+}
+
+/// Why each packet that vanished did: at a NAT router the model of its NAT fed the same packets
+/// (for routers the timeline leaves alone), and what public hosts sent to private addresses.
+fn explain_drops(
+    s: &Scenario,
+    topo: &Topology,
+    frames: &[capture::Frame],
+) -> Vec<(SystemTime, String, String)> {
+    let touched: std::collections::BTreeSet<&str> = s
+        .file
+        .steps
+        .iter()
+        .filter_map(|step| match step.get_ref() {
+            Step::SetNat { router, .. }
+            | Step::ExpireBinding { router, .. }
+            | Step::FlushBindings { router } => Some(router.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for n in topo.nodes().filter(|n| n.role() == Role::Router) {
+        let (Some(nat), Some(ports), Some(spec)) =
+            (n.nat(), n.router_ports.clone(), s.topology.router(n.name()))
+        else {
+            continue;
+        };
+        if touched.contains(n.name()) {
+            continue;
+        }
+        out.extend(super::explain::router_drops(
+            frames,
+            &super::explain::Router {
+                name: n.name().to_string(),
+                nat,
+                public: ports.public,
+                lan: (spec.lan, spec.lan_prefix),
+                subscribers: ports.subscribers,
+            },
+        ));
+    }
+    let public_hosts = s
+        .topology
+        .hosts
+        .iter()
+        .filter(|h| h.segment == crate::topology::INTERNET)
+        .map(|h| h.name.clone())
+        .collect();
+    out.extend(super::explain::swallowed(frames, &public_hosts));
+    out
+}
+
+/// The diagnosis of each host's capture, as `harness diagnose` would give it for that host's
+/// pcap; only the captures that show a problem.
+fn diagnose_hosts(topo: &Topology, trace: &Trace) -> Vec<crate::diagnose::Report> {
+    topo.nodes()
+        .filter(|n| n.role() == Role::Host)
+        .filter_map(|n| {
+            let mut report = crate::diagnose::analyse(crate::diagnose::packets_at(trace, n.name()));
+            report.file = format!("{}.pcap", n.name());
+            report.has_problem().then_some(report)
+        })
+        .collect()
 }
