@@ -7,10 +7,12 @@
 //! twin that must pass. Sans-IO: [`import`] takes decoded packets and hands back scenario data
 //! ([`crate::scenario::emit::Doc`]); only [`import_file`] reads a file.
 
+mod parties;
 mod plan;
 mod read;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

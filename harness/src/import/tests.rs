@@ -114,10 +114,7 @@ fn a_private_contact_routed_literally_maps_addresses_and_writes_a_far_end_twin()
         text.contains("#   85.10.20.30     → 203.0.113.1     (home WAN"),
         "{text}"
     );
-    assert!(
-        text.contains("harness matrix scenarios/ticket.toml"),
-        "{text}"
-    );
+    assert!(text.contains("run `harness matrix` on this file"), "{text}");
     let s = scenario_of(&imp.scenario);
     assert!(s.file.components.iter().any(|c| matches!(
         c.get_ref(),
