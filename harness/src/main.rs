@@ -126,6 +126,10 @@ fn import(file: &std::path::Path, out: &std::path::Path) -> Result<bool> {
         .ok_or_else(|| anyhow::anyhow!("{}: not a file name", out.display()))?;
     let imported = harness::import::import_file(file, name)?;
     let dir = out.parent().unwrap_or(std::path::Path::new(""));
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+    }
     let mut written = vec![out.to_path_buf()];
     std::fs::write(out, imported.scenario.to_toml())
         .map_err(|e| anyhow::anyhow!("write {}: {e}", out.display()))?;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use sim_nat::{AlgFault, NatBehaviour, NatType, SipAlg};
 
 use super::Mapped;
-use crate::scenario::emit::{keepalive_value, nat_value, Doc, Table};
+use crate::scenario::emit::{keepalive_value, nat_value, wrap, Doc, Table};
 use crate::sip::KeepAlive;
 
 /// A router of the scenario: a NAT the capture shows a phone behind.
@@ -153,7 +153,7 @@ impl Plan {
                 .set("wan", r.wan.to_string())
                 .set("lan", format!("{}/24", r.lan))
                 .raw("nat", nat_value(&r.nat));
-            t.comment.push(r.why.clone());
+            t.comment.push(wrap(&r.why, 98));
             d.routers.push(t);
         }
         for p in &self.phones {
@@ -188,7 +188,7 @@ impl Plan {
                     "literal"
                 },
             )
-            .comment(self.registrar.why.clone());
+            .comment(wrap(&self.registrar.why, 98));
         if !self.registrar.users.is_empty() {
             let users: std::collections::BTreeMap<&str, &str> = self
                 .registrar
@@ -326,11 +326,14 @@ impl Plan {
                     }
                 };
                 p.summary = format!("{} — fixed: {summary}", self.name);
-                p.comment = vec![
+                p.comment = [
                     format!("Symptom (fixed): the capture's failure, reproduced by {}.toml, does not happen.", self.name),
                     format!("Root cause addressed: {summary}."),
                     format!("Fix applied: {applied}."),
-                ];
+                ]
+                .iter()
+                .map(|l| wrap(l, 98))
+                .collect();
                 p.comment.extend(
                     self.comment
                         .iter()

@@ -12,6 +12,7 @@ use super::timeline::{self, ms};
 use crate::diagnose::fields::is_private;
 use crate::diagnose::rebuild::{gaps, Model};
 use crate::diagnose::{Kind, Packet, Report, Severity};
+use crate::scenario::emit;
 use crate::sip::KeepAlive;
 use crate::trace::Payload;
 
@@ -153,6 +154,7 @@ pub fn plan(name: &str, packets: &[Packet], m: &Model, report: &Report) -> Resul
             "NAT UDP timeout: not in the capture; {secs} s is below the scaled idle gap, so the binding expires as it did."
         ));
     }
+    let comment = comment.iter().map(|l| emit::wrap(l, 98)).collect();
     Ok(Plan {
         name: name.to_string(),
         summary: format!("imported capture: {symptom}"),

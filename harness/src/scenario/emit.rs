@@ -180,6 +180,31 @@ pub fn keepalive_value(k: &KeepAlive) -> String {
     )
 }
 
+/// A comment line broken at spaces to fit `width` columns after the `# `, continuation lines
+/// indented as the catalogue indents them under `Symptom:`/`Root cause:`/`Fix:`.
+pub fn wrap(line: &str, width: usize) -> String {
+    const INDENT: &str = "         ";
+    // A line that fits keeps its spacing (the address map is aligned in columns).
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut out = String::new();
+    let mut current = String::new();
+    for word in line.split(' ') {
+        if !current.trim().is_empty() && current.chars().count() + 1 + word.chars().count() > width
+        {
+            out.push_str(current.trim_end());
+            out.push('\n');
+            current = INDENT.to_string();
+        } else if !current.is_empty() && !current.ends_with(' ') {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    out.push_str(&current);
+    out
+}
+
 /// One `[[router]]`, `[[host]]`, `[[component]]`, `[[step]]` or `[[expect]]` table: comment lines
 /// above it and its keys in order, each value already written as TOML.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -428,6 +453,21 @@ mod tests {
             nat_value(&odd),
             r#"{ mapping = "address-dependent", filtering = "endpoint-independent", refresh = "outbound-only" }"#
         );
+    }
+
+    #[test]
+    fn a_long_comment_wraps_at_spaces_with_the_catalogue_indent_and_keeps_every_word() {
+        let long = "Root cause: the phone registers its private Contact; the registrar stores it literally and forwards the INVITE there, where the internet swallows it";
+        let w = wrap(long, 60);
+        let lines: Vec<&str> = w.lines().collect();
+        assert!(lines.len() >= 3, "{w}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{w}");
+        assert!(lines[1..]
+            .iter()
+            .all(|l| l.starts_with("         ") && !l.starts_with("          ")));
+        let words: Vec<&str> = w.split_whitespace().collect();
+        assert_eq!(words, long.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(wrap("short", 60), "short");
     }
 
     #[test]
