@@ -17,6 +17,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("binding-expiry", &["-fix-keepalive"]),
     ("alg-break-digest", &["-fix-alg-off"]),
     ("one-way-audio-private-sdp", &["-fix-latching"]),
+    ("symmetric-stun-contact", &["-fix-far-end"]),
 ];
 
 fn catalogue(name: &str) -> PathBuf {

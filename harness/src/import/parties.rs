@@ -29,6 +29,8 @@ pub struct User {
     pub sdp: Option<SocketAddrV4>,
     pub expires: Option<u32>,
     pub challenged: bool,
+    /// Its Contact is the mapping a STUN server told it: it came from STUN.
+    pub stun_contact: bool,
     pub first_frame: u64,
 }
 
@@ -115,6 +117,7 @@ pub fn users(m: &Model, server: Ipv4Addr) -> Result<Vec<User>, String> {
             sdp: None,
             expires: None,
             challenged: false,
+            stun_contact: false,
             first_frame: s.frame,
         });
         if !s.msg.is_response() {
@@ -141,6 +144,11 @@ pub fn users(m: &Model, server: Ipv4Addr) -> Result<Vec<User>, String> {
                 u.challenged = true;
             }
         }
+    }
+    for u in users.values_mut() {
+        u.stun_contact = u
+            .contact
+            .is_some_and(|c| !is_private(*c.ip()) && m.stun.iter().any(|x| x.mapped == c));
     }
     let mut users: Vec<User> = users.into_values().collect();
     users.sort_by_key(|u| u.first_frame);
@@ -290,7 +298,7 @@ pub fn place(server: Ipv4Addr, users: &[User], report: &Report) -> Placement {
             router: router.map(|k| routers[k].name.clone()),
             addr,
             rport: u.rport,
-            stun_contact: false,
+            stun_contact: u.stun_contact,
             keepalive: None,
             expires_secs: u.expires.filter(|&e| e != 3600).map(u64::from),
             answer_after_ms: None,

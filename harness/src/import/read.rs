@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::parties::{self, User, PASSWORD};
 use super::plan::{self, Fix, Outcome, Phone, Plan, Registrar};
 use super::timeline::{self, ms};
-use crate::diagnose::fields::is_private;
+use crate::diagnose::fields::{self, is_private};
 use crate::diagnose::rebuild::{gaps, Model};
 use crate::diagnose::{Kind, Packet, Report, Severity};
 use crate::scenario::emit;
@@ -72,6 +72,7 @@ pub fn plan(name: &str, packets: &[Packet], m: &Model, report: &Report) -> Resul
                 Some(Fix::Latching)
             }
             Kind::NoRport => Some(Fix::Rport),
+            Kind::SymmetricNat if !registrar.far_end => Some(Fix::FarEnd),
             Kind::BindingExpired => Some(Fix::KeepAlive),
             Kind::DigestUriMismatch | Kind::ContentLengthMismatch => Some(Fix::AlgOff),
             Kind::OneWayAudio => Some(Fix::Latching),
@@ -198,6 +199,27 @@ fn registrar(m: &Model, server: Ipv4Addr, users: &[User], phones: &[Phone]) -> R
             }
         }
     }
+    // Answers to a Via address with rport, not to where the request came from: rport ignored.
+    for t in m.transactions.values() {
+        let Some(&first) = t.requests.first() else {
+            continue;
+        };
+        let req = &m.sip[first];
+        let (Some(f), Some(via)) = (m.final_response(t), fields::top_via(&req.msg)) else {
+            continue;
+        };
+        if far_end.is_none()
+            && *f.src.ip() == server
+            && fields::has_rport(&via)
+            && f.dst != req.src
+            && fields::via_addr(&via) == Some(f.dst)
+        {
+            far_end = Some((false, format!(
+                "literal NAT handling, from the capture: the server answered {} to its Via address {}, not to its source {} although Via asks for rport (frame {})",
+                req.msg.method_or_status(), f.dst, req.src, f.frame
+            )));
+        }
+    }
     let (far_end, why) = far_end.unwrap_or((
         true,
         "NAT handling NOT decided by the capture (the server sent nothing to a NATed phone's Contact or source): far-end assumed".into(),
@@ -211,7 +233,7 @@ fn registrar(m: &Model, server: Ipv4Addr, users: &[User], phones: &[Phone]) -> R
             .filter(|(u, _)| u.challenged)
             .map(|(_, p)| (p.name.clone(), PASSWORD.to_string()))
             .collect(),
-        stun: false,
+        stun: phones.iter().any(|p| p.stun_contact),
     }
 }
 

@@ -231,3 +231,38 @@ fn captures_import_cannot_read_say_why_in_one_line() {
         "{e}"
     );
 }
+
+#[test]
+fn a_register_answered_to_its_via_not_its_source_is_literal_handling_and_never_registers() {
+    // The phone writes the STUN mapping towards another destination (port 41000) in Via and
+    // Contact; the symmetric NAT sends the REGISTER from 40000; the server answers to Via.
+    let src = "85.10.20.30:40000";
+    let register = "REGISTER sip:77.1.1.1 SIP/2.0\nVia: SIP/2.0/UDP 85.10.20.30:41000;branch=z9hG4bKs;rport\nFrom: <sip:bob@77.1.1.1>;tag=1\nTo: <sip:bob@77.1.1.1>\nContact: <sip:bob@85.10.20.30:41000>\nCall-ID: s\nCSeq: 1 REGISTER\nContent-Length: 0\n\n";
+    let ok = "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 85.10.20.30:41000;branch=z9hG4bKs;rport=40000;received=85.10.20.30\nFrom: <sip:bob@77.1.1.1>;tag=1\nTo: <sip:bob@77.1.1.1>;tag=r\nCall-ID: s\nCSeq: 1 REGISTER\nContent-Length: 0\n\n";
+    let mut p = Vec::new();
+    let mut t = 0.0;
+    for i in 0..4 {
+        p.push(sip(2 * i + 1, t, src, SERVER, register));
+        p.push(sip(2 * i + 2, t + 0.001, SERVER, "85.10.20.30:41000", ok));
+        t += 0.2 * f64::from(1u32 << i);
+    }
+    let imp = import("t.pcap", "stun-contact", p).unwrap();
+    let plan = &imp.plan;
+    assert!(!plan.registrar.far_end, "{}", plan.registrar.why);
+    assert!(
+        plan.registrar.why.contains("Via address 85.10.20.30:41000"),
+        "{}",
+        plan.registrar.why
+    );
+    assert_eq!(plan.routers[0].nat, NatType::Symmetric.behaviour());
+    assert_eq!(
+        plan.expect,
+        vec![Outcome::Registered {
+            ua: "bob".into(),
+            value: false
+        }]
+    );
+    // No STUN exchange in this capture: the Contact is not taken for a STUN one.
+    assert!(!plan.phones[0].stun_contact);
+    assert_eq!(plan.t1_ms, 200);
+}

@@ -85,10 +85,18 @@ pub fn timeline(
             continue;
         };
         // A 401 is part of registering; the last final status per user is what holds at the end.
-        registered.insert(
-            ua.clone(),
-            r.status.is_some_and(|c| (200..300).contains(&c)),
-        );
+        // The phone's view: a final response sent elsewhere than the REGISTER came from while
+        // the phone kept resending it did not reach the phone.
+        let reached = m
+            .transactions
+            .values()
+            .find(|t| t.requests.first() == Some(&r.request))
+            .and_then(|t| {
+                let f = m.final_response(t)?;
+                let resent = t.requests.iter().any(|&i| m.sip[i].at > f.at);
+                (f.dst == s.src || !resent).then_some(f.msg.status()?)
+            });
+        registered.insert(ua.clone(), reached.is_some_and(|c| (200..300).contains(&c)));
         if events
             .iter()
             .any(|e| matches!(&e.action, Action::Register { ua: u } if *u == ua))
@@ -258,7 +266,8 @@ pub fn timeline(
     for p in phones.iter_mut() {
         p.answer_after_ms = p
             .answer_after_ms
-            .map(|a| (a as f64 * scale).round() as u64)
+            // To 10 ms: a capture's 201 ms is the phone's 200 ms plus the trip.
+            .map(|a| (a as f64 * scale / 10.0).round() as u64 * 10)
             .filter(|&a| a != 200);
     }
     let mut expect: Vec<Outcome> = registered
