@@ -54,6 +54,9 @@ pub enum Error {
     /// A capture file `harness diagnose` cannot read: not pcap/pcapng, empty, or damaged.
     #[error("{file}: {what}")]
     Capture { file: String, what: String },
+    /// A capture `harness import` cannot turn into a scenario (no SIP, no NAT to be seen).
+    #[error("{file}: cannot import: {what}")]
+    Import { file: String, what: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod capture;
 pub mod diagnose;
 pub mod error;
+pub mod import;
 pub mod names;
 mod netlink;
 pub mod netns;

@@ -73,6 +73,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a scenario that reproduces a capture taken at the SIP server (and a `-fix-…` twin
+    /// for each fix the diagnosis names); prints the address mapping and the commands to run.
+    Import {
+        file: PathBuf,
+        /// The scenario file to write; twins go next to it as `NAME-fix-….toml`.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -90,6 +98,7 @@ async fn main() -> ExitCode {
         Command::List { dir } => list(dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
         Command::Diagnose { files, json } => return diagnose(&files, json),
+        Command::Import { file, out } => import(&file, &out),
         Command::Reap => {
             let reaped = harness::reaper::reap_stale();
             println!("removed {} stale namespace(s)", reaped.len());
@@ -107,6 +116,60 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Imports `file` into `out` and its fix twins; prints the mapping and what to run next.
+fn import(file: &std::path::Path, out: &std::path::Path) -> Result<bool> {
+    let name = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow::anyhow!("{}: not a file name", out.display()))?;
+    let imported = harness::import::import_file(file, name)?;
+    let dir = out.parent().unwrap_or(std::path::Path::new(""));
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+    }
+    let mut written = vec![out.to_path_buf()];
+    std::fs::write(out, imported.scenario.to_toml())
+        .map_err(|e| anyhow::anyhow!("write {}: {e}", out.display()))?;
+    for (suffix, doc) in &imported.fixes {
+        let path = dir.join(format!("{name}{suffix}.toml"));
+        std::fs::write(&path, doc.to_toml())
+            .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    println!("addresses (capture → scenario):");
+    for l in imported.mapping_lines() {
+        println!("  {l}");
+    }
+    println!("wrote:");
+    for w in &written {
+        println!("  {}", w.display());
+    }
+    println!("next:");
+    println!(
+        "  harness run {}    # must PASS: it expects the capture's failure",
+        out.display()
+    );
+    for w in &written[1..] {
+        println!(
+            "  harness run {}    # the fix: must PASS with success",
+            w.display()
+        );
+    }
+    if imported
+        .plan
+        .routers
+        .iter()
+        .any(|r| !r.candidates.is_empty())
+    {
+        println!(
+            "  harness matrix {}    # the capture does not decide the NAT type",
+            out.display()
+        );
+    }
+    Ok(true)
 }
 
 /// Diagnoses each file on its own (frame numbers are per file); exit 2 if any is unreadable,

@@ -50,6 +50,12 @@ pub fn uri_addr(value: &str) -> Option<SocketAddrV4> {
     v4(message::uri_addr(&uri)?)
 }
 
+/// The user part of a URI in a header value or request line (`"Bob" <sip:bob@host>` → `bob`).
+pub fn uri_user(value: &str) -> Option<String> {
+    let uri = message::parse_uri(uri_text(value)).ok()?;
+    Some(uri.auth?.user)
+}
+
 pub fn contact_addr(s: &SipSummary) -> Option<SocketAddrV4> {
     uri_addr(s.contact.as_deref()?)
 }

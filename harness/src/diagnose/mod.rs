@@ -7,7 +7,7 @@
 //! ([`report`] renders it for people or as JSON). [`analyse`] does no IO: it takes decoded
 //! packets, so a scenario run can diagnose its own captures with the same rules.
 
-mod fields;
+pub mod fields;
 pub mod findings;
 pub mod read;
 pub mod rebuild;

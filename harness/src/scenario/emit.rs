@@ -180,16 +180,91 @@ pub fn keepalive_value(k: &KeepAlive) -> String {
     )
 }
 
-impl IncomingCall {
-    /// The scenario file: comment header, topology, components, timeline, expectations.
+/// A comment line broken at spaces to fit `width` columns after the `# `, continuation lines
+/// indented as the catalogue indents them under `Symptom:`/`Root cause:`/`Fix:`.
+pub fn wrap(line: &str, width: usize) -> String {
+    const INDENT: &str = "         ";
+    // A line that fits keeps its spacing (the address map is aligned in columns).
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut out = String::new();
+    let mut current = String::new();
+    for word in line.split(' ') {
+        if !current.trim().is_empty() && current.chars().count() + 1 + word.chars().count() > width
+        {
+            out.push_str(current.trim_end());
+            out.push('\n');
+            current = INDENT.to_string();
+        } else if !current.is_empty() && !current.ends_with(' ') {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    out.push_str(&current);
+    out
+}
+
+/// One `[[router]]`, `[[host]]`, `[[component]]`, `[[step]]` or `[[expect]]` table: comment lines
+/// above it and its keys in order, each value already written as TOML.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    /// Lines written as `# …` above the table header.
+    pub comment: Vec<String>,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Table {
+    pub fn new() -> Self {
+        Table::default()
+    }
+
+    /// A key with any serialisable value (text quoted, numbers and booleans bare).
+    pub fn set(mut self, key: &str, v: impl Serialize) -> Self {
+        self.fields.push((key.to_string(), value(v)));
+        self
+    }
+
+    /// A key whose value is already TOML (from [`nat_value`] or [`keepalive_value`]).
+    pub fn raw(mut self, key: &str, toml: String) -> Self {
+        self.fields.push((key.to_string(), toml));
+        self
+    }
+
+    pub fn comment(mut self, line: impl Into<String>) -> Self {
+        self.comment.push(line.into());
+        self
+    }
+}
+
+/// A whole scenario file as data, in the order the catalogue writes it: the comment header, then
+/// `[scenario]`, routers, hosts, components, steps and expectations. The one TOML writer of the
+/// crate: [`IncomingCall`] and `import` both build one of these.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Doc {
+    /// Header lines, written as `# …` (`Symptom: …`, `Root cause: …`, `Fix: …`).
+    pub comment: Vec<String>,
+    pub name: String,
+    pub summary: String,
+    pub t1_ms: u64,
+    pub routers: Vec<Table>,
+    pub hosts: Vec<Table>,
+    pub components: Vec<Table>,
+    pub steps: Vec<Table>,
+    pub expects: Vec<Table>,
+}
+
+impl Doc {
+    /// The file's text.
     pub fn to_toml(&self) -> String {
         let mut s = String::new();
         let mut line = |text: String| {
-            s.push_str(&text);
+            s.push_str(text.trim_end());
             s.push('\n');
         };
-        for c in self.comment.iter().flat_map(|c| c.lines()) {
-            line(format!("# {c}").trim_end().to_string());
+        // `split`, not `lines`: an empty line stays as a bare `#` and separates paragraphs.
+        for c in self.comment.iter().flat_map(|c| c.split('\n')) {
+            line(format!("# {c}"));
         }
         if !self.comment.is_empty() {
             line(String::new());
@@ -198,94 +273,130 @@ impl IncomingCall {
         line(format!("name = {}", value(&self.name)));
         line(format!("summary = {}", value(&self.summary)));
         line(format!("t1-ms = {}", self.t1_ms));
-        line(String::new());
-        line("[[router]]".into());
-        line(format!("name = {}", value(ROUTER)));
-        line(format!("wan = {}", value(ROUTER_WAN)));
-        line(format!("lan = {}", value(ROUTER_LAN)));
-        line(format!("nat = {}", nat_value(&self.nat)));
+        for (header, tables) in [
+            ("router", &self.routers),
+            ("host", &self.hosts),
+            ("component", &self.components),
+            ("step", &self.steps),
+            ("expect", &self.expects),
+        ] {
+            for t in tables {
+                line(String::new());
+                for c in t.comment.iter().flat_map(|c| c.lines()) {
+                    line(format!("# {c}"));
+                }
+                line(format!("[[{header}]]"));
+                for (k, v) in &t.fields {
+                    line(format!("{k} = {v}"));
+                }
+            }
+        }
+        s
+    }
+}
+
+impl IncomingCall {
+    /// The scenario file: comment header, topology, components, timeline, expectations.
+    pub fn to_toml(&self) -> String {
+        self.to_doc().to_toml()
+    }
+
+    /// The scenario as data.
+    pub fn to_doc(&self) -> Doc {
+        let mut d = Doc {
+            comment: self.comment.clone(),
+            name: self.name.clone(),
+            summary: self.summary.clone(),
+            t1_ms: self.t1_ms,
+            ..Doc::default()
+        };
+        d.routers.push(
+            Table::new()
+                .set("name", ROUTER)
+                .set("wan", ROUTER_WAN)
+                .set("lan", ROUTER_LAN)
+                .raw("nat", nat_value(&self.nat)),
+        );
         for (name, segment, addrs) in [
             (PHONE, ROUTER, &[PHONE_ADDR][..]),
             (PROXY_HOST, crate::topology::INTERNET, &PROXY_ADDRS[..]),
             (CALLER, crate::topology::INTERNET, &[CALLER_ADDR][..]),
         ] {
-            line(String::new());
-            line("[[host]]".into());
-            line(format!("name = {}", value(name)));
-            line(format!("segment = {}", value(segment)));
-            line(format!("addrs = {}", value(addrs)));
+            d.hosts.push(
+                Table::new()
+                    .set("name", name)
+                    .set("segment", segment)
+                    .set("addrs", addrs),
+            );
         }
-        line(String::new());
-        line("[[component]]".into());
-        match &self.registrar {
-            Registrar::Proxy => {
-                line(format!("kind = {}", value("proxy")));
-                line(format!("host = {}", value(PROXY_HOST)));
-                line(format!("nat-handling = {}", value("far-end")));
-            }
+        d.components.push(match &self.registrar {
+            Registrar::Proxy => Table::new()
+                .set("kind", "proxy")
+                .set("host", PROXY_HOST)
+                .set("nat-handling", "far-end"),
             Registrar::Sbc { ping } => {
-                line(format!("kind = {}", value("sbc")));
-                line(format!("host = {}", value(PROXY_HOST)));
-                if let Some(p) = ping {
-                    line(format!("ping = {}", keepalive_value(p)));
+                let t = Table::new().set("kind", "sbc").set("host", PROXY_HOST);
+                match ping {
+                    Some(p) => t.raw("ping", keepalive_value(p)),
+                    None => t,
                 }
             }
-        }
-        line(String::new());
-        line("[[component]]".into());
-        line(format!("kind = {}", value("ua")));
-        line(format!("host = {}", value(PHONE)));
-        line(format!("proxy = {}", value(PROXY_HOST)));
-        line(format!("expires-secs = {}", self.expires_secs));
-        line(format!("answer-after-ms = {}", self.answer_after_ms));
+        });
+        let mut phone = Table::new()
+            .set("kind", "ua")
+            .set("host", PHONE)
+            .set("proxy", PROXY_HOST)
+            .set("expires-secs", self.expires_secs)
+            .set("answer-after-ms", self.answer_after_ms);
         if let Some(k) = &self.keepalive {
-            line(format!("keepalive = {}", keepalive_value(k)));
+            phone = phone.raw("keepalive", keepalive_value(k));
         }
-        line(String::new());
-        line("[[component]]".into());
-        line(format!("kind = {}", value("ua")));
-        line(format!("host = {}", value(CALLER)));
-        line(format!("proxy = {}", value(PROXY_HOST)));
-        line(String::new());
-        line("[[step]]".into());
-        line(format!("action = {}", value("register")));
-        line(format!("ua = {}", value(PHONE)));
+        d.components.push(phone);
+        d.components.push(
+            Table::new()
+                .set("kind", "ua")
+                .set("host", CALLER)
+                .set("proxy", PROXY_HOST),
+        );
+        d.steps
+            .push(Table::new().set("action", "register").set("ua", PHONE));
         if self.wait_ms > 0 {
-            line(String::new());
-            line("[[step]]".into());
-            line(format!("action = {}", value("wait")));
-            line(format!("ms = {}", self.wait_ms));
+            d.steps
+                .push(Table::new().set("action", "wait").set("ms", self.wait_ms));
         }
-        line(String::new());
-        line("[[step]]".into());
-        line(format!("action = {}", value("call")));
-        line(format!("from = {}", value(CALLER)));
-        line(format!("to = {}", value(PHONE)));
-        line(format!("timeout-ms = {}", self.call_timeout_ms));
-        line(String::new());
-        line("[[expect]]".into());
-        line(format!("kind = {}", value("registered")));
-        line(format!("ua = {}", value(PHONE)));
-        line("value = true".into());
-        line(String::new());
+        d.steps.push(
+            Table::new()
+                .set("action", "call")
+                .set("from", CALLER)
+                .set("to", PHONE)
+                .set("timeout-ms", self.call_timeout_ms),
+        );
+        d.expects.push(
+            Table::new()
+                .set("kind", "registered")
+                .set("ua", PHONE)
+                .set("value", true),
+        );
+        let mut call = Table::new()
+            .set("kind", "call")
+            .set("from", CALLER)
+            .set("status", self.expect.status);
         if self.expect.status == 0 {
-            line(format!(
-                "# 0: no final response within the call's timeout-ms ({} ms)",
+            call = call.comment(format!(
+                "0: no final response within the call's timeout-ms ({} ms)",
                 self.call_timeout_ms
             ));
         }
-        line("[[expect]]".into());
-        line(format!("kind = {}", value("call")));
-        line(format!("from = {}", value(CALLER)));
-        line(format!("status = {}", self.expect.status));
+        d.expects.push(call);
         if let Some(rang) = self.expect.rang {
-            line(String::new());
-            line("[[expect]]".into());
-            line(format!("kind = {}", value("rang")));
-            line(format!("ua = {}", value(PHONE)));
-            line(format!("value = {rang}"));
+            d.expects.push(
+                Table::new()
+                    .set("kind", "rang")
+                    .set("ua", PHONE)
+                    .set("value", rang),
+            );
         }
-        s
+        d
     }
 }
 
@@ -342,6 +453,21 @@ mod tests {
             nat_value(&odd),
             r#"{ mapping = "address-dependent", filtering = "endpoint-independent", refresh = "outbound-only" }"#
         );
+    }
+
+    #[test]
+    fn a_long_comment_wraps_at_spaces_with_the_catalogue_indent_and_keeps_every_word() {
+        let long = "Root cause: the phone registers its private Contact; the registrar stores it literally and forwards the INVITE there, where the internet swallows it";
+        let w = wrap(long, 60);
+        let lines: Vec<&str> = w.lines().collect();
+        assert!(lines.len() >= 3, "{w}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 60), "{w}");
+        assert!(lines[1..]
+            .iter()
+            .all(|l| l.starts_with("         ") && !l.starts_with("          ")));
+        let words: Vec<&str> = w.split_whitespace().collect();
+        assert_eq!(words, long.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(wrap("short", 60), "short");
     }
 
     #[test]
