@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,16 @@ pub struct Process {
     pgid: i32,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// How many of the output drains have read their pipe to its end.
+    drained: Arc<AtomicUsize>,
+    drains: usize,
     status: Option<ExitStatus>,
 }
+
+/// After the program exits, the longest to wait for its pipes to reach their end: they do at once
+/// unless something it forked still holds them open (a daemon), and then nothing more will come
+/// from the program itself anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Prepares `cmd` to run as its own process group that dies with its parent thread.
 pub(crate) fn prepare(cmd: &mut Command) {
@@ -55,7 +64,7 @@ pub(crate) fn spawn_error(program: &str, e: std::io::Error) -> Error {
     }
 }
 
-fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, done: Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = from.read(&mut buf) {
@@ -66,6 +75,7 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
                 .unwrap_or_else(|e| e.into_inner())
                 .extend_from_slice(&buf[..n]);
         }
+        done.fetch_add(1, Ordering::Release);
     });
 }
 
@@ -75,11 +85,15 @@ impl Process {
         registry::add_process_group(pgid);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let drained = Arc::new(AtomicUsize::new(0));
+        let mut drains = 0;
         if let Some(o) = child.stdout.take() {
-            drain(o, stdout.clone());
+            drain(o, stdout.clone(), drained.clone());
+            drains += 1;
         }
         if let Some(e) = child.stderr.take() {
-            drain(e, stderr.clone());
+            drain(e, stderr.clone(), drained.clone());
+            drains += 1;
         }
         Process {
             program: program.to_string(),
@@ -87,6 +101,8 @@ impl Process {
             pgid,
             stdout,
             stderr,
+            drained,
+            drains,
             status: None,
         }
     }
@@ -122,8 +138,15 @@ impl Process {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status() {
-                // Give the output drains a moment to read what the pipes still hold.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Everything it printed is read once the pipes reach their end (a loaded machine
+                // may run the drain threads well after the exit: a fixed pause once lost the
+                // whole output of turnutils_natdiscovery).
+                let exited = Instant::now();
+                while self.drained.load(Ordering::Acquire) < self.drains
+                    && exited.elapsed() < DRAIN_WAIT
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 return Some(s);
             }
             if Instant::now() >= deadline {
