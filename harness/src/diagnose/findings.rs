@@ -3,6 +3,7 @@
 //! reproduces it. A rule states a cause as certain only when the capture shows it happening;
 //! otherwise it says how sure it is and which capture would settle it.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -21,8 +22,11 @@ pub fn judge(m: &Model) -> Vec<Finding> {
     out.extend(content_length(m));
     out.extend(digest_uri(m));
     out.extend(symmetric_nat(m));
-    for c in m.calls() {
-        out.extend(media(m, &c));
+    // Once, not per call: it reads every SIP message.
+    let hosts = m.capture_hosts();
+    let calls = m.calls();
+    for c in &calls {
+        out.extend(media(m, &hosts, calls.len() > 1, c));
     }
     out.sort_by_key(|f| (f.severity != Severity::Problem, f.confidence, f.kind));
     out
@@ -82,6 +86,17 @@ fn private_addresses(m: &Model) -> Vec<Finding> {
         return out;
     }
     let mut seen = Vec::new();
+    // Responses by destination address, in capture order: finding the responses that followed
+    // a private Via is a lookup, not a scan of the rest of the capture for every request.
+    let mut responses_to: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
+    for (i, s) in m
+        .sip
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.msg.is_response())
+    {
+        responses_to.entry(*s.dst.ip()).or_default().push(i);
+    }
     for (i, s) in m.sip.iter().enumerate() {
         let src_ip = *s.src.ip();
         // A REGISTER's 200 echoes the Contacts it stored: the REGISTER itself is the evidence.
@@ -107,10 +122,11 @@ fn private_addresses(m: &Model) -> Vec<Finding> {
                 && *v.ip() != src_ip
                 && !seen.contains(&("via", v))
             {
-                let lost: Vec<&Sip> = m.sip[i..]
+                let to_v = responses_to.get(v.ip()).map_or(&[][..], Vec::as_slice);
+                let lost: Vec<&Sip> = to_v[to_v.partition_point(|&r| r < i)..]
                     .iter()
-                    .filter(|r| r.msg.is_response() && *r.dst.ip() == *v.ip())
                     .take(3)
+                    .map(|&r| &m.sip[r])
                     .collect();
                 if let Some(first) = lost.first() {
                     seen.push(("via", v));
@@ -859,7 +875,9 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
 }
 
 /// Media of one answered call, judged at the point the capture was taken.
-fn media(m: &Model, c: &Call) -> Vec<Finding> {
+/// With `several` calls in the capture, a call's media is the flows to or from its own SDP
+/// addresses (where there are any), not every flow of the capture host.
+fn media(m: &Model, capture_hosts: &[Ipv4Addr], several: bool, c: &Call) -> Vec<Finding> {
     // Only an established call (2xx and its ACK) is expected to carry media.
     let (Some((oi, offer)), Some((ai, answer)), Some(ok), Some(ack)) =
         (c.offer, c.answer, c.ok, c.ack)
@@ -876,7 +894,7 @@ fn media(m: &Model, c: &Call) -> Vec<Finding> {
         *sdp.ip() == host
             || ((is_private(*sdp.ip()) || is_private(host)) && *sender.src.ip() == host)
     };
-    let Some((host, peer, my_sdp)) = m.capture_hosts().into_iter().find_map(|h| {
+    let Some((host, peer, my_sdp)) = capture_hosts.iter().copied().find_map(|h| {
         if local(h, offer, offerer) {
             Some((h, answer, offer))
         } else if local(h, answer, answerer) {
@@ -887,16 +905,34 @@ fn media(m: &Model, c: &Call) -> Vec<Finding> {
     }) else {
         return Vec::new();
     };
-    let out_flows: Vec<_> = m
-        .media
-        .iter()
-        .filter(|((s, _), _)| *s.ip() == host)
-        .collect();
-    let in_flows: Vec<_> = m
-        .media
-        .iter()
-        .filter(|((_, d), _)| *d.ip() == host)
-        .collect();
+    // One call's flows leave from its SDP address or go to the peer's; another call from the
+    // same host (a PBX, an office NAT) is not this call's audio. A direction with no such flow
+    // keeps every flow of the host, as with a single call (NAT-moved or relayed media).
+    let flows = |outbound: bool| -> Vec<_> {
+        let at_host: Vec<_> = m
+            .media
+            .iter()
+            .filter(|((s, d), _)| *(if outbound { s } else { d }).ip() == host)
+            .collect();
+        if !several {
+            return at_host;
+        }
+        let own: Vec<_> = at_host
+            .iter()
+            .copied()
+            .filter(|((s, d), _)| {
+                let (mine, theirs) = if outbound { (s, d) } else { (d, s) };
+                *mine == my_sdp || *theirs == peer
+            })
+            .collect();
+        if own.is_empty() {
+            at_host
+        } else {
+            own
+        }
+    };
+    let out_flows = flows(true);
+    let in_flows = flows(false);
     // A flow is lost when it goes to a private address from a public point, or draws ICMP.
     let host_public = !is_private(host);
     let lost_reason = |dst: SocketAddrV4| -> Option<String> {

@@ -290,16 +290,19 @@ impl Model {
     /// Every INVITE dialog, by Call-ID, in order of its first INVITE.
     pub fn calls(&self) -> Vec<Call> {
         let mut calls: Vec<Call> = Vec::new();
+        // Call-ID → index in `calls`: a lookup per message, not a scan of every call so far.
+        let mut by_id: HashMap<&str, usize> = HashMap::new();
         for (i, s) in self.sip.iter().enumerate() {
             let Some(call_id) = s.msg.call_id.as_deref() else {
                 continue;
             };
             let method = s.msg.cseq_parts().map(|(_, m)| m).unwrap_or("");
-            let pos = calls.iter().position(|c| c.call_id == call_id);
+            let pos = by_id.get(call_id).copied();
             let is_invite = !s.msg.is_response() && s.msg.method_or_status() == "INVITE";
             let c = match pos {
                 Some(p) => &mut calls[p],
                 None if is_invite => {
+                    by_id.insert(call_id, calls.len());
                     calls.push(Call {
                         call_id: call_id.to_string(),
                         invite: i,
@@ -340,15 +343,17 @@ impl Model {
     /// router interface) the capture was taken on is among them. A capture of one conversation
     /// between two hosts leaves both, and the caller decides which fits.
     pub fn capture_hosts(&self) -> Vec<Ipv4Addr> {
-        let mut common: Option<Vec<Ipv4Addr>> = None;
-        for s in &self.sip {
+        let Some(first) = self.sip.first() else {
+            return Vec::new();
+        };
+        let mut c = vec![*first.src.ip(), *first.dst.ip()];
+        for s in &self.sip[1..] {
+            if c.is_empty() {
+                break;
+            }
             let here = [*s.src.ip(), *s.dst.ip()];
-            common = Some(match common {
-                None => here.to_vec(),
-                Some(c) => c.into_iter().filter(|ip| here.contains(ip)).collect(),
-            });
+            c.retain(|ip| here.contains(ip));
         }
-        let mut c = common.unwrap_or_default();
         c.dedup();
         c
     }
