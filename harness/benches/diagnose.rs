@@ -142,6 +142,8 @@ fn child(path: &Path) {
 }
 
 /// Runs a command to its end; wall time, the child's own peak RSS (KiB) and its stdout.
+// The child is reaped by wait4 (for its rusage), which clippy does not know.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command) -> (Duration, i64, Vec<u8>) {
     let t = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
