@@ -3,7 +3,7 @@
 //! reproduces it. A rule states a cause as certain only when the capture shows it happening;
 //! otherwise it says how sure it is and which capture would settle it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -25,8 +25,17 @@ pub fn judge(m: &Model) -> Vec<Finding> {
     // Once, not per call: it reads every SIP message.
     let hosts = m.capture_hosts();
     let calls = m.calls();
+    // With several calls, the SDP addresses of them all: a flow to or from one belongs to that
+    // call, not to another call's judgement.
+    let claimed: Option<HashSet<SocketAddrV4>> = (calls.len() > 1).then(|| {
+        calls
+            .iter()
+            .flat_map(|c| [c.offer.map(|o| o.1), c.answer.map(|a| a.1)])
+            .flatten()
+            .collect()
+    });
     for c in &calls {
-        out.extend(media(m, &hosts, calls.len() > 1, c));
+        out.extend(media(m, &hosts, claimed.as_ref(), c));
     }
     out.sort_by_key(|f| (f.severity != Severity::Problem, f.confidence, f.kind));
     out
@@ -875,9 +884,14 @@ fn symmetric_nat(m: &Model) -> Vec<Finding> {
 }
 
 /// Media of one answered call, judged at the point the capture was taken.
-/// With `several` calls in the capture, a call's media is the flows to or from its own SDP
-/// addresses (where there are any), not every flow of the capture host.
-fn media(m: &Model, capture_hosts: &[Ipv4Addr], several: bool, c: &Call) -> Vec<Finding> {
+/// With several calls in the capture (`claimed`: every call's SDP addresses), a call's media is
+/// the flows to or from its own SDP addresses, or else the host's flows no other call claims.
+fn media(
+    m: &Model,
+    capture_hosts: &[Ipv4Addr],
+    claimed: Option<&HashSet<SocketAddrV4>>,
+    c: &Call,
+) -> Vec<Finding> {
     // Only an established call (2xx and its ACK) is expected to carry media.
     let (Some((oi, offer)), Some((ai, answer)), Some(ok), Some(ack)) =
         (c.offer, c.answer, c.ok, c.ack)
@@ -907,16 +921,17 @@ fn media(m: &Model, capture_hosts: &[Ipv4Addr], several: bool, c: &Call) -> Vec<
     };
     // One call's flows leave from its SDP address or go to the peer's; another call from the
     // same host (a PBX, an office NAT) is not this call's audio. A direction with no such flow
-    // keeps every flow of the host, as with a single call (NAT-moved or relayed media).
+    // keeps the host's flows that no call's SDP names, as with a single call (NAT-moved or
+    // relayed media).
     let flows = |outbound: bool| -> Vec<_> {
         let at_host: Vec<_> = m
             .media
             .iter()
             .filter(|((s, d), _)| *(if outbound { s } else { d }).ip() == host)
             .collect();
-        if !several {
+        let Some(claimed) = claimed else {
             return at_host;
-        }
+        };
         let own: Vec<_> = at_host
             .iter()
             .copied()
@@ -927,6 +942,9 @@ fn media(m: &Model, capture_hosts: &[Ipv4Addr], several: bool, c: &Call) -> Vec<
             .collect();
         if own.is_empty() {
             at_host
+                .into_iter()
+                .filter(|((s, d), _)| !claimed.contains(s) && !claimed.contains(d))
+                .collect()
         } else {
             own
         }

@@ -356,3 +356,88 @@ proptest! {
         }
     }
 }
+
+fn rtp(frame: u64, secs: f64, src: &str, dst: &str, seq: u16) -> Packet {
+    let mut b = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
+    b[2..4].copy_from_slice(&seq.to_be_bytes());
+    b[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
+    b.extend_from_slice(&[0xd5; 160]);
+    Packet::decode(Datagram {
+        frame,
+        at: UNIX_EPOCH + Duration::from_secs_f64(1000.0 + secs),
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        body: Body::Udp(b),
+    })
+    .unwrap()
+}
+
+/// INVITE with SDP, 200 with SDP and ACK of call `id` from 198.51.100.20:5060, media at
+/// 198.51.100.20:`port` and 192.0.2.60:`port`.
+fn answered_call(first_frame: u64, secs: f64, id: &str, port: u16) -> Vec<Packet> {
+    let sdp = |a: &str| {
+        format!("v=0\no=- 1 1 IN IP4 {a}\ns=-\nc=IN IP4 {a}\nt=0 0\nm=audio {port} RTP/AVP 0\n")
+    };
+    let msg = |start: &str, cseq: &str, body: &str| {
+        format!(
+            "{start}\nVia: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK{id}{cseq};rport\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@x>;tag=2\nCall-ID: {id}\nCSeq: {cseq}\nContact: <sip:a@198.51.100.20:5060>\n{}Content-Length: {}\n\n{body}",
+            if body.is_empty() { "" } else { "Content-Type: application/sdp\n" },
+            body.replace('\n', "\r\n").len()
+        )
+    };
+    let phone = "198.51.100.20:5060";
+    let server = "203.0.113.10:5060";
+    vec![
+        sip(
+            first_frame,
+            secs,
+            phone,
+            server,
+            &msg(
+                "INVITE sip:b@203.0.113.10 SIP/2.0",
+                "1 INVITE",
+                &sdp("198.51.100.20"),
+            ),
+        ),
+        sip(
+            first_frame + 1,
+            secs + 0.01,
+            server,
+            phone,
+            &msg("SIP/2.0 200 OK", "1 INVITE", &sdp("192.0.2.60")),
+        ),
+        sip(
+            first_frame + 2,
+            secs + 0.02,
+            phone,
+            server,
+            &msg("ACK sip:b@203.0.113.10 SIP/2.0", "1 ACK", ""),
+        ),
+    ]
+}
+
+#[test]
+fn a_silent_call_next_to_a_healthy_one_from_the_same_host_is_not_masked_by_its_audio() {
+    let mut p = answered_call(1, 0.0, "good", 40000);
+    p.extend(answered_call(4, 0.1, "silent", 40002));
+    for i in 0..50u16 {
+        let t = 0.2 + i as f64 * 0.02;
+        let f = 7 + 2 * i as u64;
+        p.push(rtp(f, t, "198.51.100.20:40000", "192.0.2.60:40000", i));
+        p.push(rtp(f + 1, t, "192.0.2.60:40000", "198.51.100.20:40000", i));
+    }
+    let r = analyse(p);
+    assert_eq!(r.calls, 2);
+    let media: Vec<&Finding> = r
+        .findings
+        .iter()
+        .filter(|f| matches!(f.kind, Kind::NoAudio | Kind::OneWayAudio | Kind::RtpBlocked))
+        .collect();
+    assert_eq!(media.len(), 1, "{}", report::text(&r));
+    // It is the silent call's: its own media addresses are in the evidence.
+    assert!(
+        media[0].evidence.iter().any(|e| e.text.contains(":40002")),
+        "{}",
+        report::text(&r)
+    );
+}
