@@ -87,8 +87,19 @@ pub fn server_of(m: &Model) -> Result<Ipv4Addr, String> {
         .iter()
         .find(|s| s.msg.method_or_status() == "REGISTER" && !s.msg.is_response())
         .map(|s| *s.dst.ip());
+    // Two hosts in every message (one phone talking to the server): the server is the one
+    // requests are addressed to (a Request-URI host), else the one the first request went to.
+    let addressed = || {
+        let requests = || m.sip.iter().filter(|s| !s.msg.is_response());
+        requests()
+            .filter_map(|s| fields::uri_addr(s.msg.first_line.split_whitespace().nth(1)?))
+            .map(|a| *a.ip())
+            .find(|ip| hosts.contains(ip))
+            .or_else(|| requests().map(|s| *s.dst.ip()).find(|ip| hosts.contains(ip)))
+    };
     let server = match registers_to {
         Some(r) if hosts.is_empty() || hosts.contains(&r) => r,
+        _ if hosts.len() > 1 => addressed().unwrap_or(hosts[0]),
         _ => *hosts.first().ok_or(
             "the SIP in it was not all sent to or from one host: import reads a capture taken at the SIP server",
         )?,

@@ -356,6 +356,14 @@ fn success(p: &Plan) -> Vec<Outcome> {
                 ua: ua.clone(),
                 value: true,
             }),
+            // A callee that is no phone of the scenario is unknown to its registrar: success
+            // is the registrar's 404 reaching the caller.
+            Action::Call { from, to, .. } if !p.phones.iter().any(|ph| ph.name == *to) => {
+                out.push(Outcome::Call {
+                    from: from.clone(),
+                    status: 404,
+                });
+            }
             Action::Call { from, to, .. } => {
                 out.push(Outcome::Call {
                     from: from.clone(),

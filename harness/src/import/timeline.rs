@@ -119,17 +119,20 @@ pub fn timeline(
     let mut expect_calls: Vec<Outcome> = Vec::new();
     for c in m.calls() {
         let inv = &m.sip[c.invite];
-        let (Some(from), Some(to)) = (
+        let (Some(from), Some(to_user)) = (
             user_of(inv).and_then(|u| phone_of(&u)),
             inv.msg
                 .to
                 .as_deref()
                 .and_then(fields::uri_user)
-                .and_then(|u| clean(&u))
-                .and_then(|u| phone_of(&u)),
+                .and_then(|u| clean(&u)),
         ) else {
             continue;
         };
+        // A call to a user no phone in the capture is (a service, an unknown number) is kept:
+        // the scenario calls the same name, which its registrar does not know (404).
+        let callee_is_phone = phone_of(&to_user).is_some();
+        let to = phone_of(&to_user).unwrap_or(to_user);
         let dialog: Vec<&Sip> = m
             .sip
             .iter()
@@ -203,11 +206,13 @@ pub fn timeline(
         });
         expect_calls.retain(|o| !matches!(o, Outcome::Call { from: f, .. } if *f == from));
         expect_calls.push(Outcome::Call { from, status });
-        expect_calls.retain(|o| !matches!(o, Outcome::Rang { ua, .. } if *ua == to));
-        expect_calls.push(Outcome::Rang {
-            ua: to,
-            value: rang,
-        });
+        if callee_is_phone {
+            expect_calls.retain(|o| !matches!(o, Outcome::Rang { ua, .. } if *ua == to));
+            expect_calls.push(Outcome::Rang {
+                ua: to,
+                value: rang,
+            });
+        }
     }
     events.sort_by_key(|e| e.start);
     if !events
