@@ -138,14 +138,16 @@ pub fn timeline(
             .iter()
             .filter(|x| x.msg.call_id.as_deref() == Some(c.call_id.as_str()))
             .collect();
-        let callee_src = names.iter().position(|n| *n == to).map(|i| users[i].source);
         let caller_src = inv.src;
+        // The callee's answers: responses to the server from anyone but the caller (a phone
+        // that registered again from a new port answers from there, not its first source).
+        let from_callee = |x: &Sip| {
+            callee_is_phone && x.msg.is_response() && x.src != caller_src && *x.src.ip() != server
+        };
         // The callee rang when it answered anything (180, 200) — seen as a response from it.
-        let rang = dialog.iter().any(|x| {
-            x.msg.is_response()
-                && Some(x.src) == callee_src
-                && x.msg.status().is_some_and(|c| (180..300).contains(&c))
-        });
+        let rang = dialog
+            .iter()
+            .any(|x| from_callee(x) && x.msg.status().is_some_and(|c| (180..300).contains(&c)));
         let final_to_caller = dialog.iter().find(|x| {
             x.msg.is_response()
                 && *x.src.ip() == server
@@ -171,13 +173,11 @@ pub fn timeline(
         };
         let answer = dialog
             .iter()
-            .find(|x| Some(x.src) == callee_src && x.msg.status() == Some(180))
+            .find(|x| from_callee(x) && x.msg.status() == Some(180))
             .and_then(|ring| {
                 dialog
                     .iter()
-                    .find(|x| {
-                        Some(x.src) == callee_src && x.msg.status() == Some(200) && x.at >= ring.at
-                    })
+                    .find(|x| from_callee(x) && x.msg.status() == Some(200) && x.at >= ring.at)
                     .map(|ok| ms(since(ring.at, ok.at)))
             });
         let bye = dialog
