@@ -95,7 +95,11 @@ pub fn server_of(m: &Model) -> Result<Ipv4Addr, String> {
             .filter_map(|s| fields::uri_addr(s.msg.first_line.split_whitespace().nth(1)?))
             .map(|a| *a.ip())
             .find(|ip| hosts.contains(ip))
-            .or_else(|| requests().map(|s| *s.dst.ip()).find(|ip| hosts.contains(ip)))
+            .or_else(|| {
+                requests()
+                    .map(|s| *s.dst.ip())
+                    .find(|ip| hosts.contains(ip))
+            })
     };
     let server = match registers_to {
         Some(r) if hosts.is_empty() || hosts.contains(&r) => r,
@@ -164,6 +168,13 @@ pub fn users(m: &Model, server: Ipv4Addr) -> Result<Vec<User>, String> {
     let mut users: Vec<User> = users.into_values().collect();
     users.sort_by_key(|u| u.first_frame);
     if !users.iter().any(User::natted) {
+        // Phones talking from private sources to a public server: recorded on their LAN.
+        if let Some(u) = users.iter().find(|u| is_private(*u.source.ip())) {
+            return Err(format!(
+                "the capture was taken on a LAN ({} is private): import reads a capture taken at the SIP server",
+                u.source.ip()
+            ));
+        }
         return Err("cannot tell who is behind a NAT: capture at the server has no private address and no port change".into());
     }
     Ok(users)
