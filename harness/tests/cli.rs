@@ -1,0 +1,114 @@
+//! The `harness` binary's exit codes and error lines, as a script or CI job sees them:
+//! `diagnose` exits 0 on a healthy capture, 1 on a problem, 2 on a file it cannot read (with one
+//! line saying why); `import` of something that is not a capture fails in one line. Reads files
+//! only: no root, no namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn harness(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .expect("the harness binary runs")
+}
+
+/// A scratch file with `bytes` in it, unique to this test process and `name`.
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("snh-cli-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).expect("write scratch file");
+    p
+}
+
+fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn diagnose_exits_0_on_a_healthy_capture() {
+    let f = fixture("healthy-call-port-preserving.pcapng");
+    let o = harness(&["diagnose".as_ref(), f.as_os_str()]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("healthy-call-port-preserving"));
+}
+
+#[test]
+fn diagnose_exits_1_when_it_finds_a_problem() {
+    let f = fixture("private-contact-swallowed.pcap");
+    let o = harness(&["diagnose".as_ref(), f.as_os_str()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("PROBLEM [private-address"));
+}
+
+#[test]
+fn diagnose_exits_2_with_one_line_on_an_empty_or_missing_or_foreign_file() {
+    let empty = scratch("empty.pcap", b"");
+    let text = scratch("notes.txt", b"INVITE sip:bob@example.com SIP/2.0\r\n\r\n");
+    let missing = std::env::temp_dir().join("snh-cli-no-such-file.pcap");
+    for f in [&empty, &text, &missing] {
+        let o = harness(&["diagnose".as_ref(), f.as_os_str()]);
+        assert_eq!(o.status.code(), Some(2), "{}: {o:?}", f.display());
+        let lines = stderr_lines(&o);
+        assert_eq!(lines.len(), 1, "{}: {lines:?}", f.display());
+        assert!(
+            lines[0].starts_with("harness diagnose: ") && lines[0].contains(&*f.to_string_lossy()),
+            "{lines:?}"
+        );
+    }
+    // One unreadable file among good ones still exits 2: the run is not to be trusted.
+    let good = fixture("healthy-call-port-preserving.pcapng");
+    let o = harness(&["diagnose".as_ref(), good.as_os_str(), empty.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let _ = std::fs::remove_file(empty);
+    let _ = std::fs::remove_file(text);
+}
+
+#[test]
+fn import_of_a_file_that_is_not_a_capture_fails_in_one_line() {
+    let text = scratch("ticket.txt", b"customer says: no audio since Tuesday\n");
+    let out = std::env::temp_dir().join(format!("snh-cli-{}-out.toml", std::process::id()));
+    let o = harness(&[
+        "import".as_ref(),
+        text.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("harness: ") && lines[0].contains(&*text.to_string_lossy()),
+        "{lines:?}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written for a file that is not a capture"
+    );
+    let _ = std::fs::remove_file(text);
+}
+
+#[test]
+fn import_of_a_lan_capture_says_so_in_one_line() {
+    let f = fixture("healthy-call-port-preserving.pcapng");
+    let out = std::env::temp_dir().join(format!("snh-cli-{}-lan.toml", std::process::id()));
+    let o = harness(&[
+        "import".as_ref(),
+        f.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("taken on a LAN"), "{lines:?}");
+    assert!(!out.exists());
+}
