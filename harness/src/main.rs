@@ -139,21 +139,25 @@ fn import(file: &std::path::Path, out: &std::path::Path) -> Result<bool> {
             .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
         written.push(path);
     }
-    println!("addresses (capture → scenario):");
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(text, "addresses (capture → scenario):");
     for l in imported.mapping_lines() {
-        println!("  {l}");
+        let _ = writeln!(text, "  {l}");
     }
-    println!("wrote:");
+    let _ = writeln!(text, "wrote:");
     for w in &written {
-        println!("  {}", w.display());
+        let _ = writeln!(text, "  {}", w.display());
     }
-    println!("next:");
-    println!(
+    let _ = writeln!(text, "next:");
+    let _ = writeln!(
+        text,
         "  harness run {}    # must PASS: it expects the capture's failure",
         out.display()
     );
     for w in &written[1..] {
-        println!(
+        let _ = writeln!(
+            text,
             "  harness run {}    # the fix: must PASS with success",
             w.display()
         );
@@ -164,11 +168,14 @@ fn import(file: &std::path::Path, out: &std::path::Path) -> Result<bool> {
         .iter()
         .any(|r| !r.candidates.is_empty())
     {
-        println!(
+        let _ = writeln!(
+            text,
             "  harness matrix {}    # the capture does not decide the NAT type",
             out.display()
         );
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(true)
 }
 

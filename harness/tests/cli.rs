@@ -112,3 +112,20 @@ fn import_of_a_lan_capture_says_so_in_one_line() {
     assert!(lines[0].contains("taken on a LAN"), "{lines:?}");
     assert!(!out.exists());
 }
+
+#[test]
+fn import_of_a_server_capture_exits_0_and_writes_the_scenario_and_its_twin() {
+    let f = fixture("private-contact-swallowed.pcap");
+    let dir = std::env::temp_dir().join(format!("snh-cli-{}-import", std::process::id()));
+    let out = dir.join("ticket.toml");
+    let o = harness(&[
+        "import".as_ref(),
+        f.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(out.exists() && dir.join("ticket-fix-far-end.toml").exists());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("192.0.2.50      → 203.0.113.10"));
+    let _ = std::fs::remove_dir_all(dir);
+}
