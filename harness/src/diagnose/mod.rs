@@ -235,5 +235,19 @@ pub fn packets_at(trace: &Trace, vantage: &str) -> Vec<Packet> {
         .collect()
 }
 
+/// A SIP datagram as a capture holds it (`\n` written as CRLF, `secs` after an arbitrary
+/// start): the packets that the rule tests and import's tests are made of.
+#[cfg(test)]
+pub(crate) fn test_sip(frame: u64, secs: f64, src: &str, dst: &str, text: &str) -> Packet {
+    Packet::decode(Datagram {
+        frame,
+        at: std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(1000.0 + secs),
+        src: src.parse().expect("a test address"),
+        dst: dst.parse().expect("a test address"),
+        body: Body::Udp(text.replace('\n', "\r\n").into_bytes()),
+    })
+    .expect("a UDP datagram decodes")
+}
+
 #[cfg(test)]
 mod tests;

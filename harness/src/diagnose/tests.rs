@@ -8,6 +8,7 @@ use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use proptest::prelude::*;
 
 use super::read::{Body, CaptureReader, Datagram};
+use super::test_sip as sip;
 use super::*;
 
 const ALICE: [u8; 4] = [198, 51, 100, 20];
@@ -257,17 +258,6 @@ fn an_unknown_link_type_is_skipped_not_fatal() {
     let mut r = CaptureReader::new(&bytes[..]).unwrap();
     assert!(r.next().is_none());
     assert_eq!(r.stats().skipped, 1);
-}
-
-fn sip(frame: u64, secs: f64, src: &str, dst: &str, text: &str) -> Packet {
-    let d = Datagram {
-        frame,
-        at: UNIX_EPOCH + Duration::from_secs_f64(1000.0 + secs),
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        body: Body::Udp(text.replace('\n', "\r\n").into_bytes()),
-    };
-    Packet::decode(d).unwrap()
 }
 
 #[test]

@@ -2,25 +2,13 @@
 //! so the mapping, the NAT evidence, the timers and the fix twins are each seen doing their job.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, UNIX_EPOCH};
 
 use sim_nat::NatType;
 
 use super::plan::{Action, Outcome};
 use super::*;
-use crate::diagnose::read::{Body, Datagram};
+use crate::diagnose::test_sip as sip;
 use crate::scenario::{Component, Scenario, Step};
-
-fn sip(frame: u64, secs: f64, src: &str, dst: &str, text: &str) -> Packet {
-    let d = Datagram {
-        frame,
-        at: UNIX_EPOCH + Duration::from_secs_f64(1000.0 + secs),
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        body: Body::Udp(text.replace('\n', "\r\n").into_bytes()),
-    };
-    Packet::decode(d).unwrap()
-}
 
 const SERVER: &str = "77.1.1.1:5060";
 const WAN: &str = "85.10.20.30:5060";
