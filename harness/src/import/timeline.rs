@@ -167,7 +167,22 @@ pub fn timeline(
         };
         // The caller's view: a final response it never acknowledged while it kept resending
         // the INVITE did not reach it; its own Timer B ends the call with 408.
+        // A 2xx the server kept resending and the caller never acknowledged, while the caller
+        // resent nothing (a provisional had reached it): no copy got through, and nothing final
+        // ever reached the caller (binding-expiry-slow-answer: the 200 dies at the router).
+        let resent_unacked = |f: &Sip| {
+            f.msg.status().is_some_and(|c| (200..300).contains(&c))
+                && !acked(f.at)
+                && dialog
+                    .iter()
+                    .filter(|x| {
+                        *x.src.ip() == server && x.dst == f.dst && x.msg.status() == f.msg.status()
+                    })
+                    .count()
+                    > 1
+        };
         let status = match final_to_caller {
+            Some(f) if !retransmitted_after(f.at) && resent_unacked(f) => 0,
             Some(f) if acked(f.at) || !retransmitted_after(f.at) => f.msg.status().unwrap_or(0),
             _ => 408,
         };
