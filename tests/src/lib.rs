@@ -53,3 +53,41 @@ pub async fn recv_within(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, S
 
 /// How long a test waits for a datagram that should arrive (or shows it did not).
 pub const DELIVERY: Duration = Duration::from_millis(300);
+
+/// Runs each scenario file (at most `at_once` at a time, each with its own topology), writing its
+/// pcaps under `out`, and fails naming every file whose run did not pass.
+pub async fn run_all_passing(
+    files: &[std::path::PathBuf],
+    out: &std::path::Path,
+    at_once: usize,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use harness::scenario::{self, RunOptions, Scenario, Verdict};
+    let runs = files.iter().map(|f| async move {
+        let s = Scenario::load(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let opts = RunOptions {
+            out_dir: Some(out.to_path_buf()),
+            ..RunOptions::default()
+        };
+        let o = scenario::run(&s, &opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        anyhow::ensure!(
+            o.verdict == Verdict::Pass,
+            "{} did not pass: {:?} {:?}",
+            f.display(),
+            o.error,
+            o.checks
+        );
+        anyhow::Ok(())
+    });
+    let failed: Vec<String> = futures::stream::iter(runs)
+        .buffer_unordered(at_once)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("\n"));
+    Ok(())
+}

@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Result};
-use futures::StreamExt;
-use harness::scenario::{self, Component, Expect, RunOptions, Scenario, Verdict};
-use tests::require_kernel;
+use harness::scenario::{Component, Expect, Scenario};
+use tests::{require_kernel, run_all_passing};
 
 /// Catalogue failures and the fix twins import must write for each.
 const TWINS: &[(&str, &[&str])] = &[
@@ -91,37 +90,6 @@ fn load(path: &Path) -> Result<Scenario> {
     Scenario::load(path).map_err(|e| anyhow!("{e}"))
 }
 
-/// Runs the files, at most [`AT_ONCE`] together; every run must pass.
-async fn run_all(files: &[PathBuf], out: &Path) -> Result<()> {
-    let runs = files.iter().map(|f| async move {
-        let s = load(f)?;
-        let opts = RunOptions {
-            out_dir: Some(out.to_path_buf()),
-            ..RunOptions::default()
-        };
-        let o = scenario::run(&s, &opts)
-            .await
-            .map_err(|e| anyhow!("{}: {e}", f.display()))?;
-        ensure!(
-            o.verdict == Verdict::Pass,
-            "{} did not pass: {:?} {:?}",
-            f.display(),
-            o.error,
-            o.checks
-        );
-        anyhow::Ok(())
-    });
-    let failed: Vec<String> = futures::stream::iter(runs)
-        .buffer_unordered(AT_ONCE)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    ensure!(failed.is_empty(), "{}", failed.join("\n"));
-    Ok(())
-}
-
 /// The call, ringing and registration verdicts a file expects, as comparable text.
 fn verdicts(s: &Scenario) -> BTreeSet<String> {
     s.file
@@ -186,7 +154,7 @@ async fn every_catalogue_server_capture_imports_into_a_scenario_with_the_same_ve
     }
     let out = std::env::temp_dir().join(format!("snh-import-{}", std::process::id()));
     let originals: Vec<PathBuf> = names.iter().map(|n| catalogue(n)).collect();
-    run_all(&originals, &out.join("original")).await?;
+    run_all_passing(&originals, &out.join("original"), AT_ONCE).await?;
 
     let mut files = Vec::new();
     let mut problems = Vec::new();
@@ -285,7 +253,7 @@ async fn every_catalogue_server_capture_imports_into_a_scenario_with_the_same_ve
         }
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
-    run_all(&files, &out.join("runs")).await?;
+    run_all_passing(&files, &out.join("runs"), AT_ONCE).await?;
     eprintln!(
         "{} catalogue files, {} imported scenarios and twins run in {:.0} s",
         names.len(),

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Result};
-use harness::scenario::{self, Expect, RunOptions, Scenario, Verdict};
-use tests::require_kernel;
+use harness::scenario::{Expect, Scenario};
+use tests::{require_kernel, run_all_passing};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,34 +43,6 @@ fn verdicts(path: &Path) -> Result<BTreeSet<String>> {
             _ => None,
         })
         .collect())
-}
-
-async fn run_all(files: &[PathBuf], out: &Path) -> Result<()> {
-    let runs = files.iter().map(|f| async move {
-        let s = Scenario::load(f).map_err(|e| anyhow!("{e}"))?;
-        let opts = RunOptions {
-            out_dir: Some(out.to_path_buf()),
-            ..RunOptions::default()
-        };
-        let o = scenario::run(&s, &opts)
-            .await
-            .map_err(|e| anyhow!("{}: {e}", f.display()))?;
-        ensure!(
-            o.verdict == Verdict::Pass,
-            "{} did not pass: {:?} {:?}",
-            f.display(),
-            o.error,
-            o.checks
-        );
-        anyhow::Ok(())
-    });
-    let failed: Vec<String> = futures::future::join_all(runs)
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
-        .collect();
-    ensure!(failed.is_empty(), "{}", failed.join("\n"));
-    Ok(())
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -135,7 +107,7 @@ async fn foreign_server_captures_import_into_scenarios_that_reproduce_them_and_t
             .to_string();
     ensure!(!e.contains('\n') && e.contains("taken on a LAN"), "{e}");
 
-    run_all(&files, &out.join("runs")).await?;
+    run_all_passing(&files, &out.join("runs"), files.len().max(1)).await?;
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }
