@@ -91,3 +91,19 @@ pub async fn run_all_passing(
     anyhow::ensure!(failed.is_empty(), "{}", failed.join("\n"));
     Ok(())
 }
+
+/// The call, ringing and registration verdicts a scenario expects, as comparable text
+/// (`bob's call ends with 408`, `bob rang: false`, `bob registered: true`).
+pub fn call_verdicts(s: &harness::scenario::Scenario) -> std::collections::BTreeSet<String> {
+    use harness::scenario::Expect;
+    s.file
+        .expects
+        .iter()
+        .filter_map(|e| match e.get_ref() {
+            Expect::Call { from, status } => Some(format!("{from}'s call ends with {status}")),
+            Expect::Rang { ua, value } => Some(format!("{ua} rang: {value}")),
+            Expect::Registered { ua, value } => Some(format!("{ua} registered: {value}")),
+            _ => None,
+        })
+        .collect()
+}

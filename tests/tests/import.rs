@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Result};
 use harness::scenario::{Component, Expect, Scenario};
-use tests::{require_kernel, run_all_passing};
+use tests::{call_verdicts as verdicts, require_kernel, run_all_passing};
 
 /// Catalogue failures and the fix twins import must write for each.
 const TWINS: &[(&str, &[&str])] = &[
@@ -88,20 +88,6 @@ fn catalogue(name: &str) -> PathBuf {
 
 fn load(path: &Path) -> Result<Scenario> {
     Scenario::load(path).map_err(|e| anyhow!("{e}"))
-}
-
-/// The call, ringing and registration verdicts a file expects, as comparable text.
-fn verdicts(s: &Scenario) -> BTreeSet<String> {
-    s.file
-        .expects
-        .iter()
-        .filter_map(|e| match e.get_ref() {
-            Expect::Call { from, status } => Some(format!("{from}'s call ends with {status}")),
-            Expect::Rang { ua, value } => Some(format!("{ua} rang: {value}")),
-            Expect::Registered { ua, value } => Some(format!("{ua} registered: {value}")),
-            _ => None,
-        })
-        .collect()
 }
 
 /// What a file checks or runs beyond SIP phones and a registrar: expectation and component

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Result};
-use harness::scenario::{Expect, Scenario};
+use harness::scenario::Scenario;
 use tests::{require_kernel, run_all_passing};
 
 fn fixture(name: &str) -> PathBuf {
@@ -33,16 +33,7 @@ fn import(capture: &str, name: &str, dir: &Path) -> Result<(PathBuf, Vec<PathBuf
 
 fn verdicts(path: &Path) -> Result<BTreeSet<String>> {
     let s = Scenario::load(path).map_err(|e| anyhow!("{e}"))?;
-    Ok(s.file
-        .expects
-        .iter()
-        .filter_map(|e| match e.get_ref() {
-            Expect::Call { from, status } => Some(format!("{from}'s call ends with {status}")),
-            Expect::Rang { ua, value } => Some(format!("{ua} rang: {value}")),
-            Expect::Registered { ua, value } => Some(format!("{ua} registered: {value}")),
-            _ => None,
-        })
-        .collect())
+    Ok(tests::call_verdicts(&s))
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
