@@ -40,3 +40,7 @@ review:
 # a million arbitrary captures through the diagnose reader (never a panic)
 fuzz:
     PROPTEST_CASES=1000000 cargo test --release -p harness --lib the_reader_never_panics
+
+# regenerate docs/catalogue.md (the field guide's lines beside the catalogue files)
+catalogue:
+    UPDATE_CATALOGUE=1 cargo test -q -p tests --test catalogue_doc

@@ -57,6 +57,9 @@ pub enum Error {
     /// A capture `harness import` cannot turn into a scenario (no SIP, no NAT to be seen).
     #[error("{file}: cannot import: {what}")]
     Import { file: String, what: String },
+    /// `docs/field-guide.toml` or a scenario's `guide` list is wrong.
+    #[error("{file}: {what}")]
+    Guide { file: String, what: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -8,6 +8,7 @@
 pub mod alg;
 pub mod bindings;
 pub mod capture;
+pub mod catalogue;
 pub mod diagnose;
 pub mod error;
 pub mod import;

@@ -64,6 +64,15 @@ enum Command {
     },
     /// Remove namespaces left by harness runs that died without cleaning up.
     Reap,
+    /// Print `docs/catalogue.md`: every line of the field guide beside the catalogue files that
+    /// show it. Exit 1 (with the reasons on stderr) when a line has no file and no reason.
+    Catalogue {
+        /// The guide's lines.
+        #[arg(long, default_value = "docs/field-guide.toml")]
+        guide: PathBuf,
+        #[arg(long, default_value = "scenarios")]
+        dir: PathBuf,
+    },
     /// Read captures (pcap/pcapng from tcpdump, sngrep, Wireshark) and name the field guide's
     /// causes they show. Exit 0 healthy, 1 a problem found, 2 a file unreadable.
     Diagnose {
@@ -96,6 +105,7 @@ async fn main() -> ExitCode {
             keep,
         } => run(files, out, quiet, junit, keep).await,
         Command::List { dir } => list(dir),
+        Command::Catalogue { guide, dir } => catalogue(&guide, &dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
         Command::Diagnose { files, json } => return diagnose(&files, json),
         Command::Import { file, out } => import(&file, &out),
@@ -449,6 +459,17 @@ fn list(dir: PathBuf) -> Result<bool> {
         }
     }
     Ok(ok)
+}
+
+fn catalogue(guide: &std::path::Path, dir: &std::path::Path) -> Result<bool> {
+    let lines = harness::catalogue::load_guide(guide)?;
+    let entries = harness::catalogue::load_entries(dir)?;
+    print!("{}", harness::catalogue::markdown(&lines, &entries));
+    let problems = harness::catalogue::problems(&lines, &entries);
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    Ok(problems.is_empty())
 }
 
 async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {

@@ -243,3 +243,17 @@ fn the_scenarios_facts_and_its_vars_are_placeholders() {
     assert_eq!(t["home.addr2"], "192.168.1.1");
     assert_eq!(t["bob.addr"], "192.168.1.10");
 }
+
+#[test]
+fn a_zero_provisional_interval_is_refused_with_what_to_do() {
+    let (e, line) = broken(
+        "proxy = \"server\"",
+        "proxy = \"server\"\nprovisional-interval-ms = 0",
+    );
+    assert!(
+        e.contains("provisional-interval-ms must be at least 1"),
+        "{e}"
+    );
+    // The phone's `[[component]]`.
+    assert_eq!(line, 25);
+}

@@ -106,6 +106,10 @@ pub struct Meta {
     /// SIP timer T1 in ms; every SIP timer scales with it, so a 408 (64·T1) takes seconds.
     #[serde(default = "default_t1")]
     pub t1_ms: u64,
+    /// Ids of the field guide's lines this file shows (`docs/field-guide.toml`), from which
+    /// `docs/catalogue.md` is generated.
+    #[serde(default)]
+    pub guide: Vec<Spanned<String>>,
 }
 
 fn default_t1() -> u64 {
@@ -372,6 +376,9 @@ pub enum Component {
         expires_secs: u64,
         #[serde(default = "default_answer")]
         answer_after_ms: u64,
+        /// While ringing, repeat the 180 this often (RFC 3261 §13.3.1.1 asks for once a minute;
+        /// shorter keeps a caller's NAT binding open through a slow answer). Default: one 180.
+        provisional_interval_ms: Option<u64>,
         password: Option<String>,
         /// The RTP port its SDP offers (from the phone's own interface).
         #[serde(default = "media_port")]

@@ -216,7 +216,18 @@ impl Scenario {
                 Component::TurnServer { host, .. } => {
                     turn.insert(host.clone());
                 }
-                Component::Ua { host, user, .. } => {
+                Component::Ua {
+                    host,
+                    user,
+                    provisional_interval_ms,
+                    ..
+                } => {
+                    if *provisional_interval_ms == Some(0) {
+                        return Err(c.err(
+                            span,
+                            "provisional-interval-ms must be at least 1 (leave it out for one 180)",
+                        ));
+                    }
                     let u = user.clone().unwrap_or_else(|| host.clone());
                     if external_users.contains(&u) || !uas.insert(u.clone()) {
                         return Err(c.err(span, format!("two phones are called `{u}`")));

@@ -291,6 +291,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 keepalive,
                 expires_secs,
                 answer_after_ms,
+                provisional_interval_ms,
                 password,
                 media_port,
                 media,
@@ -311,6 +312,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 cfg.rport = *rport;
                 cfg.expires = Duration::from_secs(*expires_secs);
                 cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
+                cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
                 cfg.password = password.clone();
                 cfg.media = Media {
                     address: IpAddr::V4(node.addr()),

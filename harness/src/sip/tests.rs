@@ -517,3 +517,58 @@ fn a_caller_cancels_a_ringing_call_and_both_sides_see_it_end() {
         .iter()
         .any(|(_, e)| matches!(e, Event::CallEstablished { .. })));
 }
+
+/// Bob behind a port-preserving NAT with a 1 s binding timeout and the given refresh direction
+/// calls Alice, who answers after 3 s and repeats her 180 every `ring_every`; whether Bob's call
+/// got established within 10 s, and how many 180s reached him.
+fn slow_answer_run(refresh: sim_nat::Refresh, ring_every: Option<Duration>) -> (bool, usize, Net) {
+    let mut net = Net::new();
+    let nat = port_preserving().with_udp_timeout(1).with_refresh(refresh);
+    let home = net.router(nat, HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_ua(
+        "alice",
+        Ua::new(UaConfig {
+            answer_after: Some(Duration::from_secs(3)),
+            ring_every,
+            ..phone("alice", ALICE, 11)
+        }),
+        None,
+    );
+    net.add_ua("bob", Ua::new(phone("bob", BOB_PRIVATE, 22)), Some(home));
+    for who in ["alice", "bob"] {
+        net.ua(who, |ua, now| ua.register(now));
+        assert!(net.run_until(Duration::from_secs(1), |n, e| n == who
+            && matches!(e, Event::Registered { .. })));
+    }
+    net.ua("bob", |ua, now| ua.call("alice", now)).unwrap();
+    let established = net.run_until(Duration::from_secs(10), |n, e| {
+        n == "bob" && matches!(e, Event::CallEstablished { .. })
+    });
+    let rings = net
+        .ladder
+        .iter()
+        .filter(|h| h.what == "180 Ringing" && h.fate == Fate::Delivered("bob"))
+        .count();
+    (established, rings, net)
+}
+
+#[test]
+fn a_slow_answer_dies_at_the_callers_nat_unless_the_callee_repeats_its_180_below_the_timeout() {
+    use sim_nat::Refresh;
+    let (established, rings, net) = slow_answer_run(Refresh::Both, None);
+    assert!(!established, "{}", net.ladder_text());
+    assert_eq!(rings, 1, "{}", net.ladder_text());
+
+    // 180s at 0, 0.5, …, 2.5 s: each inbound packet refreshes a Linux-style binding, so the 200
+    // OK at 3 s still finds it; the repeats stop once answered.
+    let (established, rings, net) =
+        slow_answer_run(Refresh::Both, Some(Duration::from_millis(500)));
+    assert!(established, "{}", net.ladder_text());
+    assert_eq!(rings, 6, "{}", net.ladder_text());
+
+    // A router that refreshes on outbound packets only lets the binding die all the same.
+    let (established, _, net) =
+        slow_answer_run(Refresh::OutboundOnly, Some(Duration::from_millis(500)));
+    assert!(!established, "{}", net.ladder_text());
+}

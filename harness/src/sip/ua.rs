@@ -87,6 +87,10 @@ pub struct UaConfig {
     /// Auto-answer incoming calls this long after ringing; `None`: ring
     /// until [`Ua::answer`].
     pub answer_after: Option<Duration>,
+    /// While ringing, repeat the 180 this often. RFC 3261 §13.3.1.1 asks for a repeat every
+    /// minute so proxies keep the INVITE alive; a shorter interval also keeps the caller's NAT
+    /// binding open through a slow answer, on routers that refresh on inbound packets.
+    pub ring_every: Option<Duration>,
     pub keepalive: Option<KeepAlive>,
     pub media: Media,
     /// Seeds branches, tags and Call-IDs (fixed in tests: reproducible traces).
@@ -109,6 +113,7 @@ impl UaConfig {
             contact: ContactSource::Local,
             expires: Duration::from_secs(3600),
             answer_after: Some(Duration::from_secs(1)),
+            ring_every: None,
             keepalive: None,
             media: Media {
                 address: local.ip(),
@@ -177,6 +182,8 @@ struct Call {
     provisional: bool,
     authenticated: bool,
     answer_at: Option<Instant>,
+    /// Callee, still ringing: when the 180 goes out again.
+    ring_again_at: Option<Instant>,
     ok: Option<PendingOk>,
     ack: Option<Vec<u8>>,
     remote_media: Option<SocketAddr>,
@@ -414,6 +421,7 @@ impl Ua {
                 provisional: false,
                 authenticated: false,
                 answer_at: None,
+                ring_again_at: None,
                 ok: None,
                 ack: None,
                 remote_media: None,
@@ -452,6 +460,7 @@ impl Ua {
             give_up: after(now, timeout),
         });
         call.answer_at = None;
+        call.ring_again_at = None;
         call.state = CallState::Answered;
         self.layer.respond(&key, ok, now);
     }
@@ -633,6 +642,7 @@ impl Ua {
         for id in due {
             self.answer(&id, now);
         }
+        self.ring_again(now);
         let mut gave_up = Vec::new();
         for (id, call) in self.calls.iter_mut() {
             let Some(ok) = call.ok.as_mut() else { continue };
@@ -671,6 +681,7 @@ impl Ua {
         t = earliest(t, self.keepalive_at);
         for c in self.calls.values() {
             t = earliest(t, c.answer_at);
+            t = earliest(t, c.ring_again_at);
             if let Some(ok) = &c.ok {
                 t = earliest(t, Some(ok.next.min(ok.give_up)));
             }
@@ -1011,10 +1022,7 @@ impl Ua {
             return;
         };
         let local_tag = self.ids.token();
-        let mut ringing = message::response(&req, 180, Some(&local_tag));
-        ringing
-            .headers
-            .push(Header::Contact(headers::Contact::new(self.contact_value())));
+        let ringing = self.ringing(&req, &local_tag);
         self.layer.respond(&key, ringing, now);
         let from_value = req.from_header().map(|h| h.value().to_string());
         let to_value = req.to_header().map(|h| h.value().to_string());
@@ -1039,6 +1047,7 @@ impl Ua {
             provisional: true,
             authenticated: false,
             answer_at: self.config.answer_after.map(|d| after(now, d)),
+            ring_again_at: self.config.ring_every.map(|d| after(now, d)),
             ok: None,
             ack: None,
         };
@@ -1047,6 +1056,42 @@ impl Ua {
             .unwrap_or_default();
         self.calls.insert(call_id.clone(), call);
         self.events.push_back(Event::IncomingCall { call_id, from });
+    }
+
+    /// Our 180 Ringing to `invite`, the same each time it is sent.
+    fn ringing(&self, invite: &Request, local_tag: &str) -> Response {
+        let mut ringing = message::response(invite, 180, Some(local_tag));
+        ringing
+            .headers
+            .push(Header::Contact(headers::Contact::new(self.contact_value())));
+        ringing
+    }
+
+    /// Sends the 180 again for every call still ringing whose repeat is due.
+    fn ring_again(&mut self, now: Instant) {
+        let Some(every) = self.config.ring_every else {
+            return;
+        };
+        let due: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ring_again_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            let still_ringing = call.state == CallState::Early && call.ok.is_none();
+            let key = call.invite_key.clone();
+            call.ring_again_at = still_ringing.then(|| after(now, every));
+            let (Some(key), true) = (key, still_ringing) else {
+                continue;
+            };
+            let (invite, tag) = (call.invite.clone(), call.local_tag.clone());
+            let ringing = self.ringing(&invite, &tag);
+            self.layer.respond(&key, ringing, now);
+        }
     }
 
     fn on_cancel(&mut self, req: Request, key: Key, call_id: &str, now: Instant) {
