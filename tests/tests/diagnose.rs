@@ -99,6 +99,31 @@ const EXPECTED: &[(&str, &str, Kind, bool)] = &[
         Kind::OneWayAudio,
         false,
     ),
+    // The slow-answer face: the 200 OK to the silent caller is never acknowledged.
+    (
+        "binding-expiry-slow-answer",
+        "server",
+        Kind::BindingExpired,
+        true,
+    ),
+    (
+        "binding-expiry-slow-answer-fix-keepalive",
+        "server",
+        Kind::BindingExpired,
+        false,
+    ),
+    (
+        "binding-expiry-slow-answer-fix-provisional-interval",
+        "server",
+        Kind::BindingExpired,
+        false,
+    ),
+    (
+        "binding-expiry-slow-answer-provisional-outbound-refresh",
+        "server",
+        Kind::BindingExpired,
+        true,
+    ),
     (
         "one-way-audio-who-sends-first",
         "office",

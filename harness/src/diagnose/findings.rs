@@ -17,7 +17,10 @@ pub fn judge(m: &Model) -> Vec<Finding> {
     out.extend(private_addresses(m));
     out.extend(no_rport(m));
     out.extend(request_timeouts(m));
-    out.extend(binding_expiry(m));
+    let slow = unacknowledged_answers(m);
+    let answered_dead: Vec<SocketAddrV4> = slow.iter().map(|(a, _)| *a).collect();
+    out.extend(slow.into_iter().map(|(_, f)| f));
+    out.extend(binding_expiry(m, &answered_dead));
     out.extend(alg_signatures(m));
     out.extend(content_length(m));
     out.extend(digest_uri(m));
@@ -473,7 +476,202 @@ fn request_timeouts(m: &Model) -> Vec<Finding> {
     out
 }
 
-fn binding_expiry(m: &Model) -> Vec<Finding> {
+/// A 2xx to INVITE sent to a caller's NATed address again and again and never acknowledged,
+/// after the caller had been silent since its INVITE: the slow-answer face of binding expiry.
+#[derive(Debug, Clone)]
+pub struct SlowAnswer {
+    /// The caller's public address (its NAT mapping).
+    pub caller: SocketAddrV4,
+    /// Index into [`Model::sip`] of the first 2xx to the caller.
+    pub first_ok: usize,
+    /// How many copies of the 2xx went to it.
+    pub copies: usize,
+    /// The caller's last packet before the 2xx.
+    pub last_heard: (u64, std::time::SystemTime),
+    /// From the caller's last packet to the first 2xx.
+    pub silence: Duration,
+    /// Provisional responses sent to the caller during that silence.
+    pub rings: Vec<usize>,
+    /// The longest stretch with nothing sent towards the caller, within the silence.
+    pub longest_inbound_gap: Duration,
+}
+
+impl SlowAnswer {
+    /// Whether responses towards the caller split its silence into gaps short enough to have
+    /// kept a binding alive that refreshes on inbound packets: then either the binding was
+    /// shorter than those gaps, or the router refreshes on outbound packets only.
+    pub fn refreshed_inbound(&self) -> bool {
+        // One 180 right after the INVITE splits nothing.
+        self.longest_inbound_gap + Duration::from_millis(500) < self.silence
+    }
+}
+
+/// Every [`SlowAnswer`] of the capture, one per caller address.
+pub fn slow_answers(m: &Model) -> Vec<SlowAnswer> {
+    let mut out: Vec<SlowAnswer> = Vec::new();
+    for c in m.calls() {
+        let invite = &m.sip[c.invite];
+        let caller = invite.src;
+        if is_private(*caller.ip()) || out.iter().any(|a| a.caller == caller) {
+            continue;
+        }
+        let same_call = |i: &usize| m.sip[*i].msg.call_id.as_deref() == Some(c.call_id.as_str());
+        let to_caller: Vec<usize> = (0..m.sip.len())
+            .filter(same_call)
+            .filter(|&i| m.sip[i].dst == caller && m.sip[i].msg.is_response())
+            .filter(|&i| {
+                m.sip[i]
+                    .msg
+                    .cseq_parts()
+                    .is_some_and(|(_, meth)| meth == "INVITE")
+            })
+            .collect();
+        let status_in = |i: usize, r: std::ops::Range<u16>| {
+            m.sip[i].msg.status().is_some_and(|st| r.contains(&st))
+        };
+        let oks: Vec<usize> = to_caller
+            .iter()
+            .copied()
+            .filter(|&i| status_in(i, 200..300))
+            .collect();
+        let Some(&first_ok) = oks.first() else {
+            continue;
+        };
+        let ok_at = m.sip[first_ok].at;
+        let acked = (0..m.sip.len()).filter(same_call).any(|i| {
+            let s = &m.sip[i];
+            s.src == caller && s.at > ok_at && s.msg.method_or_status() == "ACK"
+        });
+        if oks.len() < 3 || acked {
+            continue;
+        }
+        let Some(last_heard) = m.last_heard(caller, ok_at) else {
+            continue;
+        };
+        let silence = ok_at.duration_since(last_heard.1).unwrap_or_default();
+        if silence < Duration::from_secs(1) {
+            continue;
+        }
+        let rings: Vec<usize> = to_caller
+            .iter()
+            .copied()
+            .filter(|&i| status_in(i, 101..200))
+            .filter(|&i| m.sip[i].at > last_heard.1 && m.sip[i].at < ok_at)
+            .collect();
+        let mut times = vec![last_heard.1];
+        times.extend(rings.iter().map(|&i| m.sip[i].at));
+        times.push(ok_at);
+        let longest_inbound_gap = gaps(&times).into_iter().max().unwrap_or(silence);
+        out.push(SlowAnswer {
+            caller,
+            first_ok,
+            copies: oks.len(),
+            last_heard,
+            silence,
+            rings,
+            longest_inbound_gap,
+        });
+    }
+    out
+}
+
+/// The finding for each [`SlowAnswer`]; the idle-gap rule then leaves those callers alone, so a
+/// later BYE does not date the same dead binding again.
+fn unacknowledged_answers(m: &Model) -> Vec<(SocketAddrV4, Finding)> {
+    let mut out = Vec::new();
+    for a in slow_answers(m) {
+        let caller = a.caller;
+        let first_ok = &m.sip[a.first_ok];
+        let (last_frame, last_at) = a.last_heard;
+        let copies_of = m
+            .sip
+            .iter()
+            .filter(|s| {
+                s.dst == caller
+                    && s.msg.call_id == first_ok.msg.call_id
+                    && s.msg.status() == first_ok.msg.status()
+            })
+            .map(|s| s.at)
+            .max()
+            .unwrap_or(first_ok.at);
+        let span = copies_of.duration_since(first_ok.at).unwrap_or_default();
+        let mut evidence = vec![
+            Evidence {
+                frame: last_frame,
+                t: m.t(last_at),
+                text: format!("last packet from the caller {caller}; nothing from it after this"),
+            },
+            ev(
+                m,
+                first_ok,
+                format!(
+                    "{}  — sent {} times over {}, never acknowledged",
+                    line(first_ok),
+                    a.copies,
+                    secs(span)
+                ),
+            ),
+        ];
+        let refreshed_inbound = a.refreshed_inbound();
+        if let Some(&last_ring) = a.rings.last().filter(|_| refreshed_inbound) {
+            let last_ring = &m.sip[last_ring];
+            evidence.insert(
+                1,
+                ev(m, last_ring, format!(
+                    "{} provisional response(s) went to the caller while it was silent, the last {} before the 200; no gap between packets towards it exceeded {}",
+                    a.rings.len(),
+                    secs(first_ok.at.duration_since(last_ring.at).unwrap_or_default()),
+                    secs(a.longest_inbound_gap)
+                )),
+            );
+        }
+        let (summary, settle) = if !refreshed_inbound {
+            (
+                format!(
+                    "the answer to {caller}'s INVITE came {} after its last packet and was never acknowledged: the caller's NAT binding lived less than {}",
+                    secs(a.silence),
+                    secs(a.silence)
+                ),
+                "capture on the router's WAN side or the phone's LAN: the 200 OK arriving and not being forwarded proves it".to_string(),
+            )
+        } else {
+            (
+                format!(
+                    "the answer to {caller}'s INVITE came {} after its last packet and was never acknowledged, although responses kept going to it at most {} apart: its NAT binding died within {} (if those responses did not reach the phone) or its router does not count inbound packets as activity (outbound-only refresh)",
+                    secs(a.silence),
+                    secs(a.longest_inbound_gap),
+                    secs(a.longest_inbound_gap)
+                ),
+                "capture on the phone's LAN: the last provisional response that reached the phone dates the binding's death and tells the two apart".to_string(),
+            )
+        };
+        out.push((
+            caller,
+            Finding {
+                kind: Kind::BindingExpired,
+                severity: Severity::Problem,
+                confidence: Confidence::Likely,
+                summary,
+                evidence,
+                cause: "the NAT binding of the caller's SIP flow times out while it waits for the \
+                        answer: nothing leaves the phone between its INVITE and the 200 OK, so \
+                        a slow answer outlives the binding; the 200 OK is dropped at the router and \
+                        retransmitted until Timer H"
+                    .into(),
+                fixes: vec![
+                    "keep-alives from the phone below the binding timeout, also during call setup".into(),
+                    "OPTIONS pings from an SBC in front (the phone answers them outbound)".into(),
+                    "a far end that repeats its 180 below the timeout (only behind routers that refresh on inbound packets too)".into(),
+                ],
+                scenario: scenario("binding-expiry-slow-answer"),
+                settle: Some(settle),
+            },
+        ));
+    }
+    out
+}
+
+fn binding_expiry(m: &Model, answered_dead: &[SocketAddrV4]) -> Vec<Finding> {
     let mut out = Vec::new();
     let registered_from: Vec<(usize, SocketAddrV4)> = m
         .registrations()
@@ -487,7 +685,7 @@ fn binding_expiry(m: &Model) -> Vec<Finding> {
         }
         let first = &m.sip[t.requests[0]];
         let dst = first.dst;
-        if is_private(*dst.ip()) || seen.contains(&dst) {
+        if is_private(*dst.ip()) || seen.contains(&dst) || answered_dead.contains(&dst) {
             continue;
         }
         // A NATed contact: an address a phone registered from, which is not the Contact it wrote.

@@ -431,3 +431,104 @@ fn a_silent_call_next_to_a_healthy_one_from_the_same_host_is_not_masked_by_its_a
         report::text(&r)
     );
 }
+
+/// A caller at 203.0.113.1:5060 (behind NAT) whose INVITE is answered 4 s later, with 180s to it
+/// at `rings` seconds, the 200 OK resent `oks` times, and an ACK if `acked`.
+fn slow_answer(rings: &[f64], oks: usize, acked: bool) -> Vec<Packet> {
+    let caller = "203.0.113.1:5060";
+    let server = "203.0.113.10:5060";
+    let msg = |start: &str, cseq: &str| {
+        format!("{start}\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKs;rport\nFrom: <sip:bob@x>;tag=1\nTo: <sip:alice@x>;tag=2\nCall-ID: slow\nCSeq: {cseq}\nContact: <sip:bob@192.168.1.10:5060>\nContent-Length: 0\n\n")
+    };
+    let mut p = vec![sip(
+        1,
+        0.0,
+        caller,
+        server,
+        &msg("INVITE sip:alice@203.0.113.10 SIP/2.0", "1 INVITE"),
+    )];
+    let mut frame = 2;
+    for &t in rings {
+        p.push(sip(
+            frame,
+            t,
+            server,
+            caller,
+            &msg("SIP/2.0 180 Ringing", "1 INVITE"),
+        ));
+        frame += 1;
+    }
+    let mut t = 4.0;
+    let mut gap = 0.2;
+    for _ in 0..oks {
+        p.push(sip(
+            frame,
+            t,
+            server,
+            caller,
+            &msg("SIP/2.0 200 OK", "1 INVITE"),
+        ));
+        frame += 1;
+        t += gap;
+        gap = (gap * 2.0).min(1.6);
+    }
+    if acked {
+        p.push(sip(
+            frame,
+            4.05,
+            caller,
+            server,
+            &msg("ACK sip:alice@198.51.100.20 SIP/2.0", "1 ACK"),
+        ));
+    }
+    p
+}
+
+#[test]
+fn a_200_ok_resent_to_a_silent_caller_and_never_acknowledged_dates_the_binding() {
+    let r = analyse(slow_answer(&[0.01], 7, false));
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::BindingExpired)
+        .unwrap_or_else(|| panic!("{}", report::text(&r)));
+    assert!(
+        f.summary.contains("came 4.0 s after its last packet")
+            && f.summary.contains("lived less than 4.0 s"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(
+        f.scenario.as_deref(),
+        Some("scenarios/binding-expiry-slow-answer.toml")
+    );
+}
+
+#[test]
+fn repeated_180s_to_the_silent_caller_point_at_outbound_only_refresh_and_ask_for_a_lan_capture() {
+    let r = analyse(slow_answer(&[0.01, 1.4, 2.8], 7, false));
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::BindingExpired)
+        .unwrap_or_else(|| panic!("{}", report::text(&r)));
+    assert!(f.summary.contains("at most 1.4 s apart"), "{}", f.summary);
+    assert!(f.summary.contains("outbound-only refresh"), "{}", f.summary);
+    assert!(
+        f.settle
+            .as_deref()
+            .is_some_and(|s| s.contains("phone's LAN")),
+        "{:?}",
+        f.settle
+    );
+}
+
+#[test]
+fn an_acknowledged_slow_answer_is_no_binding_problem() {
+    let r = analyse(slow_answer(&[0.01], 1, true));
+    assert!(
+        !r.findings.iter().any(|f| f.kind == Kind::BindingExpired),
+        "{}",
+        report::text(&r)
+    );
+}

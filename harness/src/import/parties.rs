@@ -324,6 +324,7 @@ pub fn place(server: Ipv4Addr, users: &[User], report: &Report) -> Placement {
             keepalive: None,
             expires_secs: u.expires.filter(|&e| e != 3600).map(u64::from),
             answer_after_ms: None,
+            provisional_interval_ms: None,
             media_port: u.sdp.map(|a| a.port()).filter(|&p| p != 4000),
             latching: false,
             password: u.challenged.then(|| PASSWORD.to_string()),

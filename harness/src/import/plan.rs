@@ -37,6 +37,8 @@ pub struct Phone {
     pub keepalive: Option<KeepAlive>,
     pub expires_secs: Option<u64>,
     pub answer_after_ms: Option<u64>,
+    /// How often it repeated its 180 while ringing, when it did.
+    pub provisional_interval_ms: Option<u64>,
     pub media_port: Option<u16>,
     pub latching: bool,
     pub password: Option<String>,
@@ -218,6 +220,9 @@ impl Plan {
             }
             if let Some(a) = p.answer_after_ms {
                 t = t.set("answer-after-ms", a);
+            }
+            if let Some(r) = p.provisional_interval_ms {
+                t = t.set("provisional-interval-ms", r);
             }
             if let Some(m) = p.media_port {
                 t = t.set("media-port", m);

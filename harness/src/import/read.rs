@@ -54,6 +54,22 @@ pub fn plan(name: &str, packets: &[Packet], m: &Model, report: &Report) -> Resul
         }
         udp_timeout_secs = Some(secs);
     }
+    // A slow answer that died although responses kept coming in below the silence: the router
+    // ignores inbound packets for refresh. (Or its binding was shorter than those gaps; the
+    // comment says so, and only a capture on the phone's LAN tells.)
+    let outbound_only: Vec<(Ipv4Addr, Duration)> = crate::diagnose::findings::slow_answers(m)
+        .into_iter()
+        .filter(|a| a.refreshed_inbound())
+        .filter_map(|a| {
+            let wan = mapping.iter().find(|x| x.real == *a.caller.ip())?.scenario;
+            Some((wan, a.longest_inbound_gap))
+        })
+        .collect();
+    for r in routers.iter_mut() {
+        if outbound_only.iter().any(|(wan, _)| *wan == r.wan) {
+            r.nat.refresh = sim_nat::Refresh::OutboundOnly;
+        }
+    }
     let mut fixes = Vec::new();
     let private_contact = users
         .iter()
@@ -150,6 +166,16 @@ pub fn plan(name: &str, packets: &[Packet], m: &Model, report: &Report) -> Resul
             "Timers: no retransmission in the capture, T1 unknown → t1-ms = {t1_ms}; times scaled ×{scale:.2}."
         ),
     });
+    for (wan, gap) in &outbound_only {
+        comment.push(format!(
+            "NAT refresh at {wan}: outbound-only. The 200 OK to the silent caller died although \
+             responses went to it at most {:.1} s apart; a router that refreshed on inbound \
+             packets would have kept the binding, unless it lived less than {:.1} s — capture on \
+             the phone's LAN to tell the two apart.",
+            gap.as_secs_f64(),
+            gap.as_secs_f64()
+        ));
+    }
     if let Some(secs) = udp_timeout_secs {
         comment.push(format!(
             "NAT UDP timeout: not in the capture; {secs} s is below the scaled idle gap, so the binding expires as it did."

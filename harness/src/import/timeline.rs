@@ -207,8 +207,20 @@ pub fn timeline(
             _ => 0.0,
         };
         let end = dialog.iter().map(|x| x.at).max().unwrap_or(inv.at);
+        // A callee that repeated its 180 (one To tag, several copies): the median gap.
+        let rings: Vec<SystemTime> = dialog
+            .iter()
+            .filter(|x| from_callee(x) && x.msg.status() == Some(180))
+            .map(|x| x.at)
+            .collect();
+        let mut ring_gaps: Vec<Duration> = gaps(&rings);
+        ring_gaps.sort();
+        let ring_every = ring_gaps
+            .get(ring_gaps.len() / 2)
+            .map(|g| g.as_secs_f64() * 1000.0);
         if let Some(i) = phones.iter().position(|p| p.name == to) {
             phones[i].answer_after_ms = answer.map(|a| a.round() as u64);
+            phones[i].provisional_interval_ms = ring_every.map(|g| g.round() as u64);
         }
         events.push(Event {
             start: inv.at,
@@ -289,6 +301,9 @@ pub fn timeline(
             // To 10 ms: a capture's 201 ms is the phone's 200 ms plus the trip.
             .map(|a| (a as f64 * scale / 10.0).round() as u64 * 10)
             .filter(|&a| a != 200);
+        p.provisional_interval_ms = p
+            .provisional_interval_ms
+            .map(|r| ((r as f64 * scale / 10.0).round() as u64 * 10).max(10));
     }
     let mut expect: Vec<Outcome> = registered
         .iter()
