@@ -12,6 +12,7 @@ pub mod catalogue;
 pub mod diagnose;
 pub mod error;
 pub mod import;
+pub mod junit;
 pub mod names;
 mod netlink;
 pub mod netns;

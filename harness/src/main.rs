@@ -46,9 +46,35 @@ enum Command {
         /// Write a JUnit XML report for CI.
         #[arg(long)]
         junit: Option<PathBuf>,
-        /// Leave each topology up until Enter is pressed, for `ip netns exec`.
+        /// Leave each topology up until Enter is pressed, for `ip netns exec` (runs one at a
+        /// time).
         #[arg(long)]
         keep: bool,
+        /// Scenarios run at once (default: 8 per core, at most 32); each one's output is printed
+        /// whole when it ends.
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Run only this CI job's share of the files: `K/N` takes every N-th file from the K-th
+        /// (shards 1/N … N/N together run each file once). Merge their `--junit` reports with
+        /// `harness junit-merge`.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<harness::scenario::batch::Shard>,
+        /// Print the files this run (this shard) would run, one per line, and run nothing.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Merge JUnit reports (e.g. of `harness run --shard K/N --junit …` jobs) into one.
+    JunitMerge {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Check scenario files without running them (for pre-commit hooks and CI): each error
+    /// names file, line and column. Exit 1 if any file is invalid.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// List the scenario catalogue with one line each.
     List {
@@ -103,7 +129,24 @@ async fn main() -> ExitCode {
             quiet,
             junit,
             keep,
-        } => run(files, out, quiet, junit, keep).await,
+            jobs,
+            shard,
+            list,
+        } => {
+            run(RunArgs {
+                list,
+                files,
+                out,
+                quiet,
+                junit,
+                keep,
+                jobs,
+                shard,
+            })
+            .await
+        }
+        Command::JunitMerge { files, out } => junit_merge(&files, &out),
+        Command::Check { files } => check(&files),
         Command::List { dir } => list(dir),
         Command::Catalogue { guide, dir } => catalogue(&guide, &dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
@@ -331,114 +374,155 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>> {
     Ok(out)
 }
 
-async fn run(
+struct RunArgs {
+    list: bool,
     files: Vec<PathBuf>,
     out: PathBuf,
     quiet: bool,
     junit: Option<PathBuf>,
     keep: bool,
-) -> Result<bool> {
+    jobs: Option<usize>,
+    shard: Option<scenario::batch::Shard>,
+}
+
+async fn run(a: RunArgs) -> Result<bool> {
+    let files = match a.shard {
+        Some(sh) => sh.select(a.files),
+        None => a.files,
+    };
+    if a.list {
+        for f in &files {
+            println!("{}", f.display());
+        }
+        return Ok(true);
+    }
     let scenarios = load_all(&files)?;
     let opts = RunOptions {
-        out_dir: Some(out.clone()),
-        keep,
+        out_dir: Some(a.out.clone()),
+        keep: a.keep,
     };
-    let mut results = Vec::new();
-    let mut errors = 0;
+    // Waiting for Enter makes sense for one topology at a time.
+    let jobs = if a.keep {
+        1
+    } else {
+        a.jobs.unwrap_or_else(scenario::batch::default_jobs)
+    };
     let total = scenarios.len();
-    for (i, s) in scenarios.iter().enumerate() {
-        eprintln!("[{}/{total}] {} …", i + 1, s.name());
-        let o = match scenario::run(s, &opts).await {
-            Ok(o) => o,
-            Err(e) => {
-                println!("ERROR {}: {e}", s.name());
-                errors += 1;
-                continue;
-            }
-        };
-        if !quiet {
-            println!("\n=== {} ===\n{}", o.name, o.ladder);
-        }
-        for (what, ok, seen) in &o.checks {
-            println!("  {} {what} ({seen})", if *ok { "✓" } else { "✗" });
-        }
-        if let Some(e) = &o.error {
-            println!("  ✗ step failed: {e}");
-        }
-        if !o.diagnosis.is_empty() {
-            println!("\nWhat `harness diagnose` finds in this run's captures:");
-            for r in &o.diagnosis {
-                print!("{}", harness::diagnose::report::text(r));
-            }
-            println!();
-        }
-        println!(
-            "{} {} in {:.1} s — pcaps and ladder in {}",
-            if o.verdict == Verdict::Pass {
-                "PASS"
-            } else {
-                "FAIL"
-            },
-            o.name,
-            o.duration.as_secs_f64(),
-            out.join(&o.name).display()
+    if let Some(sh) = a.shard {
+        eprintln!("shard {sh}: {total} file(s)");
+    }
+    eprintln!(
+        "running {total} scenario(s), {} at once",
+        jobs.min(total.max(1))
+    );
+    let started = std::time::Instant::now();
+    let mut finished = 0;
+    let results = scenario::batch::run_many(&scenarios, jobs, &opts, |i, r| {
+        finished += 1;
+        // Printed whole, so concurrent scenarios never interleave.
+        print!(
+            "{}",
+            report_one(&scenarios[i], r, a.quiet, &a.out, finished, total)
         );
-        results.push(o);
-    }
-    if let Some(path) = junit {
-        std::fs::write(&path, junit_xml(&results))?;
-    }
-    let passed = results
+    })
+    .await;
+    let named: Vec<(String, std::result::Result<scenario::Outcome, String>)> = scenarios
         .iter()
-        .filter(|o| o.verdict == Verdict::Pass)
+        .map(|s| s.name().to_string())
+        .zip(results)
+        .collect();
+    if let Some(path) = &a.junit {
+        let suite = match a.shard {
+            Some(sh) => format!("harness run (shard {sh})"),
+            None => "harness run".to_string(),
+        };
+        std::fs::write(path, harness::junit::testsuite(&suite, &named))?;
+    }
+    let passed = named
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(o) if o.verdict == Verdict::Pass))
         .count();
     println!(
-        "\n{passed} passed, {} failed",
-        results.len() - passed + errors
+        "\n{passed} passed, {} failed in {:.1} s",
+        named.len() - passed,
+        started.elapsed().as_secs_f64()
     );
-    Ok(passed == results.len() && errors == 0)
+    Ok(passed == named.len())
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn junit_xml(results: &[scenario::Outcome]) -> String {
-    let failures = results
-        .iter()
-        .filter(|o| o.verdict == Verdict::Fail)
-        .count();
-    let mut x = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"harness\" tests=\"{}\" failures=\"{failures}\">\n",
-        results.len()
-    );
-    for o in results {
-        x.push_str(&format!(
-            "  <testcase name=\"{}\" time=\"{:.3}\">\n",
-            xml_escape(&o.name),
-            o.duration.as_secs_f64()
-        ));
-        if o.verdict == Verdict::Fail {
-            let msg: Vec<String> = o
-                .checks
-                .iter()
-                .filter(|c| !c.1)
-                .map(|c| format!("{} ({})", c.0, c.2))
-                .chain(o.error.iter().cloned())
-                .collect();
-            x.push_str(&format!(
-                "    <failure message=\"{}\"><![CDATA[{}]]></failure>\n",
-                xml_escape(&msg.join("; ")),
-                o.ladder
-            ));
+/// Everything `harness run` prints about one scenario, as one block.
+fn report_one(
+    s: &Scenario,
+    r: &std::result::Result<scenario::Outcome, String>,
+    quiet: bool,
+    out: &std::path::Path,
+    n: usize,
+    total: usize,
+) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let o = match r {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(t, "[{n}/{total}] ERROR {}: {e}", s.name());
+            return t;
         }
-        x.push_str("  </testcase>\n");
+    };
+    if !quiet {
+        let _ = writeln!(t, "\n=== {} ===\n{}", o.name, o.ladder);
     }
-    x.push_str("</testsuite>\n");
-    x
+    for (what, ok, seen) in &o.checks {
+        let _ = writeln!(t, "  {} {what} ({seen})", if *ok { "✓" } else { "✗" });
+    }
+    if let Some(e) = &o.error {
+        let _ = writeln!(t, "  ✗ step failed: {e}");
+    }
+    if !o.diagnosis.is_empty() {
+        let _ = writeln!(t, "\nWhat `harness diagnose` finds in this run's captures:");
+        for r in &o.diagnosis {
+            t.push_str(&harness::diagnose::report::text(r));
+        }
+        t.push('\n');
+    }
+    let _ = writeln!(
+        t,
+        "[{n}/{total}] {} {} in {:.1} s — pcaps and ladder in {}",
+        if o.verdict == Verdict::Pass {
+            "PASS"
+        } else {
+            "FAIL"
+        },
+        o.name,
+        o.duration.as_secs_f64(),
+        out.join(&o.name).display()
+    );
+    t
+}
+
+fn junit_merge(files: &[PathBuf], out: &std::path::Path) -> Result<bool> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        reports.push((f.display().to_string(), text));
+    }
+    let merged = harness::junit::merge(&reports).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(out, merged)?;
+    Ok(true)
+}
+
+fn check(files: &[PathBuf]) -> Result<bool> {
+    let mut ok = true;
+    for f in files {
+        match Scenario::load(f) {
+            Ok(s) => println!("ok {} ({})", f.display(), s.name()),
+            Err(e) => {
+                ok = false;
+                println!("{e}");
+            }
+        }
+    }
+    Ok(ok)
 }
 
 fn list(dir: PathBuf) -> Result<bool> {

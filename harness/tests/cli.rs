@@ -129,3 +129,85 @@ fn import_of_a_server_capture_exits_0_and_writes_the_scenario_and_its_twin() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("192.0.2.50      → 203.0.113.10"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn catalogue_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn three_shards_of_the_catalogue_run_every_file_exactly_once() {
+    let files = catalogue_files();
+    let mut listed = Vec::new();
+    for k in 1..=3 {
+        let shard = format!("{k}/3");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "run".as_ref(),
+            "--list".as_ref(),
+            "--shard".as_ref(),
+            shard.as_ref(),
+        ];
+        args.extend(files.iter().map(|f| f.as_os_str()));
+        let o = harness(&args);
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        let mine: Vec<PathBuf> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .collect();
+        // Dealt round-robin: no shard gets more than one file more than another.
+        assert!(
+            mine.len().abs_diff(files.len() / 3) <= 1,
+            "{shard}: {mine:?}"
+        );
+        listed.extend(mine);
+    }
+    listed.sort();
+    assert_eq!(listed, files);
+}
+
+#[test]
+fn a_bad_shard_is_refused_with_what_a_shard_is() {
+    let o = harness(&[
+        "run".as_ref(),
+        "--shard".as_ref(),
+        "4/3".as_ref(),
+        "x.toml".as_ref(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("K/N with 1 ≤ K ≤ N"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn check_passes_the_catalogue_and_names_file_line_and_column_of_a_broken_file() {
+    let files = catalogue_files();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["check".as_ref()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let o = harness(&args);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        files.len()
+    );
+
+    let broken = scratch(
+        "broken.toml",
+        b"[scenario]\nname = \"x\"\nt1-ms = \"fast\"\n",
+    );
+    let o = harness(&["check".as_ref(), broken.as_os_str()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(&format!("{}:3:", broken.display())) && out.contains("expected u64"),
+        "{out}"
+    );
+}

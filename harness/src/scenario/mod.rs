@@ -1,6 +1,7 @@
 //! Scenarios: a customer's topology, the components in it, a timeline and expectations — read from
 //! a file, checked with located errors, and run.
 
+pub mod batch;
 pub mod emit;
 pub mod explain;
 pub mod file;

@@ -1,0 +1,115 @@
+//! Running many scenario files: a CI job's share of them (`--shard K/N`) and several at once
+//! (`-j N`), each scenario's result handed over whole as soon as it ends.
+//!
+//! Every scenario builds its own namespaces under its own run id, so concurrent runs share
+//! nothing but the CPU; the limit only keeps a small machine from being swamped.
+
+use std::fmt;
+use std::str::FromStr;
+
+use futures::stream::{self, StreamExt};
+
+use super::{run, Outcome, RunOptions, Scenario};
+
+/// `K/N`: the K-th of N CI jobs (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}`: a shard is K/N with 1 ≤ K ≤ N, e.g. 2/3");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// This shard's items: every N-th, starting at the K-th, of the list in the order given.
+    /// Dealt round-robin rather than in blocks, so the slow real-peer files (sorted together by
+    /// name) spread over the jobs. Every item lands in exactly one shard of the N.
+    pub fn select<T>(&self, items: Vec<T>) -> Vec<T> {
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index - 1)
+            .map(|(_, t)| t)
+            .collect()
+    }
+}
+
+/// How many scenarios to run at once by default: eight per core. A scenario spends most of its
+/// time waiting on SIP timers, not computing (the catalogue test runs all of them at once on two
+/// cores); the bound keeps bring-up from queueing behind the kernel's rtnl lock.
+pub fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 8).clamp(1, 32)
+}
+
+/// Runs `scenarios` with at most `jobs` at once and calls `done` with each result as it ends
+/// (completion order); returns the results in the order given.
+pub async fn run_many(
+    scenarios: &[Scenario],
+    jobs: usize,
+    opts: &RunOptions,
+    mut done: impl FnMut(usize, &Result<Outcome, String>),
+) -> Vec<Result<Outcome, String>> {
+    let mut results: Vec<Option<Result<Outcome, String>>> =
+        (0..scenarios.len()).map(|_| None).collect();
+    let mut runs = stream::iter(scenarios.iter().enumerate())
+        .map(|(i, s)| async move { (i, run(s, opts).await.map_err(|e| e.to_string())) })
+        .buffer_unordered(jobs.max(1));
+    while let Some((i, r)) = runs.next().await {
+        done(i, &r);
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every scenario ran"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_shards_take_every_file_exactly_once() {
+        let files: Vec<usize> = (0..44).collect();
+        let mut all: Vec<usize> = (1..=3)
+            .flat_map(|k| Shard { index: k, count: 3 }.select(files.clone()))
+            .collect();
+        all.sort();
+        assert_eq!(all, files);
+        assert_eq!(
+            "2/3".parse::<Shard>().unwrap().select(files.clone())[..3],
+            [1, 4, 7]
+        );
+    }
+
+    #[test]
+    fn a_bad_shard_says_what_a_shard_is() {
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("K/N with 1 ≤ K ≤ N"), "{bad}: {e}");
+        }
+        assert_eq!("1/1".parse::<Shard>().unwrap().to_string(), "1/1");
+    }
+}
