@@ -257,3 +257,39 @@ fn a_zero_provisional_interval_is_refused_with_what_to_do() {
     // The phone's `[[component]]`.
     assert_eq!(line, 25);
 }
+
+#[test]
+fn a_call_status_is_a_number_or_a_list_and_anything_else_says_so() {
+    let base = GOOD.replace(
+        "[[expect]]\nkind = \"registered\"",
+        "[[expect]]\nkind = \"call\"\nfrom = \"bob\"\nstatus = STATUS\n\n[[expect]]\nkind = \"registered\"",
+    );
+    assert!(base.contains("STATUS"));
+    for ok in ["408", "[408, 480]"] {
+        Scenario::from_str("ok.toml", &base.replace("STATUS", ok)).unwrap();
+    }
+    for (bad, says) in [
+        ("\"busy\"", "a status is a number"),
+        ("[]", "accepts nothing"),
+    ] {
+        let e = Scenario::from_str("broken.toml", &base.replace("STATUS", bad))
+            .expect_err("must be refused");
+        let s = e.to_string();
+        assert!(s.contains(says), "{bad}: {s}");
+        assert!(!s.contains('\n'), "one line: {s}");
+    }
+}
+
+#[test]
+fn a_type_error_in_a_kind_table_points_at_the_field_in_the_right_table() {
+    let text = GOOD.to_string()
+        + "\n[[expect]]\nkind = \"packet\"\nat = \"server\"\ncontains = \"REGISTER\"\nmin = \"three\"\n";
+    let e = Scenario::from_str("broken.toml", &text).expect_err("must be refused");
+    let s = e.to_string();
+    assert!(
+        s.contains("`min`: invalid type: string \"three\", expected u32"),
+        "{s}"
+    );
+    let line = text.lines().position(|l| l.starts_with("min = ")).unwrap() + 1;
+    assert_eq!((e.line, e.column), (line, 7), "{s}");
+}

@@ -144,6 +144,54 @@ pub struct HostDef {
     pub addrs: Spanned<Vec<Ipv4Addr>>,
 }
 
+/// One final status or several acceptable ones: `status = 408` or `status = [408, 480]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statuses(pub Vec<u16>);
+
+impl Statuses {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.contains(&status)
+    }
+}
+
+impl From<u16> for Statuses {
+    fn from(s: u16) -> Self {
+        Statuses(vec![s])
+    }
+}
+
+impl fmt::Display for Statuses {
+    /// `408`, or `408 or 480`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(u16::to_string).collect();
+        f.write_str(&parts.join(" or "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Statuses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(u16),
+            Many(Vec<u16>),
+        }
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(s)) => Ok(Statuses(vec![s])),
+            Ok(OneOrMany::Many(v)) if !v.is_empty() => Ok(Statuses(v)),
+            Ok(OneOrMany::Many(_)) => Err(de::Error::custom(
+                "`status = []` accepts nothing: give a status or a list of them",
+            )),
+            // A missing `status` is reported as such, not as a malformed one.
+            Err(e) if e.to_string().contains("missing field") => Err(e),
+            Err(_) => Err(de::Error::custom(
+                "a status is a number (`status = 408`, 0 = no final response) or a list of them \
+                 (`status = [408, 480]`)",
+            )),
+        }
+    }
+}
+
 /// A NAT: a name (`full-cone`, `symmetric`, a preset such as `cgnat`) or a table.
 #[derive(Debug, Clone)]
 pub struct NatDef(pub NatBehaviour);
@@ -589,8 +637,9 @@ fn call_timeout() -> u64 {
     deny_unknown_fields
 )]
 pub enum Expect {
-    /// The last call `from` made ended with `status` (200 = established).
-    Call { from: String, status: u16 },
+    /// The last call `from` made ended with `status` (200 = established; 0 = no final
+    /// response), or with any of a list (`status = [408, 480]`).
+    Call { from: String, status: Statuses },
     /// Whether the phone is registered at the end.
     Registered { ua: String, value: bool },
     /// Whether the phone rang (received an INVITE) at all.
@@ -639,12 +688,73 @@ pub fn load(path: &Path) -> Result<(ScenarioFile, String), FileError> {
 /// Parses scenario text; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<ScenarioFile, FileError> {
     toml::from_str::<ScenarioFile>(text).map_err(|e| {
-        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        let message = e.message().trim().replace('\n', " ");
+        // A table whose type is chosen by `kind`/`action` is read in one piece, so the parser
+        // points at the table (and not always the right one); find the field itself.
+        let (at, message) = match bad_field(text) {
+            Some((span, key)) if !message.contains(&format!("`{key}`")) => {
+                (Some(span), format!("`{key}`: {message}"))
+            }
+            Some((span, _)) => (Some(span), message),
+            None => (e.span(), message),
+        };
+        let (line, column) = at.map_or((0, 0), |s| line_col(text, s.start));
         FileError {
             file: file.to_string(),
             line,
             column,
-            message: e.message().trim().replace('\n', " "),
+            message,
         }
     })
+}
+
+/// The first field of a `[[router]]`, `[[host]]`, `[[component]]`, `[[step]]` or `[[expect]]`
+/// table that keeps it from being read: the table is read alone, then without each field in
+/// turn; the field whose absence makes it readable (or only missing) is the culprit.
+fn bad_field(text: &str) -> Option<(std::ops::Range<usize>, String)> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    fn fails<T: serde::de::DeserializeOwned>(
+        t: &toml_edit::Table,
+        without: Option<&str>,
+    ) -> Option<String> {
+        let mut d = toml_edit::DocumentMut::new();
+        for (k, v) in t.iter().filter(|(k, _)| Some(*k) != without) {
+            d.insert(k, v.clone());
+        }
+        toml::from_str::<T>(&d.to_string())
+            .err()
+            .map(|e| e.message().to_string())
+    }
+    fn culprit<T: serde::de::DeserializeOwned>(
+        t: &toml_edit::Table,
+    ) -> Option<(std::ops::Range<usize>, String)> {
+        fails::<T>(t, None)?;
+        let tag = ["kind", "action"];
+        t.iter()
+            .map(|(k, _)| k)
+            .filter(|k| !tag.contains(k))
+            .find(|k| match fails::<T>(t, Some(k)) {
+                None => true,
+                Some(m) => m.contains(&format!("missing field `{k}`")),
+            })
+            .and_then(|k| {
+                let span = t.get(k)?.span().or_else(|| t.key(k)?.span())?;
+                Some((span, k.to_string()))
+            })
+    }
+    for (section, check) in [
+        ("router", culprit::<RouterDef> as fn(&toml_edit::Table) -> _),
+        ("host", culprit::<HostDef>),
+        ("component", culprit::<Component>),
+        ("step", culprit::<Step>),
+        ("expect", culprit::<Expect>),
+    ] {
+        let Some(tables) = doc.get(section).and_then(|i| i.as_array_of_tables()) else {
+            continue;
+        };
+        if let Some(found) = tables.iter().find_map(check) {
+            return Some(found);
+        }
+    }
+    None
 }
