@@ -72,7 +72,7 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("binding-expiry-slow-answer-fix-sbc-pings", "SBC keep-alive pings: the SBC is imported as a registrar with far-end handling", &["sbc"]),
     ("408-private-contact-fix-kamailio", "Kamailio: external program (imported as the harness's registrar)", &["kamailio"]),
     ("sipp-register-via-sbc", "SIPp: external program, its exit code is not in a capture", &["command", "exit-code", "sbc"]),
-    ("sipp-uac-behind-nat", "SIPp: external program, its exit code is not in a capture", &["command", "exit-code"]),
+    ("sipp-uac-behind-nat", "SIPp: external program, its exit code and its own statistics are not in a capture", &["command", "exit-code", "log"]),
 ];
 
 /// Scenarios running at once: each builds its own namespaces, the host has two cores.
@@ -96,6 +96,7 @@ fn beyond_signalling(s: &Scenario) -> BTreeSet<&'static str> {
     let expects = s.file.expects.iter().filter_map(|e| match e.get_ref() {
         Expect::Media { .. } => Some("media"),
         Expect::ExitCode { .. } => Some("exit-code"),
+        Expect::Log { .. } => Some("log"),
         _ => None,
     });
     let components = s.file.components.iter().filter_map(|c| match c.get_ref() {

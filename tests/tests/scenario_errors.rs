@@ -293,3 +293,50 @@ fn a_type_error_in_a_kind_table_points_at_the_field_in_the_right_table() {
     let line = text.lines().position(|l| l.starts_with("min = ")).unwrap() + 1;
     assert_eq!((e.line, e.column), (line, 7), "{s}");
 }
+
+/// The good file with a command `sipp` on bob and `expect` appended.
+fn with_log(expect: &str) -> String {
+    GOOD.replace(
+        "[[step]]",
+        "[[component]]\nkind = \"command\"\nname = \"sipp\"\nhost = \"bob\"\nrun = [\"sipp\"]\n\n[[step]]",
+    ) + "\n[[expect]]\nkind = \"log\"\ncommand = \"sipp\"\n"
+        + expect
+}
+
+#[test]
+fn a_log_expectation_needs_one_pattern_and_a_valid_regex() {
+    Scenario::from_str("ok.toml", &with_log("contains = \"Successful call\"\n")).unwrap();
+    Scenario::from_str("ok.toml", &with_log("matches = 'Successful call\\s*\\|'\n")).unwrap();
+    for (bad, says) in [
+        ("", "exactly one of `contains`"),
+        (
+            "contains = \"a\"\nmatches = \"b\"\n",
+            "exactly one of `contains`",
+        ),
+        (
+            "matches = \"(unclosed\"\n",
+            "`matches`: not a regular expression",
+        ),
+        (
+            "contains = \"a\"\nmin = 3\nmax = 1\n",
+            "max = 1 is below min = 3",
+        ),
+        (
+            "contains = \"a\"\nstream = \"stdin\"\n",
+            "unknown variant `stdin`",
+        ),
+    ] {
+        let e = Scenario::from_str("broken.toml", &with_log(bad)).expect_err(bad);
+        let s = e.to_string();
+        assert!(s.contains(says) && !s.contains('\n'), "{bad:?}: {s}");
+    }
+    let e = Scenario::from_str(
+        "broken.toml",
+        &with_log("contains = \"a\"\n").replace(
+            "command = \"sipp\"\ncontains",
+            "command = \"kamailio\"\ncontains",
+        ),
+    )
+    .expect_err("unknown command");
+    assert!(e.to_string().contains("kamailio"), "{e}");
+}

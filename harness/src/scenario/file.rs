@@ -144,6 +144,16 @@ pub struct HostDef {
     pub addrs: Spanned<Vec<Ipv4Addr>>,
 }
 
+/// Which output of a command a `log` expectation reads.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    #[default]
+    Both,
+}
+
 /// One final status or several acceptable ones: `status = 408` or `status = [408, 480]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statuses(pub Vec<u16>);
@@ -651,6 +661,19 @@ pub enum Expect {
     },
     /// A command's exit code.
     ExitCode { command: String, code: i32 },
+    /// Lines of a command's output — what the program itself reports (SIPp's "Successful
+    /// call" counter, Kamailio's log): lines that contain `contains`, or match the regular
+    /// expression `matches`, in `stream` (`stdout`, `stderr` or `both`, the default). Holds when
+    /// at least `min` and at most `max` lines do, with the defaults of `packet`.
+    Log {
+        command: String,
+        contains: Option<String>,
+        matches: Option<String>,
+        #[serde(default)]
+        stream: LogStream,
+        min: Option<u32>,
+        max: Option<u32>,
+    },
     /// Packets captured at one vantage point — what a user would look for in the pcap: `at` is
     /// a host (`server`) or a router side (`home:wan`, `home:lan`); `contains` is searched in a
     /// SIP message's whole text, or in the ladder's summary of anything else (`STUN Binding

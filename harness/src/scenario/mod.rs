@@ -373,6 +373,41 @@ impl Scenario {
                 }
                 Expect::Media { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Expect::ExitCode { command, .. } => check_ref(&commands, "command", command, sp)?,
+                Expect::Log {
+                    command,
+                    contains,
+                    matches,
+                    min,
+                    max,
+                    ..
+                } => {
+                    check_ref(&commands, "command", command, sp.clone())?;
+                    match (contains, matches) {
+                        (Some(_), None) => {}
+                        (None, Some(re)) => {
+                            if let Err(e) = regex::Regex::new(re) {
+                                let e = e.to_string().replace('\n', " ");
+                                return Err(c.err(sp, format!("`matches`: not a regular expression: {e}")));
+                            }
+                        }
+                        _ => {
+                            return Err(c.err(
+                                sp,
+                                "a log expectation needs exactly one of `contains` (text) and `matches` (a regular expression)",
+                            ))
+                        }
+                    }
+                    let (min, max) = file::packet_bounds(*min, *max);
+                    if max.is_some_and(|m| m < min) {
+                        return Err(c.err(
+                            sp,
+                            format!(
+                                "max = {} is below min = {min}: nothing could hold",
+                                max.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                }
                 Expect::Packet {
                     at,
                     from,

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::file::{Component, ContactDef, Expect, MediaDef, MediaVerdictDef, NatHandlingDef, Step};
+use super::file::{
+    Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
+};
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
 use crate::capture::{self, Capture};
@@ -900,6 +902,55 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     format!("{command} exits with {code}"),
                     got == Some(*code),
                     format!("exit = {got:?}"),
+                )
+            }
+            Expect::Log {
+                command,
+                contains,
+                matches,
+                stream,
+                min,
+                max,
+            } => {
+                let text = r.commands.get(command).map(|p| match stream {
+                    LogStream::Stdout => p.stdout(),
+                    LogStream::Stderr => p.stderr(),
+                    LogStream::Both => p.stdout() + &p.stderr(),
+                });
+                let re = matches
+                    .as_deref()
+                    .map(|m| regex::Regex::new(m).expect("checked when the file loaded"));
+                let hits: Vec<&str> = text
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .filter(|l| match (&re, contains) {
+                        (Some(re), _) => re.is_match(l),
+                        (None, Some(c)) => l.contains(c.as_str()),
+                        (None, None) => false,
+                    })
+                    .collect();
+                let (min, max) = super::file::packet_bounds(*min, *max);
+                let range = match max {
+                    Some(0) => "never".to_string(),
+                    Some(m) if m == min => format!("{m} line(s)"),
+                    Some(m) => format!("{min} to {m} lines"),
+                    None => format!("at least {min} line(s)"),
+                };
+                let pattern = match (contains, matches) {
+                    (Some(c), _) => format!("{c:?}"),
+                    (_, Some(m)) => format!("/{m}/"),
+                    _ => String::new(),
+                };
+                let n = hits.len() as u32;
+                (
+                    format!("{command}'s output has {pattern} in {range}"),
+                    text.is_some() && n >= min && max.is_none_or(|m| n <= m),
+                    match (text.is_some(), hits.first()) {
+                        (false, _) => "the command never started".to_string(),
+                        (true, Some(first)) => format!("{n} line(s), first: {}", first.trim()),
+                        (true, None) => "0 lines".to_string(),
+                    },
                 )
             }
             Expect::Packet {
