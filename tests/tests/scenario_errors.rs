@@ -340,3 +340,26 @@ fn a_log_expectation_needs_one_pattern_and_a_valid_regex() {
     .expect_err("unknown command");
     assert!(e.to_string().contains("kamailio"), "{e}");
 }
+
+#[test]
+fn a_timing_expectation_names_a_vantage_and_a_sane_window() {
+    let timing = |at: &str, window: &str| {
+        GOOD.to_string()
+            + &format!("\n[[expect]]\nkind = \"timing\"\nat = \"{at}\"\nfirst = \"REGISTER\"\nthen = \"SIP/2.0 200\"\n{window}")
+    };
+    Scenario::from_str("ok.toml", &timing("home:wan", "within-t1 = [0, 2]\n")).unwrap();
+    Scenario::from_str("ok.toml", &timing("server", "")).unwrap();
+    for (at, window, says) in [
+        ("server", "within-t1 = [3, 1]\n", "0 ≤ LOW ≤ HIGH"),
+        ("home", "", "a router is seen from `home:wan` or `home:lan`"),
+        ("nowhere", "", "unknown host or router `nowhere`"),
+        ("server", "within-t1 = 3\n", "`within-t1`"),
+    ] {
+        let e = Scenario::from_str("broken.toml", &timing(at, window)).expect_err(says);
+        let s = e.to_string();
+        assert!(
+            s.contains(says) && !s.contains('\n'),
+            "{at} {window:?}: {s}"
+        );
+    }
+}

@@ -674,6 +674,16 @@ pub enum Expect {
         min: Option<u32>,
         max: Option<u32>,
     },
+    /// Order and timing at one vantage point: the first packet containing `first`, then the
+    /// first after it containing `then` (matched as in `packet`). With `within-t1 = [LO, HI]`
+    /// the time between them, in T1, must lie in that range too: a 408 at 64·T1 after the
+    /// INVITE is `within-t1 = [62, 66]`.
+    Timing {
+        at: String,
+        first: String,
+        then: String,
+        within_t1: Option<(f64, f64)>,
+    },
     /// Packets captured at one vantage point — what a user would look for in the pcap: `at` is
     /// a host (`server`) or a router side (`home:wan`, `home:lan`); `contains` is searched in a
     /// SIP message's whole text, or in the ladder's summary of anything else (`STUN Binding

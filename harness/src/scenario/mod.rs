@@ -50,6 +50,41 @@ impl Checker<'_> {
     }
 }
 
+/// `at = "…"`: a host, or a router's side (`home:wan`, `home:lan`).
+fn check_vantage(
+    c: &Checker,
+    routers: &BTreeSet<String>,
+    hosts: &BTreeSet<String>,
+    at: &str,
+    sp: Range<usize>,
+) -> Result<(), FileError> {
+    let (node, side) = at.split_once(':').unwrap_or((at, ""));
+    if routers.contains(node) {
+        if side != "wan" && side != "lan" {
+            return Err(c.err(
+                sp,
+                format!("`at = \"{at}\"`: a router is seen from `{node}:wan` or `{node}:lan`"),
+            ));
+        }
+    } else if side.is_empty() {
+        if !hosts.contains(node) {
+            return Err(c.err(
+                sp,
+                format!("unknown host or router `{node}` ({})", one_of(hosts)),
+            ));
+        }
+    } else {
+        return Err(c.err(
+            sp,
+            format!(
+                "`at = \"{at}\"`: only a router has sides; a host is named alone ({})",
+                one_of(hosts)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn one_of(names: &BTreeSet<String>) -> String {
     if names.is_empty() {
         "none are defined".into()
@@ -373,6 +408,17 @@ impl Scenario {
                 }
                 Expect::Media { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Expect::ExitCode { command, .. } => check_ref(&commands, "command", command, sp)?,
+                Expect::Timing { at, within_t1, .. } => {
+                    check_vantage(&c, &routers, &hosts, at, sp.clone())?;
+                    if let Some((lo, hi)) = within_t1 {
+                        if !(0.0..=*hi).contains(lo) {
+                            return Err(c.err(
+                                sp,
+                                format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
+                            ));
+                        }
+                    }
+                }
                 Expect::Log {
                     command,
                     contains,
@@ -416,22 +462,7 @@ impl Scenario {
                     max,
                     ..
                 } => {
-                    let (node, side) = at.split_once(':').unwrap_or((at, ""));
-                    if routers.contains(node) {
-                        if side != "wan" && side != "lan" {
-                            return Err(c.err(
-                                sp,
-                                format!("`at = \"{at}\"`: a router is seen from `{node}:wan` or `{node}:lan`"),
-                            ));
-                        }
-                    } else if side.is_empty() {
-                        check_ref(&hosts, "host or router", node, sp.clone())?;
-                    } else {
-                        return Err(c.err(
-                            sp,
-                            format!("`at = \"{at}\"`: only a router has sides; a host is named alone ({})", one_of(&hosts)),
-                        ));
-                    }
+                    check_vantage(&c, &routers, &hosts, at, sp.clone())?;
                     for a in [from, to].into_iter().flatten() {
                         if seen::Address::parse(a).is_none() {
                             return Err(c.err(

@@ -904,6 +904,35 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     format!("exit = {got:?}"),
                 )
             }
+            Expect::Timing {
+                at,
+                first,
+                then,
+                within_t1,
+            } => {
+                let frames = frames.get_or_insert_with(|| r.frames());
+                let t1 = Duration::from_millis(s.file.scenario.t1_ms).as_secs_f64();
+                let window = within_t1
+                    .map(|(lo, hi)| format!(" {lo}–{hi}·T1 later"))
+                    .unwrap_or_default();
+                let what = format!("{first:?} then {then:?} at {at}{window}");
+                match super::seen::order(frames, at, first, then) {
+                    Ok((_, b, gap)) => {
+                        let in_t1 = gap.as_secs_f64() / t1;
+                        (
+                            what,
+                            within_t1.is_none_or(|(lo, hi)| (lo..=hi).contains(&in_t1)),
+                            format!(
+                                "{:.1}·T1 ({:.3} s) later: {}",
+                                in_t1,
+                                gap.as_secs_f64(),
+                                b.line
+                            ),
+                        )
+                    }
+                    Err(missing) => (what, false, missing),
+                }
+            }
             Expect::Log {
                 command,
                 contains,

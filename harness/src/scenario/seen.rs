@@ -49,9 +49,16 @@ pub struct Found {
     pub first: Option<String>,
 }
 
-/// Counts the frames `q` matches.
-pub fn count(frames: &[Frame], q: &PacketQuery) -> Found {
-    let mut found = Found::default();
+/// One captured packet a query matched: when the vantage saw it, and its one-line summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub at: std::time::SystemTime,
+    pub line: String,
+}
+
+/// The frames `q` matches, in capture order.
+pub fn matching(frames: &[Frame], q: &PacketQuery) -> Vec<Match> {
+    let mut out = Vec::new();
     for f in frames {
         if f.vantage.label() != q.at {
             continue;
@@ -73,15 +80,53 @@ pub fn count(frames: &[Frame], q: &PacketQuery) -> Found {
             _ => summary.contains(q.contains),
         };
         if hit {
-            found.count += 1;
-            found.first.get_or_insert_with(|| match payload {
-                // ICMP has no ports.
-                Payload::Icmp(_) => format!("{} → {} {summary}", src.ip(), dst.ip()),
-                _ => format!("{src} → {dst} {summary}"),
+            out.push(Match {
+                at: f.at,
+                line: match payload {
+                    // ICMP has no ports.
+                    Payload::Icmp(_) => format!("{} → {} {summary}", src.ip(), dst.ip()),
+                    _ => format!("{src} → {dst} {summary}"),
+                },
             });
         }
     }
-    found
+    out
+}
+
+/// Counts the frames `q` matches.
+pub fn count(frames: &[Frame], q: &PacketQuery) -> Found {
+    let m = matching(frames, q);
+    Found {
+        count: m.len() as u32,
+        first: m.into_iter().next().map(|m| m.line),
+    }
+}
+
+/// `first`, then `then` after it, at one vantage: the two packets and the time between them,
+/// or what was missing.
+pub fn order(
+    frames: &[Frame],
+    at: &str,
+    first: &str,
+    then: &str,
+) -> Result<(Match, Match, std::time::Duration), String> {
+    let q = |contains| PacketQuery {
+        at,
+        contains,
+        from: None,
+        to: None,
+    };
+    let a = matching(frames, &q(first))
+        .into_iter()
+        .min_by_key(|m| m.at)
+        .ok_or_else(|| format!("no {first:?} at {at}"))?;
+    let b = matching(frames, &q(then))
+        .into_iter()
+        .filter(|m| m.at > a.at)
+        .min_by_key(|m| m.at)
+        .ok_or_else(|| format!("no {then:?} at {at} after {first:?}"))?;
+    let gap = b.at.duration_since(a.at).unwrap_or_default();
+    Ok((a, b, gap))
 }
 
 #[cfg(test)]
