@@ -44,3 +44,7 @@ fuzz:
 # regenerate docs/catalogue.md (the field guide's lines beside the catalogue files)
 catalogue:
     UPDATE_CATALOGUE=1 cargo test -q -p tests --test catalogue_doc
+
+# regenerate docs/scenario-format.md and its JSON Schema from the types that parse the files
+reference:
+    UPDATE_REFERENCE=1 cargo test -q -p tests --test reference

@@ -76,6 +76,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files, for editors (taplo, Even Better TOML) and
+    /// validators; `docs/scenario-format.schema.json` holds the same.
+    Schema,
     /// List the scenario catalogue with one line each.
     List {
         #[arg(default_value = "scenarios")]
@@ -147,6 +150,10 @@ async fn main() -> ExitCode {
         }
         Command::JunitMerge { files, out } => junit_merge(&files, &out),
         Command::Check { files } => check(&files),
+        Command::Schema => {
+            println!("{}", harness::scenario::reference::schema_json());
+            Ok(true)
+        }
         Command::List { dir } => list(dir),
         Command::Catalogue { guide, dir } => catalogue(&guide, &dir),
         Command::Matrix { file, timeouts } => matrix(file, timeouts).await,

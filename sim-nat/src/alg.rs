@@ -15,7 +15,19 @@ use serde::{Deserialize, Serialize};
 /// ports — wrong whenever it does not).
 ///
 /// Scenario files name them in kebab-case: `sip-alg = { emulated = ["break-digest"] }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlgFault {
     /// Contact's private address becomes the public address (port kept); Via is left private,

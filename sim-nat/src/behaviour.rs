@@ -11,7 +11,7 @@ use crate::Error;
 ///
 /// This is what decides whether a STUN-discovered address is any use towards a *different* peer:
 /// only with endpoint-independent mapping is it the address that peer will see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mapping {
     /// One mapping per internal endpoint, whatever the destination.
@@ -23,7 +23,7 @@ pub enum Mapping {
 }
 
 /// Which inbound packets an existing mapping admits (RFC 4787 §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Filtering {
     /// Anyone who knows the external address:port gets in ("full cone").
@@ -35,7 +35,7 @@ pub enum Filtering {
 }
 
 /// How the external port of a new mapping is chosen (RFC 4787 §4.2.2, REQ-3, REQ-4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortAllocation {
     /// Keep the internal source port when it is free (Linux `snat`/`masquerade` default); on a
@@ -52,7 +52,7 @@ pub enum PortAllocation {
 }
 
 /// Which traffic keeps a binding alive (RFC 4787 §4.3, REQ-6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Refresh {
     /// Packets in either direction refresh it (what Linux conntrack does on its own).
@@ -63,7 +63,7 @@ pub enum Refresh {
 }
 
 /// What the router does to SIP passing through it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SipAlg {
     /// SIP passes untouched.

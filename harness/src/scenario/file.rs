@@ -41,6 +41,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use sim_nat::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg};
@@ -76,7 +77,7 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 /// A whole scenario file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub scenario: Meta,
@@ -88,15 +89,18 @@ pub struct ScenarioFile {
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostDef>,
     #[serde(default, rename = "component")]
+    #[schemars(with = "Vec<Component>")]
     pub components: Vec<Spanned<Component>>,
     #[serde(default, rename = "step")]
+    #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
     #[serde(default, rename = "expect")]
+    #[schemars(with = "Vec<Expect>")]
     pub expects: Vec<Spanned<Expect>>,
 }
 
 /// `[scenario]`: name and timing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Meta {
     pub name: String,
@@ -109,6 +113,7 @@ pub struct Meta {
     /// Ids of the field guide's lines this file shows (`docs/field-guide.toml`), from which
     /// `docs/catalogue.md` is generated.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub guide: Vec<Spanned<String>>,
 }
 
@@ -117,16 +122,21 @@ fn default_t1() -> u64 {
 }
 
 /// `[[router]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RouterDef {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     #[serde(default = "internet")]
+    #[schemars(with = "String")]
     pub upstream: Spanned<String>,
+    #[schemars(with = "Ipv4Addr")]
     pub wan: Spanned<Ipv4Addr>,
     /// `192.168.1.1/24`: the router's LAN address and prefix.
+    #[schemars(with = "String")]
     pub lan: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Option<NatDef>")]
     pub nat: Option<Spanned<NatDef>>,
 }
 
@@ -135,17 +145,20 @@ fn internet() -> Spanned<String> {
 }
 
 /// `[[host]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HostDef {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// `internet` or a router's name.
+    #[schemars(with = "String")]
     pub segment: Spanned<String>,
+    #[schemars(with = "Vec<Ipv4Addr>")]
     pub addrs: Spanned<Vec<Ipv4Addr>>,
 }
 
 /// Which output of a command a `log` expectation reads.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogStream {
     Stdout,
@@ -178,9 +191,25 @@ impl fmt::Display for Statuses {
     }
 }
 
+impl JsonSchema for Statuses {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Statuses".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A final status (0 = no final response), or a list of acceptable ones.",
+            "anyOf": [
+                { "type": "integer", "minimum": 0, "maximum": 699 },
+                { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 699 }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Statuses {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         #[serde(untagged)]
         enum OneOrMany {
             One(u16),
@@ -208,7 +237,7 @@ pub struct NatDef(pub NatBehaviour);
 
 /// The table form of a NAT: a `type` (or preset) to start from, or `mapping` + `filtering`,
 /// then any overrides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct NatTable {
     #[serde(rename = "type")]
@@ -289,6 +318,21 @@ impl NatTable {
     }
 }
 
+impl JsonSchema for NatDef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Nat".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = NAT_NAMES.split(", ").map(str::trim).collect();
+        let table = g.subschema_for::<NatTable>();
+        schemars::json_schema!({
+            "description": "A NAT type or preset by name, or a table: a `type` (or `mapping` + `filtering`) and any overrides.",
+            "anyOf": [{ "type": "string", "enum": names }, table]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for NatDef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -310,7 +354,7 @@ impl<'de> Deserialize<'de> for NatDef {
 }
 
 /// How a SIP server treats requests from behind NAT.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatHandlingDef {
     /// Trusts Contact and Via: the naive server of the field's 408.
@@ -320,7 +364,7 @@ pub enum NatHandlingDef {
 }
 
 /// Where a phone's Contact address comes from.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContactDef {
     /// Its own interface address (private behind a NAT).
@@ -330,7 +374,7 @@ pub enum ContactDef {
 }
 
 /// How a phone keeps its NAT binding open.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeepAliveDef {
     #[serde(rename = "type")]
@@ -338,7 +382,7 @@ pub struct KeepAliveDef {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeepAliveKind {
     Crlf,
@@ -371,7 +415,7 @@ impl KeepAliveDef {
 }
 
 /// When a started command counts as ready.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReadyDef {
     /// A line its output must contain.
@@ -386,7 +430,7 @@ pub struct ReadyDef {
 }
 
 /// The transport of a readiness port.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortProtocol {
     #[default]
@@ -395,7 +439,7 @@ pub enum PortProtocol {
 }
 
 /// `[[component]]`: what runs on a host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(
     tag = "kind",
     rename_all = "kebab-case",
@@ -535,7 +579,7 @@ fn media_ms() -> u64 {
 }
 
 /// Where a phone's SDP address comes from.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MediaDef {
     /// Its interface address: private behind a NAT.
@@ -547,7 +591,7 @@ pub enum MediaDef {
 }
 
 /// A call's media as judged from both ends.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MediaVerdictDef {
     BothWays,
@@ -571,7 +615,7 @@ impl Component {
 }
 
 /// `[[step]]`: the timeline, run in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(
     tag = "action",
     rename_all = "kebab-case",
@@ -639,7 +683,7 @@ fn call_timeout() -> u64 {
 }
 
 /// `[[expect]]`: what must hold at the end.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(
     tag = "kind",
     rename_all = "kebab-case",

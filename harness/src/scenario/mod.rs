@@ -6,6 +6,7 @@ pub mod emit;
 pub mod explain;
 pub mod file;
 mod matrix;
+pub mod reference;
 mod run;
 pub mod seen;
 pub mod vars;
@@ -119,6 +120,8 @@ impl Scenario {
         let header = text
             .lines()
             .take_while(|l| l.starts_with('#'))
+            // `#:schema …` is a directive for editors (taplo), not part of the story.
+            .filter(|l| !l.starts_with("#:"))
             .map(|l| l.trim_start_matches('#').trim())
             .collect::<Vec<_>>()
             .join("\n");
