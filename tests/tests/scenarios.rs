@@ -1,109 +1,11 @@
-//! Every scenario of the catalogue runs with its expected verdict, and its ladder matches the
-//! reviewed snapshot (`cargo insta review` after an intended change).
+//! Scenarios beyond the catalogue's own verdicts (those are `catalogue.rs`, one test per file):
+//! commands that fail to start or get ready, and catalogue files run across NAT types × ALG.
 
 use std::path::PathBuf;
 
 use anyhow::{ensure, Result};
 use harness::scenario::{self, RunOptions, Scenario, Verdict};
 use tests::require_kernel;
-
-fn catalogue() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
-
-#[test]
-fn every_catalogue_file_starts_with_symptom_root_cause_and_fix() -> Result<()> {
-    for f in catalogue() {
-        let s = Scenario::load(&f).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let h = s.header.to_lowercase();
-        ensure!(
-            h.contains("symptom") && h.contains("root cause") && h.contains("fix"),
-            "{}: the opening comment must say symptom, root cause and fix",
-            f.display()
-        );
-        ensure!(
-            !s.file.scenario.summary.is_empty(),
-            "{}: summary missing",
-            f.display()
-        );
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_catalogue_scenario_passes_and_matches_its_snapshot() -> Result<()> {
-    require_kernel!();
-    let files = catalogue();
-    ensure!(files.len() >= 2, "the catalogue is empty");
-    let runs = files.iter().map(|f| async move {
-        let s = Scenario::load(f).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let o = scenario::run(&s, &RunOptions::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", s.name()))?;
-        anyhow::Ok(o)
-    });
-    let mut failed = Vec::new();
-    let mut explained = Vec::new();
-    for o in futures::future::join_all(runs).await {
-        let o = o?;
-        if o.verdict != Verdict::Pass {
-            failed.push(format!(
-                "{}: {:?} {:?}\n{}",
-                o.name, o.checks, o.error, o.ladder
-            ));
-            continue;
-        }
-        insta::assert_snapshot!(o.name.clone(), o.snapshot);
-        explained.extend(
-            o.ladder
-                .lines()
-                .filter(|l| l.contains(" dropped ") || l.contains("swallows"))
-                .map(|l| (o.name.clone(), l.to_string())),
-        );
-    }
-    ensure!(
-        failed.is_empty(),
-        "scenarios failed:\n{}",
-        failed.join("\n\n")
-    );
-    // Every packet a router dropped carries the NAT model's reason, except where an emulated
-    // ALG (not the NAT) took it.
-    let unexplained: Vec<&(String, String)> = explained
-        .iter()
-        .filter(|(name, l)| l.contains("not by its NAT") && !name.starts_with("alg-"))
-        .collect();
-    ensure!(
-        unexplained.is_empty(),
-        "the kernel dropped what the NAT model forwards: {unexplained:#?}"
-    );
-    let says =
-        |name: &str, text: &str| explained.iter().any(|(n, l)| n == name && l.contains(text));
-    ensure!(
-        says(
-            "binding-expiry",
-            "dropped INVITE sip:bob@203.0.113.1:5060 from 203.0.113.10:5060 to 203.0.113.1:5060: \
-             binding 192.168.1.10:5060 → 203.0.113.1:5060 (with 203.0.113.10:5060) expired"
-        ),
-        "binding-expiry: the dropped INVITE is not explained: {explained:#?}"
-    );
-    ensure!(
-        says(
-            "408-private-contact",
-            "sent INVITE sip:bob@192.168.1.10:5060 from 203.0.113.10:5060 to 192.168.1.10:5060: \
-             a private address, which the internet swallows"
-        ),
-        "408-private-contact: the swallowed INVITE is not explained: {explained:#?}"
-    );
-    Ok(())
-}
 
 /// A scenario that names a program the machine lacks fails with one line naming it.
 #[tokio::test]
