@@ -4,8 +4,8 @@
 //!
 //! One test per file (libtest-mimic) rather than one test for all, so that
 //! `cargo nextest run -p tests --test catalogue --partition count:K/N` spreads the catalogue
-//! over CI jobs. Under `cargo test` they run 16 at once by default: a scenario mostly waits on
-//! SIP timers, and each builds its own namespaces.
+//! over CI jobs. Under `cargo test` they run as many at once as `harness run` does by default
+//! (24 per core): a scenario mostly waits on SIP timers, and each builds its own namespaces.
 
 use std::path::{Path, PathBuf};
 
@@ -120,7 +120,7 @@ fn trial(name: impl Into<String>, f: impl FnOnce() -> Result<()> + Send + 'stati
 fn main() {
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
-        args.test_threads = Some(16);
+        args.test_threads = Some(harness::scenario::batch::default_jobs());
     }
     let files = catalogue();
     assert!(files.len() >= 2, "the catalogue is empty");
