@@ -401,7 +401,7 @@ async fn the_kernel_helper_and_a_consumer_alg_rewrite_different_headers_of_the_s
 
 async fn break_digest_gives_a_401_loop() -> Result<()> {
     let topo = shapes::home_lan(prc()).build().await?;
-    let proxy = proxy_config(NatHandling::FarEnd).with_user("alice", "secret");
+    let proxy = proxy_config(NatHandling::FAR_END).with_user("alice", "secret");
     let alice = UaConfig {
         password: Some("secret".into()),
         ..phone("alice", ALICE, 11)
@@ -437,7 +437,7 @@ async fn stale_content_length_makes_the_proxy_drop_the_invite() -> Result<()> {
     let topo = shapes::home_lan(prc()).build().await?;
     let l = lab(
         topo,
-        proxy_config(NatHandling::FarEnd),
+        proxy_config(NatHandling::FAR_END),
         phone("alice", ALICE, 11),
     )
     .await?;
@@ -488,7 +488,7 @@ async fn media_through(alg: Option<AlgFault>, stun_media: bool) -> Result<(Socke
             port: mapped.port(),
         };
     }
-    let l = lab(topo, proxy_config(NatHandling::FarEnd), alice).await?;
+    let l = lab(topo, proxy_config(NatHandling::FAR_END), alice).await?;
     register(&l.alice).await?;
     let _alg = match alg {
         Some(f) => Some(EmulatedAlg::start(l.topo.node("home")?, [f]).await?),
@@ -545,7 +545,7 @@ async fn contact_not_via_sends_the_call_to_the_wrong_port() -> Result<()> {
     let topo = shapes::home_lan(remapping()).build().await?;
     let l = lab(
         topo,
-        proxy_config(NatHandling::Literal),
+        proxy_config(NatHandling::LITERAL),
         phone("alice", ALICE, 11),
     )
     .await?;
@@ -603,7 +603,7 @@ async fn already_public_undoes_stun() -> Result<()> {
         contact: ContactSource::Discovered,
         ..phone("alice", ALICE, 11)
     };
-    let l = lab(topo, proxy_config(NatHandling::Literal), alice).await?;
+    let l = lab(topo, proxy_config(NatHandling::LITERAL), alice).await?;
     l.alice.set_discovered_address(mapped).await?;
     // contact-not-via leaves an address that is already public alone: the call completes.
     let benign = EmulatedAlg::start(l.topo.node("home")?, [AlgFault::RewriteContactNotVia]).await?;
@@ -650,7 +650,7 @@ const JUNK: [&[u8]; 3] = [
 async fn drop_unparseable_swallows_junk_and_stun_on_the_sip_port() -> Result<()> {
     let topo = shapes::home_lan(prc()).build().await?;
     let server = topo.node("server")?;
-    let (proxy, _) = ProxyTask::spawn(server, proxy_config(NatHandling::FarEnd)).await?;
+    let (proxy, _) = ProxyTask::spawn(server, proxy_config(NatHandling::FAR_END)).await?;
     let (_stun, _) = StunServerTask::spawn(server, ServerConfig::new(sa(SERVER, 3478))).await?;
     let alice = topo.node("alice")?;
     let alg = EmulatedAlg::start(topo.node("home")?, [AlgFault::DropUnparseable]).await?;
@@ -730,7 +730,7 @@ async fn each_fault_reproduces_its_symptom_and_turning_the_alg_off_fixes_it() ->
 async fn the_401_loop_as_a_ladder() -> Result<()> {
     require_kernel!();
     let topo = shapes::home_lan(prc()).build().await?;
-    let proxy = proxy_config(NatHandling::FarEnd).with_user("alice", "secret");
+    let proxy = proxy_config(NatHandling::FAR_END).with_user("alice", "secret");
     let (_proxy, _) = ProxyTask::spawn(topo.node("server")?, proxy).await?;
     let (alice, _) = UaTask::spawn(
         topo.node("alice")?,

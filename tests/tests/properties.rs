@@ -91,12 +91,11 @@ use harness::capture::{self, Capture, Frame, Vantage};
 use harness::rtp::Machine;
 use harness::sbc::{Sbc, SbcConfig};
 use harness::scenario::emit::{self, CallExpectation, IncomingCall, Registrar};
-use harness::scenario::file::{Component, NatHandlingDef, Step};
+use harness::scenario::file::{Component, Step};
 use harness::scenario::{self, RunOptions, Scenario};
 use harness::shapes::{self, SERVER, SERVER_ALT};
 use harness::sip::{
-    Datagram, Direction, Event, KeepAlive, Media, NatHandling, ProxyConfig, ProxyTask, Timers,
-    UaConfig, UaTask,
+    Datagram, Direction, Event, KeepAlive, Media, ProxyConfig, ProxyTask, Timers, UaConfig, UaTask,
 };
 use harness::stun::{
     self, DiscoveryConfig, LifetimeProbe, RetransmitConfig, ServerConfig, StunServerTask, Transmit,
@@ -1032,17 +1031,11 @@ async fn lab(case: &Case) -> Result<Lab> {
     for comp in components {
         match comp {
             Component::Proxy {
-                host,
-                port,
-                nat_handling,
-                users,
+                host, port, users, ..
             } => {
                 let node = topo.node(host)?;
                 let local = SocketAddr::new(node.addr().into(), *port);
-                let nat = match nat_handling {
-                    NatHandlingDef::Literal => NatHandling::Literal,
-                    NatHandlingDef::FarEnd => NatHandling::FarEnd,
-                };
+                let nat = comp.proxy_nat_handling().expect("a proxy");
                 let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
                 cfg.timers = Timers::scaled(t1);
                 cfg.users = users.clone();

@@ -207,7 +207,7 @@ async fn a_literal_registrar_sends_the_invite_to_bobs_private_contact_and_alice_
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     let l = lab(
         topo,
-        NatHandling::Literal,
+        NatHandling::LITERAL,
         phone("alice", ALICE, 11),
         phone("bob", BOB, 22),
     )
@@ -264,7 +264,7 @@ async fn far_end_registrar() -> Result<()> {
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     let l = lab(
         topo,
-        NatHandling::FarEnd,
+        NatHandling::FAR_END,
         phone("alice", ALICE, 11),
         phone("bob", BOB, 22),
     )
@@ -288,7 +288,7 @@ async fn stun_discovered_contact() -> Result<()> {
         contact: ContactSource::Discovered,
         ..phone("bob", BOB, 22)
     };
-    let l = lab(topo, NatHandling::Literal, phone("alice", ALICE, 11), bob).await?;
+    let l = lab(topo, NatHandling::LITERAL, phone("alice", ALICE, 11), bob).await?;
     l.bob.set_discovered_address(mapped).await?;
     register(&l.bob).await?;
     let binding = l.proxy.binding("bob").await?.context("bob is bound")?;
@@ -302,7 +302,7 @@ async fn symmetric_nat_far_end_with_rport() -> Result<()> {
     let topo = shapes::two_lans(prc(), symmetric()).build().await?;
     let l = lab(
         topo,
-        NatHandling::FarEnd,
+        NatHandling::FAR_END,
         phone("alice", ALICE, 11),
         phone("bob", BOB, 22),
     )
@@ -346,7 +346,7 @@ async fn outgoing_call(rport: bool) -> Result<Lab> {
         rport,
         ..phone("alice", ALICE, 11)
     };
-    let l = lab(topo, NatHandling::FarEnd, alice, phone("bob", BOB, 22)).await?;
+    let l = lab(topo, NatHandling::FAR_END, alice, phone("bob", BOB, 22)).await?;
     register(&l.bob).await?;
     Ok(l)
 }
@@ -449,7 +449,7 @@ async fn malformed_datagrams_through_a_nat_are_counted_and_the_next_valid_reques
     // The sender sits behind `home` so the junk crosses a real NAT; carol is a public phone.
     let topo = shapes::home_lan(prc()).build().await?;
     let (proxy, _) =
-        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FarEnd)).await?;
+        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FAR_END)).await?;
     let (carol, _) = UaTask::spawn(topo.node("peer")?, phone("carol", PEER, 33)).await?;
     let junk = topo.node("alice")?.udp_bind(sa(ALICE, 40000)).await?;
     let (to_proxy, to_carol) = (sa(SERVER, 5060), sa(PEER, 5060));
@@ -512,7 +512,7 @@ async fn call_after_binding_timeout(keepalive: Option<KeepAlive>) -> Result<Lab>
         keepalive,
         ..phone("bob", BOB, 22)
     };
-    let l = lab(topo, NatHandling::FarEnd, phone("alice", ALICE, 11), bob).await?;
+    let l = lab(topo, NatHandling::FAR_END, phone("alice", ALICE, 11), bob).await?;
     register(&l.bob).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     Ok(l)
@@ -559,7 +559,7 @@ async fn sipp_uac_calls_our_phone_through_our_proxy() -> Result<()> {
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     let l = lab(
         topo,
-        NatHandling::FarEnd,
+        NatHandling::FAR_END,
         phone("alice", ALICE, 11),
         phone("bob", BOB, 22),
     )
@@ -617,7 +617,7 @@ async fn our_phone_calls_sipp_uas_directly() -> Result<()> {
 async fn sipp_registers_behind_a_nat_and_answers_through_our_proxy() -> Result<()> {
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     let (proxy, _) =
-        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FarEnd)).await?;
+        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FAR_END)).await?;
     let bob = topo.node("bob")?;
     let registered = Sipp::new(Scenario::Register { expires: 300 }, sa(BOB, 5060))
         .remote(sa(SERVER, 5060))
@@ -672,7 +672,7 @@ async fn sipp_reports_a_failed_call_with_exit_code_1() -> Result<()> {
     // Nobody is registered as bob: our proxy answers 404, which SIPp's UAC does not expect.
     let topo = shapes::home_lan(prc()).build().await?;
     let (_proxy, _) =
-        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FarEnd)).await?;
+        ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FAR_END)).await?;
     let outcome = Sipp::new(Scenario::Uac, sa(PEER, 5070))
         .remote(sa(SERVER, 5060))
         .service("bob")

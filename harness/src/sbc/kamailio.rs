@@ -35,6 +35,10 @@ pub struct KamailioConfig {
     pub listen: SocketAddr,
     /// `alias=`: the domain it is registrar for.
     pub domain: String,
+    /// Far-end NAT traversal with nathelper (`force_rport`, `fix_nated_register`,
+    /// `set_contact_alias`, pings). Off: the stock registrar, which honours `rport` when the
+    /// phone asks (the core does RFC 3581) but stores and forwards the Contact as written.
+    pub nathelper: bool,
     /// nathelper `natping_interval` in seconds (0: no pings).
     pub natping_interval: u32,
     /// tm `fr_timer` (non-INVITE and INVITE-before-provisional timeout), ms.
@@ -49,6 +53,7 @@ impl KamailioConfig {
         Self {
             listen,
             domain: domain.into(),
+            nathelper: true,
             natping_interval: 15,
             fr_timer_ms: 3200,
             debug: 2,
@@ -57,9 +62,47 @@ impl KamailioConfig {
 
     /// The `kamailio.cfg` text.
     pub fn render(&self) -> String {
+        let (nat_module, nat_params, nat_route, nat_reply) = if self.nathelper {
+            (
+                "loadmodule \"nathelper.so\"\n",
+                format!(
+                    "modparam(\"nathelper|registrar\", \"received_avp\", \"$avp(RECEIVED)\")\n\
+                     modparam(\"nathelper\", \"natping_interval\", {natping})\n\
+                     modparam(\"nathelper\", \"ping_nated_only\", 1)\n\
+                     modparam(\"nathelper\", \"sipping_bflag\", 7)\n\
+                     modparam(\"nathelper\", \"sipping_from\", \"sip:pinger@{domain}\")\n",
+                    natping = self.natping_interval,
+                    domain = self.domain
+                ),
+                "\tforce_rport();\n\
+                 \tif (nat_uac_test(\"19\")) {\n\
+                 \t\tif (is_method(\"REGISTER\")) {\n\
+                 \t\t\tfix_nated_register();\n\
+                 \t\t} else if (is_first_hop()) {\n\
+                 \t\t\tset_contact_alias();\n\
+                 \t\t}\n\
+                 \t\tsetbflag(6);\n\
+                 \t\tsetbflag(7);\n\
+                 \t}\n",
+                "onreply_route[NAT_REPLY] {\n\tif (nat_uac_test(\"1\")) {\n\t\tset_contact_alias();\n\t}\n}\n",
+            )
+        } else {
+            ("", String::new(), "", "")
+        };
+        let on_reply = if self.nathelper {
+            "\tt_on_reply(\"NAT_REPLY\");\n"
+        } else {
+            ""
+        };
+        let ruri_alias = if self.nathelper {
+            "\t\t\thandle_ruri_alias();\n"
+        } else {
+            ""
+        };
         format!(
             r#"#!KAMAILIO
-# Far-end NAT traversal registrar/proxy (harness::sbc::kamailio): nathelper, usrloc in memory.
+# Registrar/proxy (harness::sbc::kamailio), usrloc in memory; far-end NAT traversal with
+# nathelper unless `nathelper = false`.
 debug={debug}
 log_stderror=yes
 fork=yes
@@ -87,17 +130,11 @@ loadmodule "registrar.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
-loadmodule "nathelper.so"
-
+{nat_module}
 modparam("usrloc", "db_mode", 0)
 modparam("usrloc", "nat_bflag", 6)
 modparam("registrar", "max_expires", 3600)
-modparam("nathelper|registrar", "received_avp", "$avp(RECEIVED)")
-modparam("nathelper", "natping_interval", {natping})
-modparam("nathelper", "ping_nated_only", 1)
-modparam("nathelper", "sipping_bflag", 7)
-modparam("nathelper", "sipping_from", "sip:pinger@{domain}")
-modparam("tm", "fr_timer", {fr})
+{nat_params}modparam("tm", "fr_timer", {fr})
 modparam("tm", "fr_inv_timer", 30000)
 
 request_route {{
@@ -105,20 +142,9 @@ request_route {{
 		sl_send_reply("483", "Too Many Hops");
 		exit;
 	}}
-	force_rport();
-	if (nat_uac_test("19")) {{
-		if (is_method("REGISTER")) {{
-			fix_nated_register();
-		}} else if (is_first_hop()) {{
-			set_contact_alias();
-		}}
-		setbflag(6);
-		setbflag(7);
-	}}
-	if (has_totag()) {{
+{nat_route}	if (has_totag()) {{
 		if (loose_route()) {{
-			handle_ruri_alias();
-			t_relay();
+{ruri_alias}			t_relay();
 			exit;
 		}}
 		if (is_method("ACK")) {{
@@ -154,24 +180,18 @@ request_route {{
 		}}
 	}}
 	record_route();
-	t_on_reply("NAT_REPLY");
-	if (!t_relay()) {{
+{on_reply}	if (!t_relay()) {{
 		sl_reply_error();
 	}}
 	exit;
 }}
 
-onreply_route[NAT_REPLY] {{
-	if (nat_uac_test("1")) {{
-		set_contact_alias();
-	}}
-}}
+{nat_reply}
 "#,
             debug = self.debug,
             ip = self.listen.ip(),
             port = self.listen.port(),
             domain = self.domain,
-            natping = self.natping_interval,
             fr = self.fr_timer_ms,
         )
     }

@@ -4,7 +4,7 @@
 //! # Design: a signalling proxy with a media relay, not a B2BUA
 //!
 //! Kamailio + rtpengine fix NATed phones without terminating dialogs, and so does [`Sbc`]: it is
-//! the registrar/proxy of [`crate::sip::proxy`] in its [`NatHandling::FarEnd`] mode (REGISTER
+//! the registrar/proxy of [`crate::sip::proxy`] in its [`NatHandling::FAR_END`] mode (REGISTER
 //! bound at the observed source address, `received`/`rport` honoured, Contact fixed to the
 //! source, Record-Route, 100 Trying, 408 on Timer B, CANCEL) with a thin layer around it and a
 //! [`relay::MediaRelay`] beside it. A B2BUA would also hide the topology and survive phones that
@@ -127,7 +127,7 @@ impl SbcConfig {
             users: self.users.clone(),
             max_expires: self.max_expires,
             seed: self.seed,
-            ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FarEnd)
+            ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FAR_END)
         }
     }
 }

@@ -363,6 +363,56 @@ pub enum NatHandlingDef {
     FarEnd,
 }
 
+/// What a registrar does with the Contact a phone wrote.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContactHandlingDef {
+    /// Stores and forwards it as written (a private address behind NAT).
+    AsWritten,
+    /// Uses the address the REGISTER came from (Kamailio's `fix_nated_register`).
+    Source,
+}
+
+/// Whether a server honours RFC 3581 `rport`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RportHandlingDef {
+    /// Fills `received`/`rport` and answers to the source port when asked.
+    Honour,
+    /// Answers to `received` + the Via port (plain RFC 3261).
+    Ignore,
+}
+
+impl Component {
+    /// A proxy's NAT handling: the shorthand, with either knob overridden.
+    pub fn proxy_nat_handling(&self) -> Option<crate::sip::NatHandling> {
+        use crate::sip::{ContactHandling, NatHandling};
+        let Component::Proxy {
+            nat_handling,
+            contact_handling,
+            rport_handling,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut nat = match nat_handling {
+            NatHandlingDef::Literal => NatHandling::LITERAL,
+            NatHandlingDef::FarEnd => NatHandling::FAR_END,
+        };
+        if let Some(c) = contact_handling {
+            nat.contact = match c {
+                ContactHandlingDef::AsWritten => ContactHandling::AsWritten,
+                ContactHandlingDef::Source => ContactHandling::Source,
+            };
+        }
+        if let Some(h) = rport_handling {
+            nat.honour_rport = *h == RportHandlingDef::Honour;
+        }
+        Some(nat)
+    }
+}
+
 /// Where a phone's Contact address comes from.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -452,8 +502,19 @@ pub enum Component {
         host: String,
         #[serde(default = "sip_port")]
         port: u16,
+        /// How it treats phones behind NAT, as a shorthand for `contact-handling` and
+        /// `rport-handling`: `literal` (as written, rport ignored) or `far-end` (source
+        /// address, rport honoured).
         #[serde(default = "far_end")]
         nat_handling: NatHandlingDef,
+        /// Overrides the shorthand's Contact handling: `as-written` stores and forwards the
+        /// Contact the phone wrote; `source` uses the address the REGISTER came from.
+        contact_handling: Option<ContactHandlingDef>,
+        /// Overrides the shorthand's rport handling: `honour` answers to the source port when
+        /// the phone asked for rport (RFC 3581); `ignore` answers to the Via port. Stock
+        /// Kamailio without nathelper is `contact-handling = "as-written"`, `rport-handling =
+        /// "honour"`.
+        rport_handling: Option<RportHandlingDef>,
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
@@ -513,6 +574,10 @@ pub enum Component {
     /// Kamailio (Debian `kamailio`) with nathelper as the far-end registrar/proxy, on port 5060.
     Kamailio {
         host: String,
+        /// Far-end NAT traversal with nathelper (the default). `false`: the stock registrar,
+        /// which honours rport but stores the private Contact as written.
+        #[serde(default = "yes")]
+        nathelper: bool,
         /// nathelper OPTIONS pings to NATed contacts, seconds (0: none).
         #[serde(default)]
         natping_interval_secs: u32,

@@ -103,8 +103,8 @@ impl std::fmt::Display for Phases {
 
 fn nat_handling(d: NatHandlingDef) -> NatHandling {
     match d {
-        NatHandlingDef::Literal => NatHandling::Literal,
-        NatHandlingDef::FarEnd => NatHandling::FarEnd,
+        NatHandlingDef::Literal => NatHandling::LITERAL,
+        NatHandlingDef::FarEnd => NatHandling::FAR_END,
     }
 }
 
@@ -230,6 +230,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
             }
             Component::Kamailio {
                 host,
+                nathelper,
                 natping_interval_secs,
             } => {
                 let node = r.topo.node(host)?;
@@ -237,6 +238,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 let mut cfg =
                     crate::sbc::kamailio::KamailioConfig::new(listen, &node.addr().to_string());
                 cfg.natping_interval = *natping_interval_secs;
+                cfg.nathelper = *nathelper;
                 cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
                 let k = crate::sbc::kamailio::Kamailio::start(node, cfg).await?;
                 r.kamailios.insert(host.clone(), k);
@@ -254,14 +256,12 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 r._turn.push(task);
             }
             Component::Proxy {
-                host,
-                port,
-                nat_handling: nh,
-                users,
+                host, port, users, ..
             } => {
                 let node = r.topo.node(host)?;
                 let local = SocketAddr::new(node.addr().into(), *port);
-                let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat_handling(*nh));
+                let nat = comp.proxy_nat_handling().expect("a proxy");
+                let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
                 cfg.timers = timers;
                 cfg.users = users.clone();
                 let (task, _) = ProxyTask::spawn(node, cfg).await?;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use driver::{Datagram, Direction, NodeEvent, ProxyTask, SipTask, UaTask, WireStats};
 pub use message::MessageError;
-pub use proxy::{NatHandling, Proxy, ProxyConfig, ProxyStats};
+pub use proxy::{ContactHandling, NatHandling, Proxy, ProxyConfig, ProxyStats};
 pub use transaction::Timers;
 pub use ua::{ContactSource, KeepAlive, Media, Ua, UaConfig};
 

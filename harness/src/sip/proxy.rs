@@ -36,20 +36,43 @@ fn stun_keepalive_answer(from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// How the server treats addresses written by a UA that may sit behind NAT.
+/// How the server treats addresses written by a UA that may sit behind NAT: two independent
+/// behaviours, because real servers mix them (stock Kamailio without nathelper honours `rport`
+/// yet stores the private Contact).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NatHandling {
-    /// Trusts what the UA wrote: stores the Contact as given and answers
-    /// to the Via sent-by port (at the `received` IP, as plain RFC 3261
-    /// §18.2.2 requires; `rport` is ignored). Behind a port-preserving NAT
-    /// REGISTER succeeds, yet INVITEs go to the private Contact and die.
-    Literal,
-    /// Far-end NAT traversal: stores the REGISTER's source address (as
-    /// Kamailio's `fix_nated_register`), rewrites the Contact of INVITEs
-    /// and their responses to the source address (`fix_nated_contact`),
-    /// fills `received`/`rport` and answers to the source port when the
-    /// UA asked for `rport` (RFC 3581), to `received` + Via port otherwise.
-    FarEnd,
+pub struct NatHandling {
+    /// Where requests for a registered user go, and the Contact forwarded in INVITEs and their
+    /// responses.
+    pub contact: ContactHandling,
+    /// Whether `rport` (RFC 3581) is honoured: `received`/`rport` filled in and responses sent
+    /// to the source port. Ignored, responses go to `received` + the Via port (plain RFC 3261
+    /// §18.2.2), which a NAT that changed the port does not forward.
+    pub honour_rport: bool,
+}
+
+/// What the server does with the Contact a UA wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactHandling {
+    /// Stores and forwards it as written: a private address behind NAT, where INVITEs die.
+    AsWritten,
+    /// Stores the REGISTER's source address (Kamailio's `fix_nated_register`) and rewrites the
+    /// Contact of INVITEs and their responses to the source address (`fix_nated_contact`).
+    Source,
+}
+
+impl NatHandling {
+    /// Trusts what the UA wrote: Contact as given, `rport` ignored — the naive server of the
+    /// field's 408. Behind a port-preserving NAT REGISTER succeeds, yet INVITEs go to the
+    /// private Contact and die.
+    pub const LITERAL: NatHandling = NatHandling {
+        contact: ContactHandling::AsWritten,
+        honour_rport: false,
+    };
+    /// Far-end NAT traversal: the source address for Contact, and `rport` honoured.
+    pub const FAR_END: NatHandling = NatHandling {
+        contact: ContactHandling::Source,
+        honour_rport: true,
+    };
 }
 
 /// The proxy's configuration.
@@ -184,8 +207,8 @@ impl Proxy {
         self.config.nat = nat;
     }
 
-    fn far_end(&self) -> bool {
-        self.config.nat == NatHandling::FarEnd
+    fn fixes_contact(&self) -> bool {
+        self.config.nat.contact == ContactHandling::Source
     }
 
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
@@ -225,10 +248,10 @@ impl Proxy {
                 let Ok(mut via) = message::top_via(&req) else {
                     return;
                 };
-                via.stamp(from, self.far_end());
+                via.stamp(from, self.config.nat.honour_rport);
                 message::set_top_via(&mut req, &via);
                 let reply_to = via.response_target().unwrap_or(from);
-                if self.far_end() && req.method == Method::Invite {
+                if self.fixes_contact() && req.method == Method::Invite {
                     fix_contact(&mut req, from);
                 }
                 if let Some(req) = self.layer.handle_request(req, now) {
@@ -237,7 +260,7 @@ impl Proxy {
             }
             Ok(SipMessage::Response(mut resp)) => {
                 self.stats.responses += 1;
-                if self.far_end() {
+                if self.fixes_contact() {
                     fix_contact(&mut resp, from);
                 }
                 self.layer.handle_response(resp, now);
@@ -339,18 +362,18 @@ impl Proxy {
             self.reply(&req, &key, 200, now);
             return;
         }
-        let target = match self.config.nat {
-            NatHandling::Literal => match message::uri_addr(&contact) {
+        let target = match self.config.nat.contact {
+            ContactHandling::AsWritten => match message::uri_addr(&contact) {
                 Some(a) => a,
                 None => {
                     self.reply(&req, &key, 400, now);
                     return;
                 }
             },
-            NatHandling::FarEnd => from,
+            ContactHandling::Source => from,
         };
         let mut uri = contact.clone();
-        if self.far_end() {
+        if self.fixes_contact() {
             uri.host_with_port = from.into();
         }
         self.location.insert(

@@ -94,7 +94,7 @@ fn doubling_from_t1() -> Vec<Duration> {
 #[test]
 fn a_literal_registrar_forwards_to_the_private_contact_so_the_caller_gets_100_trying_then_408_at_64_t1(
 ) {
-    let mut net = bob_at_home(NatHandling::Literal);
+    let mut net = bob_at_home(NatHandling::LITERAL);
     let now = net.now;
     assert_eq!(
         net.proxy("proxy").binding("bob", now).unwrap().target,
@@ -152,7 +152,7 @@ fn a_literal_registrar_forwards_to_the_private_contact_so_the_caller_gets_100_tr
 
 #[test]
 fn a_far_end_registrar_stores_the_source_address_so_the_call_rings_connects_and_hangs_up() {
-    let mut net = bob_at_home(NatHandling::FarEnd);
+    let mut net = bob_at_home(NatHandling::FAR_END);
     let now = net.now;
     let public_bob = addr(&format!("{HOME_IP}:5060"));
     assert_eq!(
@@ -206,7 +206,7 @@ fn a_far_end_registrar_stores_the_source_address_so_the_call_rings_connects_and_
 fn alice_behind_port_changing_nat(rport: bool) -> (Net, String) {
     let mut net = Net::new();
     let office = net.router(port_changing(), OFFICE_IP, "10.0.1.0");
-    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua(
         "alice",
         Ua::new(UaConfig {
@@ -285,7 +285,7 @@ fn a_registrar_with_credentials_challenges_with_401_and_accepts_the_digest_retry
         "proxy",
         Proxy::new(ProxyConfig {
             timers: Timers::scaled(T1),
-            ..ProxyConfig::new(addr(PROXY), DOMAIN, NatHandling::FarEnd).with_user("bob", "s3cret")
+            ..ProxyConfig::new(addr(PROXY), DOMAIN, NatHandling::FAR_END).with_user("bob", "s3cret")
         }),
     );
     net.add_ua(
@@ -324,7 +324,7 @@ fn a_registrar_with_credentials_challenges_with_401_and_accepts_the_digest_retry
 #[test]
 fn malformed_datagrams_are_counted_and_the_next_request_is_served() {
     let mut net = Net::new();
-    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua("bob", Ua::new(phone("bob", BOB_PUBLIC, 22)), None);
     let junk = addr("192.0.2.99:5060");
     let truncated = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKx\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\nContent-Length: 100\r\n\r\nv=0";
@@ -357,7 +357,7 @@ fn malformed_datagrams_are_counted_and_the_next_request_is_served() {
 fn a_phone_refreshes_its_registration_before_it_expires_and_keeps_the_nat_open_with_crlf() {
     let mut net = Net::new();
     let home = net.router(port_preserving(), HOME_IP, "10.0.0.0");
-    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua(
         "bob",
         Ua::new(UaConfig {
@@ -397,7 +397,7 @@ fn a_phone_refreshes_its_registration_before_it_expires_and_keeps_the_nat_open_w
 fn stun_keepalive_run(every: Duration) -> (usize, usize, usize, usize, Net) {
     let mut net = Net::new();
     let home = net.router(port_changing().with_udp_timeout(1), HOME_IP, "10.0.0.0");
-    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua(
         "bob",
         Ua::new(UaConfig {
@@ -469,7 +469,7 @@ fn a_stun_keepalive_slower_than_the_timeout_sees_the_flow_move_and_the_phone_re_
 fn a_discovered_contact_makes_even_a_literal_registrar_reach_the_phone() {
     let mut net = Net::new();
     let home = net.router(port_preserving(), HOME_IP, "10.0.0.0");
-    net.add_proxy("proxy", proxy(NatHandling::Literal));
+    net.add_proxy("proxy", proxy(NatHandling::LITERAL));
     net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
     net.add_ua(
         "bob",
@@ -497,7 +497,7 @@ fn a_discovered_contact_makes_even_a_literal_registrar_reach_the_phone() {
 
 #[test]
 fn a_caller_cancels_a_ringing_call_and_both_sides_see_it_end() {
-    let mut net = bob_at_home(NatHandling::FarEnd);
+    let mut net = bob_at_home(NatHandling::FAR_END);
     let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
     assert!(net.run_until(Duration::from_millis(30), |n, e| n == "alice"
         && matches!(e, Event::CallRinging { .. })));
@@ -525,7 +525,7 @@ fn slow_answer_run(refresh: sim_nat::Refresh, ring_every: Option<Duration>) -> (
     let mut net = Net::new();
     let nat = port_preserving().with_udp_timeout(1).with_refresh(refresh);
     let home = net.router(nat, HOME_IP, "10.0.0.0");
-    net.add_proxy("proxy", proxy(NatHandling::FarEnd));
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua(
         "alice",
         Ua::new(UaConfig {
