@@ -349,6 +349,12 @@ async fn run(
         if !quiet {
             println!("\n=== {} ===\n{}", o.name, o.ladder);
         }
+        if !o.field_checks.is_empty() {
+            println!("\nDiagnosis steps:");
+            for line in &o.field_checks {
+                println!("  {line}");
+            }
+        }
         for (what, ok, seen) in &o.checks {
             println!("  {} {what} ({seen})", if *ok { "✓" } else { "✗" });
         }
