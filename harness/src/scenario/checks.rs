@@ -276,6 +276,22 @@ impl ProbeRun {
             .collect()
     }
 
+    /// Whether `frames` hold the ICMP error of every refused probe.
+    pub fn icmp_seen(&self, frames: &[Frame]) -> bool {
+        self.probes
+            .iter()
+            .filter(|p| matches!(p.fate, Fate::Refused { .. }))
+            .all(|p| {
+                icmp_from(
+                    frames,
+                    &self.from,
+                    p.source,
+                    SocketAddrV4::new(self.wan, p.port),
+                )
+                .is_some()
+            })
+    }
+
     /// Attaches what the capture and the NAT model say about each probe that did not get in: who
     /// sent its ICMP error, and the reason of the router that kept it.
     pub fn explain(&mut self, frames: &[Frame], drops: &[super::explain::Dropped]) {

@@ -592,7 +592,10 @@ pub enum Step {
         /// The range, inclusive: `[10000, 20000]`, the usual RTP range.
         #[serde(default = "rtp_range")]
         ports: (u16, u16),
-        /// How many ports of the range to probe: both ends and evenly between them.
+        /// How many ports of the range to probe: both ends and evenly between them. A Linux
+        /// router answers at most 6 ICMP errors back to back to one address, then one a second
+        /// (`icmp_ratelimit`), so beyond 6 refused probes some are dropped without an answer —
+        /// as a real tester would see them.
         #[serde(default = "probe_samples")]
         samples: u16,
         /// Before probing, `listen` sends one datagram from each sampled port to the prober's

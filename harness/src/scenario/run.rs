@@ -752,7 +752,17 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                     inside_sends_first: *inside_sends_first,
                     probes,
                 };
-                let frames = r.frames();
+                // The kernel already reported each ICMP error to the prober's socket; wait (a
+                // bounded while) until the capture has read those frames too, so the run names
+                // who sent each one however loaded the machine is.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let frames = loop {
+                    let frames = r.frames();
+                    if run.icmp_seen(&frames) || Instant::now() >= deadline {
+                        break frames;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
                 run.explain(&frames, &nat_drops(s, &r.topo, &frames));
                 let now = Instant::now();
                 r.notes.push((now, from.clone(), run.summary()));
