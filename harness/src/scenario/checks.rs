@@ -305,8 +305,8 @@ impl ProbeRun {
             }
             p.why = drops
                 .iter()
-                .filter(|d| d.src == p.source)
-                .last()
+                .rev()
+                .find(|d| d.src == p.source)
                 .map(|d| format!("{}: {}", d.router, d.why));
         }
     }
