@@ -414,6 +414,71 @@ pub async fn probe_udp(plan: ProbePlan<'_>, ports: &[u16]) -> Result<Vec<Probe>>
 mod tests {
     use super::*;
 
+    fn run(fates: [Fate; 2]) -> ProbeRun {
+        let [a, b] = fates;
+        let probe = |port, source: &str, fate| Probe {
+            port,
+            source: source.parse().unwrap(),
+            fate,
+            opened_from: None,
+            why: None,
+        };
+        ProbeRun {
+            name: Some("rtp".into()),
+            from: "tester".into(),
+            router: "home".into(),
+            wan: Ipv4Addr::new(203, 0, 113, 1),
+            listen: "bob".into(),
+            range: (10000, 20000),
+            inside_sends_first: false,
+            probes: vec![
+                probe(10000, "198.51.100.30:40000", a),
+                probe(20000, "198.51.100.30:40001", b),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_probe_the_router_kept_gets_that_routers_reason_and_a_reached_one_none() {
+        let mut r = run([Fate::Reached, Fate::Refused { by: None }]);
+        let drop = super::super::explain::Dropped {
+            at: std::time::SystemTime::UNIX_EPOCH,
+            router: "home".into(),
+            src: "198.51.100.30:40001".parse().unwrap(),
+            dst: "203.0.113.1:20000".parse().unwrap(),
+            text: String::new(),
+            why: "nothing is bound to 203.0.113.1:20000".into(),
+        };
+        r.explain(&[], &[drop]);
+        assert_eq!(r.reached(), 1);
+        assert_eq!(r.probes[0].why, None);
+        assert_eq!(
+            r.lines(true, false),
+            vec![
+                "probe 198.51.100.30:40000 → 203.0.113.1:10000: reached bob".to_string(),
+                "probe 198.51.100.30:40001 → 203.0.113.1:20000: ICMP port unreachable — home: \
+                 nothing is bound to 203.0.113.1:20000"
+                    .to_string(),
+            ]
+        );
+        // Without an ICMP frame in the capture, the sender stays unnamed rather than guessed.
+        assert!(!r.icmp_seen(&[]));
+        assert!(
+            r.summary().ends_with("1 of 2 reached bob"),
+            "{}",
+            r.summary()
+        );
+    }
+
+    #[test]
+    fn a_random_mapped_port_is_normalised_for_snapshots_only() {
+        let a: SocketAddr = "203.0.113.1:41234".parse().unwrap();
+        assert_eq!(stable(a, true), "203.0.113.1:{port}");
+        assert_eq!(stable(a, false), "203.0.113.1:41234");
+        let fixed: SocketAddr = "203.0.113.1:5062".parse().unwrap();
+        assert_eq!(stable(fixed, true), "203.0.113.1:5062");
+    }
+
     #[test]
     fn a_sample_keeps_both_ends_and_spaces_the_rest_evenly() {
         assert_eq!(
