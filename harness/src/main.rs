@@ -478,6 +478,12 @@ fn report_one(
     if !quiet {
         let _ = writeln!(t, "\n=== {} ===\n{}", o.name, o.ladder);
     }
+    if !o.field_checks.is_empty() {
+        let _ = writeln!(t, "\nDiagnosis steps:");
+        for line in &o.field_checks {
+            let _ = writeln!(t, "  {line}");
+        }
+    }
     for (what, ok, seen) in &o.checks {
         let _ = writeln!(t, "  {} {what} ({seen})", if *ok { "✓" } else { "✗" });
     }

@@ -73,6 +73,8 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("408-private-contact-fix-kamailio", "Kamailio: external program (imported as the harness's registrar)", &["kamailio"]),
     ("sipp-register-via-sbc", "SIPp: external program, its exit code is not in a capture", &["command", "exit-code", "sbc"]),
     ("sipp-uac-behind-nat", "SIPp: external program, its exit code and its own statistics are not in a capture", &["command", "exit-code", "log"]),
+    ("diagnosis-steps", "the field guide's diagnosis steps (STUN check, NAT type, UDP probes to the RTP range) run on the phone's LAN and outside: the server sees only their STUN to it, and import reads one NAT where the CGNAT makes two", &["nat-type", "stun-address", "udp-reachable"]),
+    ("diagnosis-steps-fix-public-ip", "the field guide's diagnosis steps (STUN check, NAT type, UDP probes to the RTP range) run on the phone's LAN and outside: the server sees only their STUN to it", &["nat-type", "stun-address", "udp-reachable"]),
 ];
 
 /// Scenarios running at once: each builds its own namespaces, the host has two cores.
@@ -97,6 +99,9 @@ fn beyond_signalling(s: &Scenario) -> BTreeSet<&'static str> {
         Expect::Media { .. } => Some("media"),
         Expect::ExitCode { .. } => Some("exit-code"),
         Expect::Log { .. } => Some("log"),
+        Expect::StunAddress { .. } => Some("stun-address"),
+        Expect::NatType { .. } => Some("nat-type"),
+        Expect::UdpReachable { .. } => Some("udp-reachable"),
         _ => None,
     });
     let components = s.file.components.iter().filter_map(|c| match c.get_ref() {

@@ -363,3 +363,158 @@ fn a_timing_expectation_names_a_vantage_and_a_sane_window() {
         );
     }
 }
+
+/// The good file with the field guide's diagnosis steps: a two-address STUN server, a tester
+/// outside, and a STUN check, NAT classification and UDP probe with their expectations.
+fn diagnosis() -> String {
+    GOOD.replace(
+        "addrs = [\"203.0.113.10\"]",
+        "addrs = [\"203.0.113.10\", \"203.0.113.11\"]\n\n[[host]]\nname = \"tester\"\nsegment = \"internet\"\naddrs = [\"198.51.100.30\"]",
+    )
+    .replace(
+        "[[component]]\nkind = \"proxy\"",
+        "[[component]]\nkind = \"stun-server\"\nhost = \"server\"\n\n[[component]]\nkind = \"proxy\"",
+    ) + r#"
+[[step]]
+action = "stun-check"
+host = "bob"
+stun-server = "server"
+
+[[step]]
+action = "classify-nat"
+host = "bob"
+stun-server = "server"
+
+[[step]]
+action = "probe-udp"
+name = "rtp"
+from = "tester"
+to = "home"
+listen = "bob"
+ports = [10000, 20000]
+samples = 5
+
+[[expect]]
+kind = "stun-address"
+host = "bob"
+router = "home"
+value = "equal"
+
+[[expect]]
+kind = "nat-type"
+host = "bob"
+value = "port-restricted-cone"
+
+[[expect]]
+kind = "udp-reachable"
+host = "bob"
+probe = "rtp"
+reached = 0
+"#
+}
+
+/// Replaces `from` (which must occur) in the diagnosis file: the error and its line.
+fn broken_diagnosis(from: &str, to: &str) -> (String, usize) {
+    let good = diagnosis();
+    assert!(good.contains(from), "{from}");
+    let e = Scenario::from_str("broken.toml", &good.replacen(from, to, 1))
+        .expect_err("must be refused");
+    let s = e.to_string();
+    assert!(!s.contains('\n') && s.starts_with("broken.toml:"), "{s}");
+    (s, e.line)
+}
+
+/// The line `text` starts on in the diagnosis file.
+fn line_of(text: &str) -> usize {
+    let good = diagnosis();
+    good[..good.find(text).expect("present")]
+        .matches('\n')
+        .count()
+        + 1
+}
+
+#[test]
+fn the_diagnosis_steps_file_is_accepted() {
+    let s = Scenario::from_str("diag.toml", &diagnosis()).unwrap();
+    assert_eq!(s.file.steps.len(), 4);
+    assert_eq!(s.file.expects.len(), 4);
+}
+
+#[test]
+fn classifying_a_nat_against_a_one_address_server_asks_for_the_second_address() {
+    let (e, line) = broken_diagnosis(
+        "addrs = [\"203.0.113.10\", \"203.0.113.11\"]",
+        "addrs = [\"203.0.113.10\"]",
+    );
+    assert!(
+        e.contains("classify-nat needs an RFC 5780 server with two addresses")
+            && e.contains("`server` has 1"),
+        "{e}"
+    );
+    assert_eq!(line, line_of("action = \"classify-nat\"") - 1);
+}
+
+#[test]
+fn a_stun_check_against_a_host_without_a_stun_server_names_the_ones_that_have_one() {
+    let (e, line) = broken_diagnosis(
+        "action = \"stun-check\"\nhost = \"bob\"\nstun-server = \"server\"",
+        "action = \"stun-check\"\nhost = \"bob\"\nstun-server = \"tester\"",
+    );
+    assert!(
+        e.contains("unknown host running a stun-server `tester`") && e.contains("defined: server"),
+        "{e}"
+    );
+    assert_eq!(line, line_of("action = \"stun-check\"") - 1);
+}
+
+#[test]
+fn a_stun_address_expectation_needs_a_stun_check_of_that_host() {
+    let (e, _) = broken_diagnosis(
+        "kind = \"stun-address\"\nhost = \"bob\"",
+        "kind = \"stun-address\"\nhost = \"server\"",
+    );
+    assert!(
+        e.contains("unknown host with a stun-check step `server`") && e.contains("defined: bob"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_nat_type_name_lists_the_rfc_3489_names() {
+    // Located by the TOML parser: a value inside an `[[expect]]` table is reported at the start
+    // of the expectations (serde buffers an internally tagged table and loses its spans).
+    let (e, _) = broken_diagnosis("value = \"port-restricted-cone\"", "value = \"cone\"");
+    assert!(
+        e.contains("unknown variant `cone`") && e.contains("symmetric") && e.contains("full-cone"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_probe_to_a_router_the_listener_is_not_behind_is_refused() {
+    let (e, _) = broken_diagnosis("listen = \"bob\"", "listen = \"server\"");
+    assert!(e.contains("`server` is not behind router `home`"), "{e}");
+}
+
+#[test]
+fn a_probe_samples_a_range_it_does_not_scan_it() {
+    let (e, line) = broken_diagnosis("samples = 5", "samples = 10001");
+    assert!(e.contains("samples = 10001 must be 1 to 64"), "{e}");
+    assert_eq!(line, line_of("action = \"probe-udp\"") - 1);
+    let (e, _) = broken_diagnosis("ports = [10000, 20000]", "ports = [20000, 10000]");
+    assert!(e.contains("is not a range"), "{e}");
+}
+
+#[test]
+fn a_reached_count_above_the_probes_sent_could_never_hold() {
+    let (e, _) = broken_diagnosis("reached = 0", "reached = 6");
+    assert!(
+        e.contains("reached = 6, but that probe sends only 5"),
+        "{e}"
+    );
+    let (e, _) = broken_diagnosis("probe = \"rtp\"", "probe = \"rpt\"");
+    assert!(
+        e.contains("unknown probe-udp step `rpt`") && e.contains("defined: rtp"),
+        "{e}"
+    );
+}

@@ -102,8 +102,30 @@ fn in_net(a: Ipv4Addr, (net, prefix): (Ipv4Addr, u8)) -> bool {
     u32::from(a) & mask == u32::from(net) & mask
 }
 
+/// A datagram that entered a router and did not leave it, with the model's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub at: SystemTime,
+    pub router: String,
+    /// The datagram as it entered the router.
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    /// The ladder's line: what was dropped, from and to whom, and why.
+    pub text: String,
+    /// The reason alone.
+    pub why: String,
+}
+
 /// Every drop at `router`, explained: `(when, router, text)`.
 pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, String)> {
+    drops(frames, r)
+        .into_iter()
+        .map(|d| (d.at, d.router, d.text))
+        .collect()
+}
+
+/// Every drop at `router`, explained, as data (a probe looks its own datagrams up in them).
+pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
     let lan_in = at_side(frames, &r.name, "lan", Direction::In);
     let lan_out = at_side(frames, &r.name, "lan", Direction::Out);
     let wan_in = at_side(frames, &r.name, "wan", Direction::In);
@@ -151,17 +173,22 @@ pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, St
                     port_of.insert(wan_out[j].src.port(), mapped.port());
                 }
                 (Some(_), None) | (None, Some(_)) => {}
-                (None, None) => out.push((
-                    at,
-                    r.name.clone(),
-                    format!(
-                        "dropped {} from {} to {}: {}",
-                        summary(s.frame),
-                        s.src,
-                        s.dst,
-                        v.drop_reason().map(ToString::to_string).unwrap_or_default()
-                    ),
-                )),
+                (None, None) => {
+                    let why = v.drop_reason().map(ToString::to_string).unwrap_or_default();
+                    out.push(Dropped {
+                        at,
+                        router: r.name.clone(),
+                        src: s.src,
+                        dst: s.dst,
+                        text: format!(
+                            "dropped {} from {} to {}: {why}",
+                            summary(s.frame),
+                            s.src,
+                            s.dst
+                        ),
+                        why,
+                    })
+                }
             }
             continue;
         }
@@ -179,16 +206,19 @@ pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, St
             // The NAT would have let it in: something else on the router took it (an ALG).
             None => "not by its NAT, which would have forwarded it (its SIP ALG?)".into(),
         };
-        out.push((
+        out.push(Dropped {
             at,
-            r.name.clone(),
-            format!(
+            router: r.name.clone(),
+            src: s.src,
+            dst: s.dst,
+            text: format!(
                 "dropped {} from {} to {}: {why}",
                 summary(s.frame),
                 s.src,
                 s.dst
             ),
-        ));
+            why,
+        });
     }
     out
 }

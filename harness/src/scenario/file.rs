@@ -738,6 +738,102 @@ pub enum Step {
         #[serde(default = "call_timeout")]
         timeout_ms: u64,
     },
+    /// Field guide step 3: a STUN Binding from `host` (from `port`) to the host running the
+    /// `stun-server` component; records the mapped address, the one the world sees.
+    StunCheck {
+        host: String,
+        stun_server: String,
+        #[serde(default = "stun_check_port")]
+        port: u16,
+    },
+    /// Field guide step 4: RFC 5780 behaviour discovery from `host` against the RFC 5780
+    /// `stun-server` (two addresses); records mapping, filtering and the RFC 3489 name.
+    ClassifyNat {
+        host: String,
+        stun_server: String,
+        #[serde(default = "classify_port")]
+        port: u16,
+    },
+    /// Field guide step 5: UDP probes from `from` (a host outside) to `to`'s WAN address, one per
+    /// sampled port of `ports`, each towards a listener on `listen` (the host behind); records
+    /// which reached it, which the router dropped and which drew ICMP port unreachable.
+    ProbeUdp {
+        /// Names the probe for a `udp-reachable` expectation (default: the last probe to `listen`).
+        name: Option<String>,
+        from: String,
+        to: String,
+        listen: String,
+        /// The range, inclusive: `[10000, 20000]`, the usual RTP range.
+        #[serde(default = "rtp_range")]
+        ports: (u16, u16),
+        /// How many ports of the range to probe: both ends and evenly between them. A Linux
+        /// router answers at most 6 ICMP errors back to back to one address, then one a second
+        /// (`icmp_ratelimit`), so beyond 6 refused probes some are dropped without an answer —
+        /// as a real tester would see them.
+        #[serde(default = "probe_samples")]
+        samples: u16,
+        /// Before probing, `listen` sends one datagram from each sampled port to the prober's
+        /// same port, as a phone's RTP does once the call is up (the pinhole it opens).
+        #[serde(default)]
+        inside_sends_first: bool,
+    },
+}
+
+fn stun_check_port() -> u16 {
+    5062
+}
+fn classify_port() -> u16 {
+    5064
+}
+fn rtp_range() -> (u16, u16) {
+    (10000, 20000)
+}
+fn probe_samples() -> u16 {
+    5
+}
+
+/// Most ports one `probe-udp` step may sample: a probe is a sample of the range, not a scan.
+pub const MAX_PROBE_SAMPLES: u16 = 64;
+
+/// How a STUN-reported address compares with a router's WAN address.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StunVsWan {
+    /// The STUN address is the router's WAN address: that router is the only NAT.
+    Equal,
+    /// Another NAT (a CGNAT) sits beyond the router, or the phone uses another router.
+    Differs,
+}
+
+/// The RFC 3489 name of a NAT, as a `nat-type` expectation names it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatTypeDef {
+    OpenInternet,
+    FullCone,
+    RestrictedCone,
+    PortRestrictedCone,
+    Symmetric,
+    SymmetricUdpFirewall,
+    UdpBlocked,
+    Unknown,
+}
+
+impl NatTypeDef {
+    /// The discovery's name for the same type.
+    pub fn classic(self) -> crate::stun::ClassicNat {
+        use crate::stun::ClassicNat as C;
+        match self {
+            NatTypeDef::OpenInternet => C::OpenInternet,
+            NatTypeDef::FullCone => C::FullCone,
+            NatTypeDef::RestrictedCone => C::RestrictedCone,
+            NatTypeDef::PortRestrictedCone => C::PortRestrictedCone,
+            NatTypeDef::Symmetric => C::Symmetric,
+            NatTypeDef::SymmetricUdpFirewall => C::SymmetricUdpFirewall,
+            NatTypeDef::UdpBlocked => C::UdpBlocked,
+            NatTypeDef::Unknown => C::Unknown,
+        }
+    }
 }
 
 fn step_timeout() -> u64 {
@@ -806,6 +902,27 @@ pub enum Expect {
         to: Option<String>,
         min: Option<u32>,
         max: Option<u32>,
+    },
+    /// The last `stun-check` from `host` compared with `router`'s WAN address.
+    StunAddress {
+        host: String,
+        router: String,
+        value: StunVsWan,
+    },
+    /// What the last `classify-nat` from `host` found: the RFC 3489 name, and optionally the
+    /// RFC 4787 mapping and filtering behind it.
+    NatType {
+        host: String,
+        value: NatTypeDef,
+        mapping: Option<Mapping>,
+        filtering: Option<Filtering>,
+    },
+    /// How many probes of a `probe-udp` step reached the listener on `host`: the step named
+    /// `probe`, or the last one listening on `host`.
+    UdpReachable {
+        host: String,
+        probe: Option<String>,
+        reached: u16,
     },
 }
 

@@ -2,6 +2,7 @@
 //! a file, checked with located errors, and run.
 
 pub mod batch;
+pub mod checks;
 pub mod emit;
 pub mod explain;
 pub mod file;
@@ -100,6 +101,24 @@ fn one_of(names: &BTreeSet<String>) -> String {
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (a, p) = s.split_once('/')?;
     Some((a.parse().ok()?, p.parse().ok().filter(|p| *p <= 32)?))
+}
+
+/// Whether `host` sits behind `router`, directly or through routers nested in its LAN.
+fn behind(spec: &TopologySpec, host: &str, router: &str) -> bool {
+    let mut segment = spec
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .map(|h| h.segment.as_str());
+    // Each hop goes one router upstream; a chain longer than the routers is a loop.
+    for _ in 0..=spec.routers.len() {
+        match segment {
+            Some(s) if s == router => return true,
+            Some(s) => segment = spec.router(s).map(|r| r.upstream.as_str()),
+            None => return false,
+        }
+    }
+    false
 }
 
 impl Scenario {
@@ -383,9 +402,95 @@ impl Scenario {
                 Err(c.err(span, format!("unknown {what} `{name}` ({})", one_of(set))))
             }
         };
+        let host_names: BTreeSet<String> =
+            f.hosts.iter().map(|h| h.name.get_ref().clone()).collect();
+        // What the diagnosis steps recorded, for the expectations that read it.
+        let mut stun_checked = BTreeSet::new();
+        let mut classified = BTreeSet::new();
+        let mut probes: Vec<(Option<String>, String, u16)> = Vec::new();
         for s in &f.steps {
             let sp = s.span();
             match s.get_ref() {
+                Step::StunCheck {
+                    host, stun_server, ..
+                }
+                | Step::ClassifyNat {
+                    host, stun_server, ..
+                } => {
+                    check_ref(&host_names, "host", host, sp.clone())?;
+                    check_ref(&stun, "host running a stun-server", stun_server, sp.clone())?;
+                    if let Step::ClassifyNat { .. } = s.get_ref() {
+                        let addrs = f
+                            .hosts
+                            .iter()
+                            .find(|h| h.name.get_ref() == stun_server)
+                            .map_or(0, |h| h.addrs.get_ref().len());
+                        if addrs < 2 {
+                            return Err(c.err(
+                                sp,
+                                format!(
+                                    "classify-nat needs an RFC 5780 server with two addresses;                                      `{stun_server}` has {addrs}: give it a second one in `addrs`"
+                                ),
+                            ));
+                        }
+                        classified.insert(host.clone());
+                    } else {
+                        stun_checked.insert(host.clone());
+                    }
+                }
+                Step::ProbeUdp {
+                    name,
+                    from,
+                    to,
+                    listen,
+                    ports: (lo, hi),
+                    samples,
+                    ..
+                } => {
+                    check_ref(&host_names, "host", from, sp.clone())?;
+                    check_ref(&routers, "router", to, sp.clone())?;
+                    check_ref(&host_names, "host", listen, sp.clone())?;
+                    if !behind(&spec, listen, to) {
+                        return Err(c.err(
+                            sp,
+                            format!(
+                                "probe-udp: `{listen}` is not behind router `{to}`: probes to                                  `{to}`'s WAN address can never reach it"
+                            ),
+                        ));
+                    }
+                    if lo > hi {
+                        return Err(c.err(
+                            sp,
+                            format!("probe-udp: ports = [{lo}, {hi}] is not a range (low, high)"),
+                        ));
+                    }
+                    let size = u32::from(*hi) - u32::from(*lo) + 1;
+                    if *samples == 0
+                        || *samples > file::MAX_PROBE_SAMPLES
+                        || u32::from(*samples) > size
+                    {
+                        return Err(c.err(
+                            sp,
+                            format!(
+                                "probe-udp: samples = {samples} must be 1 to {} and at most the                                  {size} ports of the range: probes sample a range, they do not scan it",
+                                file::MAX_PROBE_SAMPLES
+                            ),
+                        ));
+                    }
+                    if name
+                        .as_ref()
+                        .is_some_and(|n| probes.iter().any(|p| p.0.as_ref() == Some(n)))
+                    {
+                        return Err(c.err(
+                            sp,
+                            format!(
+                                "two probe-udp steps are named `{}`",
+                                name.as_deref().unwrap_or("")
+                            ),
+                        ));
+                    }
+                    probes.push((name.clone(), listen.clone(), *samples));
+                }
                 Step::Register { ua, .. } => check_ref(&uas, "phone", ua, sp)?,
                 Step::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Step::Wait { .. } => {}
@@ -418,6 +523,54 @@ impl Scenario {
                             return Err(c.err(
                                 sp,
                                 format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
+                            ));
+                        }
+                    }
+                }
+                Expect::StunAddress { host, router, .. } => {
+                    check_ref(&routers, "router", router, sp.clone())?;
+                    check_ref(&stun_checked, "host with a stun-check step", host, sp)?;
+                }
+                Expect::NatType { host, .. } => {
+                    check_ref(&classified, "host with a classify-nat step", host, sp)?
+                }
+                Expect::UdpReachable {
+                    host,
+                    probe,
+                    reached,
+                } => {
+                    let step = match probe {
+                        Some(p) => {
+                            let named: BTreeSet<String> =
+                                probes.iter().filter_map(|p| p.0.clone()).collect();
+                            check_ref(&named, "probe-udp step", p, sp.clone())?;
+                            probes.iter().find(|x| x.0.as_ref() == Some(p))
+                        }
+                        None => {
+                            let listening: BTreeSet<String> =
+                                probes.iter().map(|p| p.1.clone()).collect();
+                            check_ref(
+                                &listening,
+                                "host listening in a probe-udp step",
+                                host,
+                                sp.clone(),
+                            )?;
+                            probes.iter().rev().find(|x| &x.1 == host)
+                        }
+                    };
+                    if let Some((_, listen, samples)) = step {
+                        if listen != host {
+                            return Err(c.err(
+                                sp,
+                                format!("that probe listens on `{listen}`, not `{host}`"),
+                            ));
+                        }
+                        if reached > samples {
+                            return Err(c.err(
+                                sp,
+                                format!(
+                                    "reached = {reached}, but that probe sends only {samples}: nothing could hold"
+                                ),
                             ));
                         }
                     }

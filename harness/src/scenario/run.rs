@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::file::{
     Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
+    StunVsWan,
 };
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
@@ -60,6 +61,10 @@ pub struct Outcome {
     /// For a failed run, what `harness diagnose` says of each host's capture (those that show a
     /// problem): the field guide's cause next to the expectation that failed.
     pub diagnosis: Vec<crate::diagnose::Report>,
+    /// What the field guide's diagnosis steps (`stun-check`, `classify-nat`, `probe-udp`) found,
+    /// one line each in step order (a probe's lines indented under it), with the NAT model's
+    /// reason for every probe a router kept.
+    pub field_checks: Vec<String>,
 }
 
 /// The wall time of each phase of a run (`build 0.21 s, components 0.01 s, play 2.40 s, …`).
@@ -152,6 +157,16 @@ struct Running {
     external: BTreeMap<String, String>,
     /// The run's capture: media of external programs is judged from it.
     capture: Option<Capture>,
+    /// The last `stun-check` of each host.
+    stun_checks: BTreeMap<String, super::checks::StunCheck>,
+    /// The last `classify-nat` of each host.
+    classified: BTreeMap<String, super::checks::Classified>,
+    /// Every `probe-udp`, in order.
+    probes: Vec<super::checks::ProbeRun>,
+    /// What the diagnosis steps found, in order, as the snapshot shows it.
+    check_lines: Vec<String>,
+    /// The same with random ports and the NAT model's reasons kept, for the outcome.
+    check_report: Vec<String>,
 }
 
 impl Running {
@@ -188,6 +203,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
         calls_to: BTreeMap::new(),
         external: BTreeMap::new(),
         capture: None,
+        stun_checks: BTreeMap::new(),
+        classified: BTreeMap::new(),
+        probes: Vec::new(),
+        check_lines: Vec::new(),
+        check_report: Vec::new(),
     };
     // Servers first, phones last: phones talk to them as soon as they register.
     let order = |c: &Component| match c {
@@ -672,6 +692,96 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 let st = p.wait_timeout(Duration::from_millis(*timeout_ms)).await;
                 r.exits.insert(command.clone(), st.and_then(|s| s.code()));
             }
+            Step::StunCheck {
+                host,
+                stun_server,
+                port,
+            } => {
+                let node = r.topo.node(host)?;
+                let local = SocketAddr::new(node.addr().into(), *port);
+                let server = SocketAddr::new(first_addr(&r.topo, stun_server)?.into(), 3478);
+                let c = super::checks::stun_check(node, local, server).await;
+                r.notes.push((Instant::now(), host.clone(), c.line(false)));
+                r.check_lines.push(format!("{host}: {}", c.line(true)));
+                r.check_report.push(format!("{host}: {}", c.line(false)));
+                r.stun_checks.insert(host.clone(), c);
+            }
+            Step::ClassifyNat {
+                host,
+                stun_server,
+                port,
+            } => {
+                let node = r.topo.node(host)?;
+                let local = SocketAddr::new(node.addr().into(), *port);
+                let server = SocketAddr::new(first_addr(&r.topo, stun_server)?.into(), 3478);
+                let c = super::checks::classify_nat(node, local, server).await;
+                r.notes.push((Instant::now(), host.clone(), c.to_string()));
+                r.check_lines.push(format!("{host}: {c}"));
+                r.check_report.push(format!("{host}: {c}"));
+                r.classified.insert(host.clone(), c);
+            }
+            Step::ProbeUdp {
+                name,
+                from,
+                to,
+                listen,
+                ports,
+                samples,
+                inside_sends_first,
+            } => {
+                let wan = s
+                    .topology
+                    .router(to)
+                    .map(|r| r.wan)
+                    .ok_or_else(|| io_err(format!("no router `{to}`")))?;
+                let sampled = super::checks::sample(ports.0, ports.1, *samples);
+                // Each probe step its own source ports, 100 apart (at most 64 samples).
+                let step_no = u16::try_from(r.probes.len()).unwrap_or(u16::MAX);
+                let plan = super::checks::ProbePlan {
+                    prober: r.topo.node(from)?,
+                    listener: r.topo.node(listen)?,
+                    wan,
+                    source_base: 40000u16.saturating_add(step_no.saturating_mul(100)),
+                    inside_sends_first: *inside_sends_first,
+                };
+                let probes = super::checks::probe_udp(plan, &sampled).await?;
+                let mut run = super::checks::ProbeRun {
+                    name: name.clone(),
+                    from: from.clone(),
+                    router: to.clone(),
+                    wan,
+                    listen: listen.clone(),
+                    range: *ports,
+                    inside_sends_first: *inside_sends_first,
+                    probes,
+                };
+                // The kernel already reported each ICMP error to the prober's socket; wait (a
+                // bounded while) until the capture has read those frames too, so the run names
+                // who sent each one however loaded the machine is.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let frames = loop {
+                    let frames = r.frames();
+                    if run.icmp_seen(&frames) || Instant::now() >= deadline {
+                        break frames;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                run.explain(&frames, &nat_drops(s, &r.topo, &frames));
+                let now = Instant::now();
+                r.notes.push((now, from.clone(), run.summary()));
+                for line in run.lines(true, false) {
+                    r.notes.push((now, from.clone(), line));
+                }
+                r.check_lines.push(format!("{from}: {}", run.summary()));
+                for line in run.lines(false, true) {
+                    r.check_lines.push(format!("  {line}"));
+                }
+                r.check_report.push(format!("{from}: {}", run.summary()));
+                for line in run.lines(true, false) {
+                    r.check_report.push(format!("  {line}"));
+                }
+                r.probes.push(run);
+            }
         }
     }
     Ok(())
@@ -1020,6 +1130,76 @@ fn judge(s: &Scenario, r: &mut Running) -> Vec<(String, bool, String)> {
                     },
                 )
             }
+            Expect::StunAddress {
+                host,
+                router,
+                value,
+            } => {
+                let wan = s.topology.router(router).map(|r| r.wan);
+                let check = r.stun_checks.get(host);
+                let mapped = check.and_then(|c| c.mapped.as_ref().ok());
+                let same = mapped.is_some_and(|m| Some(m.ip()) == wan.map(IpAddr::V4));
+                let wan = wan.map_or("?".into(), |w| w.to_string());
+                let verb = match value {
+                    StunVsWan::Equal => "equals",
+                    StunVsWan::Differs => "differs from",
+                };
+                (
+                    format!("{host}'s STUN address {verb} {router}'s WAN address {wan}"),
+                    mapped.is_some()
+                        && match value {
+                            StunVsWan::Equal => same,
+                            StunVsWan::Differs => !same,
+                        },
+                    match check {
+                        Some(c) => c.line(false),
+                        None => "no stun-check ran".into(),
+                    },
+                )
+            }
+            Expect::NatType {
+                host,
+                value,
+                mapping,
+                filtering,
+            } => {
+                let got = r.classified.get(host);
+                let found = got.and_then(|c| c.found.as_ref().ok());
+                let ok = got.is_some_and(|c| c.classic() == value.classic())
+                    && mapping.is_none_or(|m| found.and_then(|b| b.mapping) == Some(m))
+                    && filtering.is_none_or(|f| found.and_then(|b| b.filtering) == Some(f));
+                let mut what = format!("{host} is behind a {} NAT", value.classic());
+                if let Some(m) = mapping {
+                    what.push_str(&format!(", mapping {}", super::checks::kebab(Some(*m))));
+                }
+                if let Some(f) = filtering {
+                    what.push_str(&format!(", filtering {}", super::checks::kebab(Some(*f))));
+                }
+                (
+                    what,
+                    ok,
+                    got.map_or("no classify-nat ran".into(), |c| c.to_string()),
+                )
+            }
+            Expect::UdpReachable {
+                host,
+                probe,
+                reached,
+            } => {
+                let run = match probe {
+                    Some(p) => r.probes.iter().find(|x| x.name.as_ref() == Some(p)),
+                    None => r.probes.iter().rev().find(|x| &x.listen == host),
+                };
+                let label = probe
+                    .as_ref()
+                    .map(|p| format!("probe \"{p}\""))
+                    .unwrap_or_else(|| "the last UDP probe".into());
+                (
+                    format!("{label} reaches {host} {reached} time(s)"),
+                    run.is_some_and(|x| x.reached() == usize::from(*reached)),
+                    run.map_or("the probe did not run".into(), |x| x.summary()),
+                )
+            }
         };
         out.push((what, ok, seen));
     }
@@ -1171,6 +1351,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
             report.verdict
         ));
     }
+    if !running.check_lines.is_empty() {
+        snapshot.push_str("── diagnosis checks ──\n");
+        for line in &running.check_lines {
+            snapshot.push_str(&format!("  {line}\n"));
+        }
+    }
     let mut pcaps = Vec::new();
     if let Some(dir) = &opts.out_dir {
         let dir = dir.join(s.name());
@@ -1213,6 +1399,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         Vec::new()
     };
     let files = files_root(&running.topo);
+    let field_checks = std::mem::take(&mut running.check_report);
     drop(running);
     let _ = std::fs::remove_dir_all(files);
     phases.end("teardown");
@@ -1228,6 +1415,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         duration: started.elapsed(),
         phases,
         diagnosis,
+        field_checks,
     })
 }
 
@@ -1238,6 +1426,28 @@ fn explain_drops(
     topo: &Topology,
     frames: &[capture::Frame],
 ) -> Vec<(SystemTime, String, String)> {
+    let mut out: Vec<(SystemTime, String, String)> = nat_drops(s, topo, frames)
+        .into_iter()
+        .map(|d| (d.at, d.router, d.text))
+        .collect();
+    let public_hosts = s
+        .topology
+        .hosts
+        .iter()
+        .filter(|h| h.segment == crate::topology::INTERNET)
+        .map(|h| h.name.clone())
+        .collect();
+    out.extend(super::explain::swallowed(frames, &public_hosts));
+    out
+}
+
+/// Every packet a NAT router kept, with its model's reason, for the routers the timeline leaves
+/// alone.
+fn nat_drops(
+    s: &Scenario,
+    topo: &Topology,
+    frames: &[capture::Frame],
+) -> Vec<super::explain::Dropped> {
     let touched: std::collections::BTreeSet<&str> = s
         .file
         .steps
@@ -1259,7 +1469,7 @@ fn explain_drops(
         if touched.contains(n.name()) {
             continue;
         }
-        out.extend(super::explain::router_drops(
+        out.extend(super::explain::drops(
             frames,
             &super::explain::Router {
                 name: n.name().to_string(),
@@ -1270,14 +1480,6 @@ fn explain_drops(
             },
         ));
     }
-    let public_hosts = s
-        .topology
-        .hosts
-        .iter()
-        .filter(|h| h.segment == crate::topology::INTERNET)
-        .map(|h| h.name.clone())
-        .collect();
-    out.extend(super::explain::swallowed(frames, &public_hosts));
     out
 }
 
