@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Instant, SystemTime};
 
-use sim_nat::{NatBehaviour, NatModel};
+use sim_nat::{NatBehaviour, NatModel, PortForward};
 
 use crate::capture::{Direction, Frame};
 use crate::trace::{decode_frame, udp_of, Entry};
@@ -28,6 +28,8 @@ pub struct Router {
     /// The LAN's address and prefix length.
     pub lan: (Ipv4Addr, u8),
     pub subscribers: Vec<Ipv4Addr>,
+    /// Its static port forwards: what they let in is no drop.
+    pub forwards: Vec<PortForward>,
 }
 
 /// One UDP datagram at one side of a router.
@@ -124,7 +126,13 @@ pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, St
     let Ok(model) = NatModel::new(r.nat.clone(), r.public, r.lan) else {
         return Vec::new();
     };
-    let mut model = model.with_subscribers(r.subscribers.clone());
+    let Ok(model) = model
+        .with_subscribers(r.subscribers.clone())
+        .with_forwards(r.forwards.clone())
+    else {
+        return Vec::new();
+    };
+    let mut model = model;
     let origin = Instant::now();
     let start = outbound
         .iter()

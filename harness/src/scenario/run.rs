@@ -298,6 +298,8 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 turn_password,
                 latching,
                 media_ms,
+                externip,
+                localnet,
             } => {
                 let node = r.topo.node(host)?;
                 let user = user.clone().unwrap_or_else(|| host.clone());
@@ -369,6 +371,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                     address: sdp.ip(),
                     port: sdp.port(),
                 };
+                if let Some(ext) = externip {
+                    cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
+                    cfg.external_media = Some((*ext).into());
+                    cfg.localnet = super::localnets(localnet);
+                }
                 r.media.insert(user.clone(), phone_media);
                 let (task, _) = UaTask::spawn(node, cfg).await?;
                 r.uas.insert(user, (task, host.clone()));
@@ -1185,6 +1192,7 @@ fn explain_drops(
                 public: ports.public,
                 lan: (spec.lan, spec.lan_prefix),
                 subscribers: ports.subscribers,
+                forwards: ports.forwards,
             },
         ));
     }
