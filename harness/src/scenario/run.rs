@@ -558,6 +558,10 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                     },
                     since: SystemTime::now(),
                 };
+                // A callee answering its second call already holds the first one's
+                // CallEstablished: only a newer one is this call's.
+                let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
+                let callee_before = r.uas.get(to).map_or(0, |(t, _)| count(t, est));
                 let (task, _) = &r.uas[from];
                 let id = task.call(to).await?;
                 let final_of = |e: &Event| match e {
@@ -604,14 +608,12 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                     } else if r.uas.contains_key(to) {
                         // The callee's side is up once it has the ACK.
                         let callee = &r.uas[to].0;
-                        let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
-                        wait_new(callee, est, 0, Duration::from_secs(5)).await;
-                        let callee_remote = callee.events().into_iter().rev().find_map(|e| match e
-                            .event
-                        {
-                            Event::CallEstablished { remote_media, .. } => remote_media,
-                            _ => None,
-                        });
+                        let callee_remote =
+                            match wait_new(callee, est, callee_before, Duration::from_secs(5)).await
+                            {
+                                Some(Event::CallEstablished { remote_media, .. }) => remote_media,
+                                _ => None,
+                            };
                         match (caller_remote, callee_remote) {
                             (Some(a), Some(b)) => {
                                 let (report, h) = stream_media(r, from, to, a, b, opened).await?;
