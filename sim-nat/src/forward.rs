@@ -28,7 +28,10 @@ pub struct PortForward {
 impl PortForward {
     /// Forwards UDP ports `lo..=hi` to the same ports of `to`.
     pub fn udp(lo: u16, hi: u16, to: Ipv4Addr) -> Self {
-        Self { ports: (lo, hi), to }
+        Self {
+            ports: (lo, hi),
+            to,
+        }
     }
 
     /// Whether WAN port `port` is one of this forward's.
@@ -106,7 +109,10 @@ mod tests {
         ])
         .unwrap_err()
         .to_string();
-        assert!(e.contains("20000-20010") && e.contains("10000-20000"), "{e}");
+        assert!(
+            e.contains("20000-20010") && e.contains("10000-20000"),
+            "{e}"
+        );
         assert!(PortForward::validate_all(&[PortForward::udp(20, 10, a)]).is_err());
         assert!(PortForward::validate_all(&[PortForward::udp(0, 10, a)]).is_err());
     }

@@ -43,7 +43,9 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg};
+use crate::{
+    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+};
 
 /// How long the kernel's `sip` helper holds a SIP flow: its `sip_timeout`, fixed because the
 /// helper is built into this kernel.
@@ -1924,7 +1926,8 @@ mod tests {
     #[test]
     fn a_hairpinned_packet_to_a_forwarded_port_reaches_its_host_only_with_hairpinning() {
         for on in [true, false] {
-            let mut nat = pbx_forwarded(NatType::PortRestrictedCone.behaviour().with_hairpinning(on));
+            let mut nat =
+                pbx_forwarded(NatType::PortRestrictedCone.behaviour().with_hairpinning(on));
             let v = nat.outbound(sa(ALICE), sa("203.0.113.1:10000"), Instant::now());
             assert_eq!(
                 v.forwarded(),

@@ -32,7 +32,9 @@ use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetType, S
 use nftables::stmt::{self, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::{Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg};
+use crate::{
+    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+};
 
 /// Name of the table every NAT rule lives in, so one `delete table` undoes the whole NAT.
 pub const TABLE: &str = "snh_nat";

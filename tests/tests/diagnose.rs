@@ -106,7 +106,12 @@ const EXPECTED: &[(&str, &str, Kind, bool)] = &[
         Kind::PrivateAddress,
         true,
     ),
-    ("pbx-behind-nat-no-externip", "alice", Kind::OneWayAudio, true),
+    (
+        "pbx-behind-nat-no-externip",
+        "alice",
+        Kind::OneWayAudio,
+        true,
+    ),
     (
         "pbx-behind-nat-port-forward",
         "alice",

@@ -307,7 +307,10 @@ async fn model_and_kernel_agree_on_port_forwards() -> Result<()> {
     let mut diffs = Vec::new();
     for r in futures::future::join_all(runs).await {
         let (b, kernel, model) = r?;
-        eprintln!("{:?}/{:?} {:?}: kernel {kernel:?}", b.mapping, b.filtering, b.refresh);
+        eprintln!(
+            "{:?}/{:?} {:?}: kernel {kernel:?}",
+            b.mapping, b.filtering, b.refresh
+        );
         // The fixed expectations: what a forward is for.
         ensure!(
             kernel.inbound_first_delivered && kernel.answer_port == 10000,
@@ -335,10 +338,7 @@ async fn model_and_kernel_agree_on_port_forwards() -> Result<()> {
 
 async fn forward_run_kernel(topo: &Topology) -> Result<ForwardRun> {
     let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
-    let peer = topo
-        .node("peer")?
-        .udp_bind(sa(shapes::PEER, 4000))
-        .await?;
+    let peer = topo.node("peer")?.udp_bind(sa(shapes::PEER, 4000)).await?;
     let pbx_node = topo.node("pbx")?;
     let rtp = pbx_node.udp_bind(sa("192.168.1.20", 10000)).await?;
     let rtp2 = pbx_node.udp_bind(sa("192.168.1.20", 10001)).await?;
@@ -372,7 +372,9 @@ async fn forward_run_kernel(topo: &Topology) -> Result<ForwardRun> {
         .context("alice → server")?;
     peer.send_to(b"probe", wan(9999)).await?;
     let unforwarded_delivered = recv_within(&sip, DELIVERY).await.is_some()
-        || recv_within(&alice, Duration::from_millis(50)).await.is_some();
+        || recv_within(&alice, Duration::from_millis(50))
+            .await
+            .is_some();
     // Every flow idle past the 2 s timeout (and its outbound-only guard), then a stranger.
     tokio::time::sleep(Duration::from_millis(2600)).await;
     peer.send_to(b"late", wan(10005)).await?;
@@ -389,12 +391,16 @@ async fn forward_run_kernel(topo: &Topology) -> Result<ForwardRun> {
 }
 
 fn forward_run_model(b: &NatBehaviour) -> Result<ForwardRun> {
-    let mut m = NatModel::new(b.clone(), "203.0.113.1".parse()?, ("192.168.1.0".parse()?, 24))?
-        .with_forwards(vec![sim_nat::PortForward::udp(
-            10000,
-            20000,
-            "192.168.1.20".parse()?,
-        )])?;
+    let mut m = NatModel::new(
+        b.clone(),
+        "203.0.113.1".parse()?,
+        ("192.168.1.0".parse()?, 24),
+    )?
+    .with_forwards(vec![sim_nat::PortForward::udp(
+        10000,
+        20000,
+        "192.168.1.20".parse()?,
+    )])?;
     let t0 = Instant::now();
     let server = v4(sa(SERVER, 3478));
     let peer = v4(sa(shapes::PEER, 4000));
@@ -429,4 +435,75 @@ fn forward_run_model(b: &NatBehaviour) -> Result<ForwardRun> {
         unforwarded_delivered,
         after_idle_delivered,
     })
+}
+
+/// The forward's other rules on the kernel: with hairpinning, alice on the LAN reaches the pbx
+/// at the public address and forwarded port, and the pbx sees her public mapping (REQ-9), as
+/// the model says; a `blocked-udp-ports` firewall over the same range still drops alice's own
+/// RTP-range traffic but lets the forwarded host's through both ways.
+#[tokio::test]
+async fn a_forward_loops_back_with_hairpinning_and_opens_a_blocked_range_for_its_host() -> Result<()>
+{
+    require_kernel!();
+    let b = NatType::PortRestrictedCone
+        .behaviour()
+        .with_hairpinning(true)
+        .with_blocked_udp_ports(10000, 20000);
+    let topo = shapes::home_lan(b.clone())
+        .host("pbx", "home", "192.168.1.20")
+        .forward("home", 10000, 20000, "192.168.1.20")
+        .build()
+        .await?;
+    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let pbx = topo
+        .node("pbx")?
+        .udp_bind(sa("192.168.1.20", 10000))
+        .await?;
+    let alice_node = topo.node("alice")?;
+    let alice = alice_node.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let alice_rtp = alice_node.udp_bind(sa("192.168.1.10", 10002)).await?;
+
+    alice.send_to(b"loop", sa("203.0.113.1", 10000)).await?;
+    let (_, k_hairpin_from) = recv_within(&pbx, DELIVERY)
+        .await
+        .context("alice's packet to the public forwarded port reaches the pbx")?;
+    server.send_to(b"in", sa("203.0.113.1", 10000)).await?;
+    let k_in = recv_within(&pbx, DELIVERY).await.is_some();
+    pbx.send_to(b"out", sa(SERVER, 3478)).await?;
+    let k_out = recv_within(&server, DELIVERY).await.map(|(_, a)| a);
+    alice_rtp.send_to(b"blocked", sa(SERVER, 3478)).await?;
+    let k_alice_rtp = recv_within(&server, DELIVERY).await.is_some();
+
+    let mut m = NatModel::new(b, "203.0.113.1".parse()?, ("192.168.1.0".parse()?, 24))?
+        .with_forwards(vec![sim_nat::PortForward::udp(
+            10000,
+            20000,
+            "192.168.1.20".parse()?,
+        )])?;
+    let m_hairpin = m
+        .outbound(
+            "192.168.1.10:4000".parse()?,
+            "203.0.113.1:10000".parse()?,
+            Instant::now(),
+        )
+        .forwarded()
+        .context("the model hairpins to the forward")?;
+    ensure!(
+        m_hairpin == (v4(k_hairpin_from), "192.168.1.20:10000".parse()?),
+        "hairpin: kernel from {k_hairpin_from}, model {m_hairpin:?}"
+    );
+    ensure!(
+        k_hairpin_from == sa("203.0.113.1", 4000),
+        "the pbx sees alice's public mapping: {k_hairpin_from}"
+    );
+    ensure!(k_in, "the forwarded range is open inbound for the pbx");
+    ensure!(
+        k_out == Some(sa("203.0.113.1", 10000)),
+        "the pbx's RTP leaves through the firewall from its port: {k_out:?}"
+    );
+    ensure!(
+        !k_alice_rtp,
+        "alice's own RTP-range port is still blocked by the firewall"
+    );
+    Ok(())
 }

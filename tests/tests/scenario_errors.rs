@@ -263,8 +263,10 @@ fn forward_error(forward: &str) -> (String, usize, usize) {
 
 #[test]
 fn a_port_forward_resolves_its_host_to_the_address_behind_the_router() {
-    let s = forwarding(r#"{ proto = "udp", ports = "10000-20000", to = "bob" }, { ports = "5060", to = "bob" }"#)
-        .unwrap();
+    let s = forwarding(
+        r#"{ proto = "udp", ports = "10000-20000", to = "bob" }, { ports = "5060", to = "bob" }"#,
+    )
+    .unwrap();
     let home = s.topology.router("home").unwrap();
     assert_eq!(
         home.forwards,
@@ -307,9 +309,8 @@ fn a_bad_or_reversed_port_range_shows_the_form() {
 
 #[test]
 fn overlapping_forwards_name_the_forward_they_clash_with() {
-    let (e, _, column) = forward_error(
-        r#"{ ports = "10000-20000", to = "bob" }, { ports = "20000", to = "bob" }"#,
-    );
+    let (e, _, column) =
+        forward_error(r#"{ ports = "10000-20000", to = "bob" }, { ports = "20000", to = "bob" }"#);
     assert!(
         e.contains("ports 20000 overlap the forward of 10000-20000 to 192.168.1.10"),
         "{e}"

@@ -108,7 +108,10 @@ fn check_forwards(
         let Some(host) = hosts.iter().find(|h| h.name.get_ref() == to) else {
             return Err(c.err(
                 fw.to.span(),
-                format!("forward to unknown host `{to}` (hosts behind `{name}`: {})", one_of(&behind)),
+                format!(
+                    "forward to unknown host `{to}` (hosts behind `{name}`: {})",
+                    one_of(&behind)
+                ),
             ));
         };
         if host.segment.get_ref() != name {
@@ -122,7 +125,10 @@ fn check_forwards(
             ));
         }
         let Some(addr) = host.addrs.get_ref().first() else {
-            return Err(c.err(host.addrs.span(), format!("host `{to}` needs at least one address")));
+            return Err(c.err(
+                host.addrs.span(),
+                format!("host `{to}` needs at least one address"),
+            ));
         };
         let new = sim_nat::PortForward::udp(ports.0, ports.1, *addr);
         if let Some((old, _)) = out

@@ -592,39 +592,37 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                             _ => None,
                         });
                 let mut held = Vec::new();
-                let report =
-                    if status != 200 {
-                        None
-                    } else if r.external.contains_key(to) {
-                        match caller_remote {
-                            Some(remote) => {
-                                let (report, h) =
-                                    stream_media_observed(r, from, to, remote, opened).await?;
-                                held = h;
-                                Some(report)
-                            }
-                            None => None,
+                let report = if status != 200 {
+                    None
+                } else if r.external.contains_key(to) {
+                    match caller_remote {
+                        Some(remote) => {
+                            let (report, h) =
+                                stream_media_observed(r, from, to, remote, opened).await?;
+                            held = h;
+                            Some(report)
                         }
-                    } else if r.uas.contains_key(to) {
-                        // The callee's side is up once it has the ACK.
-                        let callee = &r.uas[to].0;
-                        let callee_remote =
-                            match wait_new(callee, est, callee_before, Duration::from_secs(5)).await
-                            {
-                                Some(Event::CallEstablished { remote_media, .. }) => remote_media,
-                                _ => None,
-                            };
-                        match (caller_remote, callee_remote) {
-                            (Some(a), Some(b)) => {
-                                let (report, h) = stream_media(r, from, to, a, b, opened).await?;
-                                held = h;
-                                Some(report)
-                            }
+                        None => None,
+                    }
+                } else if r.uas.contains_key(to) {
+                    // The callee's side is up once it has the ACK.
+                    let callee = &r.uas[to].0;
+                    let callee_remote =
+                        match wait_new(callee, est, callee_before, Duration::from_secs(5)).await {
+                            Some(Event::CallEstablished { remote_media, .. }) => remote_media,
                             _ => None,
+                        };
+                    match (caller_remote, callee_remote) {
+                        (Some(a), Some(b)) => {
+                            let (report, h) = stream_media(r, from, to, a, b, opened).await?;
+                            held = h;
+                            Some(report)
                         }
-                    } else {
-                        None
-                    };
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
                 if let Some(report) = report {
                     r.notes.push((
                         Instant::now(),

@@ -339,7 +339,11 @@ impl Ua {
     }
 
     fn contact_value_to(&self, dest: IpAddr) -> String {
-        format!("<sip:{}@{}>", self.config.user, self.contact_address_to(dest))
+        format!(
+            "<sip:{}@{}>",
+            self.config.user,
+            self.contact_address_to(dest)
+        )
     }
 
     fn new_via(&mut self) -> Via {

@@ -96,9 +96,9 @@ impl TopologyBuilder {
         let to = parse_addr(to, &mut self.errors);
         match self.spec.routers.iter_mut().find(|r| r.name == router) {
             Some(r) => r.forwards.push(sim_nat::PortForward::udp(lo, hi, to)),
-            None => self
-                .errors
-                .push(format!("forward on `{router}`, which is not a router declared before")),
+            None => self.errors.push(format!(
+                "forward on `{router}`, which is not a router declared before"
+            )),
         }
         self
     }
