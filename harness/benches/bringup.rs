@@ -801,6 +801,7 @@ async fn replica(run: usize) -> anyhow::Result<[Duration; 19]> {
             lan: "lan".into(),
             public: a("203.0.113.1"),
             subscribers: vec![a("192.168.1.10")],
+            forwards: Vec::new(),
         },
     )?;
     for (path, value) in &rules.sysctls {
@@ -890,6 +891,7 @@ async fn replica_overlapped(run: usize, keep_delete: bool) -> anyhow::Result<Dur
                 lan: "lan".into(),
                 public: a("203.0.113.1"),
                 subscribers: vec![a("192.168.1.10")],
+                forwards: Vec::new(),
             },
         )?;
         for (path, value) in &rules.sysctls {
@@ -1060,6 +1062,7 @@ async fn extras(runs: usize) -> anyhow::Result<Extras> {
             lan: "lan".into(),
             public: "203.0.113.1".parse()?,
             subscribers: vec!["192.168.1.10".parse()?],
+            forwards: Vec::new(),
         },
     )?
     .prelude;

@@ -26,6 +26,7 @@ fn main() {
         lan: "lan".into(),
         public: Ipv4Addr::new(203, 0, 113, 1),
         subscribers: vec![Ipv4Addr::new(100, 64, 0, 2)],
+        forwards: Vec::new(),
     };
     let r = sim_nat::render(&b, &ports).unwrap();
     println!("{}", r.json_string());

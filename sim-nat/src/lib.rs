@@ -10,6 +10,7 @@
 mod alg;
 mod behaviour;
 mod error;
+mod forward;
 mod model;
 mod nft;
 
@@ -18,6 +19,7 @@ pub use behaviour::{
     Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
 };
 pub use error::Error;
+pub use forward::PortForward;
 pub use model::{
     observe, observe_home_lan, Binding, BindingEvent, BindingView, DropReason, NatModel,
     Observation, ProbeError, ProbeSetup, Side, UnsolicitedView, Verdict, PROBE_WAIT,

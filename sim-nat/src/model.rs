@@ -22,6 +22,10 @@
 //! - with [`SipAlg::Kernel`], a flow whose first packet goes to port 5060 lives
 //!   [`SIP_HELPER_TIMEOUT`] (the helper's `sip_timeout`), though the sets keep the UDP timeout;
 //! - hairpinning (REQ-9) DNATs through `fc` and source-NATs with the sender's mapping;
+//! - a static port forward ([`PortForward`], [`NatModel::with_forwards`]) sends a new inbound
+//!   flow to its ports to its host before any filter or guard is asked, and what that host sends
+//!   from a forwarded port is source-NATed as a plain port-preserving `snat` does it (the
+//!   existing mapping of that endpoint, else the same port, else the kernel's default range);
 //! - an address pool picks the address from the source alone when paired (`persistent`), from
 //!   both addresses when not; a subscriber's port block is its whole range, so once it is full
 //!   towards a remote the next flow there is dropped, and non-subscribers are not mapped at all.
@@ -39,7 +43,9 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Filtering, Mapping, NatBehaviour, PortAllocation, Refresh, SipAlg};
+use crate::{
+    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+};
 
 /// How long the kernel's `sip` helper holds a SIP flow: its `sip_timeout`, fixed because the
 /// helper is built into this kernel.
@@ -405,6 +411,8 @@ pub struct NatModel {
     public: Ipv4Addr,
     /// Inside addresses in port-block order (`RouterPorts::subscribers`).
     subscribers: Vec<Ipv4Addr>,
+    /// Static port forwards on the first public address (`RouterPorts::forwards`).
+    forwards: Vec<PortForward>,
     net: u32,
     mask: u32,
     timeout: Duration,
@@ -451,6 +459,7 @@ impl NatModel {
             behaviour,
             public,
             subscribers: Vec::new(),
+            forwards: Vec::new(),
             net: u32::from(addr) & mask,
             mask,
             entries: BTreeMap::new(),
@@ -472,6 +481,14 @@ impl NatModel {
     pub fn with_subscribers(mut self, subscribers: Vec<Ipv4Addr>) -> Self {
         self.subscribers = subscribers;
         self
+    }
+
+    /// The router's static port forwards, as `RouterPorts::forwards` lists them; refuses
+    /// overlapping ones as `render` does.
+    pub fn with_forwards(mut self, forwards: Vec<PortForward>) -> Result<Self, Error> {
+        PortForward::validate_all(&forwards)?;
+        self.forwards = forwards;
+        Ok(self)
     }
 
     /// The same router with another seed for its random port choices (deterministic per seed).
@@ -503,7 +520,12 @@ impl NatModel {
         if self.is_public(*dst.ip()) {
             return self.hairpin(src, dst, now);
         }
-        let (external, displaced_from) = match self.allocate(src, dst) {
+        let allocated = if PortForward::is_static_source(&self.forwards, src) {
+            self.allocate_static(src, dst)
+        } else {
+            self.allocate(src, dst)
+        };
+        let (external, displaced_from) = match allocated {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop { reason },
         };
@@ -523,7 +545,11 @@ impl NatModel {
             return not_through("the source is on the inside network");
         }
         // pre_raw, before conntrack: a refused packet neither refreshes nor creates an entry.
-        if self.behaviour.refresh == Refresh::OutboundOnly && !self.raw_admits(src, dst, now) {
+        let forward = self.forward_target(dst);
+        if self.behaviour.refresh == Refresh::OutboundOnly
+            && forward.is_none()
+            && !self.raw_admits(src, dst, now)
+        {
             return Verdict::Drop {
                 reason: self.diagnose(src, dst, now),
             };
@@ -541,8 +567,8 @@ impl NatModel {
             }
             return Verdict::Forward { src: s, dst: d };
         }
-        // pre_nat: a looser filter DNATs a new flow through `fc`.
-        if let Some(internal) = self.dnat_target(src, dst, now) {
+        // pre_nat: a forward, else a looser filter through `fc`, DNATs a new flow.
+        if let Some(internal) = forward.or_else(|| self.dnat_target(src, dst, now)) {
             if self.taken((internal, src)) {
                 return Verdict::Drop {
                     reason: DropReason::TupleTaken {
@@ -890,38 +916,10 @@ impl NatModel {
                 }
             }
         };
-        let in_block = |port: u16| block.is_none_or(|(lo, hi)| (lo..=hi).contains(&port));
         // find_best_ips_proto: the pool address hashes the source (and, unpaired, the destination).
         let addr = self.pool_address(*src.ip(), *remote.ip());
         match self.behaviour.ports {
-            PortAllocation::Preserve => {
-                // find_appropriate_src: the newest flow from the same internal endpoint whose
-                // mapping is in range.
-                let reuse = self
-                    .entries
-                    .values()
-                    .rev()
-                    .filter(|e| e.original.0 == src && e.kind != Kind::Local)
-                    .map(|e| e.reply.1)
-                    .find(|ext| self.is_public(*ext.ip()) && in_block(ext.port()));
-                if let Some(ext) = reuse {
-                    if !used(self, ext) {
-                        return Ok((ext, None));
-                    }
-                }
-                let keep = SocketAddrV4::new(addr, src.port());
-                if in_block(src.port()) && !used(self, keep) {
-                    return Ok((keep, None));
-                }
-                // nf_nat_l4proto_unique_tuple: the block, or without one the kernel's defaults.
-                let (lo, hi) = block.unwrap_or(match src.port() {
-                    0..=511 => (1, 511),
-                    512..=1023 => (600, 1023),
-                    _ => (1024, 65535),
-                });
-                self.free_port(addr, lo, hi, remote)
-                    .map(|ext| (ext, Some(src.port())))
-            }
+            PortAllocation::Preserve => self.preserve(src, remote, addr, block),
             PortAllocation::Random => {
                 let (lo, hi) = block.unwrap_or(self.behaviour.port_range);
                 self.free_port(addr, lo, hi, remote).map(|ext| (ext, None))
@@ -953,6 +951,63 @@ impl NatModel {
                 }
             }
         }
+    }
+
+    /// A plain `snat` to `addr` (the port kept when it can be), as `get_unique_tuple` does it:
+    /// `find_appropriate_src` reuses the newest mapping of the same internal endpoint, then the
+    /// internal port, then a free port of `block` or the kernel's default range.
+    fn preserve(
+        &mut self,
+        src: SocketAddrV4,
+        remote: SocketAddrV4,
+        addr: Ipv4Addr,
+        block: Option<(u16, u16)>,
+    ) -> Result<(SocketAddrV4, Option<u16>), DropReason> {
+        let used = |m: &Self, ext: SocketAddrV4| m.taken((remote, ext));
+        let in_block = |port: u16| block.is_none_or(|(lo, hi)| (lo..=hi).contains(&port));
+        let reuse = self
+            .entries
+            .values()
+            .rev()
+            .filter(|e| e.original.0 == src && e.kind != Kind::Local)
+            .map(|e| e.reply.1)
+            .find(|ext| self.is_public(*ext.ip()) && in_block(ext.port()));
+        if let Some(ext) = reuse {
+            if !used(self, ext) {
+                return Ok((ext, None));
+            }
+        }
+        let keep = SocketAddrV4::new(addr, src.port());
+        if in_block(src.port()) && !used(self, keep) {
+            return Ok((keep, None));
+        }
+        // nf_nat_l4proto_unique_tuple: the block, or without one the kernel's defaults.
+        let (lo, hi) = block.unwrap_or(match src.port() {
+            0..=511 => (1, 511),
+            512..=1023 => (600, 1023),
+            _ => (1024, 65535),
+        });
+        self.free_port(addr, lo, hi, remote)
+            .map(|ext| (ext, Some(src.port())))
+    }
+
+    /// A new flow from a forwarded port of its host: the forward's own `snat` to the WAN address,
+    /// ahead of the mapping, the port block and the pool.
+    fn allocate_static(
+        &mut self,
+        src: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<(SocketAddrV4, Option<u16>), DropReason> {
+        let addr = self.public;
+        self.preserve(src, remote, addr, None)
+    }
+
+    /// Where a forward sends a new flow to `dst` (the first public address only).
+    fn forward_target(&self, dst: SocketAddrV4) -> Option<SocketAddrV4> {
+        if *dst.ip() != self.public {
+            return None;
+        }
+        PortForward::target(&self.forwards, dst.port())
     }
 
     /// The pool address for a new flow: the first address without a pool; with one, a hash of
@@ -1141,11 +1196,12 @@ impl NatModel {
     /// A new flow from the inside to the public address: DNAT through `fc`, then the sender's
     /// source NAT, so the receiver sees the sender's mapping (REQ-9).
     fn hairpin(&mut self, src: SocketAddrV4, dst: SocketAddrV4, now: Instant) -> Verdict {
-        let target = self
-            .fc
-            .get(&dst.port())
-            .filter(|(_, t)| *t > now)
-            .map(|(internal, _)| *internal);
+        let target = self.forward_target(dst).or_else(|| {
+            self.fc
+                .get(&dst.port())
+                .filter(|(_, t)| *t > now)
+                .map(|(internal, _)| *internal)
+        });
         let Some(target) = target.filter(|_| self.behaviour.hairpinning) else {
             return Verdict::Drop {
                 reason: DropReason::NoHairpin { to: dst },
@@ -1786,6 +1842,98 @@ mod tests {
                     Some(&DropReason::NoHairpin { to: alice_pub })
                 );
             }
+        }
+    }
+
+    fn pbx_forwarded(b: NatBehaviour) -> NatModel {
+        home(b)
+            .with_forwards(vec![PortForward::udp(
+                10000,
+                20000,
+                Ipv4Addr::new(192, 168, 1, 20),
+            )])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_forwarded_port_lets_the_first_inbound_packet_in_behind_any_filter() {
+        for b in [
+            NatType::Symmetric.behaviour(),
+            NatType::PortRestrictedCone
+                .behaviour()
+                .with_refresh(Refresh::OutboundOnly),
+        ] {
+            let mut nat = pbx_forwarded(b.clone());
+            let t0 = Instant::now();
+            let v = nat.inbound(sa("198.51.100.20:4000"), sa("203.0.113.1:10000"), t0);
+            assert_eq!(
+                v.forwarded(),
+                Some((sa("198.51.100.20:4000"), sa("192.168.1.20:10000"))),
+                "{b:?}"
+            );
+            // Long after the flow died, with nothing sent out: still in.
+            let later = nat.inbound(
+                sa("203.0.113.10:7000"),
+                sa("203.0.113.1:19999"),
+                t0 + Duration::from_secs(300),
+            );
+            assert!(later.forwarded().is_some(), "{b:?}: {later:?}");
+            // A port outside the forward is filtered as before.
+            let other = nat.inbound(sa("198.51.100.20:4000"), sa("203.0.113.1:9999"), t0);
+            assert!(other.forwarded().is_none(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn a_forwarded_host_keeps_its_port_outbound_behind_a_symmetric_nat_and_others_do_not() {
+        let mut nat = pbx_forwarded(NatType::Symmetric.behaviour());
+        let t0 = Instant::now();
+        let pbx = nat.outbound(sa("192.168.1.20:10000"), sa(S1), t0);
+        assert_eq!(pbx.forwarded().unwrap().0, sa("203.0.113.1:10000"));
+        // The same endpoint to a second remote: the same port (find_appropriate_src).
+        let again = nat.outbound(sa("192.168.1.20:10000"), sa(S2), t0);
+        assert_eq!(again.forwarded().unwrap().0, sa("203.0.113.1:10000"));
+        // Its SIP port is not forwarded here: random, like any flow of this NAT.
+        let sip = nat.outbound(sa("192.168.1.20:5060"), sa(S1), t0);
+        assert_ne!(sip.forwarded().unwrap().0.port(), 5060);
+        // Another host's forwarded-range port is not static.
+        let other = nat.outbound(sa("192.168.1.10:10000"), sa(S2), t0);
+        assert_ne!(other.forwarded().unwrap().0.port(), 10000);
+    }
+
+    #[test]
+    fn the_far_end_sending_first_to_a_forwarded_port_cannot_take_it_from_its_host() {
+        let mut nat = pbx_forwarded(NatType::PortRestrictedCone.behaviour());
+        let t0 = Instant::now();
+        let first = nat.inbound(sa("198.51.100.20:4000"), sa("203.0.113.1:10000"), t0);
+        assert!(first.forwarded().is_some());
+        // The host's answer is the reply of that flow: same port, no "who sends first" move.
+        let answer = nat.outbound(sa("192.168.1.20:10000"), sa("198.51.100.20:4000"), t0);
+        assert_eq!(
+            answer.forwarded(),
+            Some((sa("203.0.113.1:10000"), sa("198.51.100.20:4000")))
+        );
+        assert!(events(&mut nat).iter().all(|e| !matches!(
+            e,
+            BindingEvent::UnsolicitedHeld { .. }
+                | BindingEvent::Created {
+                    displaced_from: Some(_),
+                    ..
+                }
+        )));
+    }
+
+    #[test]
+    fn a_hairpinned_packet_to_a_forwarded_port_reaches_its_host_only_with_hairpinning() {
+        for on in [true, false] {
+            let mut nat =
+                pbx_forwarded(NatType::PortRestrictedCone.behaviour().with_hairpinning(on));
+            let v = nat.outbound(sa(ALICE), sa("203.0.113.1:10000"), Instant::now());
+            assert_eq!(
+                v.forwarded(),
+                on.then(|| (sa("203.0.113.1:5060"), sa("192.168.1.20:10000"))),
+                "hairpinning {on}"
+            );
         }
     }
 

@@ -10,6 +10,10 @@
 //!   by a dynamic set of (external port, remote address) the inside has sent to;
 //! - outbound-only refresh comes from a dynamic set refreshed on the outbound path only that guards
 //!   inbound packets;
+//! - a static port forward ([`PortForward`]) DNATs new inbound flows to its ports before any
+//!   filter is asked, is exempt from the outbound-only guard and opens its ports in a
+//!   `blocked-udp-ports` firewall, and source-NATs what its host sends from them to the same WAN
+//!   port (a port-preserving `snat` ahead of the mapping's own);
 //! - the binding timeout is the per-namespace conntrack UDP timeouts plus the same timeout on every
 //!   dynamic set, so the kernel's binding and ours die together.
 //!
@@ -28,7 +32,9 @@ use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetType, S
 use nftables::stmt::{self, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::{Error, Filtering, Mapping, NatBehaviour, PortAllocation, Refresh, SipAlg};
+use crate::{
+    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+};
 
 /// Name of the table every NAT rule lives in, so one `delete table` undoes the whole NAT.
 pub const TABLE: &str = "snh_nat";
@@ -44,6 +50,8 @@ pub struct RouterPorts {
     pub public: Ipv4Addr,
     /// Inside addresses that get a port block each, in block order (carrier-grade NAT).
     pub subscribers: Vec<Ipv4Addr>,
+    /// Static port forwards to inside hosts, on the WAN address [`Self::public`].
+    pub forwards: Vec<PortForward>,
 }
 
 /// What a router namespace needs to behave as a [`NatBehaviour`].
@@ -72,6 +80,7 @@ impl Ruleset {
 /// Builds the ruleset and conntrack settings that make a router behave as `nat`.
 pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error> {
     nat.validate()?;
+    PortForward::validate_all(&ports.forwards)?;
     let t = nat.udp_timeout_secs;
     let mut b = Builder::default();
 
@@ -127,6 +136,20 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
                 range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
             }))
         };
+        // A port forward opens its ports for its host, as router firmware adds an accept rule
+        // for each forward (OpenWrt's redirects do): inbound after DNAT, outbound before SNAT.
+        for f in &ports.forwards {
+            for (addr, field) in [("daddr", "dport"), ("saddr", "sport")] {
+                b.rule(
+                    "forward",
+                    vec![
+                        eq(payload("ip", addr), s(&f.to.to_string())),
+                        eq(payload("udp", field), port_range(f.ports)),
+                        Statement::Accept(None),
+                    ],
+                );
+            }
+        }
         for field in ["dport", "sport"] {
             b.rule("forward", vec![eq(payload("udp", field), range()), drop()]);
         }
@@ -149,6 +172,20 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         );
     }
     if outbound_only {
+        // A forwarded port admits whatever arrives: the forward is a standing rule, not a binding
+        // the inside has to keep alive.
+        for f in &ports.forwards {
+            b.rule(
+                "pre_raw",
+                vec![
+                    wan_in(),
+                    udp(),
+                    eq(payload("ip", "daddr"), s(&ports.public.to_string())),
+                    eq(payload("udp", "dport"), port_range(f.ports)),
+                    Statement::Accept(None),
+                ],
+            );
+        }
         // An inbound packet gets in only while an *outbound* packet has refreshed its binding:
         // towards that very endpoint, or — for looser filtering — any binding on the port (EIF) or
         // one towards that address (ADF). Dropped at raw priority, before conntrack sees it, so a
@@ -193,6 +230,29 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             flags: None,
         }))
     };
+    // A forward comes first: a new flow to its ports goes to its host whatever the filtering
+    // (a flow conntrack already knows never reaches a nat chain, so the host's own flows and
+    // other hosts' replies on those ports keep going where they went).
+    let dnat_forward = |f: &PortForward| {
+        Statement::DNAT(Some(stmt::NAT {
+            addr: Some(s(&f.to.to_string())),
+            family: Some(stmt::NATFamily::IP),
+            port: None,
+            flags: None,
+        }))
+    };
+    for f in &ports.forwards {
+        b.rule(
+            "pre_nat",
+            vec![
+                wan_in(),
+                udp(),
+                eq(payload("ip", "daddr"), s(&ports.public.to_string())),
+                eq(payload("udp", "dport"), port_range(f.ports)),
+                dnat_forward(f),
+            ],
+        );
+    }
     match nat.filtering {
         Filtering::EndpointIndependent => b.rule("pre_nat", vec![wan_in(), udp(), dnat_via_fc()]),
         Filtering::AddressDependent => b.rule(
@@ -210,6 +270,20 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         Filtering::AddressAndPortDependent => {}
     }
     if nat.hairpinning {
+        // NAT loopback ("reflection") of a forward: the LAN reaches the forwarded host at the
+        // public address too.
+        for f in &ports.forwards {
+            b.rule(
+                "pre_nat",
+                vec![
+                    lan_in(),
+                    udp(),
+                    eq(payload("ip", "daddr"), s(&ports.public.to_string())),
+                    eq(payload("udp", "dport"), port_range(f.ports)),
+                    dnat_forward(f),
+                ],
+            );
+        }
         b.rule(
             "pre_nat",
             vec![
@@ -238,6 +312,26 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
                     op: Operator::IN,
                 }),
                 source_nat.clone(),
+            ],
+        );
+    }
+    // What a forwarded host sends from a forwarded port keeps that port (a plain `snat` to the
+    // WAN address preserves the port while its tuple is free), so its flows leave from the port
+    // the forward and its `externip` advertise, whatever the mapping does to other flows.
+    for f in &ports.forwards {
+        b.rule(
+            "post_nat",
+            vec![
+                wan_out(),
+                udp(),
+                eq(payload("ip", "saddr"), s(&f.to.to_string())),
+                eq(payload("udp", "sport"), port_range(f.ports)),
+                Statement::SNAT(Some(stmt::NAT {
+                    addr: Some(s(&ports.public.to_string())),
+                    family: Some(stmt::NATFamily::IP),
+                    port: None,
+                    flags: None,
+                })),
             ],
         );
     }
@@ -503,6 +597,17 @@ fn set_type(types: &[SetType]) -> SetTypeValue<'static> {
     }
 }
 
+/// `lo-hi` as an nft range, or the one port.
+fn port_range((lo, hi): (u16, u16)) -> Expression<'static> {
+    if lo == hi {
+        Expression::Number(lo.into())
+    } else {
+        Expression::Range(Box::new(expr::Range {
+            range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
+        }))
+    }
+}
+
 fn s(v: &str) -> Expression<'static> {
     Expression::String(Cow::Owned(v.to_string()))
 }
@@ -571,6 +676,7 @@ mod tests {
             lan: "lan".into(),
             public: Ipv4Addr::new(203, 0, 113, 1),
             subscribers: vec![Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 3)],
+            forwards: Vec::new(),
         }
     }
 
@@ -623,6 +729,35 @@ mod tests {
     fn symmetric_uses_fully_random_ports() {
         let r = render(&NatType::Symmetric.behaviour(), &ports()).unwrap();
         assert!(r.json_string().contains("fully-random"));
+    }
+
+    #[test]
+    fn a_forward_dnats_its_ports_keeps_them_outbound_and_passes_every_guard() {
+        let pbx = Ipv4Addr::new(192, 168, 1, 20);
+        let with = RouterPorts {
+            forwards: vec![PortForward::udp(10000, 20000, pbx)],
+            ..ports()
+        };
+        let b = NatType::Symmetric
+            .behaviour()
+            .with_refresh(Refresh::OutboundOnly)
+            .with_hairpinning(true)
+            .with_blocked_udp_ports(10000, 20000);
+        let r = render(&b, &with).unwrap().json_string();
+        // Inbound and hairpinned DNAT, the static SNAT, the raw-guard accept, two firewall
+        // accepts: the range appears once for each.
+        assert_eq!(r.matches("[10000,20000]").count(), 6 + 2, "{r}");
+        assert_eq!(r.matches("192.168.1.20").count(), 2 + 1 + 2, "{r}");
+        let without = render(&b, &ports()).unwrap().json_string();
+        assert!(!without.contains("192.168.1.20"));
+        let clash = RouterPorts {
+            forwards: vec![
+                PortForward::udp(10000, 20000, pbx),
+                PortForward::udp(15000, 15000, pbx),
+            ],
+            ..ports()
+        };
+        assert!(render(&b, &clash).is_err());
     }
 
     #[test]

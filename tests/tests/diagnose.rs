@@ -88,6 +88,43 @@ const EXPECTED: &[(&str, &str, Kind, bool)] = &[
     // The server is not on the media path; the router's WAN side is.
     ("rtp-range-blocked", "home-wan", Kind::RtpBlocked, true),
     (
+        "rtp-range-blocked-fix-port-forward",
+        "home-wan",
+        Kind::RtpBlocked,
+        false,
+    ),
+    (
+        "rtp-range-blocked-fix-port-forward",
+        "home-wan",
+        Kind::OneWayAudio,
+        false,
+    ),
+    // The PBX's private SDP reaches the remote phone, whose RTP goes there.
+    (
+        "pbx-behind-nat-no-externip",
+        "alice",
+        Kind::PrivateAddress,
+        true,
+    ),
+    (
+        "pbx-behind-nat-no-externip",
+        "alice",
+        Kind::OneWayAudio,
+        true,
+    ),
+    (
+        "pbx-behind-nat-port-forward",
+        "alice",
+        Kind::PrivateAddress,
+        false,
+    ),
+    (
+        "pbx-behind-nat-port-forward",
+        "alice",
+        Kind::OneWayAudio,
+        false,
+    ),
+    (
         "one-way-audio-private-sdp",
         "alice",
         Kind::OneWayAudio,

@@ -33,6 +33,12 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "cannot tell who is behind a NAT",
     ),
     (
+        "rtp-range-blocked-fix-port-forward",
+        "the phone writes the router's public address itself (externip) and the port-preserving \
+         NAT keeps its ports: the server capture shows no NAT at all",
+        "cannot tell who is behind a NAT",
+    ),
+    (
         "alg-off-without-restart",
         "the kernel SIP ALG rewrites every REGISTER the server sees: no NAT in the capture",
         "cannot tell who is behind a NAT",
@@ -46,10 +52,22 @@ const REFUSED: &[(&str, &str, &str)] = &[
 ];
 
 /// Catalogue files with no server capture to import, and why.
-const NO_SERVER_CAPTURE: &[(&str, &str)] = &[(
-    "lan-call-works",
-    "everyone is on one LAN with the registrar: no capture beyond a NAT, nothing to import",
-)];
+const NO_SERVER_CAPTURE: &[(&str, &str)] = &[
+    (
+        "lan-call-works",
+        "everyone is on one LAN with the registrar: no capture beyond a NAT, nothing to import",
+    ),
+    (
+        "pbx-behind-nat-port-forward",
+        "the PBX behind the NAT is the server: there is no server on the internet, and its own \
+         capture is a LAN capture, which import refuses",
+    ),
+    (
+        "pbx-behind-nat-no-externip",
+        "the PBX behind the NAT is the server: there is no server on the internet, and its own \
+         capture is a LAN capture, which import refuses",
+    ),
+];
 
 /// Catalogue files whose signalling verdicts round-trip but whose point lies beyond what a
 /// server capture carries; each with the reason and what the original checks that the import

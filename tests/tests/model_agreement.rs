@@ -258,3 +258,252 @@ async fn model_and_kernel_expire_and_refresh_bindings_alike() -> Result<()> {
     );
     Ok(())
 }
+
+/// What one forward run observed, kernel or model alike: each a delivery or a source port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ForwardRun {
+    /// The server's packet to the forwarded WAN port 10000, before the pbx sent anything.
+    inbound_first_delivered: bool,
+    /// The pbx's answer from 10000, as the server sees its source port.
+    answer_port: u16,
+    /// The pbx sending first from forwarded port 10001, to the peer and then to the server.
+    outbound_first_ports: (u16, u16),
+    /// The pbx's SIP port 5060 (not forwarded) kept its number.
+    unforwarded_kept: bool,
+    /// Alice's port 10002 (forwarded range, another host) kept its number.
+    other_host_kept: bool,
+    /// The peer's packet to WAN port 9999 (not forwarded) delivered anywhere.
+    unforwarded_delivered: bool,
+    /// After every flow went idle past the timeout: the peer's packet to WAN port 10005.
+    after_idle_delivered: bool,
+}
+
+/// A forward of UDP 10000–20000 to `pbx`, measured on the kernel and asked of the model: an
+/// inbound packet to a forwarded port reaches the host before it sent anything, whatever the
+/// filtering or refresh; what it sends from a forwarded port keeps the port even behind a NAT
+/// that randomises every other flow's; nothing else changes.
+#[tokio::test]
+async fn model_and_kernel_agree_on_port_forwards() -> Result<()> {
+    require_kernel!();
+    let cases = [
+        NatType::PortRestrictedCone.behaviour().with_udp_timeout(2),
+        NatType::Symmetric.behaviour().with_udp_timeout(2),
+        NatType::Symmetric
+            .behaviour()
+            .with_udp_timeout(2)
+            .with_refresh(Refresh::OutboundOnly),
+        NatType::FullCone.behaviour().with_udp_timeout(2),
+    ];
+    let runs = cases.into_iter().map(|b| async move {
+        let topo = shapes::home_lan(b.clone())
+            .host("pbx", "home", "192.168.1.20")
+            .forward("home", 10000, 20000, "192.168.1.20")
+            .build()
+            .await?;
+        let kernel = forward_run_kernel(&topo).await?;
+        let model = forward_run_model(&b)?;
+        anyhow::Ok((b, kernel, model))
+    });
+    let mut diffs = Vec::new();
+    for r in futures::future::join_all(runs).await {
+        let (b, kernel, model) = r?;
+        eprintln!(
+            "{:?}/{:?} {:?}: kernel {kernel:?}",
+            b.mapping, b.filtering, b.refresh
+        );
+        // The fixed expectations: what a forward is for.
+        ensure!(
+            kernel.inbound_first_delivered && kernel.answer_port == 10000,
+            "{b:?}: kernel {kernel:?}"
+        );
+        ensure!(
+            kernel.outbound_first_ports == (10001, 10001),
+            "{b:?}: kernel {kernel:?}"
+        );
+        ensure!(kernel.after_idle_delivered, "{b:?}: kernel {kernel:?}");
+        if kernel != model {
+            diffs.push(format!(
+                "{:?}/{:?} {:?}:\n  kernel {kernel:?}\n  model  {model:?}",
+                b.mapping, b.filtering, b.refresh
+            ));
+        }
+    }
+    ensure!(
+        diffs.is_empty(),
+        "model and kernel disagree:\n{}",
+        diffs.join("\n")
+    );
+    Ok(())
+}
+
+async fn forward_run_kernel(topo: &Topology) -> Result<ForwardRun> {
+    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let peer = topo.node("peer")?.udp_bind(sa(shapes::PEER, 4000)).await?;
+    let pbx_node = topo.node("pbx")?;
+    let rtp = pbx_node.udp_bind(sa("192.168.1.20", 10000)).await?;
+    let rtp2 = pbx_node.udp_bind(sa("192.168.1.20", 10001)).await?;
+    let sip = pbx_node.udp_bind(sa("192.168.1.20", 5060)).await?;
+    let late = pbx_node.udp_bind(sa("192.168.1.20", 10005)).await?;
+    let alice = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 10002))
+        .await?;
+    let wan = |port| sa("203.0.113.1", port);
+
+    server.send_to(b"first", wan(10000)).await?;
+    let inbound_first_delivered = recv_within(&rtp, DELIVERY).await.is_some();
+    rtp.send_to(b"answer", sa(SERVER, 3478)).await?;
+    let (_, answer) = recv_within(&server, DELIVERY)
+        .await
+        .context("the pbx's answer reaches the server")?;
+    rtp2.send_to(b"out", sa(shapes::PEER, 4000)).await?;
+    let (_, to_peer) = recv_within(&peer, DELIVERY).await.context("pbx → peer")?;
+    rtp2.send_to(b"out", sa(SERVER, 3478)).await?;
+    let (_, to_server) = recv_within(&server, DELIVERY)
+        .await
+        .context("pbx → server")?;
+    sip.send_to(b"register", sa(SERVER, 3478)).await?;
+    let (_, sip_mapped) = recv_within(&server, DELIVERY)
+        .await
+        .context("pbx sip → server")?;
+    alice.send_to(b"hello", sa(SERVER, 3478)).await?;
+    let (_, alice_mapped) = recv_within(&server, DELIVERY)
+        .await
+        .context("alice → server")?;
+    peer.send_to(b"probe", wan(9999)).await?;
+    let unforwarded_delivered = recv_within(&sip, DELIVERY).await.is_some()
+        || recv_within(&alice, Duration::from_millis(50))
+            .await
+            .is_some();
+    // Every flow idle past the 2 s timeout (and its outbound-only guard), then a stranger.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    peer.send_to(b"late", wan(10005)).await?;
+    let after_idle_delivered = recv_within(&late, DELIVERY).await.is_some();
+    Ok(ForwardRun {
+        inbound_first_delivered,
+        answer_port: answer.port(),
+        outbound_first_ports: (to_peer.port(), to_server.port()),
+        unforwarded_kept: sip_mapped.port() == 5060,
+        other_host_kept: alice_mapped.port() == 10002,
+        unforwarded_delivered,
+        after_idle_delivered,
+    })
+}
+
+fn forward_run_model(b: &NatBehaviour) -> Result<ForwardRun> {
+    let mut m = NatModel::new(
+        b.clone(),
+        "203.0.113.1".parse()?,
+        ("192.168.1.0".parse()?, 24),
+    )?
+    .with_forwards(vec![sim_nat::PortForward::udp(
+        10000,
+        20000,
+        "192.168.1.20".parse()?,
+    )])?;
+    let t0 = Instant::now();
+    let server = v4(sa(SERVER, 3478));
+    let peer = v4(sa(shapes::PEER, 4000));
+    let wan = |port| SocketAddrV4::new("203.0.113.1".parse().expect("address"), port);
+    let pbx = |port| SocketAddrV4::new("192.168.1.20".parse().expect("address"), port);
+    let out_port = |m: &mut NatModel, src, dst| -> Result<u16> {
+        Ok(m.outbound(src, dst, t0)
+            .forwarded()
+            .context("the model forwards an outbound packet")?
+            .0
+            .port())
+    };
+    let inbound_first_delivered = m.inbound(server, wan(10000), t0).forwarded().is_some();
+    let answer_port = out_port(&mut m, pbx(10000), server)?;
+    let outbound_first_ports = (
+        out_port(&mut m, pbx(10001), peer)?,
+        out_port(&mut m, pbx(10001), server)?,
+    );
+    let unforwarded_kept = out_port(&mut m, pbx(5060), server)? == 5060;
+    let other_host_kept = out_port(&mut m, "192.168.1.10:10002".parse()?, server)? == 10002;
+    let unforwarded_delivered = m.inbound(peer, wan(9999), t0).forwarded().is_some();
+    let after_idle_delivered = m
+        .inbound(peer, wan(10005), t0 + Duration::from_millis(2600))
+        .forwarded()
+        .is_some();
+    Ok(ForwardRun {
+        inbound_first_delivered,
+        answer_port,
+        outbound_first_ports,
+        unforwarded_kept,
+        other_host_kept,
+        unforwarded_delivered,
+        after_idle_delivered,
+    })
+}
+
+/// The forward's other rules on the kernel: with hairpinning, alice on the LAN reaches the pbx
+/// at the public address and forwarded port, and the pbx sees her public mapping (REQ-9), as
+/// the model says; a `blocked-udp-ports` firewall over the same range still drops alice's own
+/// RTP-range traffic but lets the forwarded host's through both ways.
+#[tokio::test]
+async fn a_forward_loops_back_with_hairpinning_and_opens_a_blocked_range_for_its_host() -> Result<()>
+{
+    require_kernel!();
+    let b = NatType::PortRestrictedCone
+        .behaviour()
+        .with_hairpinning(true)
+        .with_blocked_udp_ports(10000, 20000);
+    let topo = shapes::home_lan(b.clone())
+        .host("pbx", "home", "192.168.1.20")
+        .forward("home", 10000, 20000, "192.168.1.20")
+        .build()
+        .await?;
+    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let pbx = topo
+        .node("pbx")?
+        .udp_bind(sa("192.168.1.20", 10000))
+        .await?;
+    let alice_node = topo.node("alice")?;
+    let alice = alice_node.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let alice_rtp = alice_node.udp_bind(sa("192.168.1.10", 10002)).await?;
+
+    alice.send_to(b"loop", sa("203.0.113.1", 10000)).await?;
+    let (_, k_hairpin_from) = recv_within(&pbx, DELIVERY)
+        .await
+        .context("alice's packet to the public forwarded port reaches the pbx")?;
+    server.send_to(b"in", sa("203.0.113.1", 10000)).await?;
+    let k_in = recv_within(&pbx, DELIVERY).await.is_some();
+    pbx.send_to(b"out", sa(SERVER, 3478)).await?;
+    let k_out = recv_within(&server, DELIVERY).await.map(|(_, a)| a);
+    alice_rtp.send_to(b"blocked", sa(SERVER, 3478)).await?;
+    let k_alice_rtp = recv_within(&server, DELIVERY).await.is_some();
+
+    let mut m = NatModel::new(b, "203.0.113.1".parse()?, ("192.168.1.0".parse()?, 24))?
+        .with_forwards(vec![sim_nat::PortForward::udp(
+            10000,
+            20000,
+            "192.168.1.20".parse()?,
+        )])?;
+    let m_hairpin = m
+        .outbound(
+            "192.168.1.10:4000".parse()?,
+            "203.0.113.1:10000".parse()?,
+            Instant::now(),
+        )
+        .forwarded()
+        .context("the model hairpins to the forward")?;
+    ensure!(
+        m_hairpin == (v4(k_hairpin_from), "192.168.1.20:10000".parse()?),
+        "hairpin: kernel from {k_hairpin_from}, model {m_hairpin:?}"
+    );
+    ensure!(
+        k_hairpin_from == sa("203.0.113.1", 4000),
+        "the pbx sees alice's public mapping: {k_hairpin_from}"
+    );
+    ensure!(k_in, "the forwarded range is open inbound for the pbx");
+    ensure!(
+        k_out == Some(sa("203.0.113.1", 10000)),
+        "the pbx's RTP leaves through the firewall from its port: {k_out:?}"
+    );
+    ensure!(
+        !k_alice_rtp,
+        "alice's own RTP-range port is still blocked by the firewall"
+    );
+    Ok(())
+}

@@ -364,6 +364,69 @@ fn a_timing_expectation_names_a_vantage_and_a_sane_window() {
     }
 }
 
+/// The good file with a router `forward` list in place of its plain NAT line.
+fn forwarding(forward: &str) -> Result<Scenario, harness::scenario::FileError> {
+    let text = GOOD.replacen(
+        "nat = \"port-restricted-cone\"",
+        &format!("nat = \"port-restricted-cone\"\nforward = [{forward}]"),
+        1,
+    );
+    Scenario::from_str("fwd.toml", &text)
+}
+
+fn forward_error(forward: &str) -> (String, usize, usize) {
+    let e = forwarding(forward).expect_err("must be refused");
+    let s = e.to_string();
+    assert!(!s.contains('\n') && s.starts_with("fwd.toml:10:"), "{s}");
+    (s, e.line, e.column)
+}
+
+#[test]
+fn a_port_forward_resolves_its_host_to_the_address_behind_the_router() {
+    let s = forwarding(
+        r#"{ proto = "udp", ports = "10000-20000", to = "bob" }, { ports = "5060", to = "bob" }"#,
+    )
+    .unwrap();
+    let home = s.topology.router("home").unwrap();
+    assert_eq!(
+        home.forwards,
+        vec![
+            sim_nat::PortForward::udp(10000, 20000, "192.168.1.10".parse().unwrap()),
+            sim_nat::PortForward::udp(5060, 5060, "192.168.1.10".parse().unwrap()),
+        ]
+    );
+}
+
+#[test]
+fn a_forward_to_an_unknown_host_names_the_hosts_behind_the_router_at_its_column() {
+    let (e, _, column) = forward_error(r#"{ proto = "udp", ports = "10000-20000", to = "pbx" }"#);
+    assert!(
+        e.contains("unknown host `pbx`") && e.contains("hosts behind `home`: defined: bob"),
+        "{e}"
+    );
+    assert_eq!(column, 57, "{e}"); // the `"pbx"` value
+}
+
+#[test]
+fn a_forward_to_a_host_elsewhere_says_where_it_is() {
+    let (e, ..) = forward_error(r#"{ ports = "5060", to = "server" }"#);
+    assert!(
+        e.contains("host `server` is on `internet`, not behind router `home`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_or_reversed_port_range_shows_the_form() {
+    for ports in ["20000-10000", "0", "10000-", "70000", "rtp"] {
+        let (e, ..) = forward_error(&format!(r#"{{ ports = "{ports}", to = "bob" }}"#));
+        assert!(
+            e.contains(&format!("ports `{ports}` must be \"N\" or \"N-M\"")),
+            "{e}"
+        );
+    }
+}
+
 /// The good file with the field guide's diagnosis steps: a two-address STUN server, a tester
 /// outside, and a STUN check, NAT classification and UDP probe with their expectations.
 fn diagnosis() -> String {
@@ -517,4 +580,49 @@ fn a_reached_count_above_the_probes_sent_could_never_hold() {
         e.contains("unknown probe-udp step `rpt`") && e.contains("defined: rtp"),
         "{e}"
     );
+}
+
+#[test]
+fn overlapping_forwards_name_the_forward_they_clash_with() {
+    let (e, _, column) =
+        forward_error(r#"{ ports = "10000-20000", to = "bob" }, { ports = "20000", to = "bob" }"#);
+    assert!(
+        e.contains("ports 20000 overlap the forward of 10000-20000 to 192.168.1.10"),
+        "{e}"
+    );
+    assert_eq!(column, 61, "{e}"); // the second `"20000"`
+}
+
+#[test]
+fn a_tcp_forward_is_refused_with_the_reason() {
+    let (e, ..) = forward_error(r#"{ proto = "tcp", ports = "5060", to = "bob" }"#);
+    assert!(e.contains("proto `tcp`: only \"udp\" is forwarded"), "{e}");
+}
+
+#[test]
+fn externip_and_localnet_are_checked_on_the_phone() {
+    let phone = "kind = \"ua\"\nhost = \"bob\"\nproxy = \"server\"";
+    let with = |extra: &str| {
+        let text = GOOD.replacen(phone, &format!("{phone}\n{extra}"), 1);
+        Scenario::from_str("ua.toml", &text).map(|_| ())
+    };
+    with("externip = \"203.0.113.1\"\nlocalnet = [\"192.168.1.0/24\"]").unwrap();
+    for (extra, says) in [
+        (
+            "localnet = [\"192.168.1.0/24\"]",
+            "without `externip` it changes nothing",
+        ),
+        (
+            "externip = \"203.0.113.1\"\nlocalnet = [\"192.168.1.0\"]",
+            "localnet `192.168.1.0` must be NETWORK/PREFIX",
+        ),
+        (
+            "externip = \"203.0.113.1\"\ncontact = \"stun\"\nstun-server = \"server\"",
+            "externip and contact = \"stun\" both set the Contact address",
+        ),
+        ("externip = \"203.0.113.999\"", "invalid"),
+    ] {
+        let e = with(extra).expect_err(extra).to_string();
+        assert!(e.contains(says) && !e.contains('\n'), "{extra}: {e}");
+    }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Instant, SystemTime};
 
-use sim_nat::{NatBehaviour, NatModel};
+use sim_nat::{NatBehaviour, NatModel, PortForward};
 
 use crate::capture::{Direction, Frame};
 use crate::trace::{decode_frame, udp_of, Entry};
@@ -28,6 +28,8 @@ pub struct Router {
     /// The LAN's address and prefix length.
     pub lan: (Ipv4Addr, u8),
     pub subscribers: Vec<Ipv4Addr>,
+    /// Its static port forwards: what they let in is no drop.
+    pub forwards: Vec<PortForward>,
 }
 
 /// One UDP datagram at one side of a router.
@@ -146,7 +148,13 @@ pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
     let Ok(model) = NatModel::new(r.nat.clone(), r.public, r.lan) else {
         return Vec::new();
     };
-    let mut model = model.with_subscribers(r.subscribers.clone());
+    let Ok(model) = model
+        .with_subscribers(r.subscribers.clone())
+        .with_forwards(r.forwards.clone())
+    else {
+        return Vec::new();
+    };
+    let mut model = model;
     let origin = Instant::now();
     let start = outbound
         .iter()
@@ -251,4 +259,123 @@ pub fn swallowed(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Vantage;
+    use std::time::Duration;
+
+    fn udp(iface: &str, direction: Direction, ms: u64, src: &str, dst: &str) -> Frame {
+        let (src, dst): (SocketAddrV4, SocketAddrV4) = (src.parse().unwrap(), dst.parse().unwrap());
+        let payload = [0x80u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        let mut b = vec![0u8; 12];
+        b.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&src.ip().octets());
+        ip.extend_from_slice(&dst.ip().octets());
+        b.extend_from_slice(&ip);
+        b.extend_from_slice(&src.port().to_be_bytes());
+        b.extend_from_slice(&dst.port().to_be_bytes());
+        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&payload);
+        Frame {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms),
+            vantage: Vantage::new("office", iface),
+            direction,
+            bytes: b,
+        }
+    }
+
+    fn office(forwards: Vec<PortForward>) -> Router {
+        Router {
+            name: "office".into(),
+            nat: sim_nat::NatType::PortRestrictedCone.behaviour(),
+            public: Ipv4Addr::new(203, 0, 113, 1),
+            lan: (Ipv4Addr::new(192, 168, 1, 0), 24),
+            subscribers: Vec::new(),
+            forwards,
+        }
+    }
+
+    fn forward() -> Vec<PortForward> {
+        vec![PortForward::udp(
+            10000,
+            20000,
+            Ipv4Addr::new(192, 168, 1, 20),
+        )]
+    }
+
+    #[test]
+    fn a_forwarded_first_packet_and_its_answer_are_no_drop() {
+        let frames = [
+            udp(
+                "wan",
+                Direction::In,
+                0,
+                "198.51.100.20:4000",
+                "203.0.113.1:10000",
+            ),
+            udp(
+                "lan",
+                Direction::Out,
+                1,
+                "198.51.100.20:4000",
+                "192.168.1.20:10000",
+            ),
+            udp(
+                "lan",
+                Direction::In,
+                20,
+                "192.168.1.20:10000",
+                "198.51.100.20:4000",
+            ),
+            udp(
+                "wan",
+                Direction::Out,
+                21,
+                "203.0.113.1:10000",
+                "198.51.100.20:4000",
+            ),
+            udp(
+                "wan",
+                Direction::In,
+                40,
+                "198.51.100.20:4000",
+                "203.0.113.1:10000",
+            ),
+            udp(
+                "lan",
+                Direction::Out,
+                41,
+                "198.51.100.20:4000",
+                "192.168.1.20:10000",
+            ),
+        ];
+        assert!(router_drops(&frames, &office(forward())).is_empty());
+    }
+
+    #[test]
+    fn a_packet_to_a_forwarded_port_the_kernel_lost_is_not_blamed_on_the_nat() {
+        let frames = [udp(
+            "wan",
+            Direction::In,
+            0,
+            "198.51.100.20:4000",
+            "203.0.113.1:10000",
+        )];
+        let with = router_drops(&frames, &office(forward()));
+        assert!(with[0].2.contains("not by its NAT"), "{with:?}");
+        let without = router_drops(&frames, &office(Vec::new()));
+        assert!(
+            without[0]
+                .2
+                .contains("nothing is bound to 203.0.113.1:10000"),
+            "{without:?}"
+        );
+    }
 }

@@ -12,6 +12,8 @@
 //! wan = "203.0.113.1"
 //! lan = "192.168.1.1/24"
 //! nat = "port-restricted-cone"          # or { type = "symmetric", udp-timeout-secs = 2 }
+//! # Static port forwards (DNAT) from the WAN address to a host on this LAN, same port:
+//! # forward = [{ proto = "udp", ports = "10000-20000", to = "pbx" }]
 //!
 //! [[host]]
 //! name = "bob"
@@ -138,6 +140,43 @@ pub struct RouterDef {
     #[serde(default)]
     #[schemars(with = "Option<NatDef>")]
     pub nat: Option<Spanned<NatDef>>,
+    /// Static port forwards: `[{ proto = "udp", ports = "10000-20000", to = "pbx" }]`.
+    #[serde(default)]
+    pub forward: Vec<ForwardDef>,
+}
+
+/// One port forward of a `[[router]]`: WAN ports `ports` ("N" or "N-M") go to the same ports of
+/// host `to` on the router's LAN, whatever the NAT's filtering and with no binding needed; what
+/// `to` sends from those ports leaves from the same WAN port.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardDef {
+    /// `udp` (the default; the only transport the harness forwards).
+    #[serde(default = "udp")]
+    #[schemars(with = "String")]
+    pub proto: Spanned<String>,
+    /// `"5060"` or a range `"10000-20000"`; the destination port equals the WAN port.
+    #[schemars(with = "String")]
+    pub ports: Spanned<String>,
+    /// The host behind this router that gets them.
+    #[schemars(with = "String")]
+    pub to: Spanned<String>,
+}
+
+fn udp() -> Spanned<String> {
+    Spanned::new(0..0, "udp".to_string())
+}
+
+/// `"5060"` → (5060, 5060), `"10000-20000"` → (10000, 20000); ports 1–65535, low ≤ high.
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let p = s.trim().parse().ok()?;
+            (p, p)
+        }
+    };
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
 }
 
 fn internet() -> Spanned<String> {
@@ -551,6 +590,14 @@ pub enum Component {
         media: MediaDef,
         /// With `media = "turn"`: the host running the TURN server.
         turn_server: Option<String>,
+        /// Asterisk's `externip`: the address put in Contact, Via and SDP `c=` toward
+        /// destinations outside `localnet` (a PBX behind a NAT that forwards its SIP and RTP
+        /// ports; the ports stay `port` and `media-port`).
+        externip: Option<Ipv4Addr>,
+        /// Asterisk's `localnet` (`["192.168.1.0/24"]`): destinations inside these networks get
+        /// the local address, never `externip`.
+        #[serde(default)]
+        localnet: Vec<String>,
         /// TURN credentials; default: the user name and `secret`.
         turn_password: Option<String>,
         /// Send RTP to where the peer's RTP comes from (an SBC's or media server's behaviour).

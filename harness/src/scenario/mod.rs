@@ -121,6 +121,138 @@ fn behind(spec: &TopologySpec, host: &str, router: &str) -> bool {
     false
 }
 
+/// A router's `forward` entries as port forwards to its hosts' first addresses: each names a
+/// known transport, a port range, and a host on this router's LAN, and no two overlap.
+fn check_forwards(
+    c: &Checker,
+    r: &file::RouterDef,
+    hosts: &[file::HostDef],
+) -> Result<Vec<sim_nat::PortForward>, FileError> {
+    let name = r.name.get_ref();
+    let behind: BTreeSet<String> = hosts
+        .iter()
+        .filter(|h| h.segment.get_ref() == name)
+        .map(|h| h.name.get_ref().clone())
+        .collect();
+    let mut out: Vec<(sim_nat::PortForward, Range<usize>)> = Vec::new();
+    for fw in &r.forward {
+        if r.nat.is_none() {
+            return Err(c.err(
+                fw.ports.span(),
+                format!("router `{name}` forwards ports but has no `nat`: without translation every LAN address is reachable already"),
+            ));
+        }
+        if fw.proto.get_ref() != "udp" {
+            return Err(c.err(
+                fw.proto.span(),
+                format!(
+                    "proto `{}`: only \"udp\" is forwarded (SIP and RTP here are UDP)",
+                    fw.proto.get_ref()
+                ),
+            ));
+        }
+        let ports = file::parse_port_range(fw.ports.get_ref()).ok_or_else(|| {
+            c.err(
+                fw.ports.span(),
+                format!(
+                    "ports `{}` must be \"N\" or \"N-M\" with 1 ≤ N ≤ M ≤ 65535, e.g. \"10000-20000\"",
+                    fw.ports.get_ref()
+                ),
+            )
+        })?;
+        let to = fw.to.get_ref();
+        let Some(host) = hosts.iter().find(|h| h.name.get_ref() == to) else {
+            return Err(c.err(
+                fw.to.span(),
+                format!(
+                    "forward to unknown host `{to}` (hosts behind `{name}`: {})",
+                    one_of(&behind)
+                ),
+            ));
+        };
+        if host.segment.get_ref() != name {
+            return Err(c.err(
+                fw.to.span(),
+                format!(
+                    "host `{to}` is on `{}`, not behind router `{name}`: a router forwards only to its own LAN (hosts behind `{name}`: {})",
+                    host.segment.get_ref(),
+                    one_of(&behind)
+                ),
+            ));
+        }
+        let Some(addr) = host.addrs.get_ref().first() else {
+            return Err(c.err(
+                host.addrs.span(),
+                format!("host `{to}` needs at least one address"),
+            ));
+        };
+        let new = sim_nat::PortForward::udp(ports.0, ports.1, *addr);
+        if let Some((old, _)) = out
+            .iter()
+            .find(|(o, _)| o.ports.0 <= new.ports.1 && new.ports.0 <= o.ports.1)
+        {
+            return Err(c.err(
+                fw.ports.span(),
+                format!(
+                    "ports {} overlap the forward of {} to {}: a WAN port goes to one host",
+                    new.range_text(),
+                    old.range_text(),
+                    old.to
+                ),
+            ));
+        }
+        out.push((new, fw.ports.span()));
+    }
+    Ok(out.into_iter().map(|(f, _)| f).collect())
+}
+
+/// A phone's `externip` and `localnet`: networks that parse, `localnet` only next to
+/// `externip`, and no second source for the same addresses (STUN Contact, STUN or TURN media).
+fn check_externip(
+    c: &Checker,
+    span: Range<usize>,
+    externip: Option<Ipv4Addr>,
+    localnet: &[String],
+    contact: file::ContactDef,
+    media: file::MediaDef,
+) -> Result<(), FileError> {
+    for n in localnet {
+        if parse_cidr(n).is_none() {
+            return Err(c.err(
+                span.clone(),
+                format!("localnet `{n}` must be NETWORK/PREFIX, e.g. 192.168.1.0/24"),
+            ));
+        }
+    }
+    if externip.is_none() {
+        if !localnet.is_empty() {
+            return Err(c.err(
+                span,
+                "localnet names the destinations that do NOT get `externip`; without `externip` it changes nothing",
+            ));
+        }
+        return Ok(());
+    }
+    if contact == file::ContactDef::Stun {
+        return Err(c.err(
+            span,
+            "externip and contact = \"stun\" both set the Contact address: give one",
+        ));
+    }
+    if media != file::MediaDef::Local {
+        return Err(c.err(
+            span,
+            "externip sets the SDP address too: it needs media = \"local\" (the router forwards media-port)",
+        ));
+    }
+    Ok(())
+}
+
+/// Parsed `localnet` entries (checked when the file loaded).
+pub fn localnets(localnet: &[String]) -> Vec<(Ipv4Addr, u8)> {
+    localnet.iter().filter_map(|n| parse_cidr(n)).collect()
+}
+
 impl Scenario {
     /// Reads, parses and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, FileError> {
@@ -187,6 +319,7 @@ impl Scenario {
                 lan,
                 lan_prefix,
                 nat: r.nat.as_ref().map(|n| n.get_ref().0.clone()),
+                forwards: Vec::new(),
             });
         }
         for h in &f.hosts {
@@ -219,6 +352,9 @@ impl Scenario {
                 segment: h.segment.get_ref().clone(),
                 addrs: h.addrs.get_ref().clone(),
             });
+        }
+        for (i, r) in f.routers.iter().enumerate() {
+            spec.routers[i].forwards = check_forwards(&c, r, &f.hosts)?;
         }
         // Topology rules (subnets, clashes, documentation ranges), located at the node they name.
         if let Err(e) = spec.validate() {
@@ -368,6 +504,12 @@ impl Scenario {
                             one_of(&hosts)
                         ),
                     ));
+                }
+                if let Component::Ua {
+                    externip, localnet, ..
+                } = comp.get_ref()
+                {
+                    check_externip(&c, comp.span(), *externip, localnet, *contact, *media)?;
                 }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
                 if !is_addr && !proxies.contains(proxy) {

@@ -321,6 +321,8 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 turn_password,
                 latching,
                 media_ms,
+                externip,
+                localnet,
             } => {
                 let node = r.topo.node(host)?;
                 let user = user.clone().unwrap_or_else(|| host.clone());
@@ -393,6 +395,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                     address: sdp.ip(),
                     port: sdp.port(),
                 };
+                if let Some(ext) = externip {
+                    cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
+                    cfg.external_media = Some((*ext).into());
+                    cfg.localnet = super::localnets(localnet);
+                }
                 r.media.insert(user.clone(), phone_media);
                 let (task, _) = UaTask::spawn(node, cfg).await?;
                 r.uas.insert(user, (task, host.clone()));
@@ -575,6 +582,10 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                     },
                     since: SystemTime::now(),
                 };
+                // A callee answering its second call already holds the first one's
+                // CallEstablished: only a newer one is this call's.
+                let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
+                let callee_before = r.uas.get(to).map_or(0, |(t, _)| count(t, est));
                 let (task, _) = &r.uas[from];
                 let id = task.call(to).await?;
                 let final_of = |e: &Event| match e {
@@ -605,41 +616,37 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                             _ => None,
                         });
                 let mut held = Vec::new();
-                let report =
-                    if status != 200 {
-                        None
-                    } else if r.external.contains_key(to) {
-                        match caller_remote {
-                            Some(remote) => {
-                                let (report, h) =
-                                    stream_media_observed(r, from, to, remote, opened).await?;
-                                held = h;
-                                Some(report)
-                            }
-                            None => None,
+                let report = if status != 200 {
+                    None
+                } else if r.external.contains_key(to) {
+                    match caller_remote {
+                        Some(remote) => {
+                            let (report, h) =
+                                stream_media_observed(r, from, to, remote, opened).await?;
+                            held = h;
+                            Some(report)
                         }
-                    } else if r.uas.contains_key(to) {
-                        // The callee's side is up once it has the ACK.
-                        let callee = &r.uas[to].0;
-                        let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
-                        wait_new(callee, est, 0, Duration::from_secs(5)).await;
-                        let callee_remote = callee.events().into_iter().rev().find_map(|e| match e
-                            .event
-                        {
-                            Event::CallEstablished { remote_media, .. } => remote_media,
+                        None => None,
+                    }
+                } else if r.uas.contains_key(to) {
+                    // The callee's side is up once it has the ACK.
+                    let callee = &r.uas[to].0;
+                    let callee_remote =
+                        match wait_new(callee, est, callee_before, Duration::from_secs(5)).await {
+                            Some(Event::CallEstablished { remote_media, .. }) => remote_media,
                             _ => None,
-                        });
-                        match (caller_remote, callee_remote) {
-                            (Some(a), Some(b)) => {
-                                let (report, h) = stream_media(r, from, to, a, b, opened).await?;
-                                held = h;
-                                Some(report)
-                            }
-                            _ => None,
+                        };
+                    match (caller_remote, callee_remote) {
+                        (Some(a), Some(b)) => {
+                            let (report, h) = stream_media(r, from, to, a, b, opened).await?;
+                            held = h;
+                            Some(report)
                         }
-                    } else {
-                        None
-                    };
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
                 if let Some(report) = report {
                     r.notes.push((
                         Instant::now(),
@@ -1477,6 +1484,7 @@ fn nat_drops(
                 public: ports.public,
                 lan: (spec.lan, spec.lan_prefix),
                 subscribers: ports.subscribers,
+                forwards: ports.forwards,
             },
         ));
     }

@@ -572,3 +572,72 @@ fn a_slow_answer_dies_at_the_callers_nat_unless_the_callee_repeats_its_180_below
         slow_answer_run(Refresh::OutboundOnly, Some(Duration::from_millis(500)));
     assert!(!established, "{}", net.ladder_text());
 }
+
+/// What a PBX with `externip` and `localnet` answers a caller at `caller_addr`: the 180's and
+/// 200's Contact, and the 200's SDP.
+fn pbx_answers(caller_addr: &str) -> (Vec<String>, String) {
+    let pbx_addr = addr("192.168.1.20:5060");
+    let mut pbx = Ua::new(UaConfig {
+        contact: ContactSource::External(addr("203.0.113.1:5060")),
+        external_media: Some("203.0.113.1".parse().unwrap()),
+        localnet: vec![("192.168.1.0".parse().unwrap(), 24)],
+        media: crate::sip::Media {
+            address: "192.168.1.20".parse().unwrap(),
+            port: 10000,
+        },
+        ..phone("pbx", "192.168.1.20:5060", 7)
+    });
+    let mut caller = Ua::new(UaConfig {
+        answer_after: None,
+        ..phone("alice", caller_addr, 8)
+    });
+    let now = std::time::Instant::now();
+    caller.call("pbx", now).unwrap();
+    let invite = caller.poll_transmit().expect("the INVITE");
+    pbx.handle_datagram(addr(caller_addr), &invite.payload, now);
+    pbx.handle_timeout(now + T1 * 10);
+    let mut contacts = Vec::new();
+    let mut sdp = String::new();
+    while let Some(t) = pbx.poll_transmit() {
+        let text = String::from_utf8_lossy(&t.payload).to_string();
+        assert_eq!(t.destination, addr(caller_addr), "{text}");
+        assert_eq!(t.source, pbx_addr);
+        contacts.extend(
+            text.lines()
+                .filter(|l| l.starts_with("Contact:"))
+                .map(str::to_string),
+        );
+        if let Some(body) = text.split("\r\n\r\n").nth(1).filter(|b| !b.is_empty()) {
+            sdp = body.to_string();
+        }
+    }
+    (contacts, sdp)
+}
+
+#[test]
+fn externip_goes_to_the_internet_and_localnet_keeps_the_lan_on_the_local_address() {
+    let (contacts, sdp) = pbx_answers("198.51.100.20:5060");
+    assert!(
+        !contacts.is_empty()
+            && contacts
+                .iter()
+                .all(|c| c == "Contact: <sip:pbx@203.0.113.1:5060>"),
+        "{contacts:?}"
+    );
+    assert!(
+        sdp.contains("c=IN IP4 203.0.113.1\r\n") && sdp.contains("m=audio 10000 "),
+        "{sdp}"
+    );
+    let (contacts, sdp) = pbx_answers("192.168.1.30:5060");
+    assert!(
+        !contacts.is_empty()
+            && contacts
+                .iter()
+                .all(|c| c == "Contact: <sip:pbx@192.168.1.20:5060>"),
+        "{contacts:?}"
+    );
+    assert!(
+        sdp.contains("c=IN IP4 192.168.1.20\r\n") && !sdp.contains("203.0.113.1"),
+        "{sdp}"
+    );
+}

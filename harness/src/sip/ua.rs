@@ -5,12 +5,14 @@
 //!
 //! The knobs a NAT scenario flips are in [`UaConfig`]: whether Via asks for
 //! `rport`, where the Contact/Via address comes from ([`ContactSource`]),
-//! the registration expiry and the keep-alive. Every request goes to the
+//! the SDP address toward the outside (`external_media`), the local
+//! networks that get the local address instead (`localnet`, Asterisk's
+//! names with `externip`), the registration expiry and the keep-alive. Every request goes to the
 //! configured outbound proxy (the phone's "SIP server"), which is how
 //! phones behind NAT are deployed and keeps the UA free of DNS.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rsip::headers::{self, Header, UntypedHeader};
@@ -29,7 +31,8 @@ use crate::stun::codec::{
 pub enum ContactSource {
     /// The local interface address: private behind a NAT (the field's bug).
     Local,
-    /// A configured public address (a phone's "NAT address" setting).
+    /// A configured public address (a phone's "NAT address" setting, a PBX's `externip`);
+    /// destinations in [`UaConfig::localnet`] still get the local address.
     External(SocketAddr),
     /// Whatever [`Ua::set_discovered_address`] was last told (STUN);
     /// the local address until then.
@@ -93,6 +96,14 @@ pub struct UaConfig {
     pub ring_every: Option<Duration>,
     pub keepalive: Option<KeepAlive>,
     pub media: Media,
+    /// Asterisk's `externip` for media: the SDP `c=`/`o=` address toward destinations outside
+    /// [`Self::localnet`] (the port stays `media.port`: the router forwards it unchanged).
+    /// `None`: always `media.address`.
+    pub external_media: Option<IpAddr>,
+    /// Asterisk's `localnet`: destinations in these networks (address, prefix length) get the
+    /// local address in Contact, Via and SDP — a LAN phone must not be sent to the router's
+    /// public address, which it could reach only through hairpinning.
+    pub localnet: Vec<(Ipv4Addr, u8)>,
     /// Seeds branches, tags and Call-IDs (fixed in tests: reproducible traces).
     pub seed: u64,
 }
@@ -119,6 +130,8 @@ impl UaConfig {
                 address: local.ip(),
                 port: 4000,
             },
+            external_media: None,
+            localnet: Vec::new(),
             seed: seed_of(user, local),
         }
     }
@@ -271,12 +284,41 @@ impl Ua {
         self.calls.keys().cloned().collect()
     }
 
-    /// The address written into Contact and Via, per [`ContactSource`].
+    /// The address written into Contact and Via of what goes to the proxy (every request),
+    /// per [`ContactSource`].
     pub fn contact_address(&self) -> SocketAddr {
+        self.contact_address_to(self.config.proxy.ip())
+    }
+
+    /// Whether `dest` is in one of the configured local networks.
+    fn is_local(&self, dest: IpAddr) -> bool {
+        let IpAddr::V4(d) = dest else {
+            return false;
+        };
+        self.config.localnet.iter().any(|(net, prefix)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            u32::from(d) & mask == u32::from(*net) & mask
+        })
+    }
+
+    /// The Contact/Via address in a message to `dest`: the local one inside `localnet`.
+    fn contact_address_to(&self, dest: IpAddr) -> SocketAddr {
         match self.config.contact {
             ContactSource::Local => self.config.local,
+            _ if self.is_local(dest) => self.config.local,
             ContactSource::External(a) => a,
             ContactSource::Discovered => self.discovered.unwrap_or(self.config.local),
+        }
+    }
+
+    /// The SDP media endpoint in a message to `dest`.
+    fn media_to(&self, dest: IpAddr) -> Media {
+        match self.config.external_media {
+            Some(address) if !self.is_local(dest) => Media {
+                address,
+                port: self.config.media.port,
+            },
+            _ => self.config.media,
         }
     }
 
@@ -300,7 +342,15 @@ impl Ua {
     }
 
     fn contact_value(&self) -> String {
-        format!("<sip:{}@{}>", self.config.user, self.contact_address())
+        self.contact_value_to(self.config.proxy.ip())
+    }
+
+    fn contact_value_to(&self, dest: IpAddr) -> String {
+        format!(
+            "<sip:{}@{}>",
+            self.config.user,
+            self.contact_address_to(dest)
+        )
     }
 
     fn new_via(&mut self) -> Via {
@@ -400,7 +450,8 @@ impl Ua {
             1,
             &[],
         );
-        set_sdp(&mut invite, self.sdp());
+        let sdp = self.sdp(self.config.proxy.ip());
+        set_sdp(&mut invite, sdp);
         let key = self
             .layer
             .send_request(invite.clone(), self.config.proxy, now);
@@ -432,10 +483,19 @@ impl Ua {
 
     /// Answers a ringing incoming call (200 OK with SDP).
     pub fn answer(&mut self, call_id: &str, now: Instant) {
-        let sdp = self.sdp();
-        let contact = self.contact_value();
         let t1 = self.config.timers.t1;
         let timeout = self.config.timers.timeout();
+        let Some(dest) = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.invite_key.as_ref())
+            .and_then(|k| self.layer.server(k))
+            .map(|s| s.reply_to())
+        else {
+            return;
+        };
+        let sdp = self.sdp(dest.ip());
+        let contact = self.contact_value_to(dest.ip());
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -532,8 +592,9 @@ impl Ua {
         self.layer.send_request(req, self.config.proxy, now);
     }
 
-    fn sdp(&mut self) -> Vec<u8> {
-        let m = self.config.media;
+    /// The SDP offer or answer in a message to `dest`.
+    fn sdp(&mut self, dest: IpAddr) -> Vec<u8> {
+        let m = self.media_to(dest);
         let session = self.ids.next_u64() % 1_000_000_000;
         format!(
             "v=0\r\no=- {session} 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
@@ -991,9 +1052,11 @@ impl Ua {
             Method::Invite => {
                 // A re-INVITE: keep the session as it is.
                 let mut ok = message::response(&req, 200, None);
-                ok.headers
-                    .push(Header::Contact(headers::Contact::new(self.contact_value())));
-                set_sdp(&mut ok, self.sdp());
+                ok.headers.push(Header::Contact(headers::Contact::new(
+                    self.contact_value_to(reply_to.ip()),
+                )));
+                let sdp = self.sdp(reply_to.ip());
+                set_sdp(&mut ok, sdp);
                 self.layer.respond(&key, ok, now);
             }
             Method::Bye => {
@@ -1022,7 +1085,7 @@ impl Ua {
             return;
         };
         let local_tag = self.ids.token();
-        let ringing = self.ringing(&req, &local_tag);
+        let ringing = self.ringing(&key, &req, &local_tag);
         self.layer.respond(&key, ringing, now);
         let from_value = req.from_header().map(|h| h.value().to_string());
         let to_value = req.to_header().map(|h| h.value().to_string());
@@ -1058,12 +1121,17 @@ impl Ua {
         self.events.push_back(Event::IncomingCall { call_id, from });
     }
 
-    /// Our 180 Ringing to `invite`, the same each time it is sent.
-    fn ringing(&self, invite: &Request, local_tag: &str) -> Response {
+    /// Our 180 Ringing to the INVITE of server transaction `key`, the same each time it is
+    /// sent; its Contact is the one for where the response goes (`externip`/`localnet`).
+    fn ringing(&self, key: &Key, invite: &Request, local_tag: &str) -> Response {
+        let dest = self
+            .layer
+            .server(key)
+            .map_or(self.config.proxy.ip(), |s| s.reply_to().ip());
         let mut ringing = message::response(invite, 180, Some(local_tag));
-        ringing
-            .headers
-            .push(Header::Contact(headers::Contact::new(self.contact_value())));
+        ringing.headers.push(Header::Contact(headers::Contact::new(
+            self.contact_value_to(dest),
+        )));
         ringing
     }
 
@@ -1089,7 +1157,7 @@ impl Ua {
                 continue;
             };
             let (invite, tag) = (call.invite.clone(), call.local_tag.clone());
-            let ringing = self.ringing(&invite, &tag);
+            let ringing = self.ringing(&key, &invite, &tag);
             self.layer.respond(&key, ringing, now);
         }
     }

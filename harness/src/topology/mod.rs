@@ -85,7 +85,21 @@ impl TopologyBuilder {
             lan,
             lan_prefix,
             nat: Some(nat.into()),
+            forwards: Vec::new(),
         });
+        self
+    }
+
+    /// A static port forward on router `router` (declared before): its WAN ports `lo..=hi`
+    /// (UDP) go to the same ports of `to` on its LAN.
+    pub fn forward(mut self, router: &str, lo: u16, hi: u16, to: &str) -> Self {
+        let to = parse_addr(to, &mut self.errors);
+        match self.spec.routers.iter_mut().find(|r| r.name == router) {
+            Some(r) => r.forwards.push(sim_nat::PortForward::udp(lo, hi, to)),
+            None => self.errors.push(format!(
+                "forward on `{router}`, which is not a router declared before"
+            )),
+        }
         self
     }
 
@@ -239,6 +253,7 @@ impl Topology {
                 lan: "lan".into(),
                 public: r.wan,
                 subscribers: spec.subscribers_of(&r.name),
+                forwards: r.forwards.clone(),
             });
             if let Some(nat) = &r.nat {
                 node.set_nat(nat).await?;

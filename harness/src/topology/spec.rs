@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-use sim_nat::NatBehaviour;
+use sim_nat::{NatBehaviour, PortForward};
 
 use crate::error::{Error, Result};
 use crate::names::check_node_name;
@@ -44,6 +44,9 @@ pub struct RouterSpec {
     /// `None`: a plain router that forwards without translating.
     #[serde(default)]
     pub nat: Option<NatBehaviour>,
+    /// Static port forwards from its WAN address to hosts on its LAN (a NAT router only).
+    #[serde(default)]
+    pub forwards: Vec<PortForward>,
 }
 
 fn default_prefix() -> u8 {
@@ -233,6 +236,28 @@ impl TopologySpec {
             if let Some(nat) = &r.nat {
                 nat.validate()?;
             }
+            if !r.forwards.is_empty() && r.nat.is_none() {
+                return bad(format!(
+                    "router `{}` forwards ports but does no NAT: without translation every LAN \
+                     address is reachable already",
+                    r.name
+                ));
+            }
+            PortForward::validate_all(&r.forwards)
+                .map_err(|e| Error::Topology(format!("router `{}`: {e}", r.name)))?;
+            for f in &r.forwards {
+                if !in_prefix(f.to, r.lan, r.lan_prefix) || f.to == r.lan {
+                    return bad(format!(
+                        "router `{}` forwards ports {} to {}, which is not a host on its LAN \
+                         ({}/{})",
+                        r.name,
+                        f.range_text(),
+                        f.to,
+                        r.lan,
+                        r.lan_prefix
+                    ));
+                }
+            }
         }
         if self.routers_upstream_first().len() != self.routers.len() {
             return bad(
@@ -265,6 +290,7 @@ mod tests {
                 lan: "192.168.1.1".parse().unwrap(),
                 lan_prefix: 24,
                 nat: Some(sim_nat::NatType::PortRestrictedCone.behaviour()),
+                forwards: Vec::new(),
             }],
             hosts: vec![HostSpec {
                 name: "alice".into(),
@@ -322,6 +348,7 @@ mod tests {
             lan: "100.64.0.1".parse().unwrap(),
             lan_prefix: 24,
             nat: None,
+            forwards: Vec::new(),
         });
         t.routers[0].wan = "100.64.0.2".parse().unwrap();
         let e = t.validate().unwrap_err().to_string();
