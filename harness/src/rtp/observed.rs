@@ -58,9 +58,13 @@ pub fn observe(
             continue;
         };
         match f.direction {
-            Direction::Out => stats.sent += 1,
+            Direction::Out => {
+                stats.first_sent.get_or_insert((rtp.ssrc, rtp.sequence));
+                stats.sent += 1;
+            }
             Direction::In => {
                 stats.received += 1;
+                stats.first_received.entry(rtp.ssrc).or_insert(rtp.sequence);
                 if seen.insert((rtp.ssrc, rtp.sequence)) {
                     stats.unique += 1;
                 } else {

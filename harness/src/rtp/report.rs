@@ -21,23 +21,43 @@ pub struct DirectionReport {
     pub sent: u64,
     /// Distinct packets received.
     pub received: u64,
-    /// `received / sent` (0 when nothing was sent).
+    /// Packets sent before the first one that arrived: lost while the path opened (a relay
+    /// latches on the peer's first packet, a pinhole opens on the phone's first packet).
+    pub startup: u64,
+    /// `received / (sent − startup)`: how much got through once the path was open (0 when
+    /// nothing was sent).
     pub ratio: f64,
     pub direction: Direction,
 }
+
+/// The longest start-up a working direction may lose: 25 packets, 0.5 s of 20 ms audio. Calls
+/// through a latching relay lose what one side sends before the other side's first packet
+/// reaches the relay (longer on a loaded machine); more than half a second of clipped audio is
+/// a fault a caller notices.
+pub const STARTUP_ALLOWANCE: u64 = 25;
 
 impl DirectionReport {
     fn new(sender: &MediaStats, receiver: &MediaStats, threshold: f64) -> Self {
         let sent = sender.sent;
         let received = receiver.unique;
-        let ratio = if sent == 0 {
+        let startup = sender
+            .first_sent
+            .and_then(|(ssrc, first)| {
+                let got = *receiver.first_received.get(&ssrc)?;
+                Some(u64::from(got.wrapping_sub(first)))
+            })
+            // A relay that rewrites SSRCs, or reordering around the first packet: judge it all.
+            .filter(|&n| n < sent)
+            .unwrap_or(0);
+        let judged = sent - startup;
+        let ratio = if judged == 0 {
             0.0
         } else {
-            received as f64 / sent as f64
+            received as f64 / judged as f64
         };
         let direction = if received == 0 {
             Direction::Broken
-        } else if ratio >= threshold {
+        } else if ratio >= threshold && startup <= STARTUP_ALLOWANCE {
             Direction::Working
         } else {
             Direction::Degraded
@@ -45,6 +65,7 @@ impl DirectionReport {
         Self {
             sent,
             received,
+            startup,
             ratio,
             direction,
         }
@@ -55,11 +76,15 @@ impl fmt::Display for DirectionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}/{} ({:.1} %)",
+            "{}/{} ({:.1} %",
             self.received,
-            self.sent,
+            self.sent - self.startup,
             self.ratio * 100.0
-        )
+        )?;
+        if self.startup > 0 {
+            write!(f, " after {} lost while the path opened", self.startup)?;
+        }
+        f.write_str(")")
     }
 }
 

@@ -127,6 +127,12 @@ pub struct MediaStats {
     pub stray: u64,
     /// Where latching pointed the stream, if it did.
     pub latched: Option<SocketAddr>,
+    /// SSRC and sequence number of the first packet sent: with the receiver's
+    /// [`MediaStats::first_received`] it tells packets lost while the path opened (a relay not
+    /// yet latched, a pinhole not yet open) from loss once audio flows.
+    pub first_sent: Option<(u32, u16)>,
+    /// Per SSRC, the sequence number of the first packet received.
+    pub first_received: BTreeMap<u32, u16>,
 }
 
 /// Per-SSRC sequence accounting (RFC 3550 A.1, simplified: no probation).
@@ -299,6 +305,9 @@ impl MediaStream {
             None => {
                 self.trackers
                     .insert(packet.ssrc, SeqTracker::new(packet.sequence));
+                self.stats
+                    .first_received
+                    .insert(packet.ssrc, packet.sequence);
                 (false, false)
             }
         };
@@ -344,6 +353,9 @@ impl MediaStream {
                         destination,
                         payload: packet.encode(),
                     });
+                    self.stats
+                        .first_sent
+                        .get_or_insert((self.ssrc, self.sequence));
                     self.stats.sent += 1;
                 }
                 None => self.stats.held += 1,

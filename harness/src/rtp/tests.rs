@@ -216,3 +216,42 @@ fn the_report_names_each_direction_against_the_threshold() {
     let r = MediaReport::new(&stats(0, 0), &stats(0, 0), 0.95);
     assert_eq!(r.verdict, MediaVerdict::None);
 }
+
+#[test]
+fn packets_lost_while_the_path_opened_are_told_apart_from_loss_once_audio_flows() {
+    use crate::rtp::MediaStats;
+    // The caller sent 150 packets from sequence 1000; the callee's first arrival is `first`, and
+    // `unique` arrived in all.
+    let caller = MediaStats {
+        sent: 150,
+        first_sent: Some((7, 1000)),
+        unique: 150,
+        first_received: [(8, 2000)].into(),
+        ..MediaStats::default()
+    };
+    let callee = |first: u16, unique| MediaStats {
+        sent: 150,
+        first_sent: Some((8, 2000)),
+        unique,
+        first_received: [(7, first)].into(),
+        ..MediaStats::default()
+    };
+    // 20 lost before a relay latched, the other 130 all through: working.
+    let r = MediaReport::new(&caller, &callee(1020, 130), 0.95);
+    assert_eq!(r.caller_to_callee.direction, Direction::Working, "{r}");
+    assert_eq!(r.caller_to_callee.startup, 20);
+    assert!(
+        r.to_string()
+            .contains("130/130 (100.0 % after 20 lost while the path opened)"),
+        "{r}"
+    );
+    // A second of clipped audio is a fault even when the rest arrives.
+    let r = MediaReport::new(&caller, &callee(1050, 100), 0.95);
+    assert_eq!(r.caller_to_callee.direction, Direction::Degraded, "{r}");
+    // Loss once audio flows counts as before: 20 at the start, then 10 of 130 missing.
+    let r = MediaReport::new(&caller, &callee(1020, 120), 0.95);
+    assert_eq!(r.caller_to_callee.direction, Direction::Degraded, "{r}");
+    // A sequence from before the first packet sent (wrapped) is not a start-up: judge it all.
+    let r = MediaReport::new(&caller, &callee(999, 150), 0.95);
+    assert_eq!(r.caller_to_callee.startup, 0, "{r}");
+}

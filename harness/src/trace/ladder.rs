@@ -373,10 +373,7 @@ impl<'a> Ladder<'a> {
     /// late still reads as on time and one 30 % early as well.
     fn t1_units(&self, d: Duration) -> String {
         match self.t1 {
-            Some(t1) => format!(
-                "{}",
-                (d.as_secs_f64() / t1.as_secs_f64() + 0.3).floor() as u64
-            ),
+            Some(t1) => format!("{}", t1_offset(d.as_secs_f64() / t1.as_secs_f64())),
             None => String::new(),
         }
     }
@@ -483,6 +480,19 @@ impl<'a> Ladder<'a> {
     }
 }
 
+/// An offset in T1 as the ladder shows it: whole T1 below 6, even numbers below 12, multiples
+/// of 4 above. A loaded machine fires a timer 100–150 ms late (seen: a 4 s answer at T1 = 200 ms
+/// arriving 0.7 T1 late), and lateness grows with the wait, so a long wait ("200 OK at 20·T1")
+/// gets a coarser step; each step rounds with a bias towards late, as timers only ever are.
+fn t1_offset(units: f64) -> u64 {
+    let step = match units {
+        u if u >= 12.0 => 4.0,
+        u if u >= 6.0 => 2.0,
+        _ => 1.0,
+    };
+    ((units / step + 0.3).floor() * step) as u64
+}
+
 /// A retransmission gap in T1, snapped to the power of two the RFC 3261 timers produce (T1·2ᵏ,
 /// capped at T2): a loaded machine can send the first copy late, shortening the first gap, and
 /// rounding on a log scale keeps the ladder the same run to run.
@@ -518,6 +528,27 @@ struct Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_offsets_round_to_coarser_steps_and_tolerate_lateness() {
+        for (units, shown) in [
+            (0.0, 0),
+            (0.6, 0),
+            (0.8, 1),
+            (20.0, 20),
+            (20.7, 20),
+            (22.7, 20),
+            (18.9, 20),
+            (64.0, 64),
+            (66.5, 64),
+            (40.0, 40),
+            (7.0, 6),
+            (8.2, 8),
+            (9.0, 8),
+        ] {
+            assert_eq!(t1_offset(units), shown, "{units}");
+        }
+    }
 
     #[test]
     fn branches_tags_and_random_ports_get_stable_placeholders() {
