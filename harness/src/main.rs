@@ -50,7 +50,7 @@ enum Command {
         /// time).
         #[arg(long)]
         keep: bool,
-        /// Scenarios run at once (default: 24 per core, at most 64); each one's output is printed
+        /// Scenarios run at once (default: 8 per core, at most 32); each one's output is printed
         /// whole when it ends.
         #[arg(short, long)]
         jobs: Option<usize>,

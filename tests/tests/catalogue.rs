@@ -5,7 +5,7 @@
 //! One test per file (libtest-mimic) rather than one test for all, so that
 //! `cargo nextest run -p tests --test catalogue --partition count:K/N` spreads the catalogue
 //! over CI jobs. Under `cargo test` they run as many at once as `harness run` does by default
-//! (24 per core): a scenario mostly waits on SIP timers, and each builds its own namespaces.
+//! (8 per core): a scenario mostly waits on SIP timers, and each builds its own namespaces.
 
 use std::path::{Path, PathBuf};
 

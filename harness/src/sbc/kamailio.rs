@@ -43,6 +43,10 @@ pub struct KamailioConfig {
     pub natping_interval: u32,
     /// tm `fr_timer` (non-INVITE and INVITE-before-provisional timeout), ms.
     pub fr_timer_ms: u32,
+    /// tm `retr_timer1` (T1) in ms; `retr_timer2` (T2) is 8 times it, as RFC 3261 has them.
+    /// The scenario's T1, so Kamailio's retransmissions double from the same T1 as every
+    /// other SIP element's.
+    pub t1_ms: u32,
     /// `debug=` log level (2: info, 3: debug).
     pub debug: u8,
 }
@@ -56,6 +60,7 @@ impl KamailioConfig {
             nathelper: true,
             natping_interval: 15,
             fr_timer_ms: 3200,
+            t1_ms: 500,
             debug: 2,
         }
     }
@@ -136,6 +141,8 @@ modparam("usrloc", "nat_bflag", 6)
 modparam("registrar", "max_expires", 3600)
 {nat_params}modparam("tm", "fr_timer", {fr})
 modparam("tm", "fr_inv_timer", 30000)
+modparam("tm", "retr_timer1", {t1})
+modparam("tm", "retr_timer2", {t2})
 
 request_route {{
 	if (!mf_process_maxfwd_header("10")) {{
@@ -193,6 +200,8 @@ request_route {{
             port = self.listen.port(),
             domain = self.domain,
             fr = self.fr_timer_ms,
+            t1 = self.t1_ms,
+            t2 = self.t1_ms.saturating_mul(8),
         )
     }
 }

@@ -105,6 +105,7 @@ pub struct ScenarioFile {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Meta {
+    /// The scenario's name: its runs/ folder, its snapshot and its JUnit testcase.
     pub name: String,
     /// One line for `harness list`.
     #[serde(default)]
@@ -127,16 +128,20 @@ fn default_t1() -> u64 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RouterDef {
+    /// The router's name: a segment hosts join (`segment = NAME`), and `NAME:wan` / `NAME:lan` as vantage points.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
+    /// The segment its WAN joins: `internet`, or another router's name for a NAT behind a NAT (a home router behind a CGNAT).
     #[serde(default = "internet")]
     #[schemars(with = "String")]
     pub upstream: Spanned<String>,
+    /// Its WAN address, in the upstream segment (documentation ranges on the internet, 100.64/10 behind a CGNAT).
     #[schemars(with = "Ipv4Addr")]
     pub wan: Spanned<Ipv4Addr>,
     /// `192.168.1.1/24`: the router's LAN address and prefix.
     #[schemars(with = "String")]
     pub lan: Spanned<String>,
+    /// Its NAT: a type or preset by name, or a table (see Nat). Without it the router only routes.
     #[serde(default)]
     #[schemars(with = "Option<NatDef>")]
     pub nat: Option<Spanned<NatDef>>,
@@ -187,11 +192,13 @@ fn internet() -> Spanned<String> {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HostDef {
+    /// The host's name, used by components, steps and expectations.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// `internet` or a router's name.
     #[schemars(with = "String")]
     pub segment: Spanned<String>,
+    /// Its addresses; the first is the one components bind (a STUN server needs two).
     #[schemars(with = "Vec<Ipv4Addr>")]
     pub addrs: Spanned<Vec<Ipv4Addr>>,
 }
@@ -279,19 +286,32 @@ pub struct NatDef(pub NatBehaviour);
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct NatTable {
+    /// A NAT type or preset to start from (`full-cone`, `symmetric`, `cgnat`, …).
     #[serde(rename = "type")]
     base: Option<String>,
+    /// RFC 4787 mapping behaviour (with `filtering`, instead of `type`).
     mapping: Option<Mapping>,
+    /// RFC 4787 filtering behaviour (with `mapping`, instead of `type`).
     filtering: Option<Filtering>,
+    /// How public ports are chosen: kept from the inside, random, or hashed.
     ports: Option<PortAllocation>,
+    /// Lifetime of an idle UDP binding, whole seconds (conntrack counts seconds); default 30.
     udp_timeout_secs: Option<u32>,
+    /// Which packets refresh a binding: `both` directions (Linux) or `outbound-only`.
     refresh: Option<Refresh>,
+    /// Whether inside hosts reach each other through the public address (RFC 4787 REQ-9).
     hairpinning: Option<bool>,
+    /// The SIP ALG: `off`, `kernel` (Linux's sip helper) or `{ emulated = [faults] }`.
     sip_alg: Option<SipAlg>,
+    /// Ports handed out by random/hashed allocation and port blocks: `[LOW, HIGH]`.
     port_range: Option<(u16, u16)>,
+    /// Public addresses the NAT owns, counted up from its WAN address.
     pool_size: Option<u8>,
+    /// With a pool: one inside host always leaves from the same public address.
     paired_pooling: Option<bool>,
+    /// Ports per subscriber, as a CGNAT allocates them in blocks (RFC 7422).
     port_block: Option<u16>,
+    /// A firewall rule: UDP to or from `[LOW, HIGH]` dropped both ways (the RTP range closed).
     blocked_udp_ports: Option<(u16, u16)>,
 }
 
@@ -466,8 +486,10 @@ pub enum ContactDef {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KeepAliveDef {
+    /// What is sent: `crlf` (RFC 5626 double CRLF), `options` (an OPTIONS request) or `stun`.
     #[serde(rename = "type")]
     pub kind: KeepAliveKind,
+    /// How often, in ms; below the NAT's UDP timeout to keep a binding open.
     pub interval_ms: u64,
 }
 
@@ -538,7 +560,9 @@ pub enum PortProtocol {
 pub enum Component {
     /// A registrar + stateful proxy.
     Proxy {
+        /// The host it runs on (its first address).
         host: String,
+        /// Its UDP port.
         #[serde(default = "sip_port")]
         port: u16,
         /// How it treats phones behind NAT, as a shorthand for `contact-handling` and
@@ -560,27 +584,34 @@ pub enum Component {
     },
     /// A SIP phone.
     Ua {
+        /// The host it runs on (its first address).
         host: String,
         /// User part of its address of record; defaults to the host name.
         user: Option<String>,
+        /// Its SIP UDP port.
         #[serde(default = "sip_port")]
         port: u16,
         /// The host running the proxy (its first address, port 5060), or `IP:PORT`.
         proxy: String,
+        /// Put `;rport` in Via (RFC 3581), asking the server to answer to the source port.
         #[serde(default = "yes")]
         rport: bool,
         #[serde(default = "local_contact")]
         contact: ContactDef,
         /// With `contact = "stun"`: the host running the STUN server.
         stun_server: Option<String>,
+        /// Keep-alives on the SIP flow: `{ type = "crlf" | "options" | "stun", interval-ms = N }`.
         keepalive: Option<KeepAliveDef>,
+        /// Registration lifetime it asks for; it refreshes at half of what the registrar grants.
         #[serde(default = "default_expires")]
         expires_secs: u64,
+        /// How long it rings before it answers an incoming call.
         #[serde(default = "default_answer")]
         answer_after_ms: u64,
         /// While ringing, repeat the 180 this often (RFC 3261 §13.3.1.1 asks for once a minute;
         /// shorter keeps a caller's NAT binding open through a slow answer). Default: one 180.
         provisional_interval_ms: Option<u64>,
+        /// Digest password, for a registrar with `users`.
         password: Option<String>,
         /// The RTP port its SDP offers (from the phone's own interface).
         #[serde(default = "media_port")]
@@ -610,16 +641,20 @@ pub enum Component {
     /// A session border controller: registrar + proxy doing far-end NAT traversal, Contact
     /// rewritten to itself, NAT pings to registered phones, and a latching media relay.
     Sbc {
+        /// The host it runs on (its first address).
         host: String,
+        /// Its UDP port.
         #[serde(default = "sip_port")]
         port: u16,
         /// Pings to each registered phone: `{ type = "options" | "crlf", interval-ms = … }`.
         ping: Option<KeepAliveDef>,
+        /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
     },
     /// Kamailio (Debian `kamailio`) with nathelper as the far-end registrar/proxy, on port 5060.
     Kamailio {
+        /// The host it runs on (it listens on the first address, port 5060).
         host: String,
         /// Far-end NAT traversal with nathelper (the default). `false`: the stock registrar,
         /// which honours rport but stores the private Contact as written.
@@ -631,13 +666,17 @@ pub enum Component {
     },
     /// A TURN relay (RFC 8656) listening on the host's first address, port 3478.
     TurnServer {
+        /// The host it runs on (port 3478 on its first address).
         host: String,
         /// Long-term credentials: user = password.
         #[serde(default)]
         users: BTreeMap<String, String>,
     },
     /// An RFC 5780 STUN server on the host's first two addresses.
-    StunServer { host: String },
+    StunServer {
+        /// The host it runs on; it needs two addresses (RFC 5780 alternate address).
+        host: String,
+    },
     /// Any program, run inside the host (sipp, kamailio, coturn, your own binary). Arguments
     /// and `files` may use `{NODE.addr}`, `{NODE.addr2}` (a router: WAN, LAN), `{registrar}`,
     /// `{stun-server}`, `{turn-server}` (`IP:PORT` of those components), `{password.USER}` (a
@@ -645,9 +684,13 @@ pub enum Component {
     /// `{scenario.t1-ms}`, `{dir}` (the folder its files are written to), and `{file:NAME}` for
     /// the path of one of its files.
     Command {
+        /// Its name, for `start`, `wait-exit`, `exit-code` and `log`.
         name: String,
+        /// The host whose namespace it runs in.
         host: String,
+        /// The program and its arguments (with `{…}` placeholders).
         run: Vec<String>,
+        /// When it counts as started: `{ log = "…" }`, `{ port = N }` or `{ delay-ms = N }`.
         ready: Option<ReadyDef>,
         /// Configuration files to write before starting it: name → contents.
         #[serde(default)]
@@ -737,67 +780,88 @@ impl Component {
 pub enum Step {
     /// A phone registers (and waits up to `timeout-ms` for the outcome).
     Register {
+        /// The phone (its user name).
         ua: String,
+        /// How long to wait for the registration's outcome.
         #[serde(default = "step_timeout")]
         timeout_ms: u64,
     },
     /// A phone calls a user; waits until the call is established or fails.
     Call {
+        /// The calling phone.
         from: String,
+        /// The user called (a phone, or a command's `user`).
         to: String,
         /// Hang up this long after the call is established (0: keep it up).
         #[serde(default)]
         hold_ms: u64,
+        /// How long to wait for the call to be established or to fail; with no final response by then the call's status is 0.
         #[serde(default = "call_timeout")]
         timeout_ms: u64,
     },
     Wait {
+        /// How long.
         ms: u64,
     },
     /// The router forgets a host's binding(s) now.
     ExpireBinding {
+        /// The router that forgets.
         router: String,
+        /// The host whose binding goes.
         host: String,
+        /// The host's port whose binding goes.
         #[serde(default = "sip_port")]
         port: u16,
     },
     /// The router forgets every binding (reboot).
     FlushBindings {
+        /// The router that restarts.
         router: String,
     },
     /// The router's NAT behaviour changes (firmware update, ALG toggled).
     SetNat {
+        /// The router whose NAT changes.
         router: String,
         nat: NatDef,
     },
     /// The proxy's NAT handling changes.
     SetNatHandling {
+        /// The host running the proxy.
         proxy: String,
         value: NatHandlingDef,
     },
     /// Starts a command declared with `autostart = false`.
     Start {
+        /// The command (declared with `autostart = false`).
         command: String,
     },
     /// Waits for a command to exit.
     WaitExit {
+        /// The command.
         command: String,
+        /// How long to wait before the step fails.
         #[serde(default = "call_timeout")]
         timeout_ms: u64,
     },
     /// Field guide step 3: a STUN Binding from `host` (from `port`) to the host running the
     /// `stun-server` component; records the mapped address, the one the world sees.
     StunCheck {
+        /// The host the check runs on.
         host: String,
+        /// The host running the STUN server.
         stun_server: String,
+        /// The local port the check sends from.
         #[serde(default = "stun_check_port")]
         port: u16,
     },
     /// Field guide step 4: RFC 5780 behaviour discovery from `host` against the RFC 5780
     /// `stun-server` (two addresses); records mapping, filtering and the RFC 3489 name.
     ClassifyNat {
+        /// The host the classification runs on.
         host: String,
+        /// The host running the STUN server (it needs two addresses).
         stun_server: String,
+        /// The local port the discovery sends from.
         #[serde(default = "classify_port")]
         port: u16,
     },
@@ -807,8 +871,11 @@ pub enum Step {
     ProbeUdp {
         /// Names the probe for a `udp-reachable` expectation (default: the last probe to `listen`).
         name: Option<String>,
+        /// The outside host that sends the probes.
         from: String,
+        /// The router whose WAN address is probed.
         to: String,
+        /// The host behind the router that listens on the probed ports.
         listen: String,
         /// The range, inclusive: `[10000, 20000]`, the usual RTP range.
         #[serde(default = "rtp_range")]
@@ -901,29 +968,55 @@ fn call_timeout() -> u64 {
 pub enum Expect {
     /// The last call `from` made ended with `status` (200 = established; 0 = no final
     /// response), or with any of a list (`status = [408, 480]`).
-    Call { from: String, status: Statuses },
+    Call {
+        /// The calling phone.
+        from: String,
+        /// The final status: one, or a list of acceptable ones.
+        status: Statuses,
+    },
     /// Whether the phone is registered at the end.
-    Registered { ua: String, value: bool },
+    Registered {
+        /// The phone.
+        ua: String,
+        /// Registered (true) or not (false) at the end of the run.
+        value: bool,
+    },
     /// Whether the phone rang (received an INVITE) at all.
-    Rang { ua: String, value: bool },
+    Rang {
+        /// The phone.
+        ua: String,
+        /// Whether it received an INVITE.
+        value: bool,
+    },
     /// Which way audio flowed in the last call `from` placed (≥ 95 % of packets = working).
     Media {
+        /// The caller of the call judged.
         from: String,
         value: MediaVerdictDef,
     },
     /// A command's exit code.
-    ExitCode { command: String, code: i32 },
+    ExitCode {
+        /// The command.
+        command: String,
+        /// Its expected exit code.
+        code: i32,
+    },
     /// Lines of a command's output — what the program itself reports (SIPp's "Successful
     /// call" counter, Kamailio's log): lines that contain `contains`, or match the regular
     /// expression `matches`, in `stream` (`stdout`, `stderr` or `both`, the default). Holds when
     /// at least `min` and at most `max` lines do, with the defaults of `packet`.
     Log {
+        /// The command whose output is read.
         command: String,
+        /// Lines that contain this text.
         contains: Option<String>,
+        /// Lines that match this regular expression (Rust `regex` syntax).
         matches: Option<String>,
         #[serde(default)]
         stream: LogStream,
+        /// At least this many lines (default 1, or 0 when `max` is given).
         min: Option<u32>,
+        /// At most this many lines.
         max: Option<u32>,
     },
     /// Order and timing at one vantage point: the first packet containing `first`, then the
@@ -931,9 +1024,13 @@ pub enum Expect {
     /// the time between them, in T1, must lie in that range too: a 408 at 64·T1 after the
     /// INVITE is `within-t1 = [62, 66]`.
     Timing {
+        /// The vantage point: a host, or a router side (`home:wan`).
         at: String,
+        /// Text of the first packet (matched as `packet` does).
         first: String,
+        /// Text of the packet that must come after it.
         then: String,
+        /// The time between them, in T1: `[LOW, HIGH]`.
         within_t1: Option<(f64, f64)>,
     },
     /// Packets captured at one vantage point — what a user would look for in the pcap: `at` is
@@ -943,31 +1040,44 @@ pub enum Expect {
     /// address (`203.0.113.1` or `203.0.113.1:5060`). Holds when at least `min` and at most
     /// `max` packets match; `min` defaults to 1, or to 0 once `max` is given (`max = 0`: never).
     Packet {
+        /// The vantage point: a host, or a router side (`home:wan`, `home:lan`).
         at: String,
+        /// Text searched in a SIP message's whole text, or in the ladder summary of anything else.
         contains: String,
+        /// Only packets from this address (`IP` or `IP:PORT`).
         from: Option<String>,
+        /// Only packets to this address (`IP` or `IP:PORT`).
         to: Option<String>,
+        /// At least this many packets (default 1, or 0 when `max` is given).
         min: Option<u32>,
+        /// At most this many packets (`max = 0`: never).
         max: Option<u32>,
     },
     /// The last `stun-check` from `host` compared with `router`'s WAN address.
     StunAddress {
+        /// The host whose `stun-check` is read.
         host: String,
+        /// The router whose WAN address the STUN address is compared with.
         router: String,
         value: StunVsWan,
     },
     /// What the last `classify-nat` from `host` found: the RFC 3489 name, and optionally the
     /// RFC 4787 mapping and filtering behind it.
     NatType {
+        /// The host whose `classify-nat` is read.
         host: String,
         value: NatTypeDef,
+        /// Also require this RFC 4787 mapping behaviour.
         mapping: Option<Mapping>,
+        /// Also require this RFC 4787 filtering behaviour.
         filtering: Option<Filtering>,
     },
     /// How many probes of a `probe-udp` step reached the listener on `host`: the step named
     /// `probe`, or the last one listening on `host`.
     UdpReachable {
+        /// The listening host.
         host: String,
+        /// The probe step's `name` (default: the last probe to `host`).
         probe: Option<String>,
         reached: u16,
     },

@@ -260,6 +260,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 cfg.natping_interval = *natping_interval_secs;
                 cfg.nathelper = *nathelper;
                 cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+                cfg.t1_ms = u32::try_from(s.file.scenario.t1_ms).unwrap_or(u32::MAX);
                 let k = crate::sbc::kamailio::Kamailio::start(node, cfg).await?;
                 r.kamailios.insert(host.clone(), k);
             }
@@ -794,6 +795,42 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
     Ok(())
 }
 
+/// Where a host's packets leave its side of the network: the WAN of the outermost router it sits
+/// behind (`cgnat:wan`), or the host itself on the internet.
+fn exit_vantage(topo: &Topology, host: &str) -> String {
+    let spec = topo.spec();
+    let mut segment = spec
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .map(|h| h.segment.clone());
+    let mut outermost = None;
+    // Each hop goes one router upstream; a chain longer than the routers is a loop.
+    for _ in 0..=spec.routers.len() {
+        match segment.as_deref().and_then(|s| spec.router(s)) {
+            Some(r) => {
+                outermost = Some(r.name.clone());
+                segment = Some(r.upstream.clone());
+            }
+            None => break,
+        }
+    }
+    match outermost {
+        Some(r) => format!("{r}:wan"),
+        None => host.to_string(),
+    }
+}
+
+/// Whether an RTP packet has left vantage `label` since `since`.
+fn rtp_left(frames: &[capture::Frame], label: &str, since: SystemTime) -> bool {
+    frames.iter().any(|f| {
+        f.at >= since
+            && f.direction == capture::Direction::Out
+            && f.vantage.label() == label
+            && crate::trace::udp_of(f).is_some_and(|(_, _, p)| crate::rtp::is_rtp(p))
+    })
+}
+
 /// Streams RTP both ways between two phones in a call (caller sends to `to_callee`, the
 /// callee's SDP address; the callee to `to_caller`) and judges it.
 async fn stream_media(
@@ -836,12 +873,27 @@ async fn stream_media(
             (None, PhoneMedia::Direct { .. }) => unreachable!("a direct phone's media is opened"),
         }
     }
-    // The callee first, one packet time ahead: a phone streams as soon as it sends its 200 OK,
-    // the caller only once that 200 arrives. Who sends first decides some NAT races (kernel-facts:
-    // an unreplied inbound RTP flow makes masquerade move the other side's port), so the
-    // field's order is kept rather than a simultaneous start whose winner varies between runs.
+    // The callee first: a phone streams as soon as it sends its 200 OK, the caller only once
+    // that 200 arrives. Who sends first decides some NAT races (kernel-facts: an unreplied
+    // inbound RTP flow makes masquerade move the other side's port), so the field's order is
+    // kept rather than a simultaneous start whose winner varies between runs. A fixed head start
+    // is not enough on a loaded machine (the callee's first packet left a router after the
+    // caller's arrived there), so the caller waits (at most 3 s) until the callee's first RTP
+    // has left the callee's side of the network — its outermost router's WAN, or its own
+    // interface on the internet — then one packet time more.
+    let callee_exit = r
+        .uas
+        .get(callee)
+        .map(|(_, host)| exit_vantage(&r.topo, host));
+    let since = SystemTime::now();
     for (i, l) in live.iter().enumerate().rev() {
         if i == 0 && live.len() > 1 {
+            if let (Some(label), Some(cap)) = (&callee_exit, r.capture.as_ref()) {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline && !rtp_left(&cap.snapshot(), label, since) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match l {
