@@ -565,7 +565,21 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                 };
                 let before = count(task, done);
                 task.register().await?;
-                wait_new(task, done, before, Duration::from_millis(*timeout_ms)).await;
+                if wait_new(task, done, before, Duration::from_millis(*timeout_ms))
+                    .await
+                    .is_none()
+                {
+                    // Not a failure (an expectation may want the phone unregistered), but never
+                    // silent: the ladder says the step gave up waiting while the phone goes on.
+                    let host = r.uas[ua].1.clone();
+                    r.notes.push((
+                        Instant::now(),
+                        host,
+                        format!(
+                            "register: no final response within {timeout_ms} ms; the step goes on, the phone keeps trying"
+                        ),
+                    ));
+                }
             }
             Step::Call {
                 from,
