@@ -18,6 +18,16 @@ fn cdata(s: &str) -> String {
 /// One `<testsuite>` named `suite` for these results: each scenario a testcase, a failed
 /// expectation a `<failure>` (with the ladder), a scenario that could not run an `<error>`.
 pub fn testsuite(suite: &str, results: &[(String, Result<Outcome, String>)]) -> String {
+    testsuite_with_pages(suite, results, &std::collections::BTreeMap::new())
+}
+
+/// [`testsuite`], with each scenario's run report (`harness run --report`) linked from its
+/// testcase: a `report` property and the path in `<system-out>`, which CI systems show.
+pub fn testsuite_with_pages(
+    suite: &str,
+    results: &[(String, Result<Outcome, String>)],
+    pages: &std::collections::BTreeMap<String, std::path::PathBuf>,
+) -> String {
     let failures = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(o) if o.verdict == Verdict::Fail))
@@ -42,6 +52,12 @@ pub fn testsuite(suite: &str, results: &[(String, Result<Outcome, String>)]) -> 
                     escape(name),
                     o.duration.as_secs_f64()
                 ));
+                if let Some(page) = pages.get(name) {
+                    let page = escape(&page.display().to_string());
+                    x.push_str(&format!(
+                        "    <properties><property name=\"report\" value=\"{page}\"/></properties>\n"
+                    ));
+                }
                 if o.verdict == Verdict::Fail {
                     let msg: Vec<String> = o
                         .checks
@@ -54,6 +70,12 @@ pub fn testsuite(suite: &str, results: &[(String, Result<Outcome, String>)]) -> 
                         "    <failure message=\"{}\"><![CDATA[{}]]></failure>\n",
                         escape(&msg.join("; ")),
                         cdata(&o.ladder)
+                    ));
+                }
+                if let Some(page) = pages.get(name) {
+                    x.push_str(&format!(
+                        "    <system-out>report: {}</system-out>\n",
+                        escape(&page.display().to_string())
                     ));
                 }
             }

@@ -22,6 +22,7 @@ pub mod probe;
 pub mod process;
 pub mod reaper;
 pub mod registry;
+pub mod report;
 pub mod rtp;
 pub mod sbc;
 pub mod scenario;

@@ -62,6 +62,12 @@ enum Command {
         /// Print the files this run (this shard) would run, one per line, and run nothing.
         #[arg(long)]
         list: bool,
+        /// Write a self-contained HTML page per scenario (`OUT/NAME/report.html`; with several
+        /// files also `OUT/index.html`). The value, if given, is where the page goes when one
+        /// file runs, or where the index goes when several do.
+        #[arg(long, value_name = "PATH")]
+        #[allow(clippy::option_option)]
+        report: Option<Option<PathBuf>>,
     },
     /// Merge JUnit reports (e.g. of `harness run --shard K/N --junit …` jobs) into one.
     JunitMerge {
@@ -90,6 +96,10 @@ enum Command {
         /// UDP binding timeouts to try as well (seconds); none: keep the file's.
         #[arg(long = "timeout", value_name = "SECS")]
         timeouts: Vec<u32>,
+        /// Write each cell's run report into this folder (`NAT-ALG[-TIMEOUT].html`) and an
+        /// `index.html` linking them.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Remove namespaces left by harness runs that died without cleaning up.
     Reap,
@@ -110,6 +120,11 @@ enum Command {
         /// One JSON array of reports on stdout, for tools.
         #[arg(long)]
         json: bool,
+        /// Also write a self-contained HTML page per capture: the findings linked to their
+        /// frames, the SIP ladder (one lane per address) and media. With one file PATH is the
+        /// page; with several it is a folder of `NAME.html` pages and an `index.html`.
+        #[arg(long, value_name = "PATH")]
+        report: Option<PathBuf>,
     },
     /// Write a scenario that reproduces a capture taken at the SIP server (and a `-fix-…` twin
     /// for each fix the diagnosis names); prints the address mapping and the commands to run.
@@ -135,8 +150,10 @@ async fn main() -> ExitCode {
             jobs,
             shard,
             list,
+            report,
         } => {
             run(RunArgs {
+                report,
                 list,
                 files,
                 out,
@@ -156,8 +173,16 @@ async fn main() -> ExitCode {
         }
         Command::List { dir } => list(dir),
         Command::Catalogue { guide, dir } => catalogue(&guide, &dir),
-        Command::Matrix { file, timeouts } => matrix(file, timeouts).await,
-        Command::Diagnose { files, json } => return diagnose(&files, json),
+        Command::Matrix {
+            file,
+            timeouts,
+            report,
+        } => matrix(file, timeouts, report).await,
+        Command::Diagnose {
+            files,
+            json,
+            report,
+        } => return diagnose(&files, json, report.as_deref()),
         Command::Import { file, out } => import(&file, &out),
         Command::Reap => {
             let reaped = harness::reaper::reap_stale();
@@ -241,13 +266,41 @@ fn import(file: &std::path::Path, out: &std::path::Path) -> Result<bool> {
 
 /// Diagnoses each file on its own (frame numbers are per file); exit 2 if any is unreadable,
 /// else 1 if any shows a problem.
-fn diagnose(files: &[PathBuf], json: bool) -> ExitCode {
+fn diagnose(files: &[PathBuf], json: bool, report: Option<&std::path::Path>) -> ExitCode {
     use harness::diagnose;
     let mut reports = Vec::new();
     let mut unreadable = false;
+    let mut index = Vec::new();
     for f in files {
         match diagnose::diagnose_file(f) {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                if let Some(at) = report {
+                    let page = if files.len() == 1 {
+                        at.to_path_buf()
+                    } else {
+                        let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+                        at.join(format!("{stem}.html"))
+                    };
+                    match harness::report::write_capture(f, &r, &page) {
+                        Ok(()) => eprintln!("report: {}", page.display()),
+                        Err(e) => {
+                            eprintln!("harness diagnose: {e}");
+                            unreadable = true;
+                        }
+                    }
+                    index.push(harness::report::IndexEntry {
+                        name: f.display().to_string(),
+                        verdict: if r.has_problem() { "FAIL" } else { "PASS" }.into(),
+                        summary: r
+                            .findings
+                            .first()
+                            .map(|x| x.summary.clone())
+                            .unwrap_or_default(),
+                        page: Some(page),
+                    });
+                }
+                reports.push(r)
+            }
             Err(e) => {
                 eprintln!("harness diagnose: {e}");
                 unreadable = true;
@@ -260,6 +313,11 @@ fn diagnose(files: &[PathBuf], json: bool) -> ExitCode {
         let texts: Vec<String> = reports.iter().map(diagnose::report::text).collect();
         texts.join("\n")
     };
+    if let (Some(at), true) = (report, files.len() > 1) {
+        if let Err(e) = harness::report::write_index(&index, &at.join("index.html")) {
+            eprintln!("harness diagnose: {e}");
+        }
+    }
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     if unreadable {
@@ -382,6 +440,8 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>> {
 }
 
 struct RunArgs {
+    /// `Some(None)`: `--report` without a path.
+    report: Option<Option<PathBuf>>,
     list: bool,
     files: Vec<PathBuf>,
     out: PathBuf,
@@ -438,12 +498,19 @@ async fn run(a: RunArgs) -> Result<bool> {
         .map(|s| s.name().to_string())
         .zip(results)
         .collect();
+    let pages = match &a.report {
+        Some(at) => write_reports(&scenarios, &named, &a.out, at.as_deref())?,
+        None => Default::default(),
+    };
     if let Some(path) = &a.junit {
         let suite = match a.shard {
             Some(sh) => format!("harness run (shard {sh})"),
             None => "harness run".to_string(),
         };
-        std::fs::write(path, harness::junit::testsuite(&suite, &named))?;
+        std::fs::write(
+            path,
+            harness::junit::testsuite_with_pages(&suite, &named, &pages),
+        )?;
     }
     let passed = named
         .iter()
@@ -455,6 +522,58 @@ async fn run(a: RunArgs) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(passed == named.len())
+}
+
+/// The run reports (`--report`): one page per scenario, and an index when several ran. Returns
+/// each scenario's page, for the JUnit report to link to.
+fn write_reports(
+    scenarios: &[Scenario],
+    named: &[(String, std::result::Result<scenario::Outcome, String>)],
+    out: &std::path::Path,
+    at: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    use harness::report;
+    let mut pages = std::collections::BTreeMap::new();
+    let mut index = Vec::new();
+    for (s, (name, r)) in scenarios.iter().zip(named) {
+        let page = match r {
+            Ok(o) => {
+                let page = match at {
+                    Some(at) if scenarios.len() == 1 => at.to_path_buf(),
+                    _ => out.join(name).join("report.html"),
+                };
+                let started = std::time::Instant::now();
+                report::write_run(s, o, &page)?;
+                let size = std::fs::metadata(&page).map(|m| m.len()).unwrap_or(0);
+                eprintln!(
+                    "report: {} ({} KiB in {:.0} ms)",
+                    page.display(),
+                    size.div_ceil(1024),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                pages.insert(name.clone(), page.clone());
+                Some(page)
+            }
+            Err(_) => None,
+        };
+        index.push(report::IndexEntry {
+            name: name.clone(),
+            verdict: match r {
+                Ok(o) if o.verdict == Verdict::Pass => "PASS".into(),
+                Ok(_) => "FAIL".into(),
+                Err(e) => format!("ERROR: {e}"),
+            },
+            summary: s.file.scenario.summary.clone(),
+            page,
+        });
+    }
+    if scenarios.len() > 1 {
+        let path = at.map_or_else(|| out.join("index.html"), std::path::Path::to_path_buf);
+        std::fs::create_dir_all(out)?;
+        report::write_index(&index, &path)?;
+        eprintln!("report index: {}", path.display());
+    }
+    Ok(pages)
 }
 
 /// Everything `harness run` prints about one scenario, as one block.
@@ -569,7 +688,7 @@ fn catalogue(guide: &std::path::Path, dir: &std::path::Path) -> Result<bool> {
     Ok(problems.is_empty())
 }
 
-async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
+async fn matrix(file: PathBuf, timeouts: Vec<u32>, report: Option<PathBuf>) -> Result<bool> {
     let s = Scenario::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let algs = [sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel];
     let timeouts: Vec<Option<u32>> = if timeouts.is_empty() {
@@ -637,6 +756,33 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>) -> Result<bool> {
         for e in c.failed.iter().skip(c.failed_expectations.len()) {
             println!("    error: {e}");
         }
+    }
+    if let Some(dir) = report {
+        std::fs::create_dir_all(&dir)?;
+        let mut index = Vec::new();
+        for c in &cells {
+            let name: String = label(c)
+                .replace(' ', "-")
+                .chars()
+                .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-')
+                .collect();
+            let page = dir.join(format!("{}-{name}.html", c.nat));
+            std::fs::write(&page, &c.report)?;
+            index.push(harness::report::IndexEntry {
+                name: format!("{} × {}", c.nat, label(c)),
+                verdict: if c.verdict == Verdict::Pass {
+                    "PASS"
+                } else {
+                    "FAIL"
+                }
+                .into(),
+                summary: c.failed.join("; "),
+                page: Some(page),
+            });
+        }
+        let path = dir.join("index.html");
+        harness::report::write_index(&index, &path)?;
+        eprintln!("report index: {}", path.display());
     }
     Ok(cells.iter().all(|c| c.verdict == Verdict::Pass))
 }

@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("iptables", "iptables"),
     ("sngrep", "sngrep"),
+    ("chromium", "chromium"),
 ];
 
 /// The Debian package that provides `program`, where known.

@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use sim_nat::{NatBehaviour, NatModel, PortForward};
+use sim_nat::{Binding, BindingEvent, DropReason, NatBehaviour, NatModel, PortForward, Side};
 
 use crate::capture::{Direction, Frame};
 use crate::trace::{decode_frame, udp_of, Entry};
@@ -104,6 +104,15 @@ fn in_net(a: Ipv4Addr, (net, prefix): (Ipv4Addr, u8)) -> bool {
     u32::from(a) & mask == u32::from(net) & mask
 }
 
+/// Every drop at `router`, explained: `(when, router, text)`.
+pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, String)> {
+    router_story(frames, r)
+        .drops
+        .into_iter()
+        .map(|d| (d.at, r.name.clone(), d.to_string()))
+        .collect()
+}
+
 /// A datagram that entered a router and did not leave it, with the model's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
@@ -118,16 +127,133 @@ pub struct Dropped {
     pub why: String,
 }
 
-/// Every drop at `router`, explained: `(when, router, text)`.
-pub fn router_drops(frames: &[Frame], r: &Router) -> Vec<(SystemTime, String, String)> {
-    drops(frames, r)
-        .into_iter()
-        .map(|d| (d.at, d.router, d.text))
-        .collect()
+impl Dropped {
+    /// One of a [`RouterStory`]'s drops, at `router`.
+    pub fn of(router: &str, d: Drop) -> Self {
+        Dropped {
+            at: d.at,
+            router: router.to_string(),
+            src: d.src,
+            dst: d.dst,
+            text: d.to_string(),
+            why: match &d.reason {
+                Some(reason) => reason.to_string(),
+                None => "not by its NAT, which would have forwarded it (its SIP ALG?)".into(),
+            },
+        }
+    }
 }
 
 /// Every drop at `router`, explained, as data (a probe looks its own datagrams up in them).
 pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
+    router_story(frames, r)
+        .drops
+        .into_iter()
+        .map(|d| Dropped::of(&r.name, d))
+        .collect()
+}
+
+/// What the model of one router saw: each binding's life (created, refreshed, expired) and
+/// each packet the router dropped with the reason. The run report draws it as the router's
+/// binding timeline; the ladder shows the drops as events.
+#[derive(Debug, Clone)]
+pub struct RouterStory {
+    pub router: String,
+    /// The router's UDP binding timeout.
+    pub timeout: Duration,
+    /// In time order.
+    pub changes: Vec<Change>,
+    /// In time order.
+    pub drops: Vec<Drop>,
+}
+
+/// Something the model says happened to a binding, at the instant the router's capture puts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub at: SystemTime,
+    pub what: ChangeKind,
+    /// The datagram that caused it (`src → dst` as it entered the router), if a packet did.
+    pub packet: Option<(SocketAddrV4, SocketAddrV4)>,
+}
+
+/// [`sim_nat::BindingEvent`] with wall-clock instants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    /// `displaced_from`: port preservation wanted this port, but its tuple was taken.
+    Created {
+        binding: Binding,
+        opened_by: Side,
+        displaced_from: Option<u16>,
+    },
+    Refreshed {
+        binding: Binding,
+        by: Side,
+    },
+    /// Timed out, `timeout` after its last packet.
+    Expired {
+        binding: Binding,
+    },
+    Removed {
+        binding: Binding,
+    },
+    /// An inbound packet nothing admitted holds `to` towards `from` until it times out.
+    UnsolicitedHeld {
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+    },
+    UnsolicitedReleased {
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+    },
+}
+
+/// A datagram that entered the router and did not leave it, and why (the model's reason, or
+/// `None` when the model would have forwarded it: something else on the router took it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drop {
+    pub at: SystemTime,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    /// What the datagram was (`INVITE sip:bob@…`, `RTP PT 0`).
+    pub what: String,
+    pub reason: Option<DropReason>,
+}
+
+impl Drop {
+    /// The binding the reason names, if it names one.
+    pub fn binding(&self) -> Option<Binding> {
+        match self.reason.as_ref()? {
+            DropReason::BindingExpired { binding, .. }
+            | DropReason::FilteredByAddress { binding, .. }
+            | DropReason::FilteredByPort { binding, .. }
+            | DropReason::OutboundIdle { binding, .. } => Some(*binding),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Drop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dropped {} from {} to {}: ",
+            self.what, self.src, self.dst
+        )?;
+        match &self.reason {
+            Some(reason) => write!(f, "{reason}"),
+            None => f.write_str("not by its NAT, which would have forwarded it (its SIP ALG?)"),
+        }
+    }
+}
+
+/// Feeds the model of `r` the packets its capture saw cross it (see the module docs).
+pub fn router_story(frames: &[Frame], r: &Router) -> RouterStory {
+    let mut story = RouterStory {
+        router: r.name.clone(),
+        timeout: Duration::from_secs(r.nat.udp_timeout_secs.into()),
+        changes: Vec::new(),
+        drops: Vec::new(),
+    };
     let lan_in = at_side(frames, &r.name, "lan", Direction::In);
     let lan_out = at_side(frames, &r.name, "lan", Direction::Out);
     let wan_in = at_side(frames, &r.name, "wan", Direction::In);
@@ -146,15 +272,14 @@ pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
     let in_to_lan = cross(&inbound, &lan_out, |s| s.src);
 
     let Ok(model) = NatModel::new(r.nat.clone(), r.public, r.lan) else {
-        return Vec::new();
+        return story;
     };
-    let Ok(model) = model
+    let Ok(mut model) = model
         .with_subscribers(r.subscribers.clone())
         .with_forwards(r.forwards.clone())
     else {
-        return Vec::new();
+        return story;
     };
-    let mut model = model;
     let origin = Instant::now();
     let start = outbound
         .iter()
@@ -163,6 +288,7 @@ pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let instant = |t: SystemTime| origin + t.duration_since(start).unwrap_or_default();
+    let wall = |i: Instant| start + i.saturating_duration_since(origin);
     let mut order: Vec<(SystemTime, bool, usize)> = (0..outbound.len())
         .map(|i| (outbound[i].at, false, i))
         .chain((0..inbound.len()).map(|i| (inbound[i].at, true, i)))
@@ -170,33 +296,29 @@ pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
     order.sort();
     // The kernel's external port → the model's (they differ where the NAT picks ports).
     let mut port_of: HashMap<u16, u16> = HashMap::new();
-    let mut out = Vec::new();
+    let drain = |model: &mut NatModel, packet, changes: &mut Vec<Change>| {
+        while let Some(e) = model.poll_event() {
+            changes.push(change(e, packet, wall));
+        }
+    };
     for (at, is_inbound, i) in order {
         let now = instant(at);
         if !is_inbound {
             let s = &outbound[i];
             let v = model.outbound(s.src, s.dst, now);
+            drain(&mut model, Some((s.src, s.dst)), &mut story.changes);
             match (out_to_wan[i], v.forwarded()) {
                 (Some(j), Some((mapped, _))) => {
                     port_of.insert(wan_out[j].src.port(), mapped.port());
                 }
                 (Some(_), None) | (None, Some(_)) => {}
-                (None, None) => {
-                    let why = v.drop_reason().map(ToString::to_string).unwrap_or_default();
-                    out.push(Dropped {
-                        at,
-                        router: r.name.clone(),
-                        src: s.src,
-                        dst: s.dst,
-                        text: format!(
-                            "dropped {} from {} to {}: {why}",
-                            summary(s.frame),
-                            s.src,
-                            s.dst
-                        ),
-                        why,
-                    })
-                }
+                (None, None) => story.drops.push(Drop {
+                    at,
+                    src: s.src,
+                    dst: s.dst,
+                    what: summary(s.frame),
+                    reason: v.drop_reason().cloned(),
+                }),
             }
             continue;
         }
@@ -206,29 +328,66 @@ pub fn drops(frames: &[Frame], r: &Router) -> Vec<Dropped> {
             port_of.get(&s.dst.port()).copied().unwrap_or(s.dst.port()),
         );
         let v = model.inbound(s.src, to, now);
+        drain(&mut model, Some((s.src, s.dst)), &mut story.changes);
         if in_to_lan[i].is_some() {
             continue;
         }
-        let why = match v.drop_reason() {
-            Some(reason) => reason.to_string(),
-            // The NAT would have let it in: something else on the router took it (an ALG).
-            None => "not by its NAT, which would have forwarded it (its SIP ALG?)".into(),
-        };
-        out.push(Dropped {
+        story.drops.push(Drop {
             at,
-            router: r.name.clone(),
             src: s.src,
             dst: s.dst,
-            text: format!(
-                "dropped {} from {} to {}: {why}",
-                summary(s.frame),
-                s.src,
-                s.dst
-            ),
-            why,
+            what: summary(s.frame),
+            reason: v.drop_reason().cloned(),
         });
     }
-    out
+    // Bindings that timed out after the last packet but before the capture ended.
+    if let Some(end) = frames.iter().map(|f| f.at).max() {
+        model.handle_timeout(instant(end));
+        drain(&mut model, None, &mut story.changes);
+    }
+    // A timed-out binding's event comes with the packet that let time pass, after its instant.
+    story.changes.sort_by_key(|c| c.at);
+    story
+}
+
+/// Expiries are dated by the model, not by the packet that made it notice them.
+fn change(
+    e: BindingEvent,
+    packet: Option<(SocketAddrV4, SocketAddrV4)>,
+    wall: impl Fn(Instant) -> SystemTime,
+) -> Change {
+    let (at, what, packet) = match e {
+        BindingEvent::Created {
+            binding,
+            opened_by,
+            at,
+            displaced_from,
+        } => (
+            at,
+            ChangeKind::Created {
+                binding,
+                opened_by,
+                displaced_from,
+            },
+            packet,
+        ),
+        BindingEvent::Refreshed {
+            binding, by, at, ..
+        } => (at, ChangeKind::Refreshed { binding, by }, packet),
+        BindingEvent::Expired { binding, at, .. } => (at, ChangeKind::Expired { binding }, None),
+        BindingEvent::Removed { binding, at } => (at, ChangeKind::Removed { binding }, None),
+        BindingEvent::UnsolicitedHeld { from, to, at, .. } => {
+            (at, ChangeKind::UnsolicitedHeld { from, to }, packet)
+        }
+        BindingEvent::UnsolicitedReleased { from, to, at } => {
+            (at, ChangeKind::UnsolicitedReleased { from, to }, None)
+        }
+    };
+    Change {
+        at: wall(at),
+        what,
+        packet,
+    }
 }
 
 /// A private address per RFC 1918, RFC 6598 (carrier-grade NAT) or RFC 3927 (link-local).

@@ -23,6 +23,9 @@ pub struct Cell {
     pub duration: std::time::Duration,
     /// Where the cell's time went.
     pub phases: Phases,
+    /// The cell's run report (`harness matrix --report`), a self-contained page without pcaps
+    /// (cells run without writing any).
+    pub report: String,
 }
 
 impl Cell {
@@ -56,9 +59,11 @@ pub async fn matrix(s: &Scenario, algs: &[SipAlg], timeouts: &[Option<u32>]) -> 
     let runs = variants.iter().map(|(_, _, _, v)| run(v, &opts));
     let outcomes = futures::future::join_all(runs).await;
     let mut cells = Vec::new();
-    for ((nat, alg, to, _), o) in variants.into_iter().zip(outcomes) {
+    for ((nat, alg, to, v), o) in variants.into_iter().zip(outcomes) {
         let o = o?;
+        let report = crate::report::run_page(&v, &o, std::path::Path::new("."));
         cells.push(Cell {
+            report,
             nat,
             alg,
             udp_timeout_secs: to,

@@ -65,6 +65,11 @@ pub struct Outcome {
     /// one line each in step order (a probe's lines indented under it), with the NAT model's
     /// reason for every probe a router kept.
     pub field_checks: Vec<String>,
+    /// What the model of each NAT router the run left alone saw: bindings and drops, for the
+    /// run report's binding timelines.
+    pub nat: Vec<super::explain::RouterStory>,
+    /// What `conntrack -E` reported in each NAT router: the kernel's own binding events.
+    pub bindings: Vec<(String, Vec<bindings::BindingEvent>)>,
 }
 
 /// The wall time of each phase of a run (`build 0.21 s, components 0.01 s, play 2.40 s, …`).
@@ -1367,9 +1372,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     for (router, w) in &watches {
         w.add_to(&mut trace, router);
     }
-    for (at, source, text) in explain_drops(s, &running.topo, &frames) {
+    let (drops, nat) = explain_drops(s, &running.topo, &frames);
+    for (at, source, text) in drops {
         trace.push_event(at, &source, text);
     }
+    let kernel_bindings = watches
+        .iter()
+        .map(|(router, w)| (router.clone(), w.events()))
+        .collect();
     let to_wall = |at: Instant| wall + at.saturating_duration_since(started);
     for (task, host) in running.uas.values() {
         for e in task.events() {
@@ -1489,19 +1499,30 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         phases,
         diagnosis,
         field_checks,
+        nat,
+        bindings: kernel_bindings,
     })
 }
 
 /// Why each packet that vanished did: at a NAT router the model of its NAT fed the same packets
-/// (for routers the timeline leaves alone), and what public hosts sent to private addresses.
+/// (for routers the timeline leaves alone), and what public hosts sent to private addresses;
+/// with the models' stories for the run report's binding timelines.
 fn explain_drops(
     s: &Scenario,
     topo: &Topology,
     frames: &[capture::Frame],
-) -> Vec<(SystemTime, String, String)> {
-    let mut out: Vec<(SystemTime, String, String)> = nat_drops(s, topo, frames)
-        .into_iter()
-        .map(|d| (d.at, d.router, d.text))
+) -> (
+    Vec<(SystemTime, String, String)>,
+    Vec<super::explain::RouterStory>,
+) {
+    let stories = nat_stories(s, topo, frames);
+    let mut out: Vec<(SystemTime, String, String)> = stories
+        .iter()
+        .flat_map(|st| {
+            st.drops
+                .iter()
+                .map(|d| (d.at, st.router.clone(), d.to_string()))
+        })
         .collect();
     let public_hosts = s
         .topology
@@ -1511,7 +1532,7 @@ fn explain_drops(
         .map(|h| h.name.clone())
         .collect();
     out.extend(super::explain::swallowed(frames, &public_hosts));
-    out
+    (out, stories)
 }
 
 /// Every packet a NAT router kept, with its model's reason, for the routers the timeline leaves
@@ -1521,6 +1542,24 @@ fn nat_drops(
     topo: &Topology,
     frames: &[capture::Frame],
 ) -> Vec<super::explain::Dropped> {
+    nat_stories(s, topo, frames)
+        .into_iter()
+        .flat_map(|st| {
+            let router = st.router.clone();
+            st.drops
+                .into_iter()
+                .map(move |d| super::explain::Dropped::of(&router, d))
+        })
+        .collect()
+}
+
+/// What the model of each NAT router saw, for the routers the timeline leaves alone (one it
+/// changes, flushes or expires is left unexplained rather than explained wrongly).
+fn nat_stories(
+    s: &Scenario,
+    topo: &Topology,
+    frames: &[capture::Frame],
+) -> Vec<super::explain::RouterStory> {
     let touched: std::collections::BTreeSet<&str> = s
         .file
         .steps
@@ -1532,7 +1571,7 @@ fn nat_drops(
             _ => None,
         })
         .collect();
-    let mut out = Vec::new();
+    let mut stories = Vec::new();
     for n in topo.nodes().filter(|n| n.role() == Role::Router) {
         let (Some(nat), Some(ports), Some(spec)) =
             (n.nat(), n.router_ports.clone(), s.topology.router(n.name()))
@@ -1542,7 +1581,7 @@ fn nat_drops(
         if touched.contains(n.name()) {
             continue;
         }
-        out.extend(super::explain::drops(
+        stories.push(super::explain::router_story(
             frames,
             &super::explain::Router {
                 name: n.name().to_string(),
@@ -1554,7 +1593,7 @@ fn nat_drops(
             },
         ));
     }
-    out
+    stories
 }
 
 /// The diagnosis of each host's capture, as `harness diagnose` would give it for that host's

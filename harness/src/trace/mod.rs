@@ -105,6 +105,13 @@ impl Trace {
         t
     }
 
+    /// A trace of entries already decoded (a ticket's capture read by `diagnose`), in time order.
+    pub fn from_entries(entries: Vec<Entry>) -> Self {
+        let mut t = Trace { entries };
+        t.sort();
+        t
+    }
+
     /// Adds an event (binding expired, call established, …) at its time.
     pub fn push_event(&mut self, at: SystemTime, source: &str, text: impl Into<String>) {
         self.entries.push(Entry::Event {
