@@ -326,18 +326,36 @@ impl BindingWatch {
     /// Adds every event seen so far to `trace`, as reported by `router`.
     pub fn add_to(&self, trace: &mut crate::trace::Trace, router: &str) {
         for e in self.events() {
-            let (at, b, what) = match &e {
-                BindingEvent::Created { at, binding } => (*at, binding, "created"),
-                BindingEvent::Destroyed { at, binding } => (*at, binding, "removed"),
+            let (at, b, created) = match &e {
+                BindingEvent::Created { at, binding } => (*at, binding, true),
+                BindingEvent::Destroyed { at, binding } => (*at, binding, false),
             };
-            trace.push_event(
-                at,
-                router,
-                format!(
-                    "binding {} → {} {what} (remote {})",
+            // A destroy event comes when conntrack notices the entry is gone (a lookup by the
+            // next packet, or its garbage collector), not when it timed out: say so, so the
+            // line does not read as if that packet removed it.
+            let text = match (b.direction, created) {
+                (Opened::ToRouter, true) => format!(
+                    "unsolicited packet from {} to the router's own {}: no binding, but conntrack holds the port until it times out",
+                    b.remote, b.external
+                ),
+                (Opened::ToRouter, false) => format!(
+                    "port {} held for {} released (noticed by conntrack)",
+                    b.external, b.remote
+                ),
+                (Opened::Inbound, true) => format!(
+                    "binding {} ← {} created by an inbound packet from {} (a looser filter let it in)",
                     b.internal, b.external, b.remote
                 ),
-            );
+                (Opened::Outbound, true) => format!(
+                    "binding {} → {} created (remote {})",
+                    b.internal, b.external, b.remote
+                ),
+                (_, false) => format!(
+                    "binding {} → {} removed (remote {}; noticed by conntrack, it may have expired earlier)",
+                    b.internal, b.external, b.remote
+                ),
+            };
+            trace.push_event(at, router, text);
         }
     }
 }
