@@ -626,3 +626,17 @@ fn externip_and_localnet_are_checked_on_the_phone() {
         assert!(e.contains(says) && !e.contains('\n'), "{extra}: {e}");
     }
 }
+
+#[test]
+fn calling_from_a_command_names_the_real_limit() {
+    let text = GOOD.replace(
+        "[[step]]",
+        "[[component]]\nkind = \"command\"\nname = \"softphone\"\nhost = \"server\"\nuser = \"carol\"\nrun = [\"baresip\"]\n\n[[step]]\naction = \"call\"\nfrom = \"carol\"\nto = \"bob\"\n\n[[step]]",
+    );
+    let e = Scenario::from_str("broken.toml", &text).expect_err("a command cannot dial");
+    let s = e.to_string();
+    assert!(
+        s.contains("`carol` is a command's SIP user") && s.contains("cannot make it dial"),
+        "{s}"
+    );
+}

@@ -634,6 +634,15 @@ impl Scenario {
                     probes.push((name.clone(), listen.clone(), *samples));
                 }
                 Step::Register { ua, .. } => check_ref(&uas, "phone", ua, sp)?,
+                Step::Call { from, .. } if external_users.contains(from) => {
+                    return Err(c.err(
+                        sp,
+                        format!(
+                            "`{from}` is a command's SIP user: the harness can call it but cannot make it dial (drive its calls from its own `run` arguments or script, and check them with `log`/`packet` expectations); callers are `ua` phones ({})",
+                            one_of(&uas)
+                        ),
+                    ))
+                }
                 Step::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Step::Wait { .. } => {}
                 Step::ExpireBinding { router, host, .. } => {
