@@ -91,8 +91,8 @@ pub fn load_guide(path: &Path) -> Result<Vec<GuideLine>> {
     Ok(f.line)
 }
 
-/// Reads every `*.toml` of the catalogue folder, in name order.
-pub fn load_entries(dir: &Path) -> Result<Vec<Entry>> {
+/// The scenario files (`*.toml`) of a folder, in name order.
+pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(Error::io(dir.display().to_string()))?
         .flatten()
@@ -100,8 +100,13 @@ pub fn load_entries(dir: &Path) -> Result<Vec<Entry>> {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Reads every `*.toml` of the catalogue folder, in name order.
+pub fn load_entries(dir: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for p in paths {
+    for p in scenario_files(dir)? {
         let s = Scenario::load(&p).map_err(|e| Error::Guide {
             file: p.display().to_string(),
             what: e.to_string(),

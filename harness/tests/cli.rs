@@ -131,15 +131,8 @@ fn import_of_a_server_capture_exits_0_and_writes_the_scenario_and_its_twin() {
 }
 
 fn catalogue_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    let (_, dir) = harness::catalogue::default_paths();
+    harness::catalogue::scenario_files(&dir).expect("scenarios/ exists")
 }
 
 #[test]

@@ -241,17 +241,21 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             flags: None,
         }))
     };
-    for f in &ports.forwards {
+    // A forward's DNAT, for packets entering on `side` (the WAN; the LAN for hairpinning).
+    let forward = |b: &mut Builder, side: Statement<'static>, f: &PortForward| {
         b.rule(
             "pre_nat",
             vec![
-                wan_in(),
+                side,
                 udp(),
                 eq(payload("ip", "daddr"), s(&ports.public.to_string())),
                 eq(payload("udp", "dport"), port_range(f.ports)),
                 dnat_forward(f),
             ],
         );
+    };
+    for f in &ports.forwards {
+        forward(&mut b, wan_in(), f);
     }
     match nat.filtering {
         Filtering::EndpointIndependent => b.rule("pre_nat", vec![wan_in(), udp(), dnat_via_fc()]),
@@ -273,16 +277,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         // NAT loopback ("reflection") of a forward: the LAN reaches the forwarded host at the
         // public address too.
         for f in &ports.forwards {
-            b.rule(
-                "pre_nat",
-                vec![
-                    lan_in(),
-                    udp(),
-                    eq(payload("ip", "daddr"), s(&ports.public.to_string())),
-                    eq(payload("udp", "dport"), port_range(f.ports)),
-                    dnat_forward(f),
-                ],
-            );
+            forward(&mut b, lan_in(), f);
         }
         b.rule(
             "pre_nat",

@@ -14,15 +14,8 @@ use harness::scenario::{self, RunOptions, Scenario, Verdict};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn catalogue() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    let (_, dir) = harness::catalogue::default_paths();
+    harness::catalogue::scenario_files(&dir).expect("scenarios/ exists")
 }
 
 fn load(f: &Path) -> Result<Scenario> {

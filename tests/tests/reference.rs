@@ -8,16 +8,7 @@ use anyhow::{ensure, Result};
 use harness::scenario::{reference, Scenario};
 
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    harness::catalogue::scenario_files(dir).unwrap_or_default()
 }
 
 #[test]
