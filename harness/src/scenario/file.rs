@@ -422,6 +422,16 @@ pub enum NatHandlingDef {
     FarEnd,
 }
 
+impl NatHandlingDef {
+    /// The two knobs this shorthand stands for.
+    pub fn handling(self) -> crate::sip::NatHandling {
+        match self {
+            NatHandlingDef::Literal => crate::sip::NatHandling::LITERAL,
+            NatHandlingDef::FarEnd => crate::sip::NatHandling::FAR_END,
+        }
+    }
+}
+
 /// What a registrar does with the Contact a phone wrote.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -445,7 +455,7 @@ pub enum RportHandlingDef {
 impl Component {
     /// A proxy's NAT handling: the shorthand, with either knob overridden.
     pub fn proxy_nat_handling(&self) -> Option<crate::sip::NatHandling> {
-        use crate::sip::{ContactHandling, NatHandling};
+        use crate::sip::ContactHandling;
         let Component::Proxy {
             nat_handling,
             contact_handling,
@@ -455,10 +465,7 @@ impl Component {
         else {
             return None;
         };
-        let mut nat = match nat_handling {
-            NatHandlingDef::Literal => NatHandling::LITERAL,
-            NatHandlingDef::FarEnd => NatHandling::FAR_END,
-        };
+        let mut nat = nat_handling.handling();
         if let Some(c) = contact_handling {
             nat.contact = match c {
                 ContactHandlingDef::AsWritten => ContactHandling::AsWritten,

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::file::{
-    Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, NatHandlingDef, Step,
-    StunVsWan,
+    Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, Step, StunVsWan,
 };
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{ContactSource, Event, Media, NatHandling, ProxyConfig, Timers, UaConfig};
+use crate::sip::{ContactSource, Event, Media, ProxyConfig, Timers, UaConfig};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Role, Topology};
 use crate::trace::{Ladder, Trace};
@@ -108,13 +107,6 @@ impl std::fmt::Display for Phases {
             write!(f, "{name} {:.2} s", d.as_secs_f64())?;
         }
         Ok(())
-    }
-}
-
-fn nat_handling(d: NatHandlingDef) -> NatHandling {
-    match d {
-        NatHandlingDef::Literal => NatHandling::LITERAL,
-        NatHandlingDef::FarEnd => NatHandling::FAR_END,
     }
 }
 
@@ -693,9 +685,7 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
             Step::FlushBindings { router } => bindings::flush(r.topo.node(router)?).await?,
             Step::SetNat { router, nat } => r.topo.node(router)?.set_nat(&nat.0).await?,
             Step::SetNatHandling { proxy, value } => {
-                r.proxies[proxy]
-                    .set_nat_handling(nat_handling(*value))
-                    .await?
+                r.proxies[proxy].set_nat_handling(value.handling()).await?
             }
             Step::Start { command } => {
                 let comp = s
