@@ -34,41 +34,7 @@ enum Command {
         keep: bool,
     },
     /// Run scenario files: verdict, ladder, pcaps; exit 1 if any fails.
-    Run {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Where pcaps and ladders go (one folder per scenario).
-        #[arg(long, default_value = "runs")]
-        out: PathBuf,
-        /// Do not print the ladder.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Write a JUnit XML report for CI.
-        #[arg(long)]
-        junit: Option<PathBuf>,
-        /// Leave each topology up until Enter is pressed, for `ip netns exec` (runs one at a
-        /// time).
-        #[arg(long)]
-        keep: bool,
-        /// Scenarios run at once (default: 8 per core, at most 32); each one's output is printed
-        /// whole when it ends.
-        #[arg(short, long)]
-        jobs: Option<usize>,
-        /// Run only this CI job's share of the files: `K/N` takes every N-th file from the K-th
-        /// (shards 1/N … N/N together run each file once). Merge their `--junit` reports with
-        /// `harness junit-merge`.
-        #[arg(long, value_name = "K/N")]
-        shard: Option<harness::scenario::batch::Shard>,
-        /// Print the files this run (this shard) would run, one per line, and run nothing.
-        #[arg(long)]
-        list: bool,
-        /// Write a self-contained HTML page per scenario (`OUT/NAME/report.html`; with several
-        /// files also `OUT/index.html`). The value, if given, is where the page goes when one
-        /// file runs, or where the index goes when several do.
-        #[arg(long, value_name = "PATH")]
-        #[allow(clippy::option_option)]
-        report: Option<Option<PathBuf>>,
-    },
+    Run(RunArgs),
     /// Merge JUnit reports (e.g. of `harness run --shard K/N --junit …` jobs) into one.
     JunitMerge {
         #[arg(required = true)]
@@ -141,30 +107,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Demo { types, keep } => demo(types, keep).await,
-        Command::Run {
-            files,
-            out,
-            quiet,
-            junit,
-            keep,
-            jobs,
-            shard,
-            list,
-            report,
-        } => {
-            run(RunArgs {
-                report,
-                list,
-                files,
-                out,
-                quiet,
-                junit,
-                keep,
-                jobs,
-                shard,
-            })
-            .await
-        }
+        Command::Run(args) => run(args).await,
         Command::JunitMerge { files, out } => junit_merge(&files, &out),
         Command::Check { files } => check(&files),
         Command::Schema => {
@@ -439,17 +382,41 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>> {
     Ok(out)
 }
 
+#[derive(clap::Args)]
 struct RunArgs {
-    /// `Some(None)`: `--report` without a path.
-    report: Option<Option<PathBuf>>,
-    list: bool,
+    #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Where pcaps and ladders go (one folder per scenario).
+    #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// Do not print the ladder.
+    #[arg(long, short)]
     quiet: bool,
+    /// Write a JUnit XML report for CI.
+    #[arg(long)]
     junit: Option<PathBuf>,
+    /// Leave each topology up until Enter is pressed, for `ip netns exec` (runs one at a
+    /// time).
+    #[arg(long)]
     keep: bool,
+    /// Scenarios run at once (default: 8 per core, at most 32); each one's output is printed
+    /// whole when it ends.
+    #[arg(short, long)]
     jobs: Option<usize>,
-    shard: Option<scenario::batch::Shard>,
+    /// Run only this CI job's share of the files: `K/N` takes every N-th file from the K-th
+    /// (shards 1/N … N/N together run each file once). Merge their `--junit` reports with
+    /// `harness junit-merge`.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<harness::scenario::batch::Shard>,
+    /// Print the files this run (this shard) would run, one per line, and run nothing.
+    #[arg(long)]
+    list: bool,
+    /// Write a self-contained HTML page per scenario (`OUT/NAME/report.html`; with several
+    /// files also `OUT/index.html`). The value, if given, is where the page goes when one
+    /// file runs, or where the index goes when several do.
+    #[arg(long, value_name = "PATH")]
+    #[allow(clippy::option_option)]
+    report: Option<Option<PathBuf>>,
 }
 
 async fn run(a: RunArgs) -> Result<bool> {
