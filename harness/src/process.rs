@@ -25,6 +25,8 @@ pub struct Process {
     drained: Arc<AtomicUsize>,
     drains: usize,
     status: Option<ExitStatus>,
+    /// Open only for a program the harness types commands into (a softphone's `dial`).
+    stdin: Option<std::process::ChildStdin>,
 }
 
 /// After the program exits, the longest to wait for its pipes to reach their end: they do at once
@@ -82,6 +84,7 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, done: 
 impl Process {
     pub(crate) fn from_child(program: &str, mut child: Child) -> Self {
         let pgid = child.id() as i32;
+        let stdin = child.stdin.take();
         registry::add_process_group(pgid);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -104,7 +107,27 @@ impl Process {
             drained,
             drains,
             status: None,
+            stdin,
         }
+    }
+
+    /// Writes one line to the program's standard input, as a user types a command into it.
+    pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
+        use std::io::Write;
+        let what = || format!("write `{line}` to the standard input of `{}`", self.program);
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(Error::Io {
+                what: what(),
+                source: std::io::ErrorKind::NotConnected.into(),
+            });
+        };
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .map_err(|source| Error::Io {
+                what: what(),
+                source,
+            })
     }
 
     pub fn program(&self) -> &str {

@@ -629,14 +629,46 @@ fn externip_and_localnet_are_checked_on_the_phone() {
 
 #[test]
 fn calling_from_a_command_names_the_real_limit() {
-    let text = GOOD.replace(
-        "[[step]]",
-        "[[component]]\nkind = \"command\"\nname = \"softphone\"\nhost = \"server\"\nuser = \"carol\"\nrun = [\"baresip\"]\n\n[[step]]\naction = \"call\"\nfrom = \"carol\"\nto = \"bob\"\n\n[[step]]",
-    );
-    let e = Scenario::from_str("broken.toml", &text).expect_err("a command cannot dial");
+    let command = "[[component]]\nkind = \"command\"\nname = \"softphone\"\nhost = \"server\"\nuser = \"carol\"\nrun = [\"baresip\"]\n";
+    let call = "[[step]]\naction = \"call\"\nfrom = \"carol\"\nto = \"bob\"\n";
+    let text = GOOD.replace("[[step]]", &format!("{command}\n{call}\n[[step]]"));
+    let e = Scenario::from_str("broken.toml", &text).expect_err("a command without dial");
     let s = e.to_string();
     assert!(
-        s.contains("`carol` is a command's SIP user") && s.contains("cannot make it dial"),
+        s.contains("`carol` is a command's SIP user without `dial`")
+            && s.contains("give its command a `dial` action"),
         "{s}"
+    );
+
+    let dialing = command.replace(
+        "run = [\"baresip\"]",
+        "run = [\"baresip\"]\ndial = { stdin = \"/dial {to}\" }",
+    );
+    let text = GOOD.replace("[[step]]", &format!("{dialing}\n{call}\n[[step]]"));
+    Scenario::from_str("ok.toml", &text).expect("a command with dial places calls");
+
+    let held = call.replace("to = \"bob\"", "to = \"bob\"\nhold-ms = 500");
+    let text = GOOD.replace("[[step]]", &format!("{dialing}\n{held}\n[[step]]"));
+    let e = Scenario::from_str("broken.toml", &text).expect_err("holding needs hang-up");
+    assert!(e.to_string().contains("no `hang-up` action"), "{e}");
+
+    let both = command.replace(
+        "run = [\"baresip\"]",
+        "run = [\"baresip\"]\ndial = { stdin = \"/dial {to}\", run = [\"true\"] }",
+    );
+    let text = GOOD.replace("[[step]]", &format!("{both}\n{call}\n[[step]]"));
+    let e = Scenario::from_str("broken.toml", &text).expect_err("one of stdin or run");
+    assert!(e.to_string().contains("`dial` takes exactly one of"), "{e}");
+
+    let unknown = command.replace(
+        "run = [\"baresip\"]",
+        "run = [\"baresip\"]\ndial = { stdin = \"/dial {callee}\" }",
+    );
+    let text = GOOD.replace("[[step]]", &format!("{unknown}\n{call}\n[[step]]"));
+    let e = Scenario::from_str("broken.toml", &text).expect_err("unknown placeholder");
+    assert!(
+        e.to_string()
+            .contains("unknown placeholder `{callee}` in `dial`"),
+        "{e}"
     );
 }

@@ -169,3 +169,35 @@ pub fn write_pcaps(frames: &[Frame], dir: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(paths)
 }
+
+/// An Ethernet + IPv4 + UDP frame carrying `payload`, for tests of what reads captures
+/// (checksums left zero: nothing here checks them).
+#[cfg(test)]
+pub(crate) fn udp_frame(
+    at: SystemTime,
+    vantage: Vantage,
+    direction: Direction,
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> Frame {
+    let mut b = vec![0u8; 12];
+    b.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    b.extend_from_slice(&ip);
+    b.extend_from_slice(&src.port().to_be_bytes());
+    b.extend_from_slice(&dst.port().to_be_bytes());
+    b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(payload);
+    Frame {
+        at,
+        vantage,
+        direction,
+        bytes: b,
+    }
+}

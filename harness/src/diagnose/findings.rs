@@ -782,7 +782,11 @@ fn alg_signatures(m: &Model) -> Vec<Finding> {
                 }
             }
         }
-        if let (Some(c), Some(o)) = (c_ip, o_ip) {
+        // A phone with STUN for media alone (baresip's medianat=stun) writes its RTP mapping in
+        // c= and leaves o= and its Contact private: that mix is the phone's own. An ALG that
+        // rewrites c= rewrites the Contact too.
+        let stun_media = contact.is_some_and(|c| is_private(*c.ip()));
+        if let (Some(c), Some(o), false) = (c_ip, o_ip, stun_media) {
             if c == src_ip && !is_private(c) && is_private(o) {
                 why.push(format!(
                     "SDP c= has the public address {c} but o= the private {o}"

@@ -308,6 +308,15 @@ fn an_alg_that_leaves_via_private_and_breaks_content_length_is_named() {
 }
 
 #[test]
+fn a_phone_with_stun_for_media_only_is_not_taken_for_an_alg() {
+    // baresip with medianat=stun: c= carries the STUN mapping (the router's address), o=, Via
+    // and Contact stay private. Nothing was rewritten on the way.
+    let r = analyse(vec![sip(1, 0.0, "203.0.113.1:5060", "203.0.113.10:5060", "INVITE sip:bob@203.0.113.10 SIP/2.0\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKa;rport\nContact: <sip:alice@192.168.1.10:5060>\nCall-ID: a\nCSeq: 1 INVITE\nContent-Length: 60\n\nv=0\no=- 1 1 IN IP4 192.168.1.10\nc=IN IP4 203.0.113.1\nm=audio 10000 RTP/AVP 0\n")]);
+    let kinds: Vec<Kind> = r.findings.iter().map(|f| f.kind).collect();
+    assert!(!kinds.contains(&Kind::AlgRewrite), "{kinds:?}");
+}
+
+#[test]
 fn json_names_kinds_in_kebab_case() {
     let r = analyse(vec![sip(1, 0.0, "203.0.113.1:5060", "203.0.113.10:5060", "REGISTER sip:203.0.113.10 SIP/2.0\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKr\nAuthorization: Digest username=\"bob\", uri=\"sip:203.0.113.1\", response=\"x\"\nCall-ID: r\nCSeq: 2 REGISTER\nContent-Length: 0\n\n")]);
     let j = report::json(&[r]);

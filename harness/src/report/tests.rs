@@ -1,4 +1,3 @@
-use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,38 +9,14 @@ use crate::trace::Trace;
 /// An Ethernet + IPv4 + UDP frame carrying `payload` (checksums left zero: the decoder does
 /// not check them).
 fn frame(ms: u64, at: (&str, &str), dir: Direction, src: &str, dst: &str, payload: &str) -> Frame {
-    let (src, dst): (SocketAddrV4, SocketAddrV4) = (src.parse().unwrap(), dst.parse().unwrap());
-    let payload = payload.replace('\n', "\r\n");
-    let mut b = vec![0u8; 12];
-    b.extend_from_slice(&[0x08, 0x00]);
-    let total = 20 + 8 + payload.len();
-    b.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ]);
-    b.extend_from_slice(&src.ip().octets());
-    b.extend_from_slice(&dst.ip().octets());
-    b.extend_from_slice(&src.port().to_be_bytes());
-    b.extend_from_slice(&dst.port().to_be_bytes());
-    b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(payload.as_bytes());
-    Frame {
-        at: UNIX_EPOCH + Duration::from_secs(1000) + Duration::from_millis(ms),
-        vantage: Vantage::new(at.0, at.1),
-        direction: dir,
-        bytes: b,
-    }
+    crate::capture::udp_frame(
+        UNIX_EPOCH + Duration::from_secs(1000) + Duration::from_millis(ms),
+        Vantage::new(at.0, at.1),
+        dir,
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        payload.replace('\n', "\r\n").as_bytes(),
+    )
 }
 
 fn register(contact: &str) -> String {

@@ -92,24 +92,14 @@ mod tests {
     use std::time::Duration;
 
     fn frame(direction: Direction, at: SystemTime, payload: &[u8]) -> Frame {
-        let mut b = vec![0u8; 12];
-        b.extend_from_slice(&[0x08, 0x00]);
-        let total = (20 + 8 + payload.len()) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&[192, 168, 1, 10, 198, 51, 100, 20]);
-        b.extend_from_slice(&ip);
-        b.extend_from_slice(&4000u16.to_be_bytes());
-        b.extend_from_slice(&10000u16.to_be_bytes());
-        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(payload);
-        Frame {
+        crate::capture::udp_frame(
             at,
-            vantage: Vantage::new("phone", "eth0"),
+            Vantage::new("phone", "eth0"),
             direction,
-            bytes: b,
-        }
+            "192.168.1.10:4000".parse().unwrap(),
+            "198.51.100.20:10000".parse().unwrap(),
+            payload,
+        )
     }
 
     fn rtp(seq: u16, pt: u8) -> Vec<u8> {

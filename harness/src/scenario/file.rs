@@ -709,7 +709,48 @@ pub enum Component {
         /// then gets a media verdict too: the program's side is read off the packets at its
         /// host's interface, since the harness cannot ask it what it heard.
         user: Option<String>,
+        /// How to make it place a call, so a `call` step can start from its `user`: text written
+        /// to its standard input (`{ stdin = "/dial sip:{to}@{server.addr}" }` for baresip with
+        /// its `stdio` module) or a program run in its host (`{ run = […] }`). `{to}` is the user
+        /// called. The call's outcome and media are judged from the packets at its host's
+        /// interface, as for a command that answers.
+        dial: Option<ActionDef>,
+        /// How to make it hang up (`{ stdin = "/hangup" }`), for a `call` step from it with
+        /// `hold-ms`.
+        hang_up: Option<ActionDef>,
     },
+}
+
+impl Component {
+    /// Whether the harness types into this command's standard input (a `stdin` action), so it
+    /// starts with that input open.
+    pub fn types_commands(&self) -> bool {
+        matches!(self, Component::Command { dial, hang_up, .. }
+            if dial.iter().chain(hang_up).any(|a| a.stdin.is_some()))
+    }
+}
+
+/// Something the harness does to a running command: a line on its standard input, or another
+/// program run in the same host. Give exactly one of the two.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActionDef {
+    /// A line written to the command's standard input (a newline is added); the command is then
+    /// started with its standard input open.
+    pub stdin: Option<String>,
+    /// A program and its arguments, run to completion in the command's host (10 s at most); a
+    /// non-zero exit fails the run with its output.
+    pub run: Option<Vec<String>>,
+}
+
+impl ActionDef {
+    /// Every text the action carries, for placeholder checks.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.stdin
+            .iter()
+            .map(String::as_str)
+            .chain(self.run.iter().flatten().map(String::as_str))
+    }
 }
 
 fn sip_port() -> u16 {

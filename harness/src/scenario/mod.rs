@@ -7,12 +7,13 @@ pub mod emit;
 pub mod explain;
 pub mod file;
 mod matrix;
+mod placed;
 pub mod reference;
 mod run;
 pub mod seen;
 pub mod vars;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::Path;
@@ -381,6 +382,8 @@ impl Scenario {
         let mut commands = BTreeSet::new();
         // SIP users answered by commands: callees only, the harness cannot drive them.
         let mut external_users = BTreeSet::new();
+        // Of those, the ones a `call` step can start from (`dial`): user → can hang up.
+        let mut dialers = BTreeMap::new();
         for comp in &f.components {
             let span = comp.span();
             let host = comp.get_ref().host();
@@ -432,10 +435,55 @@ impl Scenario {
                     run,
                     user,
                     files,
+                    dial,
+                    hang_up,
                     ..
                 } => {
                     if run.is_empty() {
                         return Err(c.err(span, format!("command `{name}`: `run` is empty")));
+                    }
+                    for (key, action) in [("dial", dial), ("hang-up", hang_up)] {
+                        let Some(a) = action else { continue };
+                        if a.stdin.is_some() == a.run.is_some() {
+                            return Err(c.err(
+                                span,
+                                format!("command `{name}`: `{key}` takes exactly one of `stdin = \"…\"` (a line for its standard input) or `run = [...]` (a program run in its host)"),
+                            ));
+                        }
+                        if a.run.as_ref().is_some_and(Vec::is_empty) {
+                            return Err(
+                                c.err(span, format!("command `{name}`: `{key}.run` is empty"))
+                            );
+                        }
+                        for p in a.texts().flat_map(vars::placeholders) {
+                            if p != "to" && !vars::known(&var_table, &[], p) {
+                                let mut names: BTreeSet<String> =
+                                    var_table.keys().cloned().collect();
+                                names.insert("to".into());
+                                return Err(c.err(
+                                    span,
+                                    format!(
+                                        "command `{name}`: unknown placeholder `{{{p}}}` in `{key}` ({})",
+                                        one_of(&names)
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    if dial.is_some() && user.is_none() {
+                        return Err(c.err(
+                            span,
+                            format!("command `{name}`: `dial` needs `user`, the SIP user a `call` step names as its caller"),
+                        ));
+                    }
+                    if hang_up.is_some() && dial.is_none() {
+                        return Err(c.err(
+                            span,
+                            format!("command `{name}`: `hang-up` ends the calls `dial` places; give `dial` too"),
+                        ));
+                    }
+                    if let (Some(u), Some(_)) = (user, dial) {
+                        dialers.insert(u.clone(), hang_up.is_some());
                     }
                     let file_names: Vec<&str> = files.keys().map(String::as_str).collect();
                     let texts = run.iter().map(|a| ("`run`".to_string(), a.as_str())).chain(
@@ -634,14 +682,25 @@ impl Scenario {
                     probes.push((name.clone(), listen.clone(), *samples));
                 }
                 Step::Register { ua, .. } => check_ref(&uas, "phone", ua, sp)?,
-                Step::Call { from, .. } if external_users.contains(from) => {
-                    return Err(c.err(
-                        sp,
-                        format!(
-                            "`{from}` is a command's SIP user: the harness can call it but cannot make it dial (drive its calls from its own `run` arguments or script, and check them with `log`/`packet` expectations); callers are `ua` phones ({})",
-                            one_of(&uas)
-                        ),
-                    ))
+                Step::Call { from, hold_ms, .. } if external_users.contains(from) => {
+                    match dialers.get(from) {
+                        None => {
+                            return Err(c.err(
+                                sp,
+                                format!(
+                                    "`{from}` is a command's SIP user without `dial`: the harness can call it, but to make it place a call give its command a `dial` action (a line for its standard input, e.g. baresip's `dial = {{ stdin = \"/dial sip:{{to}}@…\" }}`, or a program to run); callers now: {}",
+                                    one_of(&uas.iter().chain(dialers.keys()).cloned().collect())
+                                ),
+                            ))
+                        }
+                        Some(false) if *hold_ms > 0 => {
+                            return Err(c.err(
+                                sp,
+                                format!("`{from}`'s command has no `hang-up` action: a call from it with `hold-ms` needs one (baresip: `hang-up = {{ stdin = \"/hangup\" }}`)"),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
                 }
                 Step::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Step::Wait { .. } => {}
@@ -661,6 +720,8 @@ impl Scenario {
         for e in &f.expects {
             let sp = e.span();
             match e.get_ref() {
+                Expect::Call { from, .. } | Expect::Media { from, .. }
+                    if dialers.contains_key(from) => {}
                 Expect::Call { from, .. } => check_ref(&uas, "phone", from, sp)?,
                 Expect::Registered { ua, .. } | Expect::Rang { ua, .. } => {
                     check_ref(&uas, "phone", ua, sp)?

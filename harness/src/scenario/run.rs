@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::file::{
-    Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, Step, StunVsWan,
+    ActionDef, Component, ContactDef, Expect, LogStream, MediaDef, MediaVerdictDef, Step, StunVsWan,
 };
 use super::Scenario;
 use crate::bindings::{self, BindingWatch};
@@ -446,7 +446,11 @@ async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Resul
     }
     let node = topo.node(host)?;
     let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-    let mut p = node.start(&args[0], &argv).await?;
+    let mut p = if comp.types_commands() {
+        node.start_interactive(&args[0], &argv).await?
+    } else {
+        node.start(&args[0], &argv).await?
+    };
     let log = ready.as_ref().and_then(|r| r.log.clone());
     let delay = ready.as_ref().and_then(|r| r.delay_ms);
     if let Some(line) = log {
@@ -577,6 +581,19 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                         ),
                     ));
                 }
+            }
+            Step::Call {
+                from,
+                to,
+                hold_ms,
+                timeout_ms,
+            } if r.external.contains_key(from) => {
+                let timing = CallTiming {
+                    hold: Duration::from_millis(*hold_ms),
+                    timeout: Duration::from_millis(*timeout_ms),
+                    t1: Duration::from_millis(s.file.scenario.t1_ms),
+                };
+                call_from_command(s, r, from, to, timing).await?
             }
             Step::Call {
                 from,
@@ -802,6 +819,224 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A `call` step's durations.
+struct CallTiming {
+    hold: Duration,
+    timeout: Duration,
+    t1: Duration,
+}
+
+/// The command whose SIP user is `user`: its name and its `dial` and `hang-up` actions.
+fn dialer<'a>(
+    s: &'a Scenario,
+    user: &str,
+) -> (&'a str, Option<&'a ActionDef>, Option<&'a ActionDef>) {
+    s.file
+        .components
+        .iter()
+        .find_map(|c| match c.get_ref() {
+            Component::Command {
+                name,
+                user: Some(u),
+                dial,
+                hang_up,
+                ..
+            } if u == user => Some((name.as_str(), dial.as_ref(), hang_up.as_ref())),
+            _ => None,
+        })
+        .expect("checked: a command plays the user")
+}
+
+/// Does `action` to command `name`: types its line into the program, or runs its program in
+/// the command's host; `{to}` is the user called. The ladder notes what was done.
+async fn act(
+    s: &Scenario,
+    r: &mut Running,
+    name: &str,
+    host: &str,
+    action: &ActionDef,
+    to: &str,
+) -> Result<()> {
+    let fill = |t: &str| super::vars::apply(&s.vars, t).replace("{to}", to);
+    if let Some(line) = &action.stdin {
+        let line = fill(line);
+        let p = r
+            .commands
+            .get_mut(name)
+            .ok_or_else(|| io_err(format!("command `{name}` is not running (never started?)")))?;
+        p.write_line(&line)?;
+        r.notes.push((
+            Instant::now(),
+            host.to_string(),
+            format!("{name}: typed `{line}`"),
+        ));
+    } else if let Some(argv) = &action.run {
+        let argv: Vec<String> = argv.iter().map(|a| fill(a)).collect();
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        let node = r.topo.node(host)?;
+        let (status, out, err) = node
+            .output(&argv[0], &args, Duration::from_secs(10))
+            .await?;
+        if !status.is_some_and(|st| st.success()) {
+            return Err(io_err(format!(
+                "command `{name}`: `{}` {} ({})",
+                argv.join(" "),
+                status.map_or("did not finish within 10 s".into(), |st| format!(
+                    "failed: {st}"
+                )),
+                format!("{out}\n{err}").trim()
+            )));
+        }
+        r.notes.push((
+            Instant::now(),
+            host.to_string(),
+            format!("{name}: ran `{}`", argv.join(" ")),
+        ));
+    }
+    Ok(())
+}
+
+/// A call placed by a command (a softphone the harness cannot ask): it is made to dial, and the
+/// call's outcome and media are read off the packets at its host's interface.
+async fn call_from_command(
+    s: &Scenario,
+    r: &mut Running,
+    from: &str,
+    to: &str,
+    timing: CallTiming,
+) -> Result<()> {
+    let (name, dial, hang_up) = dialer(s, from);
+    let host = r.external[from].clone();
+    let vantage = capture::Vantage::new(&host, "eth0");
+    let callee_media = match r.uas.contains_key(to) {
+        true => open_media(r, to).await?,
+        false => None,
+    };
+    let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
+    let callee_before = r.uas.get(to).map_or(0, |(t, _)| count(t, est));
+    let since = SystemTime::now();
+    act(
+        s,
+        r,
+        name,
+        &host,
+        dial.expect("checked: a caller dials"),
+        to,
+    )
+    .await?;
+    // A challenge (401/407) is final only if the program does not send the INVITE again.
+    let grace = timing.t1 * 4;
+    let deadline = Instant::now() + timing.timeout;
+    let call = loop {
+        let call = super::placed::placed_call(&r.frames(), &vantage, since, to);
+        let settled = call.as_ref().is_some_and(|c| {
+            c.established()
+                || c.answer.is_some_and(|(_, at)| {
+                    SystemTime::now().duration_since(at).unwrap_or_default() > grace
+                })
+        });
+        if settled || Instant::now() >= deadline {
+            break call;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let status = call.as_ref().and_then(|c| c.answer).map_or(0, |(st, _)| st);
+    r.calls.insert(from.to_string(), status);
+    r.calls_to.insert(from.to_string(), to.to_string());
+    if !call
+        .as_ref()
+        .is_some_and(super::placed::PlacedCall::established)
+    {
+        return Ok(());
+    }
+    let callee = match r.uas.get(to) {
+        Some((task, _)) => match wait_new(task, est, callee_before, Duration::from_secs(5)).await {
+            Some(Event::CallEstablished {
+                remote_media: Some(to_caller),
+                ..
+            }) => Some((to_caller, callee_media)),
+            _ => None,
+        },
+        None => None,
+    };
+    let mut held = Vec::new();
+    let callee_stats = match callee {
+        // Our phone answers: it streams to the program's SDP address, as in stream_media.
+        Some((to_caller, Some(open))) => {
+            let duration = match r.media.get(to) {
+                Some(PhoneMedia::Direct { duration, .. }) => *duration,
+                _ => Duration::from_secs(1),
+            };
+            open.task
+                .call(move |m, _| m.set_destination(to_caller))
+                .await?;
+            open.task.call(|m, now| m.start(now)).await?;
+            tokio::time::sleep(duration + Duration::from_millis(400)).await;
+            let st = open.task.state();
+            held.push(open);
+            Some(st)
+        }
+        Some((to_caller, None)) => match r.media.get(to) {
+            Some(PhoneMedia::Relayed(task)) => {
+                task.call(move |m, now| m.connect(to_caller, now))
+                    .await?
+                    .map_err(|e| io_err(format!("{to}: TURN permission for {to_caller}: {e}")))?;
+                let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
+                task.call(|m, now| m.start_media(now)).await?;
+                tokio::time::sleep(Duration::from_millis(1400)).await;
+                Some(task.state().stats)
+            }
+            _ => None,
+        },
+        // Another program answers: both sides stream on their own; watch them a while.
+        None if r.external.contains_key(to) => {
+            tokio::time::sleep(Duration::from_millis(1400)).await;
+            None
+        }
+        None => return Ok(()),
+    };
+    let until = SystemTime::now();
+    // Frames carry the kernel's receive time: the window's last frames may reach the capture's
+    // buffer a little later, so read it after a moment, bounded by `until`.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let frames = r.frames();
+    let caller_stats = crate::rtp::observed::observe(&frames, &vantage, since, until);
+    let callee_stats = callee_stats.unwrap_or_else(|| {
+        let at = capture::Vantage::new(&r.external[to], "eth0");
+        crate::rtp::observed::observe(&frames, &at, since, until)
+    });
+    let report = MediaReport::new(&caller_stats, &callee_stats, 0.95);
+    r.notes
+        .push((Instant::now(), host.clone(), format!("media: {report}")));
+    r.reports.insert(from.to_string(), report);
+    if timing.hold > Duration::ZERO {
+        tokio::time::sleep(timing.hold).await;
+        let hang_up = hang_up.expect("checked: a call held for a while is hung up");
+        act(s, r, name, &host, hang_up, to).await?;
+        let call_id = call.map(|c| c.call_id).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !bye_left(&r.frames(), &vantage, &call_id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    drop(held);
+    Ok(())
+}
+
+/// Whether a BYE of the call has left `vantage`.
+fn bye_left(frames: &[capture::Frame], vantage: &capture::Vantage, call_id: &str) -> bool {
+    frames.iter().filter(|f| &f.vantage == vantage).any(|f| {
+        matches!(
+            crate::trace::decode_frame(f),
+            Some(crate::trace::Entry::Packet {
+                direction: capture::Direction::Out,
+                payload: crate::trace::Payload::Sip(sip),
+                ..
+            }) if sip.method_or_status() == "BYE" && sip.call_id.as_deref() == Some(call_id)
+        )
+    })
 }
 
 /// Where a host's packets leave its side of the network: the WAN of the outermost router it sits

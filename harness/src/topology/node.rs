@@ -211,10 +211,24 @@ impl Node {
         self.start_command(cmd).await
     }
 
+    /// Starts a program with its standard input open, for [`Process::write_line`].
+    pub async fn start_interactive(&self, program: &str, args: &[&str]) -> Result<Process> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        self.spawn_in(cmd, true).await
+    }
+
     /// Starts a prepared command inside this node (its env, cwd … are kept).
-    pub async fn start_command(&self, mut cmd: Command) -> Result<Process> {
+    pub async fn start_command(&self, cmd: Command) -> Result<Process> {
+        self.spawn_in(cmd, false).await
+    }
+
+    async fn spawn_in(&self, mut cmd: Command, stdin: bool) -> Result<Process> {
         let program = cmd.get_program().to_string_lossy().into_owned();
         process::prepare(&mut cmd);
+        if stdin {
+            cmd.stdin(std::process::Stdio::piped());
+        }
         let child = self
             .ns
             .run(move || cmd.spawn())
