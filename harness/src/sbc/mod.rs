@@ -218,6 +218,12 @@ impl Sbc {
         &self.relay
     }
 
+    /// Whether a call's transaction is in progress; its own NAT pings do not count (an
+    /// unanswered one would hold a run for 64·T1 and tell nothing).
+    pub fn pending(&self) -> bool {
+        self.proxy.pending()
+    }
+
     pub fn stats(&self) -> &SbcStats {
         &self.stats
     }

@@ -65,8 +65,56 @@ pub fn default_jobs() -> usize {
     (cores * 8).clamp(1, 32)
 }
 
-/// Runs `scenarios` with at most `jobs` at once and calls `done` with each result as it ends
-/// (completion order); returns the results in the order given.
+/// A rough length of a scenario's timeline, to start the longest first: a batch then ends with
+/// its longest file instead of waiting for one that started last. Its waits, each call's answer
+/// delay and hold, and for a call expected to fail, a 64·T1 timeout.
+pub fn estimated_length(s: &Scenario) -> std::time::Duration {
+    use super::file::{Component, Expect, Step};
+    let t1 = s.file.scenario.t1_ms;
+    let answer_after = |user: &str| {
+        s.file.components.iter().find_map(|c| match c.get_ref() {
+            Component::Ua {
+                user: u,
+                host,
+                answer_after_ms,
+                ..
+            } if u.as_deref().unwrap_or(host) == user => Some(*answer_after_ms),
+            _ => None,
+        })
+    };
+    let fails = |caller: &str| {
+        s.file.expects.iter().any(|e| {
+            matches!(e.get_ref(), Expect::Call { from, status } if from == caller && !status.contains(200))
+        })
+    };
+    let ms: u64 = s
+        .file
+        .steps
+        .iter()
+        .map(|step| match step.get_ref() {
+            Step::Wait { ms } => *ms,
+            Step::Call {
+                from,
+                to,
+                hold_ms,
+                timeout_ms,
+            } => {
+                let failing = if fails(from) {
+                    (64 * t1).min(*timeout_ms)
+                } else {
+                    0
+                };
+                answer_after(to).unwrap_or(0) + hold_ms + failing
+            }
+            _ => 0,
+        })
+        .sum();
+    std::time::Duration::from_millis(ms)
+}
+
+/// Runs `scenarios` with at most `jobs` at once, the longest ([`estimated_length`]) first, and
+/// calls `done` with each result as it ends (completion order); returns the results in the order
+/// given.
 pub async fn run_many(
     scenarios: &[Scenario],
     jobs: usize,
@@ -75,8 +123,10 @@ pub async fn run_many(
 ) -> Vec<Result<Outcome, String>> {
     let mut results: Vec<Option<Result<Outcome, String>>> =
         (0..scenarios.len()).map(|_| None).collect();
-    let mut runs = stream::iter(scenarios.iter().enumerate())
-        .map(|(i, s)| async move { (i, run(s, opts).await.map_err(|e| e.to_string())) })
+    let mut order: Vec<usize> = (0..scenarios.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(estimated_length(&scenarios[i])));
+    let mut runs = stream::iter(order)
+        .map(|i| async move { (i, run(&scenarios[i], opts).await.map_err(|e| e.to_string())) })
         .buffer_unordered(jobs.max(1));
     while let Some((i, r)) = runs.next().await {
         done(i, &r);
@@ -104,6 +154,20 @@ mod tests {
             "2/3".parse::<Shard>().unwrap().select(files.clone())[..3],
             [1, 4, 7]
         );
+    }
+
+    #[test]
+    fn a_call_that_times_out_is_started_before_the_catalogue_s_quick_calls() {
+        let load = |name: &str| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+            Scenario::load(&dir.join(format!("{name}.toml"))).unwrap()
+        };
+        let slow = estimated_length(&load("binding-expiry-slow-answer"));
+        // answer after 4 s, hold 0.2 s, then 64·T1 at T1 = 200 ms.
+        assert_eq!(slow.as_millis(), 4000 + 200 + 12_800);
+        for quick in ["lan-call-works", "408-private-contact-fix-far-end"] {
+            assert!(estimated_length(&load(quick)) < slow, "{quick}");
+        }
     }
 
     #[test]

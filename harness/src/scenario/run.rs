@@ -622,14 +622,26 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                     Event::CallFailed { call_id, status } => (call_id == &id).then_some(*status),
                     _ => None,
                 };
-                let outcome = wait_new(
-                    task,
-                    |e| final_of(e).is_some(),
-                    0,
-                    Duration::from_millis(*timeout_ms),
-                )
-                .await;
-                let status = outcome.as_ref().and_then(final_of).unwrap_or(0);
+                let t1 = Duration::from_millis(s.file.scenario.t1_ms);
+                let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+                let status = loop {
+                    let task = &r.uas[from].0;
+                    if let Some(st) = task.events().iter().find_map(|e| final_of(&e.event)) {
+                        break st;
+                    }
+                    if Instant::now() >= deadline {
+                        break 0;
+                    }
+                    if unanswerable(r, t1).await {
+                        r.notes.push((
+                            Instant::now(),
+                            r.uas[from].1.clone(),
+                            format!("call: no final response, and none can come (nothing else is pending, no SIP for 10·T1): the step ends before its {timeout_ms} ms"),
+                        ));
+                        break 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
                 r.calls.insert(from.clone(), status);
                 r.calls_to.insert(from.clone(), to.clone());
                 let caller_remote =
@@ -819,6 +831,91 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until the run's SIP has nothing left to say, so the ladder's tail does not depend on
+/// when the last step returned: a UAS resends its 2xx until the ACK comes (or Timer H), a proxy
+/// answers what it forwarded. Our machines say when nothing is pending, and the run ends 2·T1
+/// after the last SIP then (what was just sent must reach the capture).
+/// Programs cannot be asked; with one running, the run ends after 10·T1 without SIP on any link
+/// (longer than T2, 8·T1, the widest gap between retransmissions). Never past 80·T1.
+async fn settle(s: &Scenario, r: &Running) {
+    for (task, _) in r.uas.values() {
+        let _ = task.with(|m, _| m.wind_down()).await;
+    }
+    let t1 = Duration::from_millis(s.file.scenario.t1_ms);
+    let deadline = Instant::now() + t1 * 80;
+    let programs = !r.commands.is_empty() || !r.kamailios.is_empty();
+    let quiet_enough = if programs {
+        t1 * 10
+    } else {
+        // What was sent just now may still be on its way into the capture's buffer.
+        (t1 * 2).max(Duration::from_millis(100))
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(20).min(t1)).await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        let quiet = last_sip(&r.frames())
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .is_none_or(|d| d >= quiet_enough);
+        if quiet && !ours_pending(r).await {
+            return;
+        }
+    }
+}
+
+/// Whether a call can no longer get a final response: none of our machines has anything pending
+/// (the caller's INVITE in Proceeding is not: RFC 3261 gives it no timer, it waits for ever), no
+/// program that could answer is running, and no SIP has moved for 10·T1. The step then ends
+/// here instead of at its `timeout-ms`, with the same verdict: no final response.
+async fn unanswerable(r: &Running, t1: Duration) -> bool {
+    if !r.commands.is_empty() || !r.kamailios.is_empty() {
+        return false;
+    }
+    let quiet = last_sip(&r.frames())
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .is_some_and(|d| d >= t1 * 10);
+    quiet && !ours_pending(r).await
+}
+
+/// When the last SIP message (pings aside) was captured.
+fn last_sip(frames: &[capture::Frame]) -> Option<SystemTime> {
+    frames
+        .iter()
+        .rev()
+        .find(|f| {
+            matches!(
+                crate::trace::decode_frame(f),
+                Some(crate::trace::Entry::Packet {
+                    payload: crate::trace::Payload::Sip(ref s),
+                    ..
+                }) if !crate::trace::ladder::is_ping(s)
+            )
+        })
+        .map(|f| f.at)
+}
+
+/// Whether one of our SIP machines has a transaction in progress. A machine that has stopped
+/// has nothing pending.
+async fn ours_pending(r: &Running) -> bool {
+    for (task, _) in r.uas.values() {
+        if task.with(|m, _| m.pending()).await.unwrap_or(false) {
+            return true;
+        }
+    }
+    for task in r.proxies.values() {
+        if task.with(|m, _| m.pending()).await.unwrap_or(false) {
+            return true;
+        }
+    }
+    for task in &r.sbcs {
+        if task.call(|m, _| m.pending()).await.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
 }
 
 /// A `call` step's durations.
@@ -1559,34 +1656,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     phases.end("components");
     let error = play(s, &mut running).await.err().map(|e| e.to_string());
     phases.end("play");
-    // Let retransmissions run out before judging and cutting the capture: a UAS resends its 200
-    // every T2 (8·T1) until Timer H, so stop only after 10·T1 without SIP on any link (at most
-    // 80·T1). Otherwise the tail of the ladder would depend on when the last step returned.
-    let t1 = Duration::from_millis(s.file.scenario.t1_ms);
-    let deadline = Instant::now() + t1 * 80;
-    loop {
-        tokio::time::sleep(t1 * 2).await;
-        let last_sip = running
-            .frames()
-            .iter()
-            .rev()
-            .find(|f| {
-                matches!(
-                    crate::trace::decode_frame(f),
-                    Some(crate::trace::Entry::Packet {
-                        payload: crate::trace::Payload::Sip(ref s),
-                        ..
-                    }) if !crate::trace::ladder::is_ping(s)
-                )
-            })
-            .map(|f| f.at);
-        let quiet = last_sip
-            .and_then(|at| SystemTime::now().duration_since(at).ok())
-            .is_none_or(|d| d >= t1 * 10);
-        if quiet || Instant::now() >= deadline {
-            break;
-        }
-    }
+    settle(s, &running).await;
     phases.end("settle");
     let checks = judge(s, &mut running);
     let frames = match running.capture.take() {

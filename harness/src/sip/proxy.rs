@@ -194,6 +194,11 @@ impl Proxy {
         &self.config
     }
 
+    /// Whether a transaction is in progress (see [`TransactionLayer::pending`]).
+    pub fn pending(&self) -> bool {
+        self.layer.pending()
+    }
+
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
     }

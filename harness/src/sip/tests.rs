@@ -641,3 +641,55 @@ fn externip_goes_to_the_internet_and_localnet_keeps_the_lan_on_the_local_address
         "{sdp}"
     );
 }
+
+#[test]
+fn a_call_is_pending_until_the_callee_has_its_ack_and_a_wound_down_phone_starts_nothing_new() {
+    let mut net = bob_at_home(NatHandling::FAR_END);
+    let idle = |net: &mut Net| {
+        [
+            net.ua("alice", |ua, _| ua.pending()),
+            net.ua("bob", |ua, _| ua.pending()),
+            net.proxy("proxy").pending(),
+        ]
+    };
+    assert_eq!(idle(&mut net), [false; 3], "registered, nothing in flight");
+    net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    assert_eq!(
+        idle(&mut net),
+        [true, false, false],
+        "the INVITE is on its way"
+    );
+    // Bob answers after 5·T1; the moment his 200 leaves, he owes it retransmissions until the ACK.
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::IncomingCall { .. })));
+    // Alice's INVITE is in Proceeding (no timer of its own); bob owes the answer.
+    assert_eq!(
+        idle(&mut net),
+        [false, true, true],
+        "ringing: bob's INVITE server transaction awaits his answer, the proxy's awaits bob's"
+    );
+    assert!(net.run_until(Duration::from_secs(1), |n, e| n == "bob"
+        && matches!(e, Event::CallEstablished { .. })));
+    assert_eq!(
+        idle(&mut net),
+        [false; 3],
+        "the ACK arrived: nothing left to say"
+    );
+
+    // Refreshes fall due at half the granted expiry; wound down, bob sends no new REGISTER.
+    let registers = |net: &Net| {
+        net.ladder
+            .iter()
+            .filter(|h| h.what.starts_with("REGISTER"))
+            .count()
+    };
+    let before = registers(&net);
+    net.ua("bob", |ua, _| ua.wind_down());
+    net.run_for(Duration::from_secs(2000));
+    assert_eq!(
+        registers(&net),
+        before + 1,
+        "only alice refreshed (at 1800 s):\n{}",
+        net.ladder_text()
+    );
+}

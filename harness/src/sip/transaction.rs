@@ -563,6 +563,26 @@ impl TransactionLayer {
         self.timers
     }
 
+    /// Whether a transaction still has something to send or is owed something by a timer: a
+    /// request being retransmitted or timing out (Timers A/B, E/F), a request its TU has not
+    /// answered yet, or an INVITE answered with an error and not yet ACKed. Absorbing
+    /// retransmissions (Timers D, I, J, K) is not pending, and neither is an INVITE in
+    /// Proceeding: RFC 3261 gives it no timer, so only someone else's pending answer can end it.
+    /// When no machine is pending, a run may end without cutting a story short.
+    pub fn pending(&self) -> bool {
+        let client = |c: &ClientTransaction| match c.state() {
+            ClientState::Calling => true,
+            ClientState::Proceeding => c.request().method != Method::Invite,
+            ClientState::Completed | ClientState::Terminated => false,
+        };
+        let server = |s: &ServerTransaction| match s.state() {
+            ServerState::Trying | ServerState::Proceeding => true,
+            ServerState::Completed => s.request().method == Method::Invite,
+            ServerState::Confirmed | ServerState::Terminated => false,
+        };
+        self.clients.values().any(client) || self.servers.values().any(server)
+    }
+
     /// Starts a client transaction for `request` toward `destination`.
     /// `None` if the request has no branch/CSeq (a bug in the caller).
     pub fn send_request(

@@ -238,6 +238,8 @@ pub struct Ua {
     flow_mapping: Option<SocketAddr>,
     events: std::collections::VecDeque<Event>,
     stats: UaStats,
+    /// Set by [`Ua::wind_down`]: nothing new starts from a timer.
+    winding_down: bool,
 }
 
 impl Ua {
@@ -260,6 +262,7 @@ impl Ua {
             registration,
             calls: BTreeMap::new(),
             keepalive_at: None,
+            winding_down: false,
             stun_pending: None,
             flow_mapping: None,
             events: Default::default(),
@@ -269,6 +272,13 @@ impl Ua {
 
     pub fn config(&self) -> &UaConfig {
         &self.config
+    }
+
+    /// Whether a transaction is in progress or a 2xx is still being retransmitted for want of
+    /// its ACK (see [`TransactionLayer::pending`]); timers that only refresh (registration,
+    /// keep-alives) are not pending.
+    pub fn pending(&self) -> bool {
+        self.layer.pending() || self.calls.values().any(|c| c.ok.is_some())
     }
 
     pub fn stats(&self) -> &UaStats {
@@ -417,7 +427,7 @@ impl Ua {
         self.registration.authenticated = false;
         self.registration.refresh_at = None;
         self.send_register(req, now);
-        if self.keepalive_at.is_none() {
+        if self.keepalive_at.is_none() && !self.winding_down {
             if let Some(k) = self.config.keepalive {
                 self.keepalive_at = Some(after(now, k.interval()));
             }
@@ -674,6 +684,15 @@ impl Ua {
         self.drain_layer(now);
     }
 
+    /// Stops the timers that start new exchanges (registration refresh, keep-alives) and lets
+    /// what is in progress finish: the end of a run, where a refresh falling due while the last
+    /// transactions complete would make the trace's tail depend on timing.
+    pub fn wind_down(&mut self) {
+        self.winding_down = true;
+        self.registration.refresh_at = None;
+        self.keepalive_at = None;
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         if self.registration.refresh_at.is_some_and(|t| t <= now) {
@@ -821,7 +840,9 @@ impl Ua {
                 .map(|s| Duration::from_secs(s.into()))
                 .unwrap_or(self.config.expires);
             self.registration.registered = true;
-            self.registration.refresh_at = Some(after(now, granted / 2));
+            if !self.winding_down {
+                self.registration.refresh_at = Some(after(now, granted / 2));
+            }
             // The registrar now knows the flow as it is: learn its mapping at once with a STUN
             // request, so the first keep-alive that finds it changed already re-registers
             // (RFC 5626 §4.4.2 compares STUN answers). Not from the 200's Via received/rport: a
