@@ -253,14 +253,20 @@ pub(super) fn lines(
                             Opened::ToRouter => "released the port",
                             _ => "removed it",
                         };
-                        out.push((
-                            *at,
+                        let text = if x.outbound_only {
+                            format!(
+                                "conntrack removed its entry of {}, {} after the binding expired (inbound packets kept the entry itself alive, or nothing looked it up sooner)",
+                                name(b),
+                                secs(late)
+                            )
+                        } else {
                             format!(
                                 "conntrack noticed the expiry of {} and {verb}, {} after it expired (at the next packet of the flow or its garbage collection; not caused by that packet)",
                                 name(b),
                                 secs(late)
-                            ),
-                        ));
+                            )
+                        };
+                        out.push((*at, text));
                     }
                     Some(x) => {
                         let left = x.at.duration_since(*at).unwrap_or_default();
@@ -300,10 +306,12 @@ pub(super) fn lines(
         for (b, opened) in open {
             if let Some(x) = expiry(&b, Some(opened), end, trace, router, history) {
                 if x.at <= end {
-                    let text = format!(
-                        "{} (conntrack had not noticed by the end of the capture)",
-                        expired_text(&b, &x, trace)
-                    );
+                    let why = if x.outbound_only {
+                        "the router's guard drops inbound packets from here on; conntrack's own entry, refreshed by inbound packets, may live on"
+                    } else {
+                        "conntrack had not noticed by the end of the capture"
+                    };
+                    let text = format!("{} ({why})", expired_text(&b, &x, trace));
                     out.push((x.at, text));
                 }
             }

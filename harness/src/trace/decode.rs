@@ -261,12 +261,11 @@ fn indication_data(m: &crate::stun::codec::Message) -> Option<&[u8]> {
 /// not TURN framing. What the relay and the phone exchange is the phone's RTP or SIP, so this is
 /// what a user looking for "RTP" at either end means.
 pub fn turn_carried(p: &[u8]) -> Option<(TurnCarrier, Cow<'_, [u8]>)> {
-    use crate::turn::{ChannelData, CHANNELS};
+    use crate::turn::ChannelData;
+    // A first byte of 0x40–0x7F is exactly a channel number in 0x4000–0x7FFF.
     if ChannelData::is_channel_data(p) {
         let cd = ChannelData::decode(p).ok()?;
-        return CHANNELS
-            .contains(&cd.channel)
-            .then(|| (TurnCarrier::Channel(cd.channel), Cow::Borrowed(cd.data)));
+        return Some((TurnCarrier::Channel(cd.channel), Cow::Borrowed(cd.data)));
     }
     if p.len() < 20 || p[0] & 0xc0 != 0 {
         return None;
