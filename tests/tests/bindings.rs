@@ -188,7 +188,9 @@ async fn an_expiry_is_shown_at_the_timeout_after_the_last_refresh_not_when_connt
     let (_, m) = recv_within(&s, DELIVERY).await.context("delivered")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.send_to(b"answer", m).await?;
-    recv_within(&a, DELIVERY).await.context("answer delivered")?;
+    recv_within(&a, DELIVERY)
+        .await
+        .context("answer delivered")?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     s.send_to(b"late", m).await?;
     ensure!(
