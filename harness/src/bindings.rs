@@ -6,12 +6,14 @@
 //! dynamic sets (`fc`, `peers`, `out`, `bound`), which a forgotten binding must lose too — or a
 //! full-cone NAT would keep forwarding to it.
 
+mod expiry;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::process::Process;
-use crate::topology::Node;
+use crate::topology::{NatHistory, Node};
 
 /// One UDP binding as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +286,8 @@ pub enum BindingEvent {
 pub struct BindingWatch {
     process: Process,
     started: SystemTime,
+    /// The router's NAT behaviours, for the timeout in force when a binding last refreshed.
+    history: NatHistory,
 }
 
 impl BindingWatch {
@@ -301,6 +305,7 @@ impl BindingWatch {
         Ok(BindingWatch {
             process,
             started: SystemTime::now(),
+            history: node.nat_history(),
         })
     }
 
@@ -323,38 +328,13 @@ impl BindingWatch {
             .collect()
     }
 
-    /// Adds every event seen so far to `trace`, as reported by `router`.
+    /// Adds every event seen so far to `trace`, as reported by `router`: creations, and each
+    /// expiry at the instant the binding really expired (its timeout after the last packet that
+    /// refreshed it, read from `trace`'s captures at `router`) apart from the later moment
+    /// conntrack noticed and removed it (see [`expiry`]).
     pub fn add_to(&self, trace: &mut crate::trace::Trace, router: &str) {
-        for e in self.events() {
-            let (at, b, created) = match &e {
-                BindingEvent::Created { at, binding } => (*at, binding, true),
-                BindingEvent::Destroyed { at, binding } => (*at, binding, false),
-            };
-            // A destroy event comes when conntrack notices the entry is gone (a lookup by the
-            // next packet, or its garbage collector), not when it timed out: say so, so the
-            // line does not read as if that packet removed it.
-            let text = match (b.direction, created) {
-                (Opened::ToRouter, true) => format!(
-                    "unsolicited packet from {} to the router's own {}: no binding, but conntrack holds the port until it times out",
-                    b.remote, b.external
-                ),
-                (Opened::ToRouter, false) => format!(
-                    "port {} held for {} released (noticed by conntrack)",
-                    b.external, b.remote
-                ),
-                (Opened::Inbound, true) => format!(
-                    "binding {} ← {} created by an inbound packet from {} (a looser filter let it in)",
-                    b.internal, b.external, b.remote
-                ),
-                (Opened::Outbound, true) => format!(
-                    "binding {} → {} created (remote {})",
-                    b.internal, b.external, b.remote
-                ),
-                (_, false) => format!(
-                    "binding {} → {} removed (remote {}; noticed by conntrack, it may have expired earlier)",
-                    b.internal, b.external, b.remote
-                ),
-            };
+        let lines = expiry::lines(&self.events(), trace, router, &self.history.changes());
+        for (at, text) in lines {
             trace.push_event(at, router, text);
         }
     }

@@ -164,3 +164,79 @@ async fn binding_events_appear_in_the_trace_in_order() -> Result<()> {
     );
     Ok(())
 }
+
+/// A binding that timed out is shown expired at its timeout after the last packet that
+/// refreshed it — here the server's answer, as Linux refreshes on both directions — and the
+/// later destroy event, when the server's next packet makes conntrack look, is marked as the
+/// moment conntrack noticed, not as what that packet did.
+#[tokio::test]
+async fn an_expiry_is_shown_at_the_timeout_after_the_last_refresh_not_when_conntrack_notices(
+) -> Result<()> {
+    use harness::capture::Capture;
+    use harness::trace::{Entry, Trace};
+    use std::time::Duration;
+    require_kernel!();
+    let topo = shapes::home_lan(NatType::PortRestrictedCone.behaviour().with_udp_timeout(1))
+        .build()
+        .await?;
+    let home = topo.node("home")?;
+    let watch = BindingWatch::start(home).await?;
+    let cap = Capture::start(&topo).await?;
+    let a = topo.node("alice")?.udp_bind(alice().into()).await?;
+    let s = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    a.send_to(b"register", sa(SERVER, 3478)).await?;
+    let (_, m) = recv_within(&s, DELIVERY).await.context("delivered")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.send_to(b"answer", m).await?;
+    recv_within(&a, DELIVERY)
+        .await
+        .context("answer delivered")?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.send_to(b"late", m).await?;
+    ensure!(
+        recv_within(&a, Duration::from_millis(300)).await.is_none(),
+        "the binding must be gone"
+    );
+    let frames = cap.stop().await;
+    let mut trace = Trace::from_frames(&frames);
+    watch.add_to(&mut trace, "home");
+    let at_of = |needle: &str| {
+        trace.entries().iter().find_map(|e| match e {
+            Entry::Event { at, text, .. } if text.contains(needle) => Some(*at),
+            _ => None,
+        })
+    };
+    let wan_in = |body: &[u8]| {
+        frames.iter().find_map(|f| {
+            let (_, _, p) = harness::trace::udp_of(f)?;
+            (f.vantage.label() == "home:wan"
+                && f.direction == harness::capture::Direction::In
+                && p == body)
+                .then_some(f.at)
+        })
+    };
+    let answer = wan_in(b"answer").context("answer captured")?;
+    let late = wan_in(b"late").context("late packet captured")?;
+    let events: Vec<String> = trace
+        .entries()
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Event { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    let expired = at_of("203.0.113.1:5060 (remote 203.0.113.10:3478) expired (timeout 1 s")
+        .with_context(|| format!("{events:#?}"))?;
+    let noticed = at_of("conntrack noticed the expiry of binding 192.168.1.10:5060")
+        .with_context(|| format!("{events:#?}"))?;
+    let after_answer = expired.duration_since(answer)?;
+    ensure!(
+        (Duration::from_millis(950)..Duration::from_millis(1100)).contains(&after_answer),
+        "expired {after_answer:?} after the answer, not 1 s: {events:#?}"
+    );
+    ensure!(
+        expired < late && noticed >= expired,
+        "expired before the late packet, noticed after it expired: {events:#?}"
+    );
+    Ok(())
+}

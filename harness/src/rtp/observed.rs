@@ -12,28 +12,17 @@ use std::time::SystemTime;
 
 use crate::capture::{Direction, Frame, Vantage};
 use crate::rtp::{is_rtp, MediaStats, RtpPacket};
-use crate::stun::codec::{attr_type, Attribute, Class, Message, Method};
 
-/// The RTP a datagram carries: itself, or what a TURN ChannelData / Send / Data wraps.
+/// The RTP a datagram carries: itself, or what a TURN ChannelData / Send / Data wraps (unwrapped
+/// by the trace decoder, so the ladder and this count agree on what a relayed packet was).
 fn inner_rtp(p: &[u8]) -> Option<RtpPacket> {
     if is_rtp(p) {
         return RtpPacket::decode(p).ok();
     }
-    if p.len() >= 4 && (0x40..=0x7f).contains(&p[0]) {
-        let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        return p
-            .get(4..4 + len)
-            .filter(|inner| is_rtp(inner))
-            .and_then(|inner| RtpPacket::decode(inner).ok());
-    }
-    let m = Message::decode(p).ok()?;
-    if m.class != Class::Indication || !(m.method == Method::SEND || m.method == Method::DATA) {
-        return None;
-    }
-    match m.get(attr_type::DATA)? {
-        Attribute::Data(inner) if is_rtp(inner) => RtpPacket::decode(inner).ok(),
-        _ => None,
-    }
+    let (_, inner) = crate::trace::turn_carried(p)?;
+    is_rtp(&inner)
+        .then(|| RtpPacket::decode(&inner).ok())
+        .flatten()
 }
 
 /// What `vantage` sent and received as RTP between `from` and `until`: `sent` counts outbound
@@ -87,7 +76,7 @@ pub fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stun::codec::TransactionId;
+    use crate::stun::codec::{Attribute, Class, Message, Method, TransactionId};
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Duration;
 

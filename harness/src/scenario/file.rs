@@ -1087,14 +1087,26 @@ pub enum Expect {
     /// request`, `RTP PT 0`, `ICMP port unreachable`, `keep-alive (CRLF)`); `from`/`to` narrow by
     /// address (`203.0.113.1` or `203.0.113.1:5060`). Holds when at least `min` and at most
     /// `max` packets match; `min` defaults to 1, or to 0 once `max` is given (`max = 0`: never).
+    ///
+    /// What TURN carries is always looked inside, no key needed: a datagram in ChannelData
+    /// (channels 0x4000–0x7FFF) or in a Send/Data indication's DATA attribute is summarised as
+    /// what it carries and how (`RTP PT 0 via TURN ChannelData 0x4000`, `INVITE sip:… SIP/2.0
+    /// via TURN Send indication`), and relayed SIP is searched in its whole text. So
+    /// `contains = "RTP PT 0"` also counts relayed audio, `contains = "via TURN"` only relayed
+    /// packets, and `contains = "ChannelData 0x4000"` the framing. `from`/`to` are the outer
+    /// datagram's addresses (the phone and the relay), as in the pcap.
     Packet {
         /// The vantage point: a host, or a router side (`home:wan`, `home:lan`).
         at: String,
-        /// Text searched in a SIP message's whole text, or in the ladder summary of anything else.
+        /// Text searched in a SIP message's whole text (also SIP relayed through TURN), or in the
+        /// ladder summary of anything else (relayed packets: `RTP PT 0 via TURN ChannelData
+        /// 0x4000`).
         contains: String,
-        /// Only packets from this address (`IP` or `IP:PORT`).
+        /// Only packets from this address (`IP` or `IP:PORT`); for relayed packets, the outer
+        /// datagram's.
         from: Option<String>,
-        /// Only packets to this address (`IP` or `IP:PORT`).
+        /// Only packets to this address (`IP` or `IP:PORT`); for relayed packets, the outer
+        /// datagram's.
         to: Option<String>,
         /// At least this many packets (default 1, or 0 when `max` is given).
         min: Option<u32>,

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Once;
 
-pub use node::{Node, Role};
+pub use node::{NatHistory, Node, Role};
 use sim_nat::{NatBehaviour, RouterPorts};
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,

@@ -2,8 +2,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use sim_nat::{NatBehaviour, RouterPorts};
 
@@ -31,6 +31,9 @@ pub struct Node {
     pub(crate) addrs: Vec<Ipv4Addr>,
     pub(crate) router_ports: Option<RouterPorts>,
     pub(crate) nat: Mutex<Option<NatBehaviour>>,
+    /// Every NAT behaviour applied and when its conntrack timeouts took effect, so a binding's
+    /// expiry can be computed with the timeout in force at its last refresh.
+    nat_history: NatHistory,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The emulated consumer ALG in front of this router's LAN, when its NAT asks for one.
     alg: tokio::sync::Mutex<Option<crate::alg::EmulatedAlg>>,
@@ -61,6 +64,7 @@ impl Node {
             addrs: Vec::new(),
             router_ports: None,
             nat: Mutex::new(None),
+            nat_history: NatHistory::default(),
             tasks: Mutex::new(Vec::new()),
             alg: tokio::sync::Mutex::new(None),
             netlink,
@@ -259,6 +263,8 @@ impl Node {
         for (path, value) in &rules.sysctls {
             self.sysctl(path, value).await?;
         }
+        // Conntrack applies a timeout sysctl from the next packet on.
+        let since = SystemTime::now();
         let nft = crate::preflight::require_program("nft")?;
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
         let prelude = if first {
@@ -296,7 +302,17 @@ impl Node {
         }
         drop(alg);
         *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = Some(nat.clone());
+        self.nat_history
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((since, nat.clone()));
         Ok(())
+    }
+
+    /// The NAT behaviours this router has had, shared: later changes show up in the copy.
+    pub fn nat_history(&self) -> NatHistory {
+        self.nat_history.clone()
     }
 
     pub(crate) fn abort_tasks(&self) {
@@ -308,6 +324,17 @@ impl Node {
         {
             t.abort();
         }
+    }
+}
+
+/// A router's NAT behaviours over time: each with the instant its timeouts took effect.
+#[derive(Debug, Clone, Default)]
+pub struct NatHistory(Arc<Mutex<Vec<(SystemTime, NatBehaviour)>>>);
+
+impl NatHistory {
+    /// Each behaviour and when it took effect, oldest first.
+    pub fn changes(&self) -> Vec<(SystemTime, NatBehaviour)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -1,8 +1,14 @@
-//! Frame → trace entry: Ethernet, IPv4, UDP/ICMP, then SIP / STUN / RTP / keep-alive.
+//! Frame → trace entry: Ethernet, IPv4, UDP/ICMP, then SIP / STUN / RTP / keep-alive, and what
+//! TURN carries (ChannelData, Send and Data indications) decoded the same way.
 //!
 //! Decoding never fails a trace: anything it does not understand becomes `Udp { len }` or is
 //! left out (non-IPv4), and a SIP message too broken to summarise is marked `malformed`.
+//!
+//! This is the one place a datagram is unwrapped from TURN ([`turn_carried`]): the ladder,
+//! `packet` expectations and the media verdict of a third-party phone all read relayed RTP or SIP
+//! through it, so they cannot disagree on what a relayed packet was.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::{Entry, Payload};
@@ -127,6 +133,7 @@ fn sip_summary(bytes: &[u8]) -> SipSummary {
     s
 }
 
+/// A datagram that starts like a SIP request or response.
 fn looks_like_sip(p: &[u8]) -> bool {
     const STARTS: [&[u8]; 14] = [
         b"SIP/2.0 ",
@@ -145,7 +152,12 @@ fn looks_like_sip(p: &[u8]) -> bool {
         b"MESSAGE ",
     ];
     STARTS.iter().any(|s| p.starts_with(s))
-        || (p.len() > 8 && p.windows(8).any(|w| w == b"SIP/2.0\r"))
+}
+
+/// A SIP message that does not start like one (garbage before it), told by its `SIP/2.0` line
+/// end; checked after TURN framing, whose payload may be SIP.
+fn contains_sip(p: &[u8]) -> bool {
+    p.len() > 8 && p.windows(8).any(|w| w == b"SIP/2.0\r")
 }
 
 /// A STUN or TURN message: what it is, its transaction, and the address it reports.
@@ -158,6 +170,8 @@ pub struct StunSummary {
     pub transaction: [u8; 12],
     /// (XOR-)MAPPED-ADDRESS: where the server saw the request come from.
     pub mapped: Option<std::net::SocketAddr>,
+    /// What a TURN Send or Data indication carries in its DATA attribute, decoded.
+    pub carried: Option<Box<Payload>>,
 }
 
 impl std::fmt::Display for StunSummary {
@@ -179,7 +193,17 @@ impl std::fmt::Display for StunSummary {
 
 /// A STUN or TURN message decoded, `None` if `p` is not one.
 pub fn stun_of(p: &[u8]) -> Option<StunSummary> {
+    stun_decoded(p, true)
+}
+
+/// [`stun_of`], decoding a Send/Data indication's DATA too when `unwrap` (one level: what TURN
+/// carries is not unwrapped again).
+fn stun_decoded(p: &[u8], unwrap: bool) -> Option<StunSummary> {
     let m = crate::stun::codec::Message::decode(p).ok()?;
+    let carried = unwrap
+        .then(|| indication_data(&m))
+        .flatten()
+        .map(|inner| Box::new(decode_datagram(inner, false)));
     let method = match m.method.0 {
         0x001 => "Binding".to_string(),
         0x003 => "Allocate".into(),
@@ -195,7 +219,64 @@ pub fn stun_of(p: &[u8]) -> Option<StunSummary> {
         class: m.class,
         transaction: m.transaction_id.0,
         mapped: m.mapped_address(),
+        carried,
     })
+}
+
+/// How TURN carries an application datagram between a client and its relay (RFC 8656).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnCarrier {
+    /// ChannelData on a bound channel (0x4000–0x7FFF, §12).
+    Channel(u16),
+    /// A Send indication, client → relay (§11.2).
+    Send,
+    /// A Data indication, relay → client (§11.4).
+    Data,
+}
+
+impl std::fmt::Display for TurnCarrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TurnCarrier::Channel(c) => write!(f, "TURN ChannelData 0x{c:04x}"),
+            TurnCarrier::Send => f.write_str("TURN Send indication"),
+            TurnCarrier::Data => f.write_str("TURN Data indication"),
+        }
+    }
+}
+
+/// The DATA attribute of a Send or Data indication.
+fn indication_data(m: &crate::stun::codec::Message) -> Option<&[u8]> {
+    use crate::stun::codec::{attr_type, Attribute, Class, Method};
+    if m.class != Class::Indication || !(m.method == Method::SEND || m.method == Method::DATA) {
+        return None;
+    }
+    match m.get(attr_type::DATA)? {
+        Attribute::Data(inner) => Some(inner),
+        _ => None,
+    }
+}
+
+/// The datagram a UDP payload carries inside TURN — ChannelData on a channel number
+/// (0x4000–0x7FFF) or the DATA attribute of a Send/Data indication — and how; `None` if `p` is
+/// not TURN framing. What the relay and the phone exchange is the phone's RTP or SIP, so this is
+/// what a user looking for "RTP" at either end means.
+pub fn turn_carried(p: &[u8]) -> Option<(TurnCarrier, Cow<'_, [u8]>)> {
+    use crate::turn::ChannelData;
+    // A first byte of 0x40–0x7F is exactly a channel number in 0x4000–0x7FFF.
+    if ChannelData::is_channel_data(p) {
+        let cd = ChannelData::decode(p).ok()?;
+        return Some((TurnCarrier::Channel(cd.channel), Cow::Borrowed(cd.data)));
+    }
+    if p.len() < 20 || p[0] & 0xc0 != 0 {
+        return None;
+    }
+    let m = crate::stun::codec::Message::decode(p).ok()?;
+    let how = if m.method == crate::stun::codec::Method::SEND {
+        TurnCarrier::Send
+    } else {
+        TurnCarrier::Data
+    };
+    indication_data(&m).map(|inner| (how, Cow::Owned(inner.to_vec())))
 }
 
 /// `STUN Binding request`, `STUN Allocate success response relayed=…`: one line for a STUN or
@@ -204,8 +285,14 @@ pub fn stun_summary(p: &[u8]) -> Option<String> {
     stun_of(p).map(|s| s.to_string())
 }
 
-/// Decodes a UDP payload: SIP, STUN/TURN, ChannelData, RTP, RTCP, keep-alive, or just a length.
+/// Decodes a UDP payload: SIP, STUN/TURN, ChannelData, RTP, RTCP, keep-alive, or just a length;
+/// what ChannelData and Send/Data indications carry is decoded too.
 pub fn decode_udp(p: &[u8]) -> Payload {
+    decode_datagram(p, true)
+}
+
+/// [`decode_udp`], unwrapping TURN only when `unwrap` (one level deep).
+fn decode_datagram(p: &[u8], unwrap: bool) -> Payload {
     if p == b"\r\n" || p == b"\r\n\r\n" {
         return Payload::KeepAlive;
     }
@@ -213,18 +300,19 @@ pub fn decode_udp(p: &[u8]) -> Payload {
         return Payload::Sip(Box::new(sip_summary(p)));
     }
     if p.len() >= 20 && p[0] & 0xc0 == 0 {
-        if let Some(s) = stun_of(p) {
+        if let Some(s) = stun_decoded(p, unwrap) {
             return Payload::Stun(s);
         }
     }
-    if p.len() >= 4 && (0x40..=0x7f).contains(&p[0]) {
-        let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        if len + 4 <= p.len() {
-            return Payload::ChannelData {
-                channel: u16::from_be_bytes([p[0], p[1]]),
-                len,
-            };
-        }
+    if let Ok(cd) = crate::turn::ChannelData::decode(p) {
+        return Payload::ChannelData {
+            channel: cd.channel,
+            len: cd.data.len(),
+            inner: unwrap.then(|| Box::new(decode_datagram(cd.data, false))),
+        };
+    }
+    if contains_sip(p) {
+        return Payload::Sip(Box::new(sip_summary(p)));
     }
     if crate::rtp::is_rtp(p) {
         return Payload::Rtp {
@@ -393,5 +481,88 @@ mod tests {
             }
         );
         assert_eq!(decode_udp(&[1, 2, 3]), Payload::Udp { len: 3 });
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00, 0, 0, 0, 0, 0, 160, 0, 0, 0, 42];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    fn indication(method: crate::stun::codec::Method, data: &[u8]) -> Vec<u8> {
+        use crate::stun::codec::{Attribute, Class, Message, TransactionId};
+        Message::new(Class::Indication, method, TransactionId([7; 12]))
+            .with(Attribute::XorPeerAddress(
+                "198.51.100.20:4000".parse().unwrap(),
+            ))
+            .with(Attribute::Data(data.to_vec()))
+            .encode(None, false)
+            .expect("encodes")
+    }
+
+    #[test]
+    fn rtp_inside_channel_data_is_decoded_and_named_with_its_channel() {
+        let framed = crate::turn::ChannelData::encode(0x4000, &rtp(7));
+        let p = decode_udp(&framed);
+        assert_eq!(
+            p.carried(),
+            Some((
+                TurnCarrier::Channel(0x4000),
+                &Payload::Rtp {
+                    payload_type: 0,
+                    seq: 7,
+                    ssrc: 42
+                }
+            ))
+        );
+        assert_eq!(p.summary(), "RTP PT 0 via TURN ChannelData 0x4000");
+        let (how, inner) = turn_carried(&framed).unwrap();
+        assert_eq!((how, &*inner), (TurnCarrier::Channel(0x4000), &rtp(7)[..]));
+    }
+
+    #[test]
+    fn sip_inside_send_and_rtp_inside_data_indications_are_decoded() {
+        use crate::stun::codec::Method;
+        let invite = b"INVITE sip:bob@198.51.100.20 SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n";
+        let send = decode_udp(&indication(Method::SEND, invite));
+        assert!(matches!(
+            send.carried(),
+            Some((TurnCarrier::Send, Payload::Sip(s))) if s.method_or_status() == "INVITE"
+        ));
+        assert_eq!(
+            send.summary(),
+            "INVITE sip:bob@198.51.100.20 SIP/2.0 via TURN Send indication"
+        );
+        let data = decode_udp(&indication(Method::DATA, &rtp(9)));
+        assert_eq!(data.summary(), "RTP PT 0 via TURN Data indication");
+        let sent = indication(Method::SEND, invite);
+        let (how, inner) = turn_carried(&sent).unwrap();
+        assert_eq!((how, &*inner), (TurnCarrier::Send, &invite[..]));
+    }
+
+    #[test]
+    fn opaque_relayed_bytes_and_other_turn_messages_read_as_before() {
+        let opaque = decode_udp(&crate::turn::ChannelData::encode(0x7fff, &[1, 2, 3]));
+        assert_eq!(opaque.carried(), None);
+        assert_eq!(opaque.summary(), "ChannelData 0x7fff 3 bytes");
+        // ChannelData inside ChannelData is unwrapped once, not twice.
+        let nested = crate::turn::ChannelData::encode(
+            0x4001,
+            &crate::turn::ChannelData::encode(0x4002, &rtp(1)),
+        );
+        assert_eq!(
+            decode_udp(&nested).summary(),
+            "ChannelData 0x4002 172 bytes via TURN ChannelData 0x4001"
+        );
+        let binding = crate::stun::codec::Message::new(
+            crate::stun::codec::Class::Request,
+            crate::stun::codec::Method::BINDING,
+            crate::stun::codec::TransactionId([1; 12]),
+        )
+        .encode(None, false)
+        .expect("encodes");
+        assert_eq!(turn_carried(&binding), None);
+        assert_eq!(decode_udp(&binding).summary(), "STUN Binding request");
     }
 }

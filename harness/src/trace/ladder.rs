@@ -314,9 +314,10 @@ impl<'a> Ladder<'a> {
                             }
                             w
                         }
-                        Payload::Stun(s) => s.to_string(),
-                        Payload::Rtp { payload_type, .. } => {
-                            // Collapse the run of RTP on the same path into one line.
+                        _ if rtp_of(payload).is_some() => {
+                            // Collapse the run of RTP on the same path (and, relayed, through the
+                            // same TURN carrier) into one line.
+                            let (payload_type, carrier) = rtp_of(payload).expect("guarded");
                             let mut count = 1;
                             while i < entries.len() {
                                 match &entries[i] {
@@ -324,9 +325,13 @@ impl<'a> Ladder<'a> {
                                         vantage: v2,
                                         src: s2,
                                         dst: d2,
-                                        payload: Payload::Rtp { .. },
+                                        payload: p2,
                                         ..
-                                    } if v2 == vantage && s2 == src && d2 == dst => {
+                                    } if v2 == vantage
+                                        && s2 == src
+                                        && d2 == dst
+                                        && rtp_of(p2).is_some_and(|(_, c)| c == carrier) =>
+                                    {
                                         count += 1;
                                         i += 1;
                                     }
@@ -344,7 +349,10 @@ impl<'a> Ladder<'a> {
                             if !self.show_rtp {
                                 continue;
                             }
-                            format!("RTP PT {payload_type} ×{count}")
+                            match carrier {
+                                Some(how) => format!("RTP PT {payload_type} via {how} ×{count}"),
+                                None => format!("RTP PT {payload_type} ×{count}"),
+                            }
                         }
                         other => other.summary(),
                     };
@@ -499,6 +507,17 @@ fn t1_offset(units: f64) -> u64 {
 fn retransmission_gap(gap: Duration, t1: Duration) -> u64 {
     let units = (gap.as_secs_f64() / t1.as_secs_f64()).max(0.5);
     2u64.pow(units.log2().round().max(0.0) as u32)
+}
+
+/// The payload type of RTP, and the TURN carrier it came in if relayed.
+fn rtp_of(p: &Payload) -> Option<(u8, Option<super::TurnCarrier>)> {
+    match p {
+        Payload::Rtp { payload_type, .. } => Some((*payload_type, None)),
+        _ => match p.carried()? {
+            (how, Payload::Rtp { payload_type, .. }) => Some((*payload_type, Some(how))),
+            _ => None,
+        },
+    }
 }
 
 /// An OPTIONS transaction: the keep-alive ping of phones and SBCs. Periodic, so how many fall

@@ -12,8 +12,8 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime};
 
 pub use decode::{
-    decode_frame, decode_icmp, decode_udp, stun_of, stun_summary, udp_of, IcmpSummary, SipSummary,
-    StunSummary,
+    decode_frame, decode_icmp, decode_udp, stun_of, stun_summary, turn_carried, udp_of,
+    IcmpSummary, SipSummary, StunSummary, TurnCarrier,
 };
 pub use ladder::Ladder;
 
@@ -33,8 +33,13 @@ pub enum Payload {
     },
     /// RTCP (RFC 3550 §6), told apart from RTP by its packet type (RFC 5761 §4).
     Rtcp { packet_type: u8 },
-    /// TURN ChannelData (RFC 8656 §12.4).
-    ChannelData { channel: u16, len: usize },
+    /// TURN ChannelData (RFC 8656 §12.4) and what it carries, decoded (`None` only for
+    /// ChannelData found inside TURN again, which is not unwrapped twice).
+    ChannelData {
+        channel: u16,
+        len: usize,
+        inner: Option<Box<Payload>>,
+    },
     /// A CRLF or CRLFCRLF keep-alive (RFC 5626).
     KeepAlive,
     /// Anything else on UDP.
@@ -44,15 +49,45 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// What this datagram carries inside TURN (ChannelData, a Send or Data indication) and how,
+    /// when it is TURN framing around something recognised (RTP, SIP, …), not opaque bytes.
+    pub fn carried(&self) -> Option<(TurnCarrier, &Payload)> {
+        let (how, inner) = match self {
+            Payload::ChannelData {
+                channel,
+                inner: Some(inner),
+                ..
+            } => (TurnCarrier::Channel(*channel), inner),
+            Payload::Stun(StunSummary {
+                method,
+                carried: Some(inner),
+                ..
+            }) => (
+                if method == "Send" {
+                    TurnCarrier::Send
+                } else {
+                    TurnCarrier::Data
+                },
+                inner,
+            ),
+            _ => return None,
+        };
+        (!matches!(**inner, Payload::Udp { .. })).then_some((how, &**inner))
+    }
+
     /// One line, as the ladder shows it: a SIP first line, `STUN Binding request`, `RTP PT 0`,
-    /// `ICMP port unreachable`.
+    /// `ICMP port unreachable`; relayed packets as what they carry and how, `RTP PT 0 via TURN
+    /// ChannelData 0x4000`.
     pub fn summary(&self) -> String {
+        if let Some((how, inner)) = self.carried() {
+            return format!("{} via {how}", inner.summary());
+        }
         match self {
             Payload::Sip(s) => s.first_line.clone(),
             Payload::Stun(s) => s.to_string(),
             Payload::Rtp { payload_type, .. } => format!("RTP PT {payload_type}"),
             Payload::Rtcp { packet_type } => format!("RTCP PT {packet_type}"),
-            Payload::ChannelData { channel, len } => {
+            Payload::ChannelData { channel, len, .. } => {
                 format!("ChannelData 0x{channel:04x} {len} bytes")
             }
             Payload::KeepAlive => "keep-alive (CRLF)".into(),
