@@ -45,14 +45,16 @@ pub fn table(f: &ScenarioFile) -> BTreeMap<String, String> {
     }
     let at = |host: &str, port: u16| first_addr.get(host).map(|a| (a.clone(), port));
     // A server placeholder in three forms: `{NAME}` (IP:PORT), `{NAME.addr}`, `{NAME.port}`;
-    // the first server of its kind in the file gives it (a host's own `.addr` wins).
+    // the first server of its kind in the file gives it. A host called `registrar` keeps
+    // `{registrar.addr}` for itself, and then there is no `.port` form either.
     let mut server = |name: &str, addr: Option<(String, u16)>| {
         if let Some((ip, port)) = addr {
             if !t.contains_key(name) {
                 t.insert(name.to_string(), format!("{ip}:{port}"));
-                t.entry(format!("{name}.addr")).or_insert(ip);
-                t.entry(format!("{name}.port"))
-                    .or_insert_with(|| port.to_string());
+                if !t.contains_key(&format!("{name}.addr")) {
+                    t.insert(format!("{name}.addr"), ip);
+                    t.insert(format!("{name}.port"), port.to_string());
+                }
             }
         }
     };

@@ -677,8 +677,7 @@ fn pinged_run(
 }
 
 #[test]
-fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_answered_options_do()
-{
+fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_answered_options_do() {
     use crate::sip::Ping;
     use sim_nat::Refresh;
     let every = Duration::from_secs(1);
@@ -699,7 +698,10 @@ fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_ans
     // ...while bob's 200 OK to each OPTIONS is outbound, and that keeps it.
     let (established, stats, net) = pinged_run(Refresh::OutboundOnly, Some(Ping::Options(every)));
     assert!(established, "{}", net.ladder_text());
-    assert!(stats.pongs >= 5 && stats.pongs == stats.pings_sent, "{stats:?}");
+    assert!(
+        stats.pongs >= 5 && stats.pongs == stats.pings_sent,
+        "{stats:?}"
+    );
     let pings = net
         .ladder
         .iter()
@@ -710,5 +712,9 @@ fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_ans
                 && h.fate == Fate::Delivered("bob")
         })
         .count();
-    assert!(pings >= 5, "OPTIONS to bob's far-end address: {}", net.ladder_text());
+    assert!(
+        pings >= 5,
+        "OPTIONS to bob's far-end address: {}",
+        net.ladder_text()
+    );
 }
