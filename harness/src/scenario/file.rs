@@ -588,8 +588,8 @@ pub enum Component {
         rport_handling: Option<RportHandlingDef>,
         /// NAT pings from its SIP socket to each registered phone, as the SBC's (Kamailio
         /// nathelper's `natping_interval`): `{ type = "options" | "crlf", interval-ms = … }`.
-        /// They go where the phone's INVITEs would go: its REGISTER's source with `contact-
-        /// handling = "source"`, the private Contact (lost, as with nathelper and no received
+        /// They go where the phone's INVITEs would go: its REGISTER's source with Contact
+        /// handling `source`, the private Contact (lost, as with nathelper and no received
         /// address) with `as-written`. A router that refreshes bindings on inbound packets
         /// (Linux) keeps the binding for either; one that refreshes on outbound packets only
         /// keeps it for `options` alone, because the phone's 200 OK to it goes out.
