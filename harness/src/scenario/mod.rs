@@ -688,7 +688,7 @@ impl Scenario {
                     check_ref(&routers, "router", router, sp)?
                 }
                 Step::SetNatHandling { proxy, .. } => {
-                    check_ref(&proxies, "host running a `proxy`", proxy, sp)?
+                    check_ref(&proxies, "proxy host", proxy, sp)?
                 }
                 Step::WaitExit { command, .. } | Step::Start { command } => {
                     check_ref(&commands, "command", command, sp)?
