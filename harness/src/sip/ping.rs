@@ -148,7 +148,7 @@ impl NatPinger {
     /// The deadline passed: one round of pings to every user `lookup` still finds bound at the
     /// address it was registered from (a user who moved or whose binding expired is dropped).
     pub fn handle_timeout(&mut self, now: Instant, lookup: impl Fn(&str) -> Option<PingTarget>) {
-        if !self.next.is_some_and(|t| t <= now) {
+        if self.next.is_none_or(|t| t > now) {
             return;
         }
         let Some(ping) = self.ping else {
