@@ -49,6 +49,12 @@ const EXPECTED: &[(&str, &str, Kind, bool)] = &[
         false,
     ),
     (
+        "binding-expiry-fix-proxy-pings",
+        "server",
+        Kind::BindingExpired,
+        false,
+    ),
+    (
         "binding-expiry-fix-sbc-pings",
         "server",
         Kind::BindingExpired,

@@ -285,7 +285,7 @@ async fn call_5s_after_register(
         Event::CallFailed { status, .. } => Outcome::Failed(status),
         _ => Outcome::Established,
     };
-    let stats = sbc.state().stats;
+    let stats = sbc.state().proxy;
     Ok(Expiry {
         outcome,
         pings: stats.pings_sent,

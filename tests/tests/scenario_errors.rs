@@ -672,3 +672,111 @@ fn calling_from_a_command_names_the_real_limit() {
         "{e}"
     );
 }
+
+/// The good file with its proxy replaced by a command on `server` (`fields` added to it) and the
+/// phone's `proxy =` set to `proxy`; the error, or `None` when the file is accepted.
+fn command_registrar(fields: &str, proxy: &str) -> Result<Scenario, (String, usize)> {
+    let text = GOOD
+        .replacen(
+            "kind = \"proxy\"\nhost = \"server\"",
+            &format!("kind = \"command\"\nname = \"kam\"\nhost = \"server\"\nrun = [\"kamailio\", \"-l\", \"{{registrar.addr}}\"]\n{fields}"),
+            1,
+        )
+        .replacen("proxy = \"server\"", &format!("proxy = \"{proxy}\""), 1);
+    Scenario::from_str("broken.toml", &text).map_err(|e| {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "one line: {s}");
+        (s, e.line)
+    })
+}
+
+#[test]
+fn a_command_that_plays_the_registrar_is_named_by_a_phones_proxy_and_gives_the_registrar_placeholders(
+) {
+    let s = command_registrar("plays = \"registrar\"\nsip-port = 5080", "kam").expect("valid");
+    let t = harness::scenario::vars::table(&s.file);
+    assert_eq!(t["registrar"], "203.0.113.10:5080");
+    assert_eq!(t["registrar.addr"], "203.0.113.10");
+    assert_eq!(t["registrar.port"], "5080");
+    // 5060 unless told otherwise.
+    let s = command_registrar("plays = \"registrar\"", "kam").expect("valid");
+    assert_eq!(
+        harness::scenario::vars::table(&s.file)["registrar"],
+        "203.0.113.10:5060"
+    );
+}
+
+#[test]
+fn a_phone_naming_a_command_that_does_not_play_the_registrar_is_told_how_to_declare_it() {
+    let text = GOOD
+        .replacen(
+            "kind = \"proxy\"\nhost = \"server\"",
+            "kind = \"command\"\nname = \"kam\"\nhost = \"server\"\nrun = [\"kamailio\"]",
+            1,
+        )
+        .replacen("proxy = \"server\"", "proxy = \"kam\"", 1);
+    let e = Scenario::from_str("broken.toml", &text).expect_err("must be refused");
+    let (e, line) = (e.to_string(), e.line);
+    assert!(
+        e.contains("proxy `kam` is a command that does not play the registrar")
+            && e.contains("plays = \"registrar\"")
+            && e.contains("sip-port"),
+        "{e}"
+    );
+    assert_eq!(line, 27, "the phone's [[component]]");
+    // Nor does `{registrar}` exist without one.
+    let text = GOOD.replacen("kind = \"proxy\"\nhost = \"server\"", "kind = \"command\"\nname = \"kam\"\nhost = \"server\"\nrun = [\"kamailio\", \"{registrar}\"]", 1);
+    let e = Scenario::from_str("broken.toml", &text).expect_err("must be refused");
+    assert!(
+        e.to_string().contains("unknown placeholder `{registrar}`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_phones_proxy_that_names_nothing_lists_the_registrars_commands_included() {
+    let (e, _) = command_registrar("plays = \"registrar\"", "kamailio").expect_err("refused");
+    assert!(
+        e.contains("proxy `kamailio` is neither IP:PORT, a host running a proxy/sbc/kamailio, nor a command with plays = \"registrar\"")
+            && e.contains("kam"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_sip_port_without_plays_is_refused_with_what_it_needs() {
+    let (e, line) = command_registrar("sip-port = 5080", "203.0.113.10:5080").expect_err("refused");
+    assert!(
+        e.contains("command `kam`: `sip-port` is the port of a registrar")
+            && e.contains("plays = \"registrar\""),
+        "{e}"
+    );
+    assert_eq!(line, 21, "the command's [[component]]");
+}
+
+#[test]
+fn a_command_registrar_named_like_a_host_running_a_proxy_is_refused() {
+    let text = GOOD.replace(
+        "[[step]]",
+        "[[component]]\nkind = \"command\"\nname = \"server\"\nhost = \"bob\"\nrun = [\"x\"]\nplays = \"registrar\"\n\n[[step]]",
+    );
+    let e = Scenario::from_str("broken.toml", &text).expect_err("must be refused");
+    assert!(
+        e.to_string()
+            .contains("`server` names both a command that plays the registrar and a host running a proxy/sbc/kamailio"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_proxy_pinging_with_stun_is_refused_like_an_sbc() {
+    let (e, line) = broken(
+        "kind = \"proxy\"\nhost = \"server\"",
+        "kind = \"proxy\"\nhost = \"server\"\nping = { type = \"stun\", interval-ms = 1000 }",
+    );
+    assert!(
+        e.contains("a proxy pings with type = \"options\" or \"crlf\""),
+        "{e}"
+    );
+    assert_eq!(line, 21);
+}

@@ -15,12 +15,12 @@ use futures::future::join_all;
 use harness::peers::sipp::{Scenario, Sipp, SippVerdict};
 use harness::shapes::{self, PEER, SERVER};
 use harness::sip::{
-    ContactSource, Datagram, Direction, Event, KeepAlive, NatHandling, ProxyConfig, ProxyTask,
-    Timers, UaConfig, UaTask,
+    ContactSource, Datagram, Direction, Event, KeepAlive, NatHandling, Ping, ProxyConfig,
+    ProxyTask, Timers, UaConfig, UaTask,
 };
 use harness::stun::{self, ServerConfig, StunServerTask};
 use harness::{Node, Topology};
-use sim_nat::{NatBehaviour, NatType};
+use sim_nat::{NatBehaviour, NatType, Refresh};
 use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 const T1: Duration = Duration::from_millis(50);
@@ -551,6 +551,129 @@ async fn after_the_nat_binding_expires_an_incoming_call_gets_408_unless_crlf_kee
     let pings = kept.context("with CRLF keep-alives every 1 s")?;
     ensure!(pings >= 3, "only {pings} keep-alives in 4 s");
     eprintln!("expired binding: 408 at {after:?}; with keep-alives: {pings} CRLF pings");
+    Ok(())
+}
+
+/// What the plain proxy's NAT pings did for bob, registered behind a NAT whose bindings last 2 s
+/// and are refreshed as `refresh` says, when alice calls 5 s after he registered.
+struct Pinged {
+    /// The call was established (else it failed, with 408).
+    established: bool,
+    pings_sent: u64,
+    pongs: u64,
+    /// Pings that reached bob's socket through his NAT.
+    pings_received: usize,
+}
+
+async fn pinged_call(refresh: Refresh, ping: Ping) -> Result<Pinged> {
+    let topo = shapes::two_lans(prc(), prc().with_udp_timeout(2).with_refresh(refresh))
+        .build()
+        .await?;
+    let config = ProxyConfig {
+        ping: Some(ping),
+        ..proxy_config(NatHandling::FAR_END)
+    };
+    let (proxy, _) = ProxyTask::spawn(topo.node("server")?, config).await?;
+    let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
+    let (bob, _) = UaTask::spawn(topo.node("bob")?, phone("bob", BOB, 22)).await?;
+    register(&bob).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let call = alice.call("bob").await?;
+    let done = alice
+        .wait_for(
+            |e| match e {
+                Event::CallEstablished { call_id, .. } | Event::CallFailed { call_id, .. } => {
+                    *call_id == call
+                }
+                _ => false,
+            },
+            timer_b() + STEP,
+        )
+        .await?;
+    let stats = proxy.stats();
+    // Pings leave the proxy's SIP socket for bob's far-end (source) address, his NAT binding.
+    let to_binding = proxy
+        .datagrams()
+        .iter()
+        .filter(|d| d.direction == Direction::Sent && d.remote == sa(HOME_B, 5060))
+        .filter(|d| d.is_request("OPTIONS") || d.payload == b"\r\n\r\n")
+        .count();
+    ensure!(
+        to_binding as u64 == stats.pings_sent,
+        "{to_binding} pings to {HOME_B}:5060, {} counted",
+        stats.pings_sent
+    );
+    let pings_received = bob
+        .datagrams()
+        .iter()
+        .filter(|d| d.direction == Direction::Received && d.remote == sa(SERVER, 5060))
+        .filter(|d| d.is_request("OPTIONS") || d.payload == b"\r\n\r\n")
+        .count();
+    drop(topo);
+    Ok(Pinged {
+        established: matches!(done.event, Event::CallEstablished { .. }),
+        pings_sent: stats.pings_sent,
+        pongs: stats.pongs,
+        pings_received,
+    })
+}
+
+/// The plain proxy pings like the SBC (`tests/tests/sbc.rs`), and what a ping does to the NAT
+/// binding is the router's doing: Linux conntrack refreshes it on the inbound ping itself; a
+/// router that refreshes on outbound packets only lets it die under CRLF pings (the later ones
+/// are dropped at the router) and keeps it under OPTIONS pings only because bob's 200 OK goes out.
+#[tokio::test]
+async fn the_plain_proxys_pings_refresh_a_linux_binding_inbound_and_an_outbound_only_one_only_through_the_phones_answer(
+) -> Result<()> {
+    require_kernel!();
+    let every = Duration::from_secs(1);
+    let (crlf, crlf_out, options_out) = futures::join!(
+        pinged_call(Refresh::Both, Ping::Crlf(every)),
+        pinged_call(Refresh::OutboundOnly, Ping::Crlf(every)),
+        pinged_call(Refresh::OutboundOnly, Ping::Options(every)),
+    );
+    let crlf = crlf.context("Linux refresh, CRLF pings")?;
+    ensure!(
+        crlf.established,
+        "Linux refresh, CRLF pings: the call failed"
+    );
+    ensure!(crlf.pings_sent >= 4 && crlf.pongs == 0);
+    // Every ping reached bob (the last may still be on its way when counted).
+    ensure!(
+        crlf.pings_received + 1 >= crlf.pings_sent as usize,
+        "Linux refresh: {} of {} CRLF pings reached bob",
+        crlf.pings_received,
+        crlf.pings_sent
+    );
+
+    let crlf_out = crlf_out.context("outbound-only, CRLF pings")?;
+    ensure!(
+        !crlf_out.established,
+        "outbound-only, CRLF pings: the call got through"
+    );
+    ensure!(
+        crlf_out.pings_sent >= 4 && crlf_out.pings_received <= 2,
+        "outbound-only: {} of {} CRLF pings reached bob; the binding should die 2 s after REGISTER",
+        crlf_out.pings_received,
+        crlf_out.pings_sent
+    );
+
+    let options_out = options_out.context("outbound-only, OPTIONS pings")?;
+    ensure!(
+        options_out.established,
+        "outbound-only, OPTIONS pings: the call failed"
+    );
+    ensure!(
+        options_out.pings_sent >= 4 && options_out.pongs + 1 >= options_out.pings_sent,
+        "outbound-only: {} OPTIONS, {} answered",
+        options_out.pings_sent,
+        options_out.pongs
+    );
+    eprintln!(
+        "Linux/CRLF: {}/{} pings arrived; outbound-only/CRLF: {}/{} arrived, 408; outbound-only/OPTIONS: {}/{} answered",
+        crlf.pings_received, crlf.pings_sent, crlf_out.pings_received, crlf_out.pings_sent,
+        options_out.pongs, options_out.pings_sent
+    );
     Ok(())
 }
 

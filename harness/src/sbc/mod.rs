@@ -18,7 +18,8 @@
 //!   ([`rewrite::handle_ruri_alias`], Kamailio's names). So ACK/BYE/re-INVITE come through the
 //!   SBC even from a peer that ignores Record-Route, and reach the phone through its NAT binding.
 //! - **NAT pings.** Every [`SbcConfig::ping`] interval, each registered endpoint gets an OPTIONS
-//!   (or a CRLF) from the SBC's SIP socket to its observed address. On a NAT that refreshes a
+//!   (or a CRLF) from the SBC's SIP socket to its observed address: the proxy's own
+//!   [`crate::sip::NatPinger`], which the plain proxy has too. On a NAT that refreshes a
 //!   binding on inbound packets too (Linux conntrack) either keeps it alive. On a NAT that
 //!   refreshes on outbound packets only ([`sim_nat::Refresh::OutboundOnly`]) the ping itself does
 //!   not; an OPTIONS does only because the phone *answers* it (its 200 OK is outbound), a CRLF
@@ -49,34 +50,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use rsip::headers::{self, Header, UntypedHeader};
 use rsip::{Method, Request, SipMessage};
 
-use crate::sip::message::{self, Via};
-use crate::sip::{
-    after, earliest, Event as SipEvent, Ids, NatHandling, Proxy, ProxyConfig, ProxyStats, Timers,
-};
+use crate::sip::message;
+use crate::sip::{Event as SipEvent, NatHandling, Proxy, ProxyConfig, ProxyStats, Timers};
 use crate::stun::Transmit;
 
 pub use driver::SbcTask;
 pub use relay::{Leg, LegReport, MediaRelay, RelayEvent, RelayStats, SessionReport};
 
-/// How the SBC keeps the NAT bindings of registered endpoints open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ping {
-    /// An OPTIONS request every interval (Kamailio nathelper's `sipping`); the phone answers.
-    Options(Duration),
-    /// A CRLF-CRLF every interval (RFC 5626 §3.5.1 shape, server to client); nobody answers.
-    Crlf(Duration),
-}
-
-impl Ping {
-    pub fn interval(self) -> Duration {
-        match self {
-            Ping::Options(i) | Ping::Crlf(i) => i,
-        }
-    }
-}
+/// How the SBC keeps the NAT bindings of registered endpoints open: the registrar's own pings
+/// ([`crate::sip::ping`]), run by the proxy inside.
+pub use crate::sip::ping::Ping;
 
 /// Everything that makes one SBC differ from another.
 #[derive(Debug, Clone)]
@@ -126,6 +111,7 @@ impl SbcConfig {
             timers: self.timers,
             users: self.users.clone(),
             max_expires: self.max_expires,
+            ping: self.ping,
             seed: self.seed,
             ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FAR_END)
         }
@@ -139,12 +125,10 @@ pub enum SbcEvent {
     Relay(RelayEvent),
 }
 
-/// Counters of the SBC layer (the proxy's and the relay's are in [`SbcState`]).
+/// Counters of the SBC layer (the proxy's, its NAT pings included, and the relay's are in
+/// [`SbcState`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SbcStats {
-    pub pings_sent: u64,
-    /// OPTIONS pings answered (any final response counts: the binding carried it).
-    pub pongs: u64,
     /// Contacts pointed at the SBC.
     pub contacts_rewritten: u64,
     /// Request-URIs restored from an alias.
@@ -174,13 +158,6 @@ pub struct Sbc {
     config: SbcConfig,
     proxy: Proxy,
     relay: MediaRelay,
-    ids: Ids,
-    /// Registered endpoints: user → observed source address.
-    endpoints: BTreeMap<String, SocketAddr>,
-    /// Outstanding OPTIONS pings: branch → user.
-    pings: BTreeMap<String, String>,
-    ping_at: Option<Instant>,
-    ping_cseq: u32,
     ended: VecDeque<String>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SbcEvent>,
@@ -192,12 +169,7 @@ impl Sbc {
         Self {
             proxy: Proxy::new(config.proxy()),
             relay: MediaRelay::new(config.relay_ip, config.relay_ports.clone()),
-            ids: Ids::new(config.seed.wrapping_add(1)),
             config,
-            endpoints: BTreeMap::new(),
-            pings: BTreeMap::new(),
-            ping_at: None,
-            ping_cseq: 0,
             ended: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -218,8 +190,7 @@ impl Sbc {
         &self.relay
     }
 
-    /// Whether a call's transaction is in progress; its own NAT pings do not count (an
-    /// unanswered one would hold a run for 64·T1 and tell nothing).
+    /// Whether a transaction is in progress (NAT pings are stateless, so they never are).
     pub fn pending(&self) -> bool {
         self.proxy.pending()
     }
@@ -231,10 +202,7 @@ impl Sbc {
     /// Changes the NAT pings from the next one on.
     pub fn set_ping(&mut self, ping: Option<Ping>, now: Instant) {
         self.config.ping = ping;
-        self.ping_at = match ping {
-            Some(p) if !self.endpoints.is_empty() => Some(after(now, p.interval())),
-            _ => None,
-        };
+        self.proxy.set_ping(ping, now);
     }
 
     /// What [`SbcTask`] publishes after every input.
@@ -243,7 +211,7 @@ impl Sbc {
             stats: self.stats.clone(),
             proxy: self.proxy.stats().clone(),
             relay: self.relay.stats().clone(),
-            endpoints: self.endpoints.clone(),
+            endpoints: self.proxy.pinger().endpoints().clone(),
             sessions: self.relay.sessions(),
         }
     }
@@ -267,7 +235,7 @@ impl Sbc {
             if let Some(bytes) = self.inbound(bytes) {
                 self.proxy.handle_datagram(from, &bytes, now);
             }
-            self.drain_proxy(now);
+            self.drain_proxy();
         } else {
             self.relay.handle_datagram(local, from, bytes);
             self.drain_relay();
@@ -276,10 +244,7 @@ impl Sbc {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now);
-        if self.ping_at.is_some_and(|t| t <= now) {
-            self.send_pings(now);
-        }
-        self.drain_proxy(now);
+        self.drain_proxy();
     }
 
     #[must_use]
@@ -294,11 +259,11 @@ impl Sbc {
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.proxy.poll_timeout(), self.ping_at)
+        self.proxy.poll_timeout()
     }
 
     /// What arrives on the SIP socket, before the proxy sees it: alias resolution, SDP to the
-    /// relay, pongs taken out. `None`: consumed here.
+    /// relay. `None`: consumed here.
     fn inbound(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
         if message::is_keepalive(bytes) {
             return Some(bytes.to_vec());
@@ -322,15 +287,6 @@ impl Sbc {
                 changed.then(|| message::serialize(req))
             }
             SipMessage::Response(mut resp) => {
-                let branch = message::top_via(&resp).ok().and_then(|v| v.branch);
-                if let Some(branch) = branch.filter(|b| self.pings.contains_key(b)) {
-                    // A pong: the NAT binding carried the ping and its answer.
-                    if message::status(&resp) >= 200 {
-                        self.pings.remove(&branch);
-                        self.stats.pongs += 1;
-                    }
-                    return None;
-                }
                 let code = message::status(&resp);
                 let call_id = message::call_id(&resp).unwrap_or_default();
                 let invite = message::cseq(&resp).is_ok_and(|(_, m)| m == Method::Invite);
@@ -419,7 +375,7 @@ impl Sbc {
         message::serialize(msg)
     }
 
-    fn drain_proxy(&mut self, now: Instant) {
+    fn drain_proxy(&mut self) {
         while let Some(t) = self.proxy.poll_transmit() {
             let payload = self.outbound(t.payload);
             self.transmits.push_back(Transmit {
@@ -429,17 +385,6 @@ impl Sbc {
             });
         }
         while let Some(e) = self.proxy.poll_event() {
-            if let SipEvent::ContactBound { aor, target, .. } = &e {
-                let user = aor
-                    .strip_prefix("sip:")
-                    .and_then(|a| a.split('@').next())
-                    .unwrap_or(aor)
-                    .to_string();
-                self.endpoints.insert(user, *target);
-                if self.ping_at.is_none() {
-                    self.ping_at = self.config.ping.map(|p| after(now, p.interval()));
-                }
-            }
             self.events.push_back(SbcEvent::Sip(e));
         }
     }
@@ -451,82 +396,6 @@ impl Sbc {
         while let Some(e) = self.relay.poll_event() {
             self.events.push_back(SbcEvent::Relay(e));
         }
-    }
-
-    /// One round of NAT pings to every endpoint still registered at the address it was
-    /// registered from.
-    fn send_pings(&mut self, now: Instant) {
-        let Some(ping) = self.config.ping else {
-            self.ping_at = None;
-            return;
-        };
-        let proxy = &self.proxy;
-        self.endpoints.retain(|user, target| {
-            proxy
-                .binding(user, now)
-                .is_some_and(|b| b.target == *target)
-        });
-        // Unanswered pings of the last round stay unanswered.
-        self.pings.clear();
-        let targets: Vec<(String, SocketAddr, rsip::Uri)> = self
-            .endpoints
-            .iter()
-            .filter_map(|(u, t)| Some((u.clone(), *t, proxy.binding(u, now)?.uri.clone())))
-            .collect();
-        for (user, target, uri) in targets {
-            let payload = match ping {
-                Ping::Crlf(_) => b"\r\n\r\n".to_vec(),
-                Ping::Options(_) => {
-                    let (branch, req) = self.options(uri);
-                    self.pings.insert(branch, user);
-                    message::serialize(req)
-                }
-            };
-            self.stats.pings_sent += 1;
-            self.transmits.push_back(Transmit {
-                source: self.config.sip,
-                destination: target,
-                payload,
-            });
-        }
-        self.ping_at = if self.endpoints.is_empty() {
-            None
-        } else {
-            Some(after(now, ping.interval()))
-        };
-    }
-
-    /// An out-of-dialog OPTIONS ping to `uri` (no `rport`: the SBC is not behind a NAT).
-    fn options(&mut self, uri: rsip::Uri) -> (String, Request) {
-        self.ping_cseq += 1;
-        let branch = self.ids.branch();
-        let via = Via::udp(self.config.sip, branch.clone(), false);
-        let mut h = rsip::Headers::default();
-        h.push(Header::Via(headers::Via::new(via.to_string())));
-        h.push(Header::MaxForwards(headers::MaxForwards::new("70")));
-        h.push(Header::From(headers::From::new(format!(
-            "<sip:pinger@{}>;tag={}",
-            self.config.domain,
-            self.ids.token()
-        ))));
-        h.push(Header::To(headers::To::new(format!("<{uri}>"))));
-        h.push(Header::CallId(headers::CallId::new(format!(
-            "{}@{}",
-            self.ids.token(),
-            self.config.sip.ip()
-        ))));
-        h.push(Header::CSeq(headers::CSeq::new(format!(
-            "{} OPTIONS",
-            self.ping_cseq
-        ))));
-        let req = Request {
-            method: Method::Options,
-            uri,
-            version: rsip::Version::V2,
-            headers: h,
-            body: Vec::new(),
-        };
-        (branch, req)
     }
 }
 

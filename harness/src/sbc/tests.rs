@@ -243,7 +243,7 @@ fn options_pings_reach_each_endpoint_at_its_observed_address_every_interval_and_
     let now = net.now;
     net.phones[1].ua.register(now);
     net.run_for(Duration::from_millis(3500));
-    let s = net.sbc.stats().clone();
+    let s = net.sbc.proxy().stats().clone();
     assert_eq!((s.pings_sent, s.pongs), (3, 3), "{s:?}");
     let options = net.phones[1]
         .received
@@ -263,7 +263,7 @@ fn crlf_pings_are_sent_and_nobody_answers_them() {
     let now = net.now;
     net.phones[1].ua.register(now);
     net.run_for(Duration::from_millis(2500));
-    let s = net.sbc.stats().clone();
+    let s = net.sbc.proxy().stats().clone();
     assert_eq!((s.pings_sent, s.pongs), (2, 0), "{s:?}");
     assert_eq!(
         net.phones[1]

@@ -521,12 +521,13 @@ impl KeepAliveDef {
         }
     }
 
-    /// The SBC's NAT ping this asks for; `None` for `stun` (refused when the file is checked).
-    pub fn ping(&self) -> Option<crate::sbc::Ping> {
+    /// The registrar's NAT ping (proxy or SBC) this asks for; `None` for `stun` (refused when
+    /// the file is checked).
+    pub fn ping(&self) -> Option<crate::sip::Ping> {
         let every = std::time::Duration::from_millis(self.interval_ms);
         match self.kind {
-            KeepAliveKind::Crlf => Some(crate::sbc::Ping::Crlf(every)),
-            KeepAliveKind::Options => Some(crate::sbc::Ping::Options(every)),
+            KeepAliveKind::Crlf => Some(crate::sip::Ping::Crlf(every)),
+            KeepAliveKind::Options => Some(crate::sip::Ping::Options(every)),
             KeepAliveKind::Stun => None,
         }
     }
@@ -585,6 +586,14 @@ pub enum Component {
         /// Kamailio without nathelper is `contact-handling = "as-written"`, `rport-handling =
         /// "honour"`.
         rport_handling: Option<RportHandlingDef>,
+        /// NAT pings from its SIP socket to each registered phone, as the SBC's (Kamailio
+        /// nathelper's `natping_interval`): `{ type = "options" | "crlf", interval-ms = … }`.
+        /// They go where the phone's INVITEs would go: its REGISTER's source with Contact
+        /// handling `source`, the private Contact (lost, as with nathelper and no received
+        /// address) with `as-written`. A router that refreshes bindings on inbound packets
+        /// (Linux) keeps the binding for either; one that refreshes on outbound packets only
+        /// keeps it for `options` alone, because the phone's 200 OK to it goes out.
+        ping: Option<KeepAliveDef>,
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
@@ -598,7 +607,9 @@ pub enum Component {
         /// Its SIP UDP port.
         #[serde(default = "sip_port")]
         port: u16,
-        /// The host running the proxy (its first address, port 5060), or `IP:PORT`.
+        /// Its registrar and outbound proxy: a host running a `proxy`, `sbc` or `kamailio` (its
+        /// first address and SIP port), a `command` declared with `plays = "registrar"` (by the
+        /// command's name), or `IP:PORT`.
         proxy: String,
         /// Put `;rport` in Via (RFC 3581), asking the server to answer to the source port.
         #[serde(default = "yes")]
@@ -686,10 +697,12 @@ pub enum Component {
     },
     /// Any program, run inside the host (sipp, kamailio, coturn, your own binary). Arguments
     /// and `files` may use `{NODE.addr}`, `{NODE.addr2}` (a router: WAN, LAN), `{registrar}`,
-    /// `{stun-server}`, `{turn-server}` (`IP:PORT` of those components), `{password.USER}` (a
-    /// registrar's users), `{turn-password.USER}`, `{vars.NAME}` (the file's `[vars]`),
-    /// `{scenario.t1-ms}`, `{dir}` (the folder its files are written to), and `{file:NAME}` for
-    /// the path of one of its files.
+    /// `{stun-server}`, `{turn-server}` (`IP:PORT` of those components; the registrar is the
+    /// first `proxy`, `sbc`, `kamailio` or command with `plays = "registrar"` in the file),
+    /// their `.addr` (IP) and `.port` forms (`{registrar.addr}`, `{registrar.port}`, …),
+    /// `{password.USER}` (a registrar's users), `{turn-password.USER}`, `{vars.NAME}` (the
+    /// file's `[vars]`), `{scenario.t1-ms}`, `{dir}` (the folder its files are written to), and
+    /// `{file:NAME}` for the path of one of its files.
     Command {
         /// Its name, for `start`, `wait-exit`, `exit-code` and `log`.
         name: String,
@@ -718,6 +731,13 @@ pub enum Component {
         /// How to make it hang up (`{ stdin = "/hangup" }`), for a `call` step from it with
         /// `hold-ms`.
         hang_up: Option<ActionDef>,
+        /// The role it plays for the built-in components: `registrar` (a Kamailio, OpenSIPS or
+        /// SIPp you configured yourself) lets a phone's `proxy =` name this command, and makes
+        /// `{registrar}` its address when it is the file's first registrar.
+        plays: Option<PlaysDef>,
+        /// With `plays = "registrar"`: the UDP port it serves SIP on, on its host's first
+        /// address (default 5060).
+        sip_port: Option<u16>,
     },
 }
 
@@ -756,6 +776,15 @@ impl ActionDef {
 fn sip_port() -> u16 {
     5060
 }
+
+/// A role a `command` plays for the built-in components.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaysDef {
+    /// The registrar/proxy phones register with and call through.
+    Registrar,
+}
+
 fn far_end() -> NatHandlingDef {
     NatHandlingDef::FarEnd
 }
@@ -813,6 +842,25 @@ impl Component {
             | Component::Sbc { host, .. }
             | Component::Kamailio { host, .. }
             | Component::Command { host, .. } => host,
+        }
+    }
+
+    /// When this component serves as a registrar: the name a phone's `proxy =` gives it (the
+    /// host of a `proxy`, `sbc` or `kamailio`; the name of a command with `plays =
+    /// "registrar"`) and the UDP port it serves SIP on, on its host's first address.
+    pub fn registrar(&self) -> Option<(&str, u16)> {
+        match self {
+            Component::Proxy { host, port, .. } | Component::Sbc { host, port, .. } => {
+                Some((host, *port))
+            }
+            Component::Kamailio { host, .. } => Some((host, sip_port())),
+            Component::Command {
+                name,
+                plays: Some(PlaysDef::Registrar),
+                sip_port: p,
+                ..
+            } => Some((name, p.unwrap_or_else(sip_port))),
+            _ => None,
         }
     }
 }

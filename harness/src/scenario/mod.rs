@@ -376,7 +376,11 @@ impl Scenario {
         let hosts: BTreeSet<String> = nodes.clone();
         let var_table = vars::table(&f);
         let mut uas = BTreeSet::new();
+        // Hosts running our `proxy` (what `set-nat-handling` changes).
         let mut proxies = BTreeSet::new();
+        // What a phone's `proxy =` may name: name → whether a command plays it.
+        let mut registrars: std::collections::BTreeMap<String, bool> =
+            std::collections::BTreeMap::new();
         let mut stun = BTreeSet::new();
         let mut turn = BTreeSet::new();
         let mut commands = BTreeSet::new();
@@ -393,20 +397,38 @@ impl Scenario {
                     format!("component on unknown host `{host}` ({})", one_of(&hosts)),
                 ));
             }
-            if let Component::Sbc { ping: Some(p), .. } = comp.get_ref() {
+            if let Component::Sbc { ping: Some(p), .. } | Component::Proxy { ping: Some(p), .. } =
+                comp.get_ref()
+            {
                 if p.kind == file::KeepAliveKind::Stun {
                     return Err(c.err(
                         span.clone(),
-                        "an SBC pings with type = \"options\" or \"crlf\": a phone does not answer STUN requests",
+                        format!(
+                            "{} pings with type = \"options\" or \"crlf\": a phone does not answer STUN requests",
+                            if matches!(comp.get_ref(), Component::Sbc { .. }) { "an SBC" } else { "a proxy" }
+                        ),
                     ));
                 }
             }
+            if let Some((name, _)) = comp.get_ref().registrar() {
+                let command = matches!(comp.get_ref(), Component::Command { .. });
+                match registrars.insert(name.to_string(), command) {
+                    Some(was_command) if command != was_command => {
+                        return Err(c.err(
+                            span,
+                            format!(
+                                "`{name}` names both a command that plays the registrar and a host running a proxy/sbc/kamailio: rename the command so a phone's `proxy = \"{name}\"` names one of them"
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
             match comp.get_ref() {
-                Component::Proxy { host, .. }
-                | Component::Sbc { host, .. }
-                | Component::Kamailio { host, .. } => {
+                Component::Proxy { host, .. } => {
                     proxies.insert(host.clone());
                 }
+                Component::Sbc { .. } | Component::Kamailio { .. } => {}
                 Component::StunServer { host } => {
                     stun.insert(host.clone());
                 }
@@ -437,6 +459,8 @@ impl Scenario {
                     files,
                     dial,
                     hang_up,
+                    plays,
+                    sip_port,
                     ..
                 } => {
                     if run.is_empty() {
@@ -484,6 +508,12 @@ impl Scenario {
                     }
                     if let (Some(u), Some(_)) = (user, dial) {
                         dialers.insert(u.clone(), hang_up.is_some());
+                    }
+                    if sip_port.is_some() && plays.is_none() {
+                        return Err(c.err(
+                            span,
+                            format!("command `{name}`: `sip-port` is the port of a registrar; add `plays = \"registrar\"`, or leave `sip-port` out"),
+                        ));
                     }
                     let file_names: Vec<&str> = files.keys().map(String::as_str).collect();
                     let texts = run.iter().map(|a| ("`run`".to_string(), a.as_str())).chain(
@@ -560,14 +590,19 @@ impl Scenario {
                     check_externip(&c, comp.span(), *externip, localnet, *contact, *media)?;
                 }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
-                if !is_addr && !proxies.contains(proxy) {
-                    return Err(c.err(
-                        comp.span(),
+                if !is_addr && !registrars.contains_key(proxy) {
+                    let why = if commands.contains(proxy) {
                         format!(
-                            "proxy `{proxy}` is neither IP:PORT nor a host running a proxy ({})",
-                            one_of(&proxies)
-                        ),
-                    ));
+                            "proxy `{proxy}` is a command that does not play the registrar: declare `plays = \"registrar\"` on it (and `sip-port = N` if it does not serve SIP on 5060)"
+                        )
+                    } else {
+                        let names: BTreeSet<String> = registrars.keys().cloned().collect();
+                        format!(
+                            "proxy `{proxy}` is neither IP:PORT, a host running a proxy/sbc/kamailio, nor a command with plays = \"registrar\" ({})",
+                            one_of(&names)
+                        )
+                    };
+                    return Err(c.err(comp.span(), why));
                 }
                 if *contact == file::ContactDef::Stun {
                     match stun_server {
@@ -711,7 +746,9 @@ impl Scenario {
                 Step::FlushBindings { router } | Step::SetNat { router, .. } => {
                     check_ref(&routers, "router", router, sp)?
                 }
-                Step::SetNatHandling { proxy, .. } => check_ref(&proxies, "proxy host", proxy, sp)?,
+                Step::SetNatHandling { proxy, .. } => {
+                    check_ref(&proxies, "proxy host", proxy, sp)?
+                }
                 Step::WaitExit { command, .. } | Step::Start { command } => {
                     check_ref(&commands, "command", command, sp)?
                 }

@@ -180,6 +180,25 @@ fn first_addr(topo: &Topology, host: &str) -> Result<std::net::Ipv4Addr> {
     Ok(topo.node(host)?.addr())
 }
 
+/// Where a phone's `proxy =` points: `IP:PORT`, or the SIP address of the registrar it names (a
+/// host's proxy/sbc/kamailio, or a command playing the registrar), as the check resolved it.
+fn registrar_addr(s: &Scenario, topo: &Topology, proxy: &str) -> Result<SocketAddr> {
+    if let Ok(a) = proxy.parse() {
+        return Ok(a);
+    }
+    let (host, port) = s
+        .file
+        .components
+        .iter()
+        .map(|c| c.get_ref())
+        .find_map(|c| match c.registrar() {
+            Some((name, port)) if name == proxy => Some((c.host(), port)),
+            _ => None,
+        })
+        .ok_or_else(|| io_err(format!("no registrar called `{proxy}`")))?;
+    Ok(SocketAddr::new(first_addr(topo, host)?.into(), port))
+}
+
 async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
     let t1 = Duration::from_millis(s.file.scenario.t1_ms);
     let timers = Timers::scaled(t1);
@@ -274,7 +293,11 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 r._turn.push(task);
             }
             Component::Proxy {
-                host, port, users, ..
+                host,
+                port,
+                users,
+                ping,
+                ..
             } => {
                 let node = r.topo.node(host)?;
                 let local = SocketAddr::new(node.addr().into(), *port);
@@ -282,6 +305,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
                 cfg.timers = timers;
                 cfg.users = users.clone();
+                cfg.ping = ping.as_ref().and_then(|k| k.ping());
                 let (task, _) = ProxyTask::spawn(node, cfg).await?;
                 r.proxies.insert(host.clone(), task);
             }
@@ -324,10 +348,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
             } => {
                 let node = r.topo.node(host)?;
                 let user = user.clone().unwrap_or_else(|| host.clone());
-                let proxy_addr: SocketAddr = match proxy.parse() {
-                    Ok(a) => a,
-                    Err(_) => SocketAddr::new(first_addr(&r.topo, proxy)?.into(), 5060),
-                };
+                let proxy_addr = registrar_addr(s, &r.topo, proxy)?;
                 let local = SocketAddr::new(node.addr().into(), *port);
                 let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
                 cfg.timers = timers;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::file::{Component, ScenarioFile};
 
-/// The SIP port our registrars listen on, and the STUN/TURN port.
+/// The STUN/TURN port of our servers.
 const STUN_PORT: u16 = 3478;
 
 /// `name → value` for every placeholder the file defines (`{dir}` and `{file:…}` excepted).
@@ -43,43 +43,47 @@ pub fn table(f: &ScenarioFile) -> BTreeMap<String, String> {
     for (k, v) in &f.vars {
         t.insert(format!("vars.{k}"), v.clone());
     }
-    let at = |host: &str, port: u16| first_addr.get(host).map(|a| format!("{a}:{port}"));
+    let at = |host: &str, port: u16| first_addr.get(host).map(|a| (a.clone(), port));
+    // A server placeholder in three forms: `{NAME}` (IP:PORT), `{NAME.addr}`, `{NAME.port}`;
+    // the first server of its kind in the file gives it. A host called `registrar` keeps
+    // `{registrar.addr}` for itself, and then there is no `.port` form either.
+    let mut server = |name: &str, addr: Option<(String, u16)>| {
+        if let Some((ip, port)) = addr {
+            if !t.contains_key(name) {
+                t.insert(name.to_string(), format!("{ip}:{port}"));
+                if !t.contains_key(&format!("{name}.addr")) {
+                    t.insert(format!("{name}.addr"), ip);
+                    t.insert(format!("{name}.port"), port.to_string());
+                }
+            }
+        }
+    };
+    for c in &f.components {
+        let c = c.get_ref();
+        if let Some((_, port)) = c.registrar() {
+            server("registrar", at(c.host(), port));
+        }
+        match c {
+            Component::StunServer { host } => server("stun-server", at(host, STUN_PORT)),
+            Component::TurnServer { host, .. } => server("turn-server", at(host, STUN_PORT)),
+            _ => {}
+        }
+    }
     for c in &f.components {
         match c.get_ref() {
-            Component::Proxy {
-                host, port, users, ..
-            }
-            | Component::Sbc {
-                host, port, users, ..
-            } => {
-                if let Some(a) = at(host, *port) {
-                    t.entry("registrar".into()).or_insert(a);
-                }
+            Component::Proxy { users, .. } | Component::Sbc { users, .. } => {
                 for (u, p) in users {
                     t.entry(format!("password.{u}"))
                         .or_insert_with(|| p.clone());
                 }
             }
-            Component::Kamailio { host, .. } => {
-                if let Some(a) = at(host, 5060) {
-                    t.entry("registrar".into()).or_insert(a);
-                }
-            }
-            Component::StunServer { host } => {
-                if let Some(a) = at(host, STUN_PORT) {
-                    t.entry("stun-server".into()).or_insert(a);
-                }
-            }
-            Component::TurnServer { host, users } => {
-                if let Some(a) = at(host, STUN_PORT) {
-                    t.entry("turn-server".into()).or_insert(a);
-                }
+            Component::TurnServer { users, .. } => {
                 for (u, p) in users {
                     t.entry(format!("turn-password.{u}"))
                         .or_insert_with(|| p.clone());
                 }
             }
-            Component::Ua { .. } | Component::Command { .. } => {}
+            _ => {}
         }
     }
     t

@@ -14,10 +14,12 @@
 //! [`transaction`] (RFC 3261 §17 client/server state machines and timers
 //! A–K), then the two transaction users: [`ua`] (a phone) and [`proxy`]
 //! (a registrar + stateful proxy whose [`proxy::NatHandling`] switch decides
-//! whether it reproduces or fixes the private-Contact 408).
+//! whether it reproduces or fixes the private-Contact 408, and whose
+//! [`ping::NatPinger`] keeps registered phones' NAT bindings open).
 
 pub mod driver;
 pub mod message;
+pub mod ping;
 pub mod proxy;
 pub mod transaction;
 pub mod ua;
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 pub use driver::{Datagram, Direction, NodeEvent, ProxyTask, SipTask, UaTask, WireStats};
 pub use message::MessageError;
+pub use ping::{NatPinger, Ping};
 pub use proxy::{ContactHandling, NatHandling, Proxy, ProxyConfig, ProxyStats};
 pub use transaction::Timers;
 pub use ua::{ContactSource, KeepAlive, Media, Ua, UaConfig};

@@ -18,8 +18,9 @@ use rsip::prelude::{HeadersExt, ToTypedHeader};
 use rsip::{Method, Request, Response, SipMessage};
 
 use crate::sip::message::{self, status, Via};
+use crate::sip::ping::{NatPinger, Ping, PingTarget};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
-use crate::sip::{after, Event, Ids, Transmit};
+use crate::sip::{after, earliest, Event, Ids, Transmit};
 use crate::stun::codec::{is_stun, Attribute, Class, Message as StunMessage, Method as StunMethod};
 
 /// RFC 5626 §4.4.2 / §8: an edge proxy answers a STUN Binding request on its SIP port with the
@@ -91,6 +92,8 @@ pub struct ProxyConfig {
     pub users: BTreeMap<String, String>,
     /// Upper bound on granted registration lifetimes.
     pub max_expires: Duration,
+    /// NAT pings to registered phones ([`crate::sip::ping`]); `None`: none.
+    pub ping: Option<Ping>,
     pub seed: u64,
 }
 
@@ -104,6 +107,7 @@ impl ProxyConfig {
             timers: Timers::default(),
             users: BTreeMap::new(),
             max_expires: Duration::from_secs(3600),
+            ping: None,
             seed: 2,
         }
     }
@@ -141,6 +145,10 @@ pub struct ProxyStats {
     pub timeouts: u64,
     /// RFC 5626 STUN keep-alives answered on the SIP port.
     pub stun_answers: u64,
+    /// NAT pings sent to registered phones.
+    pub pings_sent: u64,
+    /// OPTIONS pings answered (any final response counts: the binding carried it).
+    pub pongs: u64,
 }
 
 /// A request forwarded statefully: the server transaction upstream and
@@ -165,6 +173,7 @@ pub struct Proxy {
     ids: Ids,
     layer: TransactionLayer,
     location: BTreeMap<String, Binding>,
+    pinger: NatPinger,
     nonces: BTreeSet<String>,
     /// By downstream client transaction key.
     forwards: BTreeMap<(String, String), Forward>,
@@ -181,6 +190,14 @@ impl Proxy {
         Self {
             ids: Ids::new(config.seed),
             layer: TransactionLayer::new(config.local, config.timers),
+            // Seeded apart from the proxy's own ids, so pings never share a branch with a
+            // forwarded request.
+            pinger: NatPinger::new(
+                config.local,
+                &config.domain,
+                config.ping,
+                config.seed.wrapping_add(1),
+            ),
             config,
             location: BTreeMap::new(),
             nonces: BTreeSet::new(),
@@ -206,6 +223,17 @@ impl Proxy {
     /// The current binding of `user`, if registered and not expired.
     pub fn binding(&self, user: &str, now: Instant) -> Option<&Binding> {
         self.location.get(user).filter(|b| b.expires_at > now)
+    }
+
+    /// The NAT pinger inside (its endpoints, its counters).
+    pub fn pinger(&self) -> &NatPinger {
+        &self.pinger
+    }
+
+    /// Changes the NAT pings from the next one on.
+    pub fn set_ping(&mut self, ping: Option<Ping>, now: Instant) {
+        self.config.ping = ping;
+        self.pinger.set_ping(ping, now);
     }
 
     pub fn set_nat_handling(&mut self, nat: NatHandling) {
@@ -265,6 +293,10 @@ impl Proxy {
             }
             Ok(SipMessage::Response(mut resp)) => {
                 self.stats.responses += 1;
+                if self.pinger.handle_response(&resp) {
+                    self.stats.pongs = self.pinger.stats().pongs;
+                    return;
+                }
                 if self.fixes_contact() {
                     fix_contact(&mut resp, from);
                 }
@@ -277,6 +309,20 @@ impl Proxy {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.drain_layer(now);
+        let location = &self.location;
+        self.pinger.handle_timeout(now, |user| {
+            location
+                .get(user)
+                .filter(|b| b.expires_at > now)
+                .map(|b| PingTarget {
+                    target: b.target,
+                    uri: b.uri.clone(),
+                })
+        });
+        while let Some(t) = self.pinger.poll_transmit() {
+            self.layer.send_raw(t.payload, t.destination);
+        }
+        self.stats.pings_sent = self.pinger.stats().pings_sent;
     }
 
     #[must_use]
@@ -291,7 +337,7 @@ impl Proxy {
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.layer.poll_timeout()
+        earliest(self.layer.poll_timeout(), self.pinger.poll_timeout())
     }
 
     fn is_ours(&self, uri: &rsip::Uri) -> bool {
@@ -390,6 +436,7 @@ impl Proxy {
                 expires_at: after(now, granted),
             },
         );
+        self.pinger.handle_bound(&user, target, now);
         self.events.push_back(Event::ContactBound {
             aor: format!("sip:{user}@{}", self.config.domain),
             contact: contact.to_string(),

@@ -693,3 +693,80 @@ fn a_call_is_pending_until_the_callee_has_its_ack_and_a_wound_down_phone_starts_
         net.ladder_text()
     );
 }
+
+/// Bob behind a port-preserving NAT whose bindings last 2 s (refreshed as `refresh` says)
+/// registers with a far-end proxy that pings with `ping`; Alice calls him 5 s later. Whether the
+/// call got established, and the proxy's counters.
+fn pinged_run(
+    refresh: sim_nat::Refresh,
+    ping: Option<crate::sip::Ping>,
+) -> (bool, crate::sip::ProxyStats, Net) {
+    let mut net = Net::new();
+    let nat = port_preserving().with_udp_timeout(2).with_refresh(refresh);
+    let home = net.router(nat, HOME_IP, "10.0.0.0");
+    net.add_proxy(
+        "proxy",
+        Proxy::new(ProxyConfig {
+            timers: Timers::scaled(T1),
+            ping,
+            ..ProxyConfig::new(addr(PROXY), DOMAIN, NatHandling::FAR_END)
+        }),
+    );
+    net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
+    net.add_ua("bob", Ua::new(phone("bob", BOB_PRIVATE, 22)), Some(home));
+    for who in ["alice", "bob"] {
+        net.ua(who, |ua, now| ua.register(now));
+        assert!(net.run_until(Duration::from_secs(1), |n, e| n == who
+            && matches!(e, Event::Registered { .. })));
+    }
+    net.run_for(Duration::from_secs(5));
+    net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    let established = net.run_until(Duration::from_secs(2), |n, e| {
+        n == "alice" && matches!(e, Event::CallEstablished { .. })
+    });
+    let stats = net.proxy("proxy").stats().clone();
+    (established, stats, net)
+}
+
+#[test]
+fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_answered_options_do() {
+    use crate::sip::Ping;
+    use sim_nat::Refresh;
+    let every = Duration::from_secs(1);
+    let (established, stats, net) = pinged_run(Refresh::Both, None);
+    assert!(!established, "no pings: {}", net.ladder_text());
+    assert_eq!(stats.pings_sent, 0);
+
+    // Any packet through the binding refreshes it on a Linux-style NAT, even an unanswered CRLF.
+    let (established, stats, net) = pinged_run(Refresh::Both, Some(Ping::Crlf(every)));
+    assert!(established, "{}", net.ladder_text());
+    assert!(stats.pings_sent >= 5, "{stats:?}");
+    assert_eq!(stats.pongs, 0, "nobody answers a CRLF ping");
+
+    // Inbound pings refresh nothing there; the CRLF dies with the binding...
+    let (established, _, net) = pinged_run(Refresh::OutboundOnly, Some(Ping::Crlf(every)));
+    assert!(!established, "{}", net.ladder_text());
+
+    // ...while bob's 200 OK to each OPTIONS is outbound, and that keeps it.
+    let (established, stats, net) = pinged_run(Refresh::OutboundOnly, Some(Ping::Options(every)));
+    assert!(established, "{}", net.ladder_text());
+    assert!(
+        stats.pongs >= 5 && stats.pongs == stats.pings_sent,
+        "{stats:?}"
+    );
+    let pings = net
+        .ladder
+        .iter()
+        .filter(|h| {
+            h.what == "OPTIONS"
+                && h.from == "proxy"
+                && h.dst == addr(&format!("{HOME_IP}:5060"))
+                && h.fate == Fate::Delivered("bob")
+        })
+        .count();
+    assert!(
+        pings >= 5,
+        "OPTIONS to bob's far-end address: {}",
+        net.ladder_text()
+    );
+}
