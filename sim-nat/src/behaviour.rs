@@ -574,6 +574,20 @@ mod tests {
         }
     }
 
+    /// Firmware's input policies (documented in `docs/scenario-format.md`, under Nat); the
+    /// RFC 3489 types stay plain Linux, as the catalogue's routers always were.
+    #[test]
+    fn presets_carry_their_firmware_input_policy_and_types_none() {
+        let input = |p| NatBehaviour::preset(p).input;
+        assert_eq!(input(Preset::HomeRouter), InputPolicy::Reject);
+        assert_eq!(input(Preset::EnterpriseFirewall), InputPolicy::Drop);
+        assert_eq!(input(Preset::Cgnat), InputPolicy::Drop);
+        assert_eq!(input(Preset::MobileCarrier), InputPolicy::Drop);
+        for t in NatType::ALL {
+            assert_eq!(t.behaviour().input, InputPolicy::Accept);
+        }
+    }
+
     #[test]
     fn a_port_block_larger_than_the_range_is_refused() {
         let b = NatType::PortRestrictedCone
