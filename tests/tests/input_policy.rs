@@ -9,6 +9,8 @@
 //!    conntrack confirms it, and the call has audio both ways. The router answers ICMP port
 //!    unreachable under `accept` (its own UDP stack) and `reject` (the firewall), never under
 //!    `drop`; the trace the ladder is drawn from shows which.
+//!    [`tcp_to_the_router_is_reset_or_ignored_as_firmware_does`]: TCP to the router is reset under
+//!    `accept` and `reject` and times out under `drop`; the inside's own connections pass.
 //! 2. [`the_media_verdict_on_the_kernel_is_the_models`]: over NAT type × input policy × who sends
 //!    first, the media verdict of a real call is what `NatModel` predicts when fed the same media
 //!    packets. A case is a scenario file whose media expectation *is* the model's prediction, so a
@@ -113,6 +115,64 @@ fn each_input_policy_decides_who_sends_first_on_the_kernel() -> Result<()> {
         }
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// fw4's `handle_reject` answers TCP with a reset: a connection to a closed port of the router is
+/// refused at once under `reject`, as under `accept` (the router's own TCP stack resets it), and
+/// times out under `drop`. Replies of the inside's own TCP flows are untouched (`established`).
+#[test]
+fn tcp_to_the_router_is_reset_or_ignored_as_firmware_does() -> Result<()> {
+    require_kernel!();
+    let runs = InputPolicy::ALL.map(|policy| async move {
+        let nat = NatType::PortRestrictedCone.behaviour().with_input(policy);
+        let topo = harness::shapes::home_lan(nat).build().await?;
+        let to_router = topo
+            .node("peer")?
+            .run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &"203.0.113.1:8080".parse().expect("an address"),
+                    Duration::from_millis(800),
+                )
+                .map(|_| ())
+                .map_err(|e| e.kind())
+            })
+            .await?;
+        // The inside's own connection out: its SYN-ACK is a reply and gets in under every policy.
+        let listener = topo
+            .node("server")?
+            .tcp_listen(tests::sa(harness::shapes::SERVER, 5061))
+            .await?;
+        let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+        let outbound = topo
+            .node("alice")?
+            .run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &"203.0.113.10:5061".parse().expect("an address"),
+                    Duration::from_millis(800),
+                )
+                .map(|_| ())
+                .map_err(|e| e.kind())
+            })
+            .await?;
+        let _ = accept.await;
+        anyhow::Ok((policy, to_router, outbound))
+    });
+    for r in RUNTIME.block_on(futures::future::join_all(runs)) {
+        let (policy, to_router, outbound) = r?;
+        let want = match policy {
+            InputPolicy::Drop => Err(std::io::ErrorKind::TimedOut),
+            _ => Err(std::io::ErrorKind::ConnectionRefused),
+        };
+        ensure!(
+            to_router == want,
+            "{policy}: TCP to the router: {to_router:?}, want {want:?}"
+        );
+        ensure!(
+            outbound.is_ok(),
+            "{policy}: alice's own TCP connection out: {outbound:?}"
+        );
+    }
     Ok(())
 }
 
