@@ -62,6 +62,59 @@ pub enum Refresh {
     OutboundOnly,
 }
 
+/// What the router does with a new flow from the WAN addressed to the router itself: traffic no
+/// binding, port forward or looser filter took in (`iifname "wan" ct state new` in a filter chain
+/// on the input hook). Replies and DNAT'd flows never reach it: they match conntrack or are
+/// forwarded, not delivered locally.
+///
+/// It decides the "who sends first" collision (kernel-facts): under `Accept` the far end's early
+/// RTP is confirmed by conntrack as an unreplied inbound flow that takes the phone's STUN port
+/// tuple; `Drop` and `Reject` discard it before conntrack confirms the entry, so nothing takes the
+/// port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputPolicy {
+    /// No input firewall (a plain Linux box): the packet reaches the router's own stack, which
+    /// answers ICMP port unreachable for a closed UDP port, and conntrack keeps the flow.
+    Accept,
+    /// Discarded silently, as default-deny enterprise firewalls do (the `enterprise-firewall`
+    /// preset; the carrier presets assume the same).
+    Drop,
+    /// Discarded with an answer, as OpenWrt's wan zone does (fw4's `handle_reject`): TCP reset for
+    /// TCP, ICMP port unreachable for anything else.
+    Reject,
+}
+
+impl InputPolicy {
+    pub const ALL: [InputPolicy; 3] = [InputPolicy::Accept, InputPolicy::Drop, InputPolicy::Reject];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputPolicy::Accept => "accept",
+            InputPolicy::Drop => "drop",
+            InputPolicy::Reject => "reject",
+        }
+    }
+
+    /// Whether conntrack keeps an unsolicited inbound flow to the router (only without a
+    /// firewall: the firewall discards the packet before its entry is confirmed).
+    pub fn keeps_unsolicited(self) -> bool {
+        self == InputPolicy::Accept
+    }
+
+    /// Whether the router answers an unsolicited UDP packet with ICMP port unreachable (its own
+    /// stack under `Accept`, the firewall's `reject` under `Reject`).
+    pub fn answers_icmp(self) -> bool {
+        self != InputPolicy::Drop
+    }
+}
+
+impl fmt::Display for InputPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the router does to SIP passing through it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -131,6 +184,10 @@ pub struct NatBehaviour {
     /// is dropped in both directions (catalogue row 7: the RTP range 10000–20000 closed, SIP fine).
     #[serde(default)]
     pub blocked_udp_ports: Option<(u16, u16)>,
+    /// The router's own input firewall on the WAN (see [`InputPolicy`]). `Accept` unless a preset
+    /// says otherwise: the RFC 3489 types stand for a plain Linux NAT.
+    #[serde(default = "default_input")]
+    pub input: InputPolicy,
 }
 
 fn default_ports() -> PortAllocation {
@@ -154,6 +211,9 @@ fn default_pool_size() -> u8 {
 fn default_paired() -> bool {
     true
 }
+fn default_input() -> InputPolicy {
+    InputPolicy::Accept
+}
 
 impl NatBehaviour {
     /// A behaviour with the given mapping and filtering and the defaults of a Linux home router.
@@ -176,6 +236,7 @@ impl NatBehaviour {
             paired_pooling: default_paired(),
             port_block: None,
             blocked_udp_ports: None,
+            input: default_input(),
         }
     }
 
@@ -185,22 +246,32 @@ impl NatBehaviour {
         use Mapping as M;
         match p {
             // Linux-based home gateways: masquerade, conntrack defaults (but a field-typical
-            // 30 s idle timeout rather than conntrack's 120 s stream timeout).
-            Preset::HomeRouter => Self::new(M::EndpointIndependent, F::AddressAndPortDependent),
-            // RFC 6888: EIM, port blocks per subscriber, paired pooling.
+            // 30 s idle timeout rather than conntrack's 120 s stream timeout), and OpenWrt's
+            // default wan zone: `option input REJECT` (fw4's `handle_reject`).
+            Preset::HomeRouter => Self::new(M::EndpointIndependent, F::AddressAndPortDependent)
+                .with_input(InputPolicy::Reject),
+            // RFC 6888: EIM, port blocks per subscriber, paired pooling. A carrier NAT offers no
+            // service on its pool addresses and RFC 6888 asks for no answer there: `drop`, an
+            // assumption (no carrier NAT could be measured from this lab), chosen because it is
+            // the silent one of the two firewalls.
             Preset::Cgnat => Self::new(M::EndpointIndependent, F::AddressAndPortDependent)
                 .with_port_block(512)
-                .with_port_range(1024, 65535),
-            // Enterprise firewalls randomise ports and refresh on outbound traffic only.
+                .with_port_range(1024, 65535)
+                .with_input(InputPolicy::Drop),
+            // Enterprise firewalls randomise ports, refresh on outbound traffic only and drop
+            // what nobody asked for (a default-deny policy, stealth: no ICMP answers).
             Preset::EnterpriseFirewall => {
                 Self::new(M::AddressAndPortDependent, F::AddressAndPortDependent)
                     .with_refresh(Refresh::OutboundOnly)
+                    .with_input(InputPolicy::Drop)
             }
-            // Mobile carriers: symmetric, short idle timeouts, outbound-only refresh.
+            // Mobile carriers: symmetric, short idle timeouts, outbound-only refresh, and a
+            // carrier NAT's silence towards unsolicited packets.
             Preset::MobileCarrier => {
                 Self::new(M::AddressAndPortDependent, F::AddressAndPortDependent)
                     .with_udp_timeout(20)
                     .with_refresh(Refresh::OutboundOnly)
+                    .with_input(InputPolicy::Drop)
             }
         }
     }
@@ -246,6 +317,12 @@ impl NatBehaviour {
 
     pub fn with_hairpinning(mut self, on: bool) -> Self {
         self.hairpinning = on;
+        self
+    }
+
+    /// Gives the router an input firewall on its WAN (or none: `Accept`).
+    pub fn with_input(mut self, input: InputPolicy) -> Self {
+        self.input = input;
         self
     }
 
@@ -494,6 +571,20 @@ mod tests {
         for p in Preset::ALL {
             NatBehaviour::preset(p).validate().unwrap();
             assert_eq!(p.as_str().parse::<Preset>().unwrap(), p);
+        }
+    }
+
+    /// Firmware's input policies (documented in `docs/scenario-format.md`, under Nat); the
+    /// RFC 3489 types stay plain Linux, as the catalogue's routers always were.
+    #[test]
+    fn presets_carry_their_firmware_input_policy_and_types_none() {
+        let input = |p| NatBehaviour::preset(p).input;
+        assert_eq!(input(Preset::HomeRouter), InputPolicy::Reject);
+        assert_eq!(input(Preset::EnterpriseFirewall), InputPolicy::Drop);
+        assert_eq!(input(Preset::Cgnat), InputPolicy::Drop);
+        assert_eq!(input(Preset::MobileCarrier), InputPolicy::Drop);
+        for t in NatType::ALL {
+            assert_eq!(t.behaviour().input, InputPolicy::Accept);
         }
     }
 

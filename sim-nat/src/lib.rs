@@ -16,7 +16,7 @@ mod nft;
 
 pub use alg::{AlgFault, UnknownFault};
 pub use behaviour::{
-    Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
+    Filtering, InputPolicy, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
 };
 pub use error::Error;
 pub use forward::PortForward;

@@ -18,7 +18,9 @@
 //!   packet that leaves on the WAN, with the binding timeout;
 //! - an inbound packet nothing admits is delivered to the router itself, and conntrack keeps it
 //!   as an unreplied flow for the UDP timeout: that tuple is then taken, so a later outbound flow
-//!   that would map onto it is moved to another port ("who sends first" in kernel-facts);
+//!   that would map onto it is moved to another port ("who sends first" in kernel-facts) — unless
+//!   the router has an input firewall ([`InputPolicy::Drop`] / [`InputPolicy::Reject`]), which
+//!   discards the packet before conntrack confirms its entry, so nothing is kept;
 //! - with [`SipAlg::Kernel`], a flow whose first packet goes to port 5060 lives
 //!   [`SIP_HELPER_TIMEOUT`] (the helper's `sip_timeout`), though the sets keep the UDP timeout;
 //! - hairpinning (REQ-9) DNATs through `fc` and source-NATs with the sender's mapping;
@@ -44,7 +46,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+    Error, Filtering, InputPolicy, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh,
+    SipAlg,
 };
 
 /// How long the kernel's `sip` helper holds a SIP flow: its `sip_timeout`, fixed because the
@@ -128,6 +131,12 @@ pub enum DropReason {
     /// Nothing is bound to this external port: the router takes the packet for itself, has no
     /// such service, and conntrack keeps it as an unreplied flow for the UDP timeout.
     NoBinding { to: SocketAddrV4 },
+    /// Nothing is bound to this external port, and the router's input firewall (`drop` or
+    /// `reject`) discarded the packet before conntrack kept it: no port is taken.
+    InputFirewall {
+        to: SocketAddrV4,
+        policy: InputPolicy,
+    },
     /// A binding held this port but expired `ago` before this packet.
     BindingExpired { binding: Binding, ago: Duration },
     /// A binding holds this port, but its internal endpoint never sent to this address.
@@ -182,6 +191,15 @@ impl fmt::Display for DropReason {
                 f,
                 "nothing is bound to {to}: the router kept the packet for itself as an unreplied \
                  flow, which now holds that port towards its sender"
+            ),
+            DropReason::InputFirewall { to, policy } => write!(
+                f,
+                "nothing is bound to {to}: the router's input firewall {} the packet, and \
+                 conntrack keeps nothing of it",
+                match policy {
+                    InputPolicy::Reject => "rejected (ICMP port unreachable)",
+                    _ => "dropped",
+                }
             ),
             DropReason::BindingExpired { binding, ago } => write!(
                 f,
@@ -580,7 +598,19 @@ impl NatModel {
             self.created(id, None);
             return Verdict::Forward { src, dst: internal };
         }
-        // Nothing admits it: it is for the router itself, and conntrack keeps it.
+        // Nothing admits it: it is for the router itself. An input firewall discards it before
+        // conntrack confirms its entry; without one, conntrack keeps it.
+        if !self.behaviour.input.keeps_unsolicited() {
+            return Verdict::Drop {
+                reason: match self.diagnose(src, dst, now) {
+                    DropReason::NoBinding { to } => DropReason::InputFirewall {
+                        to,
+                        policy: self.behaviour.input,
+                    },
+                    other => other,
+                },
+            };
+        }
         let id = self.insert(Kind::Local, (src, dst), (dst, src), dst.port(), now);
         if let Some(e) = self.entries.get(&id) {
             self.events.push_back(BindingEvent::UnsolicitedHeld {
@@ -1643,6 +1673,36 @@ mod tests {
         assert!(home_b.unsolicited(t0).is_empty());
         let v = home_b.outbound(sa("192.168.2.10:4000"), alice_pub, t0);
         assert_eq!(v.forwarded().unwrap().0, bob_pub);
+    }
+
+    /// Kernel-facts: a router's own input firewall decides the collision. Under `drop` and
+    /// `reject` the early packet is discarded before conntrack keeps it, so the inside keeps its
+    /// port; the far end gets in once the inside has answered.
+    #[test]
+    fn an_input_firewall_keeps_nothing_of_an_unsolicited_packet() {
+        for policy in [InputPolicy::Drop, InputPolicy::Reject] {
+            let t0 = Instant::now();
+            let mut nat = home(NatType::PortRestrictedCone.behaviour().with_input(policy));
+            let (peer, mine) = (sa("198.51.100.20:4000"), sa("203.0.113.1:5060"));
+            assert_eq!(
+                nat.inbound(peer, mine, t0).drop_reason(),
+                Some(&DropReason::InputFirewall { to: mine, policy }),
+                "{policy}"
+            );
+            assert!(nat.unsolicited(t0).is_empty(), "{policy}");
+            assert!(events(&mut nat).is_empty(), "{policy}");
+            let out = nat.outbound(sa(ALICE), peer, t0 + ms(10));
+            assert_eq!(out.forwarded().unwrap().0, mine, "{policy}: port kept");
+            assert!(nat.inbound(peer, mine, t0 + ms(20)).forwarded().is_some());
+            // A packet another binding's filter refuses is still explained by that filter.
+            let other = sa("198.51.100.21:4000");
+            // (the filtered packet is for the router too, and the firewall keeps nothing of it)
+            assert!(matches!(
+                nat.inbound(other, mine, t0 + ms(30)).drop_reason(),
+                Some(DropReason::FilteredByAddress { .. })
+            ));
+            assert!(nat.unsolicited(t0 + ms(30)).is_empty(), "{policy}");
+        }
     }
 
     #[test]

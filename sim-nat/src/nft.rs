@@ -33,7 +33,8 @@ use nftables::stmt::{self, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::{
-    Error, Filtering, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh, SipAlg,
+    Error, Filtering, InputPolicy, Mapping, NatBehaviour, PortAllocation, PortForward, Refresh,
+    SipAlg,
 };
 
 /// Name of the table every NAT rule lives in, so one `delete table` undoes the whole NAT.
@@ -129,6 +130,9 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     b.chain("pre_nat", NfChainType::NAT, NfHook::Prerouting, -100);
     b.chain("post_nat", NfChainType::NAT, NfHook::Postrouting, 100);
     b.chain("post_learn", NfChainType::Filter, NfHook::Postrouting, 200);
+    if nat.input != InputPolicy::Accept {
+        b.chain("input", NfChainType::Filter, NfHook::Input, 0);
+    }
     if let Some((lo, hi)) = nat.blocked_udp_ports {
         b.chain("forward", NfChainType::Filter, NfHook::Forward, 0);
         let range = || {
@@ -214,6 +218,47 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         }
         rule.push(drop());
         b.rule("pre_raw", rule);
+    }
+
+    // --- input: the router's own firewall on the WAN ------------------------------------------
+    // Only new flows addressed to the router itself get here: replies match conntrack
+    // (`established`), and a forwarded or DNAT'd flow takes the forward hook. The packet is
+    // discarded before conntrack's confirmation (at the end of the input hook), so no unreplied
+    // entry is left to take a port ("who sends first", kernel-facts).
+    let new_from_wan = || {
+        vec![
+            wan_in(),
+            Statement::Match(stmt::Match {
+                left: ct("state", None),
+                right: s("new"),
+                op: Operator::IN,
+            }),
+        ]
+    };
+    match nat.input {
+        InputPolicy::Accept => {}
+        InputPolicy::Drop => {
+            let mut rule = new_from_wan();
+            rule.push(drop());
+            b.rule("input", rule);
+        }
+        InputPolicy::Reject => {
+            // OpenWrt fw4's `handle_reject` with its defaults (tcp_reject_code = tcp-reset,
+            // any_reject_code = port-unreachable).
+            let mut tcp = new_from_wan();
+            tcp.push(eq(meta(expr::MetaKey::L4proto), s("tcp")));
+            tcp.push(Statement::Reject(Some(stmt::Reject::new(
+                Some(stmt::RejectType::TCPReset),
+                None,
+            ))));
+            b.rule("input", tcp);
+            let mut other = new_from_wan();
+            other.push(Statement::Reject(Some(stmt::Reject::new(
+                Some(stmt::RejectType::ICMP),
+                Some(nftables::types::RejectCode::PortUnreach),
+            ))));
+            b.rule("input", other);
+        }
     }
 
     // --- pre_nat: inbound flows a looser filter admits, and hairpinning -----------------------
@@ -753,6 +798,29 @@ mod tests {
             ..ports()
         };
         assert!(render(&b, &clash).is_err());
+    }
+
+    #[test]
+    fn only_a_firewalled_router_has_an_input_chain() {
+        let plain = render(&NatType::PortRestrictedCone.behaviour(), &ports()).unwrap();
+        assert!(!plain.json_string().contains("\"input\""));
+        let drop = NatType::PortRestrictedCone
+            .behaviour()
+            .with_input(InputPolicy::Drop);
+        let r = render(&drop, &ports()).unwrap().json_string();
+        assert!(
+            r.contains("\"hook\":\"input\"") && r.contains("\"drop\""),
+            "{r}"
+        );
+        assert!(!r.contains("reject"), "{r}");
+        let reject = NatType::PortRestrictedCone
+            .behaviour()
+            .with_input(InputPolicy::Reject);
+        let r = render(&reject, &ports()).unwrap().json_string();
+        assert!(
+            r.contains("tcp reset") && r.contains("port-unreachable"),
+            "{r}"
+        );
     }
 
     #[test]

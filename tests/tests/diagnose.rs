@@ -180,6 +180,12 @@ const EXPECTED: &[(&str, &str, Kind, bool)] = &[
         false,
     ),
     (
+        "one-way-audio-who-sends-first-fix-input-firewall",
+        "office",
+        Kind::OneWayAudio,
+        false,
+    ),
+    (
         "no-audio-symmetric-stun",
         "home-b-wan",
         Kind::SymmetricNat,

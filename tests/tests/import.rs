@@ -87,6 +87,7 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("one-way-audio-private-sdp-fix-latching", "latching is a media fix: a server capture has no media", &["media"]),
     ("one-way-audio-who-sends-first", "media-only failure: a server capture has no media", &["media"]),
     ("one-way-audio-who-sends-first-fix-latching", "latching is a media fix: a server capture has no media", &["media"]),
+    ("one-way-audio-who-sends-first-fix-input-firewall", "the router's input firewall decides the media: a server capture has no media", &["media"]),
     ("rtp-range-blocked", "media-only failure: a server capture has no media", &["media"]),
     ("sbc-symmetric-nats", "SBC media relay: a server capture has no media; the SBC is imported as a registrar", &["media", "sbc"]),
     ("binding-expiry-fix-sbc-pings", "SBC keep-alive pings: the SBC is imported as a registrar with far-end handling", &["sbc"]),

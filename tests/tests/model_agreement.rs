@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, SERVER};
 use harness::{probe, Topology};
-use sim_nat::{Filtering, Mapping, NatBehaviour, NatModel, NatType, PortAllocation, Refresh};
+use sim_nat::{
+    Filtering, InputPolicy, Mapping, NatBehaviour, NatModel, NatType, PortAllocation, Refresh,
+};
 use tests::{recv_within, require_kernel, sa, DELIVERY};
 use tokio::net::UdpSocket;
 
@@ -99,69 +101,90 @@ async fn model_and_kernel_classify_every_grid_point_alike() -> Result<()> {
 /// sends from it; bob's answer is remapped off that port, and the move sticks for bob's next flow —
 /// in the kernel and in the model alike. Alice sits behind a full cone so she receives bob's
 /// answer and can tell which port it came from.
+///
+/// Bob's router's own input firewall decides it (kernel-facts, "a router's own firewall decides the
+/// who-sends-first collision"): with none (`accept`) conntrack keeps alice's packet as an
+/// unreplied flow to the router, which takes the port; `drop` and `reject` discard it before
+/// conntrack confirms the entry, so nothing is kept and bob's answer keeps its port.
 #[tokio::test]
 async fn model_and_kernel_agree_that_who_sends_first_moves_the_answer() -> Result<()> {
     require_kernel!();
-    let topo = shapes::two_lans(NatType::FullCone, NatType::PortRestrictedCone)
-        .build()
-        .await?;
-    let alice = topo
-        .node("alice")?
-        .udp_bind(sa("192.168.1.10", 4000))
-        .await?;
-    let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
-    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
-    alice.send_to(b"first", sa("198.51.100.1", 4000)).await?;
-    let k_first = recv_within(&bob, DELIVERY).await.is_some();
-    bob.send_to(b"answer", sa("203.0.113.1", 4000)).await?;
-    let (_, k_answer) = recv_within(&alice, DELIVERY)
-        .await
-        .context("bob's answer reaches alice")?;
-    bob.send_to(b"next", sa(SERVER, 3478)).await?;
-    let (_, k_next) = recv_within(&server, DELIVERY)
-        .await
-        .context("bob → server")?;
+    let runs = InputPolicy::ALL.into_iter().map(|policy| async move {
+        let nat = NatType::PortRestrictedCone.behaviour().with_input(policy);
+        let topo = shapes::two_lans(NatType::FullCone, nat.clone())
+            .build()
+            .await?;
+        let alice = topo
+            .node("alice")?
+            .udp_bind(sa("192.168.1.10", 4000))
+            .await?;
+        let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
+        let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+        alice.send_to(b"first", sa("198.51.100.1", 4000)).await?;
+        let k_first = recv_within(&bob, DELIVERY).await.is_some();
+        // What conntrack kept of alice's unsolicited packet.
+        let k_held = harness::bindings::list(topo.node("home-b")?)
+            .await?
+            .iter()
+            .any(|b| b.direction == harness::bindings::Opened::ToRouter);
+        bob.send_to(b"answer", sa("203.0.113.1", 4000)).await?;
+        let (_, k_answer) = recv_within(&alice, DELIVERY)
+            .await
+            .context("bob's answer reaches alice")?;
+        bob.send_to(b"next", sa(SERVER, 3478)).await?;
+        let (_, k_next) = recv_within(&server, DELIVERY)
+            .await
+            .context("bob → server")?;
 
-    let t0 = Instant::now();
-    let mut m = NatModel::new(
-        NatType::PortRestrictedCone.behaviour(),
-        "198.51.100.1".parse()?,
-        ("192.168.2.0".parse()?, 24),
-    )?;
-    let m_first = m.inbound(
-        "203.0.113.1:4000".parse()?,
-        "198.51.100.1:4000".parse()?,
-        t0,
-    );
-    let m_answer = m
-        .outbound(
-            "192.168.2.10:4000".parse()?,
+        let t0 = Instant::now();
+        let mut m = NatModel::new(nat, "198.51.100.1".parse()?, ("192.168.2.0".parse()?, 24))?;
+        let m_first = m.inbound(
             "203.0.113.1:4000".parse()?,
+            "198.51.100.1:4000".parse()?,
             t0,
-        )
-        .forwarded()
-        .context("model forwards bob's answer")?
-        .0;
-    let m_next = m
-        .outbound("192.168.2.10:4000".parse()?, v4(sa(SERVER, 3478)), t0)
-        .forwarded()
-        .context("model forwards bob's next flow")?
-        .0;
-    let kernel = (
-        k_first,
-        k_answer.port() != 4000,
-        k_next.port() == k_answer.port(),
-    );
-    let model = (
-        m_first.forwarded().is_some(),
-        m_answer.port() != 4000,
-        m_next.port() == m_answer.port(),
-    );
-    ensure!(
-        kernel == (false, true, true),
-        "kernel: first delivered / answer moved / move sticks = {kernel:?}"
-    );
-    ensure!(model == kernel, "model {model:?} vs kernel {kernel:?}");
+        );
+        let m_held = !m.unsolicited(t0).is_empty();
+        let m_answer = m
+            .outbound(
+                "192.168.2.10:4000".parse()?,
+                "203.0.113.1:4000".parse()?,
+                t0,
+            )
+            .forwarded()
+            .context("model forwards bob's answer")?
+            .0;
+        let m_next = m
+            .outbound("192.168.2.10:4000".parse()?, v4(sa(SERVER, 3478)), t0)
+            .forwarded()
+            .context("model forwards bob's next flow")?
+            .0;
+        let kernel = (
+            k_first,
+            k_held,
+            k_answer.port() != 4000,
+            k_next.port() == k_answer.port(),
+        );
+        let model = (
+            m_first.forwarded().is_some(),
+            m_held,
+            m_answer.port() != 4000,
+            m_next.port() == m_answer.port(),
+        );
+        let collision = policy == InputPolicy::Accept;
+        ensure!(
+            kernel == (false, collision, collision, true),
+            "{policy}: kernel: first delivered / held by conntrack / answer moved / move sticks \
+             = {kernel:?}"
+        );
+        ensure!(
+            model == kernel,
+            "{policy}: model {model:?} vs kernel {kernel:?}"
+        );
+        anyhow::Ok(())
+    });
+    for r in futures::future::join_all(runs).await {
+        r?;
+    }
     Ok(())
 }
 

@@ -1153,25 +1153,35 @@ fn media(
     };
     let out_flows = flows(true);
     let in_flows = flows(false);
-    // A flow is lost when it goes to a private address from a public point, or draws ICMP.
+    // A flow is lost when it goes to a private address from a public point, or draws ICMP —
+    // unless the peer's RTP then comes back from that very address and no error follows: a
+    // router with an input firewall turned away the early packets and the path opened once its
+    // phone sent (one-way-audio-who-sends-first-fix-input-firewall.toml).
     let host_public = !is_private(host);
-    let lost_reason = |dst: SocketAddrV4| -> Option<String> {
+    let lost_reason = |src: SocketAddrV4, dst: SocketAddrV4| -> Option<String> {
         if host_public && is_private(*dst.ip()) {
             return Some(format!(
                 "to the private address {dst}: the internet drops it"
             ));
         }
-        m.icmp
+        let errors: Vec<_> = m
+            .icmp
             .iter()
-            .find(|e| {
+            .filter(|e| {
                 e.icmp.is_port_unreachable() && e.icmp.quoted_udp.is_some_and(|(_, qd)| qd == dst)
             })
-            .map(|e| {
-                format!(
-                    "answered with ICMP port unreachable from {} (frame {})",
-                    e.from, e.frame
-                )
-            })
+            .collect();
+        let (first, last) = (errors.first()?, errors.last()?);
+        let opened = m
+            .media
+            .get(&(dst, src))
+            .is_some_and(|back| back.first_frame > last.frame);
+        (!opened).then(|| {
+            format!(
+                "answered with ICMP port unreachable from {} (frame {})",
+                first.from, first.frame
+            )
+        })
     };
     let sent: u64 = out_flows.iter().map(|(_, f)| f.packets).sum();
     let received: u64 = in_flows.iter().map(|(_, f)| f.packets).sum();
@@ -1195,7 +1205,7 @@ fn media(
     let mut delivered_out = 0;
     let mut where_out = Vec::new();
     for ((s, d), f) in &out_flows {
-        let lost = lost_reason(*d);
+        let lost = lost_reason(*s, *d);
         let note = match (&lost, *d == peer) {
             (Some(r), _) => r.clone(),
             (None, true) => "to the address the peer's SDP gives".to_string(),

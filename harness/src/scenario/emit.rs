@@ -111,6 +111,7 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         paired_pooling,
         port_block,
         blocked_udp_ports,
+        input,
     } = nat;
     let named = NatType::ALL
         .into_iter()
@@ -154,6 +155,7 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         *paired_pooling == base.paired_pooling,
         value(paired_pooling),
     );
+    differs("input", *input == base.input, value(input));
     if let Some(block) = port_block {
         fields.push(format!("port-block = {}", value(block)));
     }
@@ -403,7 +405,7 @@ impl IncomingCall {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use sim_nat::{AlgFault, Filtering, Mapping, PortAllocation, Refresh, SipAlg};
+    use sim_nat::{AlgFault, Filtering, InputPolicy, Mapping, PortAllocation, Refresh, SipAlg};
 
     use super::*;
     use crate::scenario::file::{Component, Expect, Step};
@@ -512,6 +514,7 @@ mod tests {
             (
                 proptest::option::of(1..=512u16),
                 proptest::option::of((10000..20000u16, 0..100u16)),
+                proptest::sample::select(InputPolicy::ALL.to_vec()),
             ),
         )
             .prop_map(
@@ -519,7 +522,7 @@ mod tests {
                     (m, f, p, t),
                     (out_only, hairpin, alg),
                     (lo, span, pool, paired),
-                    (block, blocked),
+                    (block, blocked, input),
                 )| {
                     let mut b = NatBehaviour::new(m, f)
                         .with_ports(p)
@@ -533,7 +536,7 @@ mod tests {
                     b = b.with_sip_alg(alg);
                     b.port_block = block;
                     b.blocked_udp_ports = blocked.map(|(lo, n)| (lo, lo + n));
-                    b
+                    b.with_input(input)
                 },
             )
             .prop_filter("sim-nat refuses it", |b| b.validate().is_ok())

@@ -46,7 +46,9 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use sim_nat::{Filtering, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg};
+use sim_nat::{
+    Filtering, InputPolicy, Mapping, NatBehaviour, NatType, PortAllocation, Preset, Refresh, SipAlg,
+};
 use toml::Spanned;
 
 /// A problem in a scenario file, located.
@@ -313,6 +315,11 @@ struct NatTable {
     port_block: Option<u16>,
     /// A firewall rule: UDP to or from `[LOW, HIGH]` dropped both ways (the RTP range closed).
     blocked_udp_ports: Option<(u16, u16)>,
+    /// The router's own firewall for new flows from the WAN to the router itself: `accept` (none,
+    /// a plain Linux box; the default of the NAT types), `drop` (silently; enterprise firewalls,
+    /// and assumed for carrier NATs) or `reject` (ICMP port unreachable, TCP reset; OpenWrt's wan zone, the
+    /// `home-router` preset). Decides whether the far end's early RTP takes the phone's port.
+    input: Option<InputPolicy>,
 }
 
 const NAT_NAMES: &str = "full-cone, restricted-cone, port-restricted-cone, symmetric, \
@@ -372,6 +379,9 @@ impl NatTable {
         if self.blocked_udp_ports.is_some() {
             b.blocked_udp_ports = self.blocked_udp_ports;
         }
+        if let Some(v) = self.input {
+            b.input = v;
+        }
         b.validate().map_err(|e| e.to_string())?;
         Ok(b)
     }
@@ -386,7 +396,7 @@ impl JsonSchema for NatDef {
         let names: Vec<&str> = NAT_NAMES.split(", ").map(str::trim).collect();
         let table = g.subschema_for::<NatTable>();
         schemars::json_schema!({
-            "description": "A NAT type or preset by name, or a table: a `type` (or `mapping` + `filtering`) and any overrides.",
+            "description": "A NAT type or preset by name, or a table: a `type` (or `mapping` + `filtering`) and any overrides. The four types are a plain Linux router (no input firewall: `input = \"accept\"`). The presets, and where each comes from: `home-router` = port-restricted cone, 30 s timeout, `input = \"reject\"` (OpenWrt's default wan zone rejects input: fw4 answers TCP with a reset and anything else with ICMP port unreachable); `enterprise-firewall` = symmetric, outbound-only refresh, `input = \"drop\"` (default-deny, no answers); `cgnat` = port-restricted cone with 512-port blocks over 1024-65535 (RFC 6888, RFC 7422), `input = \"drop\"` (assumed, not measured: no carrier NAT is reachable from the lab; RFC 6888 asks for no answer); `mobile-carrier` = symmetric, 20 s timeout, outbound-only refresh, `input = \"drop\"` (as `cgnat`).",
             "anyOf": [{ "type": "string", "enum": names }, table]
         })
     }
