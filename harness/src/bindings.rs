@@ -131,7 +131,7 @@ async fn conntrack(node: &Node, args: &[&str]) -> Result<String> {
     }
 }
 
-async fn nft(node: &Node, script: String) -> Result<()> {
+pub(crate) async fn nft(node: &Node, script: String) -> Result<()> {
     let nft = crate::preflight::require_program("nft")?;
     let out = node
         .run(move || {

@@ -746,9 +746,7 @@ impl Scenario {
                 Step::FlushBindings { router } | Step::SetNat { router, .. } => {
                     check_ref(&routers, "router", router, sp)?
                 }
-                Step::SetNatHandling { proxy, .. } => {
-                    check_ref(&proxies, "proxy host", proxy, sp)?
-                }
+                Step::SetNatHandling { proxy, .. } => check_ref(&proxies, "proxy host", proxy, sp)?,
                 Step::WaitExit { command, .. } | Step::Start { command } => {
                     check_ref(&commands, "command", command, sp)?
                 }

@@ -939,6 +939,24 @@ async fn ours_pending(r: &Running) -> bool {
     false
 }
 
+/// The public ports routers allocated instead of the inside port (masquerade moving a port, a
+/// symmetric NAT's random ports): they differ from run to run.
+fn moved_ports(bindings: &[(String, Vec<crate::bindings::BindingEvent>)]) -> Vec<SocketAddrV4> {
+    bindings
+        .iter()
+        .flat_map(|(_, events)| events)
+        .filter_map(|e| match e {
+            crate::bindings::BindingEvent::Created { binding, .. }
+                if binding.direction == crate::bindings::Opened::Outbound
+                    && binding.external.port() != binding.internal.port() =>
+            {
+                Some(binding.external)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A `call` step's durations.
 struct CallTiming {
     hold: Duration,
@@ -1035,6 +1053,7 @@ async fn call_from_command(
     let est = |e: &Event| matches!(e, Event::CallEstablished { .. });
     let callee_before = r.uas.get(to).map_or(0, |(t, _)| count(t, est));
     let since = SystemTime::now();
+    let gate = MediaGate::close(r.topo.node(&host)?).await?;
     act(
         s,
         r,
@@ -1067,7 +1086,7 @@ async fn call_from_command(
         .as_ref()
         .is_some_and(super::placed::PlacedCall::established)
     {
-        return Ok(());
+        return gate.open(r.topo.node(&host)?).await;
     }
     let callee = match r.uas.get(to) {
         Some((task, _)) => match wait_new(task, est, callee_before, Duration::from_secs(5)).await {
@@ -1080,6 +1099,7 @@ async fn call_from_command(
         None => None,
     };
     let mut held = Vec::new();
+    let gated;
     let callee_stats = match callee {
         // Our phone answers: it streams to the program's SDP address, as in stream_media.
         Some((to_caller, Some(open))) => {
@@ -1091,6 +1111,7 @@ async fn call_from_command(
                 .call(move |m, _| m.set_destination(to_caller))
                 .await?;
             open.task.call(|m, now| m.start(now)).await?;
+            gated = gate.open_after_callee(r, to, since, &host).await?;
             tokio::time::sleep(duration + Duration::from_millis(400)).await;
             let st = open.task.state();
             held.push(open);
@@ -1103,18 +1124,21 @@ async fn call_from_command(
                     .map_err(|e| io_err(format!("{to}: TURN permission for {to_caller}: {e}")))?;
                 let _ = task.wait_for(|s| s.ready, Duration::from_secs(5)).await;
                 task.call(|m, now| m.start_media(now)).await?;
+                gated = gate.open_after_callee(r, to, since, &host).await?;
                 tokio::time::sleep(Duration::from_millis(1400)).await;
                 Some(task.state().stats)
             }
-            _ => None,
+            _ => return gate.open(r.topo.node(&host)?).await,
         },
         // Another program answers: both sides stream on their own; watch them a while.
         None if r.external.contains_key(to) => {
+            gated = gate.open_after_callee(r, to, since, &host).await?;
             tokio::time::sleep(Duration::from_millis(1400)).await;
             None
         }
-        None => return Ok(()),
+        None => return gate.open(r.topo.node(&host)?).await,
     };
+    r.notes.push(gated);
     let until = SystemTime::now();
     // Frames carry the kernel's receive time: the window's last frames may reach the capture's
     // buffer a little later, so read it after a moment, bounded by `until`.
@@ -1141,6 +1165,63 @@ async fn call_from_command(
     }
     drop(held);
     Ok(())
+}
+
+/// Holds a calling program's RTP and RTCP inside its own host until the callee's first RTP has
+/// left the callee's side of the network: the field's order, as for our own callers (see
+/// [`stream_media`]). A callee streams from its 200 OK, a caller only once that 200 has come
+/// back through the proxy; on a lab with no latency the two race, and which one reaches a Linux
+/// NAT first decides whether masquerade moves a port (kernel-facts, "who sends first"): baresip
+/// calling baresip went either way under load. Packets held are dropped in the host's output
+/// hook, before its interface: to the network, and to the media verdict read off that
+/// interface, the program simply started its audio those milliseconds later.
+struct MediaGate;
+
+impl MediaGate {
+    /// RTP and RTCP (version 2: the first two bits of the UDP payload are `10`; STUN's are `00`,
+    /// SIP's `01`) leaving the host are dropped.
+    async fn close(node: &crate::topology::Node) -> Result<Self> {
+        crate::bindings::nft(
+            node,
+            "table inet snh_media_gate {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    meta l4proto udp @th,64,2 2 drop\n  }\n}\n".into(),
+        )
+        .await?;
+        Ok(MediaGate)
+    }
+
+    async fn open(self, node: &crate::topology::Node) -> Result<()> {
+        crate::bindings::nft(node, "delete table inet snh_media_gate\n".into()).await
+    }
+
+    /// Opens once the callee's first RTP since `since` has left its side (at most 3 s), plus
+    /// one packet time.
+    /// Returns the ladder's note on it.
+    async fn open_after_callee(
+        self,
+        r: &Running,
+        callee: &str,
+        since: SystemTime,
+        caller_host: &str,
+    ) -> Result<(Instant, String, String)> {
+        let callee_host = r
+            .uas
+            .get(callee)
+            .map(|(_, h)| h.clone())
+            .or_else(|| r.external.get(callee).cloned())
+            .expect("checked: the callee is a phone or a program");
+        let label = exit_vantage(&r.topo, &callee_host);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && !rtp_left(&r.frames(), &label, since) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.open(r.topo.node(caller_host)?).await?;
+        Ok((
+            Instant::now(),
+            caller_host.to_string(),
+            format!("media: the caller's RTP held until {callee}'s first RTP left {label} (the field's order)"),
+        ))
+    }
 }
 
 /// Whether a BYE of the call has left `vantage`.
@@ -1692,7 +1773,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     for (at, source, text) in drops {
         trace.push_event(at, &source, text);
     }
-    let kernel_bindings = watches
+    let kernel_bindings: Vec<_> = watches
         .iter()
         .map(|(router, w)| (router.clone(), w.events()))
         .collect();
@@ -1724,6 +1805,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         })
         .collect();
     let base = Ladder::new(&trace)
+        .moved_ports(moved_ports(&kernel_bindings))
         .vantages(vantages)
         .t1(Duration::from_millis(s.file.scenario.t1_ms));
     let ladder = base.clone().render();

@@ -30,6 +30,9 @@ pub struct Ladder<'a> {
     show_events: bool,
     grouped: bool,
     sip_only: bool,
+    /// Public ports a NAT chose instead of keeping the inside port: random per run, whatever
+    /// their value.
+    moved: BTreeSet<std::net::SocketAddrV4>,
 }
 
 /// Placeholders for values that change between runs, numbered by first appearance.
@@ -37,6 +40,7 @@ pub struct Ladder<'a> {
 struct Normalizer {
     seen: HashMap<(char, String), usize>,
     next: HashMap<char, usize>,
+    moved: BTreeSet<std::net::SocketAddrV4>,
 }
 
 impl Normalizer {
@@ -123,7 +127,9 @@ impl Normalizer {
         out
     }
 
-    /// Ports ≥ 30000 after `:`, `rport=` or `m=audio `.
+    /// Ports ≥ 30000 (the kernel's ephemeral range and beyond) after `:`, `rport=` or
+    /// `m=audio `, and any port a NAT moved (`IP:PORT` of [`Ladder::moved_ports`]): masquerade
+    /// picks those at random from the whole range.
     fn ports(&mut self, text: &str) -> String {
         let bytes = text.as_bytes();
         let mut out = String::with_capacity(text.len());
@@ -143,7 +149,23 @@ impl Normalizer {
                         .is_some_and(|ip| ip.split('.').count() == 4)
                     || before.ends_with("rport=")
                     || before.ends_with("m=audio ");
+                // `IP:PORT` of a moved binding; a bare port (rport=, m=audio, alias) by number.
+                let port = num.parse::<u16>().ok();
+                let moved = match before.strip_suffix(':') {
+                    Some(b) => b
+                        .rsplit(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .next()
+                        .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+                        .zip(port)
+                        .is_some_and(|(ip, p)| {
+                            self.moved.contains(&std::net::SocketAddrV4::new(ip, p))
+                        }),
+                    None => port.is_some_and(|p| self.moved.iter().any(|m| m.port() == p)),
+                };
                 match num.parse::<u32>() {
+                    Ok(_) if in_port_position && moved => {
+                        out.push_str(&self.placeholder('p', num));
+                    }
                     Ok(p) if in_port_position && (30000..=65535).contains(&p) => {
                         out.push_str(&self.placeholder('p', num));
                     }
@@ -171,7 +193,15 @@ impl<'a> Ladder<'a> {
             show_events: true,
             grouped: false,
             sip_only: false,
+            moved: BTreeSet::new(),
         }
+    }
+
+    /// Public `IP:PORT`s a NAT allocated instead of the inside port (from the run's binding
+    /// events): placeholders in a snapshot, since masquerade picks them at random.
+    pub fn moved_ports(mut self, moved: impl IntoIterator<Item = std::net::SocketAddrV4>) -> Self {
+        self.moved.extend(moved);
+        self
     }
 
     /// Only these vantage points (`alice`, `home:wan` …); events are always shown.
@@ -387,7 +417,10 @@ impl<'a> Ladder<'a> {
     }
 
     pub fn render(&self) -> String {
-        let mut norm = Normalizer::default();
+        let mut norm = Normalizer {
+            moved: self.moved.clone(),
+            ..Normalizer::default()
+        };
         let mut out = String::new();
         let time_head = match (self.t1.is_some(), self.grouped) {
             (true, true) => "+T1",
@@ -594,6 +627,20 @@ mod tests {
             [gap(40), gap(100), gap(190), gap(420), gap(790)],
             [1, 1, 2, 4, 8]
         );
+    }
+
+    #[test]
+    fn a_port_a_nat_moved_is_a_placeholder_whatever_its_value() {
+        let mut n = Normalizer {
+            moved: ["203.0.113.1:9833".parse().unwrap()].into(),
+            ..Normalizer::default()
+        };
+        assert_eq!(
+            n.apply("203.0.113.1:9833 → 198.51.100.1:10000 rport=9833 m=audio 9833 RTP/AVP 0"),
+            "203.0.113.1:{p1} → 198.51.100.1:10000 rport={p1} m=audio {p1} RTP/AVP 0"
+        );
+        // The same number elsewhere is another host's fixed port.
+        assert_eq!(n.apply("198.51.100.20:9833"), "198.51.100.20:9833");
     }
 
     #[test]
