@@ -24,6 +24,11 @@ demo *ARGS:
 bench:
     cargo bench -p harness --bench bringup
 
+# SIGKILL `harness run` at 20 random moments (seed printed; KILL9_SEED=N replays) and prove one
+# `harness reap` leaves nothing; CI runs 8 rounds of the same test
+kill9 ROUNDS="20":
+    ./scripts/install-deps && KILL9_ROUNDS={{ROUNDS}} cargo test -p harness --test kill9 -- --nocapture
+
 # remove namespaces of dead runs
 reap:
     cargo run -q -p harness -- reap
