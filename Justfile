@@ -42,9 +42,17 @@ lint:
 review:
     cargo insta review
 
-# a million arbitrary captures through the diagnose reader (never a panic)
-fuzz:
-    PROPTEST_CASES=1000000 cargo test --release -p harness --lib the_reader_never_panics
+# a million generated inputs through every parser (SIP, SDP, STUN/TURN, RTP/RTCP, scenario
+# files, the emulated ALG, captures): counts, times, 0 panics; FUZZ_SEED=N replays, NAME… picks
+# parsers. CI runs the same harness with 10,000 each.
+fuzz CASES="1000000" *NAMES="":
+    FUZZ_CASES={{CASES}} cargo test --release -p harness --test fuzz -- {{NAMES}}
+
+# the whole catalogue ROUNDS times, JOBS scenarios at once: pass rate per file, flakes with their
+# ladders, what each round left (namespaces, processes, conntrack, fds), peak memory
+soak ROUNDS="10" JOBS="8":
+    ./scripts/install-deps && cargo build --release -p harness --bin harness
+    cargo run --release -p harness --example soak -- --rounds {{ROUNDS}} --jobs {{JOBS}} --out runs/soak
 
 # regenerate docs/catalogue.md (the field guide's lines beside the catalogue files)
 catalogue:

@@ -313,11 +313,14 @@ fn repair_stun(b: &[u8]) -> Vec<u8> {
     v
 }
 
+/// What a target does with one input (the RNG picks its incidental choices).
+type Feed = Box<dyn FnMut(&mut Rng, &[u8])>;
+
 /// One parser under test: its corpus and what it does with an input.
 struct Target {
     name: &'static str,
     corpus: Corpus,
-    run: Box<dyn FnMut(&mut Rng, &[u8])>,
+    run: Feed,
 }
 
 fn targets() -> Vec<Target> {

@@ -273,7 +273,7 @@ async fn servers_keep_serving_and_calls_complete_during_a_flood_of_garbage() -> 
          while the phones registered and called\n\
          proxy: {} malformed {:?}\n\
          STUN server: {} malformed {:?}\n\
-         TURN server: {} malformed, errors by code {:?}, {} dropped for want of an allocation\n\
+         TURN server: {} malformed {:?}, errors by code {:?}, {} dropped for want of an allocation\n\
          SBC: {} malformed {:?}, {} relay packets to ports no call owns\n\
          ALG on home-a: {} unparseable of {} inbound",
         flood_took.as_secs_f64(),
@@ -283,6 +283,7 @@ async fn servers_keep_serving_and_calls_complete_during_a_flood_of_garbage() -> 
         s.malformed,
         s.malformed_by_reason,
         t.malformed,
+        t.malformed_by_reason,
         t.errors,
         t.dropped_no_allocation,
         b.proxy.malformed,
@@ -310,8 +311,8 @@ async fn servers_keep_serving_and_calls_complete_during_a_flood_of_garbage() -> 
         "the STUN server counted no rejects by reason\n{report}"
     );
     ensure!(
-        t.malformed + t.dropped_no_allocation > 0,
-        "the TURN server counted no rejects\n{report}"
+        t.malformed > 0 && t.malformed_by_reason.len() >= 2 && t.dropped_no_allocation > 0,
+        "the TURN server counted no rejects by reason\n{report}"
     );
     ensure!(
         b.proxy.malformed > 0 && b.relay.unowned > 0,
