@@ -97,6 +97,7 @@ pub fn reap_stale_runs() -> Vec<Reaped> {
         });
     }
     remove_orphan_entries();
+    remove_orphan_files_dirs();
     reaped
 }
 
@@ -217,6 +218,42 @@ fn remove_orphan_entries() {
         };
         if file.try_lock().is_ok() {
             registry::remove_entry_if_same(&path, &file);
+        }
+    }
+}
+
+/// Files directories ([`crate::names::files_dir`]) whose run has no namespace left and whose
+/// owner is gone: a run that ended in an error path without removing its directory, or one
+/// killed after its namespaces were already gone. Judged like a run: by its owner entry's lock,
+/// else by `/proc` against the directory's age.
+fn remove_orphan_files_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(dir) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    let live: std::collections::BTreeSet<String> = namespace_names()
+        .iter()
+        .filter_map(|n| run_of(n).map(str::to_string))
+        .collect();
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(run) = name.strip_prefix("snh-files-") else {
+            continue;
+        };
+        let Some(pid) = owner_pid(&format!("{PREFIX}{run}-x")) else {
+            continue;
+        };
+        if live.contains(run) {
+            continue;
+        }
+        let made = e.metadata().ok().and_then(|m| m.modified().ok());
+        let (why, held) = liveness(run, pid, made);
+        if why.is_alive() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+        if let Some(file) = &held {
+            registry::remove_entry_if_same(&owner_entry_path(run), file);
         }
     }
 }

@@ -367,3 +367,29 @@ fn a_reused_pid_does_not_keep_a_dead_runs_namespaces() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_reaper_removes_files_directories_of_dead_runs_only() -> Result<()> {
+    // `harness run` leaves its commands' files directory behind when a run ends in an error
+    // (seen: tests/scenarios.rs's failing lone command); the reaper takes those of dead owners.
+    require_kernel!();
+    let _serial = serial();
+    let mut gone = Command::new("true").spawn()?;
+    let dead = gone.id();
+    gone.wait()?;
+    let dead_dir = harness::names::files_dir(&format!("{dead}x7"));
+    let live_dir = harness::names::files_dir(&format!("{}x9007", std::process::id()));
+    for d in [&dead_dir, &live_dir] {
+        std::fs::create_dir_all(d.join("stack"))?;
+    }
+    harness::reaper::reap_stale();
+    let (dead_left, live_left) = (dead_dir.exists(), live_dir.exists());
+    let _ = std::fs::remove_dir_all(&live_dir);
+    let _ = std::fs::remove_dir_all(&dead_dir);
+    ensure!(!dead_left, "the files directory of a dead run survived");
+    ensure!(
+        live_left,
+        "the files directory of a live process was removed"
+    );
+    Ok(())
+}
