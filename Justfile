@@ -24,6 +24,11 @@ demo *ARGS:
 bench:
     cargo bench -p harness --bench bringup
 
+# SIGKILL `harness run` at 20 random moments (seed printed; KILL9_SEED=N replays) and prove one
+# `harness reap` leaves nothing; CI runs 8 rounds of the same test
+kill9 ROUNDS="20":
+    ./scripts/install-deps && KILL9_ROUNDS={{ROUNDS}} cargo test -p harness --test kill9 -- --nocapture
+
 # remove namespaces of dead runs
 reap:
     cargo run -q -p harness -- reap
@@ -37,9 +42,17 @@ lint:
 review:
     cargo insta review
 
-# a million arbitrary captures through the diagnose reader (never a panic)
-fuzz:
-    PROPTEST_CASES=1000000 cargo test --release -p harness --lib the_reader_never_panics
+# a million generated inputs through every parser (SIP, SDP, STUN/TURN, RTP/RTCP, scenario
+# files, the emulated ALG, captures): counts, times, 0 panics; FUZZ_SEED=N replays, NAME… picks
+# parsers. CI runs the same harness with 10,000 each.
+fuzz CASES="1000000" *NAMES="":
+    FUZZ_CASES={{CASES}} cargo test --release -p harness --test fuzz -- {{NAMES}}
+
+# the whole catalogue ROUNDS times, JOBS scenarios at once: pass rate per file, flakes with their
+# ladders, what each round left (namespaces, processes, conntrack, fds), peak memory
+soak ROUNDS="10" JOBS="8":
+    ./scripts/install-deps && cargo build --release -p harness --bin harness
+    cargo run --release -p harness --example soak -- --rounds {{ROUNDS}} --jobs {{JOBS}} --out runs/soak
 
 # regenerate docs/catalogue.md (the field guide's lines beside the catalogue files)
 catalogue:

@@ -128,10 +128,14 @@ async fn main() -> ExitCode {
         } => return diagnose(&files, json, report.as_deref()),
         Command::Import { file, out } => import(&file, &out),
         Command::Reap => {
-            let reaped = harness::reaper::reap_stale();
-            println!("removed {} stale namespace(s)", reaped.len());
-            for n in reaped {
-                println!("  {n}");
+            let runs = harness::reaper::reap_stale_runs();
+            let count: usize = runs.iter().map(|r| r.namespaces.len()).sum();
+            println!("removed {count} stale namespace(s)");
+            for r in runs {
+                println!("  run {} ({:?}):", r.run, r.why);
+                for n in r.namespaces {
+                    println!("    {n}");
+                }
             }
             Ok(true)
         }

@@ -43,6 +43,12 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// Where the files of run `run`'s commands go (configs, scripts); the reaper removes it with the
+/// run's namespaces.
+pub fn files_dir(run: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("snh-files-{run}"))
+}
+
 /// Node names become part of namespace names and nft/ip arguments: keep them plain.
 pub fn check_node_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

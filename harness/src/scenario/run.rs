@@ -430,7 +430,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
 
 /// Where the files of this run's commands go; removed when the run ends.
 fn files_root(topo: &Topology) -> PathBuf {
-    std::env::temp_dir().join(format!("snh-files-{}", topo.run_id()))
+    crate::names::files_dir(topo.run_id())
 }
 
 /// Writes a command's files, substitutes its arguments, starts it inside its host and waits

@@ -147,6 +147,11 @@ pub struct Topology {
     spec: TopologySpec,
     /// Creation order; dropped in reverse so hosts go before the routers they hang off.
     nodes: Vec<Node>,
+    /// Locked while this topology lives, so a reaper in another process can prove the run is
+    /// gone even when this process is a zombie or its PID was reused. Declared last: it is
+    /// dropped after the namespaces are removed. `None` when `/run/snh` cannot be written; the
+    /// reaper then falls back to `/proc`.
+    owner: Option<registry::OwnerEntry>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -154,6 +159,7 @@ impl std::fmt::Debug for Topology {
         f.debug_struct("Topology")
             .field("run", &self.run)
             .field("nodes", &self.nodes)
+            .field("owner", &self.owner.as_ref().map(|o| o.path()))
             .finish()
     }
 }
@@ -183,10 +189,22 @@ impl Topology {
                 eprintln!("harness: removed stale namespace {name}");
             }
         });
+        let run = RunId::new();
+        let owner = match registry::OwnerEntry::create(run.as_str()) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                eprintln!(
+                    "harness: cannot write the owner entry of run {} ({e}); `harness reap` will rely on /proc",
+                    run.as_str()
+                );
+                None
+            }
+        };
         let mut topo = Topology {
-            run: RunId::new(),
+            run,
             spec: spec.clone(),
             nodes: Vec::new(),
+            owner,
         };
         // On error the partial topology is dropped, which removes what was made so far.
         topo.bring_up(&spec).await?;

@@ -102,6 +102,9 @@ pub struct TurnServerStats {
     /// Indications or ChannelData with no allocation or channel behind them.
     pub dropped_no_allocation: u64,
     pub malformed: u64,
+    /// Malformed datagrams by reason: a [`crate::stun::StunError`] kind, `channel_data`, or
+    /// `send_indication_incomplete`.
+    pub malformed_by_reason: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,8 +250,9 @@ impl TurnServer {
         }
     }
 
-    fn malformed(&mut self, from: SocketAddr, reason: String) {
+    fn malformed(&mut self, from: SocketAddr, kind: &'static str, reason: String) {
         self.stats.malformed += 1;
+        *self.stats.malformed_by_reason.entry(kind).or_default() += 1;
         self.events.push_back(Event::Malformed { from, reason });
     }
 
@@ -261,7 +265,7 @@ impl TurnServer {
     ) {
         let cd = match ChannelData::decode(bytes) {
             Ok(cd) => cd,
-            Err(e) => return self.malformed(from, e.to_string()),
+            Err(e) => return self.malformed(from, "channel_data", e.to_string()),
         };
         let target = self.allocations.get(&(from, local)).and_then(|a| {
             a.channels
@@ -294,7 +298,7 @@ impl TurnServer {
     fn client_message(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         let msg = match Message::decode(bytes) {
             Ok(m) => m,
-            Err(e) => return self.malformed(from, e.to_string()),
+            Err(e) => return self.malformed(from, e.kind(), e.to_string()),
         };
         match msg.class {
             Class::Request => {}
@@ -338,6 +342,7 @@ impl TurnServer {
         let (Some(peer), Some(data)) = (peer, data) else {
             return self.malformed(
                 from,
+                "send_indication_incomplete",
                 "Send indication without XOR-PEER-ADDRESS or DATA".into(),
             );
         };
