@@ -433,6 +433,15 @@ fn files_root(topo: &Topology) -> PathBuf {
     crate::names::files_dir(topo.run_id())
 }
 
+/// Removes the run's files directory when dropped, whichever way the run ends.
+struct FilesDir(PathBuf);
+
+impl Drop for FilesDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Writes a command's files, substitutes its arguments, starts it inside its host and waits
 /// until it is ready.
 async fn start_command(s: &Scenario, topo: &Topology, comp: &Component) -> Result<Process> {
@@ -1741,6 +1750,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let wall = SystemTime::now();
     let mut phases = Phases::start();
     let topo = Topology::build(s.topology.clone()).await?;
+    // Declared before the running components, so dropped after them (programs gone first), on
+    // every way out, errors included.
+    let _files = FilesDir(files_root(&topo));
     phases.end("build");
     let capture = Capture::start(&topo).await?;
     let mut watches = Vec::new();
@@ -1879,10 +1891,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     } else {
         Vec::new()
     };
-    let files = files_root(&running.topo);
     let field_checks = std::mem::take(&mut running.check_report);
     drop(running);
-    let _ = std::fs::remove_dir_all(files);
+    drop(_files);
     phases.end("teardown");
     Ok(Outcome {
         name: s.name().to_string(),
