@@ -666,7 +666,7 @@ async fn play(s: &Scenario, r: &mut Running) -> Result<()> {
                         r.notes.push((
                             Instant::now(),
                             r.uas[from].1.clone(),
-                            format!("call: no final response, and none can come (nothing else is pending, no SIP for 10·T1): the step ends before its {timeout_ms} ms"),
+                            format!("call: no final response, and none can come (no transaction pending anywhere, no program running): the step ends before its {timeout_ms} ms"),
                         ));
                         break 0;
                     }
@@ -898,15 +898,16 @@ async fn settle(s: &Scenario, r: &Running) {
 
 /// Whether a call can no longer get a final response: none of our machines has anything pending
 /// (the caller's INVITE in Proceeding is not: RFC 3261 gives it no timer, it waits for ever), no
-/// program that could answer is running, and no SIP has moved for 10·T1. The step then ends
-/// here instead of at its `timeout-ms`, with the same verdict: no final response.
+/// program that could answer is running, and the last SIP has had 2·T1 to reach the capture.
+/// The step then ends here instead of at its `timeout-ms`, with the same verdict: no final
+/// response.
 async fn unanswerable(r: &Running, t1: Duration) -> bool {
     if !r.commands.is_empty() || !r.kamailios.is_empty() {
         return false;
     }
     let quiet = last_sip(&r.frames())
         .and_then(|at| SystemTime::now().duration_since(at).ok())
-        .is_some_and(|d| d >= t1 * 10);
+        .is_some_and(|d| d >= (t1 * 2).max(Duration::from_millis(100)));
     quiet && !ours_pending(r).await
 }
 
