@@ -26,6 +26,7 @@ pub mod report;
 pub mod rtp;
 pub mod sbc;
 pub mod scenario;
+pub mod seeded;
 pub mod sip;
 pub mod stun;
 pub mod topology;

@@ -19,32 +19,9 @@ use std::time::{Duration, Instant};
 
 use harness::alg::{Alg, AlgFault, Direction};
 use harness::diagnose::{Body, CaptureReader, Packet};
+use harness::seeded::Rng;
 
 /// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
-
 /// Bytes parsers trip over: delimiters of SIP, SDP and TOML, and the edges of integers.
 const INTERESTING: &[u8] = &[
     0, 1, 0x7f, 0x80, 0xff, b'\r', b'\n', b' ', b'\t', b':', b';', b',', b'=', b'<', b'>', b'"',
@@ -100,12 +77,12 @@ fn mutate(rng: &mut Rng, seed: &[u8], others: &[Vec<u8>], max_len: usize) -> Vec
             }
             2 if len > 0 => {
                 let i = rng.below(len);
-                v[i] = rng.next() as u8;
+                v[i] = rng.next_u64() as u8;
             }
             3 => {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(i..i, bytes);
             }
             4 if len > 0 => {
@@ -170,7 +147,7 @@ impl Corpus {
     fn input(&self, rng: &mut Rng) -> Vec<u8> {
         if rng.below(20) == 0 || self.seeds.is_empty() {
             let n = rng.below(self.max_len.min(1500));
-            return (0..n).map(|_| rng.next() as u8).collect();
+            return (0..n).map(|_| rng.next_u64() as u8).collect();
         }
         let seed = rng.pick(&self.seeds);
         mutate(rng, seed, &self.seeds, self.max_len)
@@ -557,7 +534,7 @@ fn main() {
         if !only.is_empty() && !only.iter().any(|o| t.name.contains(o.as_str())) {
             continue;
         }
-        let mut rng = Rng(seed ^ (k as u64).wrapping_mul(0x1000_0000_01b3));
+        let mut rng = Rng::new(seed ^ (k as u64).wrapping_mul(0x1000_0000_01b3));
         let mut panics = 0u64;
         let mut slowest = Duration::ZERO;
         let begun = Instant::now();

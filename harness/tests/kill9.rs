@@ -7,6 +7,7 @@
 //! the clock; always printed) choose how many kills and when. Half the killed runs are left
 //! zombies until after the reap, because that is what fooled the old reaper.
 
+use harness::seeded::Rng;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,22 +28,6 @@ const WINDOW_MS: u64 = 4000;
 const BRING_UP_MS: u64 = 300;
 
 /// splitmix64: a seeded, reproducible source of kill moments without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn kernel_available() -> bool {
     match harness::preflight::check() {
         Ok(()) => true,
@@ -244,7 +229,7 @@ fn a_run_killed_at_any_moment_leaves_nothing_after_one_reap() {
             .unwrap_or(1)
     });
     eprintln!("kill9: {rounds} rounds, KILL9_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let out: PathBuf = std::env::temp_dir().join(format!("snh-kill9-{}", std::process::id()));
     let root_links = root_link_names();
@@ -253,13 +238,13 @@ fn a_run_killed_at_any_moment_leaves_nothing_after_one_reap() {
     // A run killed and left for the next run's automatic reap, checked once that run is up.
     let mut pending: Option<Killed> = None;
     for round in 0..rounds {
-        let file = scenarios.join(SCENARIOS[rng.below(SCENARIOS.len() as u64) as usize]);
+        let file = scenarios.join(SCENARIOS[rng.below(SCENARIOS.len())]);
         let window = if rng.below(4) == 0 {
             BRING_UP_MS
         } else {
             WINDOW_MS
         };
-        let delay = Duration::from_millis(rng.below(window));
+        let delay = Duration::from_millis(rng.below(window as usize) as u64);
         let zombie = rng.below(2) == 0;
         // The last round always uses `harness reap`, so nothing is left when the test ends.
         let next_run_reaps = round + 1 < rounds && rng.below(3) == 0;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use harness::alg::EmulatedAlg;
 use harness::sbc::{SbcConfig, SbcTask};
+use harness::seeded::Rng;
 use harness::shapes::{self, PEER, SERVER, SERVER_ALT};
 use harness::sip::{Event, NatHandling, ProxyConfig, ProxyTask, Timers, UaConfig, UaTask};
 use harness::stun::{ServerConfig, StunServerTask};
@@ -46,26 +47,6 @@ fn phone(user: &str, ip: &str, seed: u64) -> UaConfig {
 }
 
 /// splitmix64, so a failing flood can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// The kinds of hostile datagram, each aimed at a parser's edge.
 fn hostile(rng: &mut Rng) -> Vec<u8> {
     match rng.below(8) {
@@ -121,7 +102,7 @@ fn spawn_flood(
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Duration> {
     tokio::spawn(async move {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let begun = Instant::now();
         while !stop.load(Ordering::Relaxed)
             && flooded.sent.load(Ordering::Relaxed) < MAX_DATAGRAMS

@@ -427,27 +427,14 @@ mod tests {
     use std::time::Duration;
 
     fn udp(iface: &str, direction: Direction, ms: u64, src: &str, dst: &str) -> Frame {
-        let (src, dst): (SocketAddrV4, SocketAddrV4) = (src.parse().unwrap(), dst.parse().unwrap());
-        let payload = [0x80u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
-        let mut b = vec![0u8; 12];
-        b.extend_from_slice(&[0x08, 0x00]);
-        let total = (20 + 8 + payload.len()) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&src.ip().octets());
-        ip.extend_from_slice(&dst.ip().octets());
-        b.extend_from_slice(&ip);
-        b.extend_from_slice(&src.port().to_be_bytes());
-        b.extend_from_slice(&dst.port().to_be_bytes());
-        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(&payload);
-        Frame {
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms),
-            vantage: Vantage::new("office", iface),
+        crate::capture::udp_frame(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms),
+            Vantage::new("office", iface),
             direction,
-            bytes: b,
-        }
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            &[0x80u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7],
+        )
     }
 
     fn office(forwards: Vec<PortForward>) -> Router {
