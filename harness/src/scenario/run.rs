@@ -902,13 +902,14 @@ async fn settle(s: &Scenario, r: &Running) {
 /// The step then ends here instead of at its `timeout-ms`, with the same verdict: no final
 /// response.
 async fn unanswerable(r: &Running, t1: Duration) -> bool {
-    if !r.commands.is_empty() || !r.kamailios.is_empty() {
+    // Asking the machines first: while they are busy (a 2xx retransmitted for 64·T1), the
+    // capture is not copied every poll.
+    if !r.commands.is_empty() || !r.kamailios.is_empty() || ours_pending(r).await {
         return false;
     }
-    let quiet = last_sip(&r.frames())
+    last_sip(&r.frames())
         .and_then(|at| SystemTime::now().duration_since(at).ok())
-        .is_some_and(|d| d >= (t1 * 2).max(Duration::from_millis(100)));
-    quiet && !ours_pending(r).await
+        .is_some_and(|d| d >= (t1 * 2).max(Duration::from_millis(100)))
 }
 
 /// When the last SIP message (pings aside) was captured.
@@ -1220,11 +1221,7 @@ impl MediaGate {
             .or_else(|| r.external.get(callee).cloned())
             .expect("checked: the callee is a phone or a program");
         let label = exit_vantage(&r.topo, &callee_host);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && !rtp_left(&r.frames(), &label, since) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        first_rtp_left(r, &label, since).await;
         self.open(r.topo.node(caller_host)?).await?;
         Ok((
             Instant::now(),
@@ -1272,6 +1269,16 @@ fn exit_vantage(topo: &Topology, host: &str) -> String {
         Some(r) => format!("{r}:wan"),
         None => host.to_string(),
     }
+}
+
+/// Waits (at most 3 s) until the callee's first RTP since `since` has left vantage `label`, its
+/// side of the network, then one packet time more: when a caller may start streaming.
+async fn first_rtp_left(r: &Running, label: &str, since: SystemTime) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !rtp_left(&r.frames(), label, since) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Whether an RTP packet has left vantage `label` since `since`.
@@ -1341,13 +1348,10 @@ async fn stream_media(
     let since = SystemTime::now();
     for (i, l) in live.iter().enumerate().rev() {
         if i == 0 && live.len() > 1 {
-            if let (Some(label), Some(cap)) = (&callee_exit, r.capture.as_ref()) {
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline && !rtp_left(&cap.snapshot(), label, since) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+            match &callee_exit {
+                Some(label) => first_rtp_left(r, label, since).await,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match l {
             Live::Direct(o) => o.task.call(|m, now| m.start(now)).await?,
