@@ -107,3 +107,4 @@ pub fn call_verdicts(s: &harness::scenario::Scenario) -> std::collections::BTree
         })
         .collect()
 }
+pub mod lab;

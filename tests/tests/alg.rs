@@ -18,28 +18,17 @@ use harness::alg::{AlgFault, EmulatedAlg};
 use harness::capture::{Capture, Frame};
 use harness::shapes::{self, PEER, SERVER};
 use harness::sip::{
-    ContactSource, Direction, Event, Media, NatHandling, ProxyConfig, ProxyTask, Timers, UaConfig,
-    UaTask,
+    ContactSource, Direction, Event, Media, NatHandling, ProxyConfig, ProxyTask, UaConfig, UaTask,
 };
 use harness::stun::{self, ServerConfig, StunServerTask};
 use harness::trace::{Ladder, Payload, Trace};
 use harness::Topology;
-use sim_nat::{NatBehaviour, NatType, PortAllocation, SipAlg};
+use sim_nat::{NatBehaviour, PortAllocation, SipAlg};
+use tests::lab::{
+    self, complete_call, phone, prc, proxy_config, register, register_anew, timer_b, Lab, ALICE,
+    HOME_A as HOME, STEP,
+};
 use tests::{recv_within, require_kernel, sa, DELIVERY};
-
-const T1: Duration = Duration::from_millis(50);
-const DOMAIN: &str = "example.com";
-const ALICE: &str = "192.168.1.10";
-const HOME: &str = "203.0.113.1";
-const STEP: Duration = Duration::from_secs(3);
-
-fn timer_b() -> Duration {
-    Timers::scaled(T1).timeout()
-}
-
-fn prc() -> NatBehaviour {
-    NatType::PortRestrictedCone.behaviour()
-}
 
 /// Endpoint-independent mapping that does not keep ports (a hash picks them, stable run to run):
 /// the NAT behind which "the public address with the private port" is the wrong address.
@@ -50,104 +39,21 @@ fn remapping() -> NatBehaviour {
     }
 }
 
-fn proxy_config(nat: NatHandling) -> ProxyConfig {
-    ProxyConfig {
-        timers: Timers::scaled(T1),
-        ..ProxyConfig::new(sa(SERVER, 5060), DOMAIN, nat)
-    }
-}
-
-fn phone(user: &str, ip: &str, seed: u64) -> UaConfig {
-    UaConfig {
-        timers: Timers::scaled(T1),
-        answer_after: Some(T1 * 2),
-        seed,
-        ..UaConfig::new(user, DOMAIN, sa(ip, 5060), sa(SERVER, 5060))
-    }
-}
-
 /// A proxy on `server`, alice behind `home`, carol on `peer` (registered).
-struct Lab {
-    proxy: ProxyTask,
-    alice: UaTask,
-    carol: UaTask,
-    // Last: the tasks above stop before their namespaces go.
-    topo: Topology,
-}
-
 async fn lab(topo: Topology, proxy: ProxyConfig, alice: UaConfig) -> Result<Lab> {
-    let (proxy, _) = ProxyTask::spawn(topo.node("server")?, proxy).await?;
-    let (alice, _) = UaTask::spawn(topo.node("alice")?, alice).await?;
-    let (carol, _) = UaTask::spawn(topo.node("peer")?, phone("carol", PEER, 33)).await?;
-    register(&carol).await?;
-    Ok(Lab {
-        proxy,
-        alice,
-        carol,
-        topo,
-    })
-}
-
-async fn register(ua: &UaTask) -> Result<()> {
-    ua.register().await?;
-    ua.wait_for(|e| matches!(e, Event::Registered { .. }), STEP)
-        .await
-        .with_context(|| format!("{} did not register", ua.node()))?;
-    Ok(())
-}
-
-/// Registers again and waits for a `Registered` newer than the call (`wait_for` would also
-/// accept an earlier one).
-async fn register_anew(ua: &UaTask) -> Result<()> {
-    let since = std::time::Instant::now();
-    ua.register().await?;
-    let deadline = since + STEP;
-    while std::time::Instant::now() < deadline {
-        if ua
-            .events()
-            .iter()
-            .any(|e| e.at >= since && matches!(e.event, Event::Registered { .. }))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("{} did not register again: {:?}", ua.node(), ua.events())
-}
-
-/// `from` calls `to`; the call connects on both sides and ends with a BYE.
-async fn complete_call(from: &UaTask, to: &UaTask, target: &str) -> Result<()> {
-    let call = from.call(target).await?;
-    let is = |c: &str| c == call;
-    for ua in [from, to] {
-        ua.wait_for(
-            |e| matches!(e, Event::CallEstablished { call_id, .. } if is(call_id)),
-            STEP,
-        )
-        .await
-        .with_context(|| format!("{} saw no established call", ua.node()))?;
-    }
-    from.hang_up(&call).await?;
-    to.wait_for(
-        |e| matches!(e, Event::CallEnded { call_id } if is(call_id)),
-        STEP,
-    )
-    .await?;
-    Ok(())
+    let l = Lab::new(topo, proxy)
+        .await?
+        .phone("alice", alice)
+        .await?
+        .phone("peer", phone("carol", PEER, 33))
+        .await?;
+    register(l.ua("carol")).await?;
+    Ok(l)
 }
 
 /// Waits for `ua`'s call to fail; returns the status.
 async fn call_fails(ua: &UaTask, call: &str) -> Result<u16> {
-    let failed = ua
-        .wait_for(
-            |e| matches!(e, Event::CallFailed { call_id, .. } if call_id == call),
-            timer_b() + STEP,
-        )
-        .await?;
-    let Event::CallFailed { status, .. } = failed.event else {
-        unreachable!("matched above")
-    };
-    Ok(status)
+    Ok(lab::call_fails(ua, call).await?.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,9 +314,9 @@ async fn break_digest_gives_a_401_loop() -> Result<()> {
     };
     let l = lab(topo, proxy, alice).await?;
     let alg = EmulatedAlg::start(l.topo.node("home")?, [AlgFault::BreakDigest]).await?;
-    l.alice.register().await?;
+    l.ua("alice").register().await?;
     let failed = l
-        .alice
+        .ua("alice")
         .wait_for(|e| matches!(e, Event::RegistrationFailed { .. }), STEP)
         .await?;
     ensure!(
@@ -418,7 +324,7 @@ async fn break_digest_gives_a_401_loop() -> Result<()> {
         "{failed:?}"
     );
     let statuses: Vec<u16> = l
-        .alice
+        .ua("alice")
         .datagrams()
         .iter()
         .filter(|d| d.direction == Direction::Received)
@@ -429,7 +335,7 @@ async fn break_digest_gives_a_401_loop() -> Result<()> {
     ensure!(alg.stats().by_fault.get(&AlgFault::BreakDigest) == Some(&1));
     // ALG off: the same phone registers at once.
     alg.stop().await;
-    register(&l.alice).await.context("with the ALG off")?;
+    register(l.ua("alice")).await.context("with the ALG off")?;
     Ok(())
 }
 
@@ -441,14 +347,14 @@ async fn stale_content_length_makes_the_proxy_drop_the_invite() -> Result<()> {
         phone("alice", ALICE, 11),
     )
     .await?;
-    register(&l.alice).await?;
+    register(l.ua("alice")).await?;
     let alg = EmulatedAlg::start(
         l.topo.node("home")?,
         [AlgFault::RewriteWithoutFixingContentLength],
     )
     .await?;
-    let call = l.alice.call("carol").await?;
-    let status = call_fails(&l.alice, &call).await?;
+    let call = l.ua("alice").call("carol").await?;
+    let status = call_fails(l.ua("alice"), &call).await?;
     ensure!(status == 408, "failed with {status}");
     let stats = l.proxy.stats();
     let malformed = stats
@@ -461,14 +367,14 @@ async fn stale_content_length_makes_the_proxy_drop_the_invite() -> Result<()> {
         "every INVITE retransmission is a malformed datagram at the proxy: {stats:?}"
     );
     ensure!(
-        !l.carol
+        !l.ua("carol")
             .events()
             .iter()
             .any(|e| matches!(e.event, Event::IncomingCall { .. })),
         "carol must never ring"
     );
     alg.stop().await;
-    complete_call(&l.alice, &l.carol, "carol")
+    complete_call(l.ua("alice"), l.ua("carol"), "carol")
         .await
         .context("with the ALG off")?;
     Ok(())
@@ -489,14 +395,14 @@ async fn media_through(alg: Option<AlgFault>, stun_media: bool) -> Result<(Socke
         };
     }
     let l = lab(topo, proxy_config(NatHandling::FAR_END), alice).await?;
-    register(&l.alice).await?;
+    register(l.ua("alice")).await?;
     let _alg = match alg {
         Some(f) => Some(EmulatedAlg::start(l.topo.node("home")?, [f]).await?),
         None => None,
     };
-    let call = l.alice.call("carol").await?;
+    let call = l.ua("alice").call("carol").await?;
     let up = l
-        .carol
+        .ua("carol")
         .wait_for(
             |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
             STEP,
@@ -550,7 +456,7 @@ async fn contact_not_via_sends_the_call_to_the_wrong_port() -> Result<()> {
     )
     .await?;
     let _alg = EmulatedAlg::start(l.topo.node("home")?, [AlgFault::RewriteContactNotVia]).await?;
-    l.alice.register().await?;
+    l.ua("alice").register().await?;
     let deadline = tokio::time::Instant::now() + STEP;
     let binding = loop {
         if let Some(b) = l.proxy.binding("alice").await? {
@@ -575,8 +481,8 @@ async fn contact_not_via_sends_the_call_to_the_wrong_port() -> Result<()> {
         "the registrar stored {} while alice's binding is {from}",
         binding.target
     );
-    let call = l.carol.call("alice").await?;
-    let status = call_fails(&l.carol, &call).await?;
+    let call = l.ua("carol").call("alice").await?;
+    let status = call_fails(l.ua("carol"), &call).await?;
     ensure!(status == 408, "carol's call failed with {status}");
     ensure!(
         l.proxy
@@ -604,16 +510,18 @@ async fn already_public_undoes_stun() -> Result<()> {
         ..phone("alice", ALICE, 11)
     };
     let l = lab(topo, proxy_config(NatHandling::LITERAL), alice).await?;
-    l.alice.set_discovered_address(mapped).await?;
+    l.ua("alice").set_discovered_address(mapped).await?;
     // contact-not-via leaves an address that is already public alone: the call completes.
     let benign = EmulatedAlg::start(l.topo.node("home")?, [AlgFault::RewriteContactNotVia]).await?;
-    register(&l.alice).await.context("contact-not-via + STUN")?;
+    register(l.ua("alice"))
+        .await
+        .context("contact-not-via + STUN")?;
     ensure!(benign.stop().await.rewritten == 0);
 
     let alg = EmulatedAlg::start(l.topo.node("home")?, [AlgFault::RewriteAlreadyPublic]).await?;
-    l.alice.register().await?;
+    l.ua("alice").register().await?;
     let failed = l
-        .alice
+        .ua("alice")
         .wait_for(
             |e| matches!(e, Event::RegistrationFailed { .. }),
             timer_b() + STEP,
@@ -634,10 +542,12 @@ async fn already_public_undoes_stun() -> Result<()> {
     );
     // ALG off: the STUN-fixed phone registers and can be called.
     alg.stop().await;
-    register_anew(&l.alice).await.context("with the ALG off")?;
+    register_anew(l.ua("alice"))
+        .await
+        .context("with the ALG off")?;
     let b = l.proxy.binding("alice").await?.context("alice bound")?;
     ensure!(b.target == mapped, "{b:?}");
-    complete_call(&l.carol, &l.alice, "alice").await?;
+    complete_call(l.ua("carol"), l.ua("alice"), "alice").await?;
     Ok(())
 }
 

@@ -125,16 +125,7 @@ fn a_panic_with_a_live_topology_leaves_nothing_behind() -> Result<()> {
     let (mut child, run) = start_child("panic", &m)?;
     let status = wait_exit(&mut child)?;
     ensure!(!status.success(), "the child must have panicked");
-    ensure!(
-        eventually(|| namespaces_of(&run).is_empty()),
-        "namespaces left: {:?}",
-        namespaces_of(&run)
-    );
-    ensure!(
-        eventually(|| processes_with(&m).is_empty()),
-        "processes left: {:?}",
-        processes_with(&m)
-    );
+    all_gone(&run, &m)?;
     Ok(())
 }
 
@@ -153,16 +144,7 @@ fn ctrl_c_leaves_nothing_behind() -> Result<()> {
         status.code() == Some(130),
         "interrupted run exits 130, got {status:?}"
     );
-    ensure!(
-        eventually(|| namespaces_of(&run).is_empty()),
-        "namespaces left: {:?}",
-        namespaces_of(&run)
-    );
-    ensure!(
-        eventually(|| processes_with(&m).is_empty()),
-        "processes left: {:?}",
-        processes_with(&m)
-    );
+    all_gone(&run, &m)?;
     Ok(())
 }
 
@@ -180,11 +162,7 @@ fn the_reaper_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
         "SIGKILL cannot clean up; the namespaces must still be there"
     );
     // Its processes died with it (PR_SET_PDEATHSIG), even though the namespaces did not.
-    ensure!(
-        eventually(|| processes_with(&m).is_empty()),
-        "processes left: {:?}",
-        processes_with(&m)
-    );
+    processes_gone(&m)?;
     // A namespace that is not ours, and one of ours whose owner is alive, must survive the reaper.
     let foreign = format!("snhtest-foreign-{}", std::process::id());
     let path = format!("/run/netns/{foreign}");
@@ -265,11 +243,7 @@ fn the_reaper_removes_a_zombie_runs_namespaces_at_once() -> Result<()> {
         !harness::registry::owner_entry_path(&run).exists(),
         "the owner entry of a reaped run must go too"
     );
-    ensure!(
-        eventually(|| processes_with(&m).is_empty()),
-        "processes left: {:?}",
-        processes_with(&m)
-    );
+    processes_gone(&m)?;
     Ok(())
 }
 
@@ -394,6 +368,26 @@ fn the_reaper_removes_files_directories_of_dead_runs_only() -> Result<()> {
     ensure!(
         live_left,
         "the files directory of a live process was removed"
+    );
+    Ok(())
+}
+
+/// Fails unless the run's namespaces and the marked processes are gone (soon).
+fn all_gone(run: &str, m: &str) -> Result<()> {
+    ensure!(
+        eventually(|| namespaces_of(run).is_empty()),
+        "namespaces left: {:?}",
+        namespaces_of(run)
+    );
+    processes_gone(m)
+}
+
+/// Fails unless no process carrying marker `m` is left (soon).
+fn processes_gone(m: &str) -> Result<()> {
+    ensure!(
+        eventually(|| processes_with(m).is_empty()),
+        "processes left: {:?}",
+        processes_with(m)
     );
     Ok(())
 }

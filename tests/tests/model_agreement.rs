@@ -15,6 +15,7 @@ use harness::{probe, Topology};
 use sim_nat::{
     Filtering, InputPolicy, Mapping, NatBehaviour, NatModel, NatType, PortAllocation, Refresh,
 };
+use tests::lab::TwoLanSockets;
 use tests::{recv_within, require_kernel, sa, DELIVERY};
 use tokio::net::UdpSocket;
 
@@ -111,15 +112,12 @@ async fn model_and_kernel_agree_that_who_sends_first_moves_the_answer() -> Resul
     require_kernel!();
     let runs = InputPolicy::ALL.into_iter().map(|policy| async move {
         let nat = NatType::PortRestrictedCone.behaviour().with_input(policy);
-        let topo = shapes::two_lans(NatType::FullCone, nat.clone())
-            .build()
-            .await?;
-        let alice = topo
-            .node("alice")?
-            .udp_bind(sa("192.168.1.10", 4000))
-            .await?;
-        let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
-        let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+        let TwoLanSockets {
+            alice,
+            bob,
+            server,
+            topo,
+        } = TwoLanSockets::build(NatType::FullCone, nat.clone()).await?;
         alice.send_to(b"first", sa("198.51.100.1", 4000)).await?;
         let k_first = recv_within(&bob, DELIVERY).await.is_some();
         // What conntrack kept of alice's unsolicited packet.

@@ -22,30 +22,17 @@ use harness::shapes::{self, PEER, SERVER};
 use harness::sip::{Direction, Event, KeepAlive, Timers, UaConfig, UaTask};
 use harness::turn::MediaTask;
 use harness::{Node, Topology};
-use sim_nat::{NatBehaviour, NatType, Refresh};
+use sim_nat::{NatType, Refresh};
+use tests::lab::{
+    call_settles, phone, prc, register, timer_b, ALICE, BOB, DOMAIN, HOME_A, HOME_B, STEP, T1,
+};
 use tests::{require_kernel, sa};
 
-const T1: Duration = Duration::from_millis(50);
-const DOMAIN: &str = "example.com";
-const ALICE: &str = "192.168.1.10";
-const BOB: &str = "192.168.2.10";
-const HOME_A: &str = "203.0.113.1";
-const HOME_B: &str = "198.51.100.1";
-/// How long a step that needs a few round trips may take.
-const STEP: Duration = Duration::from_secs(3);
 const MEDIA: Duration = Duration::from_secs(2);
 const PACKETS: u64 = 100;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-fn timer_b() -> Duration {
-    Timers::scaled(T1).timeout()
-}
-
-fn prc() -> NatBehaviour {
-    NatType::PortRestrictedCone.behaviour()
 }
 
 fn sbc_config(ping: Option<Ping>) -> SbcConfig {
@@ -57,26 +44,9 @@ fn sbc_config(ping: Option<Ping>) -> SbcConfig {
     }
 }
 
-fn phone(user: &str, ip: &str, seed: u64) -> UaConfig {
-    UaConfig {
-        timers: Timers::scaled(T1),
-        answer_after: Some(T1 * 2),
-        seed,
-        ..UaConfig::new(user, DOMAIN, sa(ip, 5060), sa(SERVER, 5060))
-    }
-}
-
 async fn serve(topo: &Topology, ping: Option<Ping>) -> Result<SbcTask> {
     let (sbc, _events) = SbcTask::serve(topo.node("server")?, sbc_config(ping)).await?;
     Ok(sbc)
-}
-
-async fn register(ua: &UaTask) -> Result<()> {
-    ua.register().await?;
-    ua.wait_for(|e| matches!(e, Event::Registered { .. }), STEP)
-        .await
-        .with_context(|| format!("{} did not register", ua.node()))?;
-    Ok(())
 }
 
 fn remote_media(e: &Event, call: &str) -> Option<Option<SocketAddr>> {
@@ -270,20 +240,9 @@ async fn call_5s_after_register(
     register(&alice).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let call = carol.call("alice").await?;
-    let done = carol
-        .wait_for(
-            |e| match e {
-                Event::CallEstablished { call_id, .. } | Event::CallFailed { call_id, .. } => {
-                    *call_id == call
-                }
-                _ => false,
-            },
-            timer_b() + STEP,
-        )
-        .await?;
-    let outcome = match done.event {
-        Event::CallFailed { status, .. } => Outcome::Failed(status),
-        _ => Outcome::Established,
+    let outcome = match call_settles(&carol, &call, timer_b() + STEP).await? {
+        Some(status) => Outcome::Failed(status),
+        None => Outcome::Established,
     };
     let stats = sbc.state().proxy;
     Ok(Expiry {
@@ -415,20 +374,12 @@ async fn sipp_registers_behind_a_nat_and_answers_through_our_sbc() -> Result<()>
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     // CRLF pings: SIPp's UAS would take an OPTIONS for a new call and fail it.
     let sbc = serve(&topo, Some(Ping::Crlf(Duration::from_secs(1)))).await?;
-    let bob = topo.node("bob")?;
-    let registered = Sipp::new(Scenario::Register { expires: 300 }, sa(BOB, 5060))
-        .remote(sa(SERVER, 5060))
-        .service("bob")
-        .timeout(Duration::from_secs(5))
-        .run(bob)
-        .await?;
-    ensure!(registered.succeeded(), "{registered}");
-    let bound = sbc.state().endpoints.get("bob").copied();
-    ensure!(bound == Some(sa(HOME_B, 5060)), "SIPp bound at {bound:?}");
-    let uas = Sipp::new(Scenario::Uas, sa(BOB, 5060))
-        .timeout(Duration::from_secs(10))
-        .start(bob)
-        .await?;
+    let uas = tests::lab::sipp_bob_registers_then_answers(&topo, || async {
+        let bound = sbc.state().endpoints.get("bob").copied();
+        ensure!(bound == Some(sa(HOME_B, 5060)), "SIPp bound at {bound:?}");
+        Ok(())
+    })
+    .await?;
     let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
     let (call, _, _) = establish_with_sipp(&alice).await?;
     alice.hang_up(&call).await?;

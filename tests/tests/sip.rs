@@ -16,127 +16,57 @@ use harness::peers::sipp::{Scenario, Sipp, SippVerdict};
 use harness::shapes::{self, PEER, SERVER};
 use harness::sip::{
     ContactSource, Datagram, Direction, Event, KeepAlive, NatHandling, Ping, ProxyConfig,
-    ProxyTask, Timers, UaConfig, UaTask,
+    ProxyTask, UaConfig, UaTask,
 };
 use harness::stun::{self, ServerConfig, StunServerTask};
 use harness::{Node, Topology};
-use sim_nat::{NatBehaviour, NatType, Refresh};
+use sim_nat::Refresh;
+use tests::lab::{
+    self, call_settles, phone, prc, proxy_config, register, symmetric, timer_b, Lab, ALICE, BOB,
+    HOME_A, HOME_B, STEP, T1,
+};
 use tests::{recv_within, require_kernel, sa, DELIVERY};
 
-const T1: Duration = Duration::from_millis(50);
-const DOMAIN: &str = "example.com";
-const ALICE: &str = "192.168.1.10";
-const BOB: &str = "192.168.2.10";
-const HOME_A: &str = "203.0.113.1";
-const HOME_B: &str = "198.51.100.1";
 /// Slack for "at T": timers and scheduling on a busy 2-CPU runner run late, never early.
 const LATE: Duration = Duration::from_millis(400);
-/// How long a step that needs a few round trips may take.
-const STEP: Duration = Duration::from_secs(3);
 
-fn timer_b() -> Duration {
-    Timers::scaled(T1).timeout()
-}
-
-fn prc() -> NatBehaviour {
-    NatType::PortRestrictedCone.behaviour()
-}
-
-fn symmetric() -> NatBehaviour {
-    NatType::Symmetric.behaviour()
-}
-
-fn proxy_config(nat: NatHandling) -> ProxyConfig {
-    ProxyConfig {
-        timers: Timers::scaled(T1),
-        ..ProxyConfig::new(sa(SERVER, 5060), DOMAIN, nat)
-    }
-}
-
-fn phone(user: &str, ip: &str, seed: u64) -> UaConfig {
-    UaConfig {
-        timers: Timers::scaled(T1),
-        answer_after: Some(T1 * 2),
-        seed,
-        ..UaConfig::new(user, DOMAIN, sa(ip, 5060), sa(SERVER, 5060))
-    }
-}
-
-/// A proxy on `server` and two phones, built on a fresh topology.
-struct Lab {
-    proxy: ProxyTask,
-    alice: UaTask,
-    bob: UaTask,
-    // Last: the tasks above stop before their namespaces go.
-    topo: Topology,
-}
-
+/// A proxy on `server`, alice behind `home-a` and bob behind `home-b`.
 async fn lab(topo: Topology, nat: NatHandling, alice: UaConfig, bob: UaConfig) -> Result<Lab> {
-    let (proxy, _) = ProxyTask::spawn(topo.node("server")?, proxy_config(nat)).await?;
-    let (alice, _) = UaTask::spawn(topo.node("alice")?, alice).await?;
-    let (bob, _) = UaTask::spawn(topo.node("bob")?, bob).await?;
-    Ok(Lab {
-        proxy,
-        alice,
-        bob,
-        topo,
-    })
+    lab_with(topo, proxy_config(nat), alice, bob).await
 }
 
-async fn register(ua: &UaTask) -> Result<()> {
-    ua.register().await?;
-    ua.wait_for(|e| matches!(e, Event::Registered { .. }), STEP)
+async fn lab_with(
+    topo: Topology,
+    proxy: ProxyConfig,
+    alice: UaConfig,
+    bob: UaConfig,
+) -> Result<Lab> {
+    Lab::new(topo, proxy)
+        .await?
+        .phone("alice", alice)
+        .await?
+        .phone("bob", bob)
         .await
-        .with_context(|| format!("{} did not register", ua.node()))?;
-    Ok(())
 }
 
 /// Alice calls bob; the call rings, connects both ways, and alice's BYE ends it on both sides.
 async fn complete_call(alice: &UaTask, bob: &UaTask) -> Result<String> {
-    let call = alice.call("bob").await?;
-    let is = |c: &str| c == call;
-    alice
-        .wait_for(
-            |e| matches!(e, Event::CallRinging { call_id } if is(call_id)),
-            STEP,
-        )
-        .await?;
-    alice
-        .wait_for(
-            |e| matches!(e, Event::CallEstablished { call_id, .. } if is(call_id)),
-            STEP,
-        )
-        .await?;
-    bob.wait_for(
-        |e| matches!(e, Event::CallEstablished { call_id, .. } if is(call_id)),
-        STEP,
-    )
-    .await?;
-    alice.hang_up(&call).await?;
-    for ua in [alice, bob] {
-        ua.wait_for(
-            |e| matches!(e, Event::CallEnded { call_id } if is(call_id)),
-            STEP,
-        )
-        .await
-        .with_context(|| format!("{} did not see the call end", ua.node()))?;
-    }
+    let call = lab::complete_call(alice, bob, "bob").await?;
+    ensure!(
+        saw(
+            alice,
+            |e| matches!(e, Event::CallRinging { call_id } if *call_id == call)
+        ),
+        "alice's call never rang"
+    );
     Ok(call)
 }
 
 /// Waits for alice's call to fail; returns the status and how long after her first INVITE left.
 async fn call_fails(alice: &UaTask, call: &str) -> Result<(u16, Duration)> {
-    let failed = alice
-        .wait_for(
-            |e| matches!(e, Event::CallFailed { call_id, .. } if call_id == call),
-            timer_b() + STEP,
-        )
-        .await?;
-    let Event::CallFailed { status, .. } = failed.event else {
-        unreachable!("matched above")
-    };
+    let (status, at) = lab::call_fails(alice, call).await?;
     let sent = first_sent(alice, "INVITE").context("alice sent no INVITE")?;
-    Ok((status, failed.at - sent))
+    Ok((status, at - sent))
 }
 
 fn first_sent(ua: &UaTask, method: &str) -> Option<Instant> {
@@ -212,14 +142,14 @@ async fn a_literal_registrar_sends_the_invite_to_bobs_private_contact_and_alice_
         phone("bob", BOB, 22),
     )
     .await?;
-    register(&l.bob).await?;
+    register(l.ua("bob")).await?;
     let private = sa(BOB, 5060);
     let binding = l.proxy.binding("bob").await?.context("bob is bound")?;
     ensure!(binding.target == private, "{binding:?}");
     let icmp_before = icmp_in(l.topo.node("server")?).await?;
 
-    let call = l.alice.call("bob").await?;
-    let (status, after) = call_fails(&l.alice, &call).await?;
+    let call = l.ua("alice").call("bob").await?;
+    let (status, after) = call_fails(l.ua("alice"), &call).await?;
     ensure!(status == 408, "alice's call failed with {status}, not 408");
     ensure!(
         after >= timer_b() && after <= timer_b() + LATE,
@@ -228,11 +158,14 @@ async fn a_literal_registrar_sends_the_invite_to_bobs_private_contact_and_alice_
     );
     // What alice saw: 100 Trying at once, then the proxy's 408, nothing else, no ringing.
     ensure!(
-        received_statuses(&l.alice) == [100, 408],
+        received_statuses(l.ua("alice")) == [100, 408],
         "{:?}",
-        l.alice.datagrams()
+        l.ua("alice").datagrams()
     );
-    ensure!(!saw(&l.alice, |e| matches!(e, Event::CallRinging { .. })));
+    ensure!(!saw(l.ua("alice"), |e| matches!(
+        e,
+        Event::CallRinging { .. }
+    )));
     // The proxy's INVITE and its Timer A retransmissions really left for 192.168.2.10…
     let proxy_sent = l.proxy.datagrams();
     ensure_timer_a(&sent_offsets(&proxy_sent, "INVITE", private), "proxy")?;
@@ -244,11 +177,17 @@ async fn a_literal_registrar_sends_the_invite_to_bobs_private_contact_and_alice_
     ensure!(l.proxy.stats().timeouts == 1);
     // …and vanished: bob never got one, and no ICMP error came back to the proxy's host.
     ensure!(
-        !l.bob.datagrams().iter().any(|d| d.is_request("INVITE")),
+        !l.ua("bob")
+            .datagrams()
+            .iter()
+            .any(|d| d.is_request("INVITE")),
         "{:?}",
-        l.bob.datagrams()
+        l.ua("bob").datagrams()
     );
-    ensure!(!saw(&l.bob, |e| matches!(e, Event::IncomingCall { .. })));
+    ensure!(!saw(l.ua("bob"), |e| matches!(
+        e,
+        Event::IncomingCall { .. }
+    )));
     let icmp = icmp_in(l.topo.node("server")?).await? - icmp_before;
     ensure!(icmp == 0, "{icmp} ICMP message(s) reached the proxy's host");
     eprintln!(
@@ -259,9 +198,10 @@ async fn a_literal_registrar_sends_the_invite_to_bobs_private_contact_and_alice_
     Ok(())
 }
 
-/// Fix 1: the registrar stores where the REGISTER came from.
-async fn far_end_registrar() -> Result<()> {
-    let topo = shapes::two_lans(prc(), prc()).build().await?;
+/// Bob behind `bob_nat` registers at a FarEnd registrar, then alice calls him through it: the
+/// call completes, and the registrar bound bob at the returned address.
+async fn far_end_call(bob_nat: sim_nat::NatBehaviour, what: &str) -> Result<SocketAddr> {
+    let topo = shapes::two_lans(prc(), bob_nat).build().await?;
     let l = lab(
         topo,
         NatHandling::FAR_END,
@@ -269,10 +209,18 @@ async fn far_end_registrar() -> Result<()> {
         phone("bob", BOB, 22),
     )
     .await?;
-    register(&l.bob).await?;
+    register(l.ua("bob")).await?;
     let binding = l.proxy.binding("bob").await?.context("bob is bound")?;
-    ensure!(binding.target == sa(HOME_B, 5060), "{binding:?}");
-    complete_call(&l.alice, &l.bob).await.context("FarEnd")?;
+    complete_call(l.ua("alice"), l.ua("bob"))
+        .await
+        .with_context(|| format!("{what}, bob bound at {}", binding.target))?;
+    Ok(binding.target)
+}
+
+/// Fix 1: the registrar stores where the REGISTER came from.
+async fn far_end_registrar() -> Result<()> {
+    let target = far_end_call(prc(), "FarEnd").await?;
+    ensure!(target == sa(HOME_B, 5060), "bound at {target}");
     Ok(())
 }
 
@@ -289,33 +237,23 @@ async fn stun_discovered_contact() -> Result<()> {
         ..phone("bob", BOB, 22)
     };
     let l = lab(topo, NatHandling::LITERAL, phone("alice", ALICE, 11), bob).await?;
-    l.bob.set_discovered_address(mapped).await?;
-    register(&l.bob).await?;
+    l.ua("bob").set_discovered_address(mapped).await?;
+    register(l.ua("bob")).await?;
     let binding = l.proxy.binding("bob").await?.context("bob is bound")?;
     ensure!(binding.target == mapped, "{binding:?}");
-    complete_call(&l.alice, &l.bob).await.context("STUN")?;
+    complete_call(l.ua("alice"), l.ua("bob"))
+        .await
+        .context("STUN")?;
     Ok(())
 }
 
 /// Fix 3: behind a symmetric NAT only the source port works; FarEnd stores it, rport answers it.
 async fn symmetric_nat_far_end_with_rport() -> Result<()> {
-    let topo = shapes::two_lans(prc(), symmetric()).build().await?;
-    let l = lab(
-        topo,
-        NatHandling::FAR_END,
-        phone("alice", ALICE, 11),
-        phone("bob", BOB, 22),
-    )
-    .await?;
-    register(&l.bob).await?;
-    let binding = l.proxy.binding("bob").await?.context("bob is bound")?;
+    let target = far_end_call(symmetric(), "symmetric").await?;
     ensure!(
-        binding.target.ip() == HOME_B.parse::<std::net::IpAddr>()?,
-        "{binding:?}"
+        target.ip() == HOME_B.parse::<std::net::IpAddr>()?,
+        "bound at {target}"
     );
-    complete_call(&l.alice, &l.bob)
-        .await
-        .with_context(|| format!("symmetric, bob mapped to {}", binding.target))?;
     Ok(())
 }
 
@@ -347,22 +285,22 @@ async fn outgoing_call(rport: bool) -> Result<Lab> {
         ..phone("alice", ALICE, 11)
     };
     let l = lab(topo, NatHandling::FAR_END, alice, phone("bob", BOB, 22)).await?;
-    register(&l.bob).await?;
+    register(l.ua("bob")).await?;
     Ok(l)
 }
 
 async fn without_rport_responses_are_lost() -> Result<String> {
     let l = outgoing_call(false).await?;
     let icmp_before = icmp_in(l.topo.node("server")?).await?;
-    let call = l.alice.call("bob").await?;
-    let (status, after) = call_fails(&l.alice, &call).await?;
+    let call = l.ua("alice").call("bob").await?;
+    let (status, after) = call_fails(l.ua("alice"), &call).await?;
     ensure!(status == 408, "failed with {status}");
     ensure!(
         after >= timer_b() && after <= timer_b() + LATE,
         "408 {after:?} after the INVITE"
     );
     ensure_timer_a(
-        &sent_offsets(&l.alice.datagrams(), "INVITE", sa(SERVER, 5060)),
+        &sent_offsets(&l.ua("alice").datagrams(), "INVITE", sa(SERVER, 5060)),
         "alice",
     )?;
     // The proxy answered, to the Via port on the NAT's address, which the NAT never opened:
@@ -379,9 +317,9 @@ async fn without_rport_responses_are_lost() -> Result<String> {
         l.proxy.datagrams()
     );
     ensure!(
-        l.alice.wire_stats().received == 0,
+        l.ua("alice").wire_stats().received == 0,
         "{:?}",
-        l.alice.datagrams()
+        l.ua("alice").datagrams()
     );
     // Unlike the internet core, alice's router refuses them (ICMP port unreachable: nothing
     // listens on 203.0.113.1:5060). This is also the control that shows the ICMP counter of the
@@ -403,8 +341,8 @@ async fn without_rport_responses_are_lost() -> Result<String> {
 
 async fn with_rport_the_call_completes() -> Result<()> {
     let l = outgoing_call(true).await?;
-    complete_call(&l.alice, &l.bob).await?;
-    let invites = sent_offsets(&l.alice.datagrams(), "INVITE", sa(SERVER, 5060));
+    complete_call(l.ua("alice"), l.ua("bob")).await?;
+    let invites = sent_offsets(&l.ua("alice").datagrams(), "INVITE", sa(SERVER, 5060));
     ensure!(invites.len() == 1, "INVITE retransmitted: {invites:?}");
     Ok(())
 }
@@ -513,15 +451,15 @@ async fn call_after_binding_timeout(keepalive: Option<KeepAlive>) -> Result<Lab>
         ..phone("bob", BOB, 22)
     };
     let l = lab(topo, NatHandling::FAR_END, phone("alice", ALICE, 11), bob).await?;
-    register(&l.bob).await?;
+    register(l.ua("bob")).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     Ok(l)
 }
 
 async fn expired_binding_gives_408() -> Result<Duration> {
     let l = call_after_binding_timeout(None).await?;
-    let call = l.alice.call("bob").await?;
-    let (status, after) = call_fails(&l.alice, &call).await?;
+    let call = l.ua("alice").call("bob").await?;
+    let (status, after) = call_fails(l.ua("alice"), &call).await?;
     ensure!(status == 408, "failed with {status}");
     ensure!(
         after >= timer_b() && after <= timer_b() + LATE,
@@ -532,14 +470,17 @@ async fn expired_binding_gives_408() -> Result<Duration> {
         &sent_offsets(&l.proxy.datagrams(), "INVITE", sa(HOME_B, 5060)),
         "proxy",
     )?;
-    ensure!(!saw(&l.bob, |e| matches!(e, Event::IncomingCall { .. })));
+    ensure!(!saw(l.ua("bob"), |e| matches!(
+        e,
+        Event::IncomingCall { .. }
+    )));
     Ok(after)
 }
 
 async fn crlf_keepalives_keep_it() -> Result<u64> {
     let l = call_after_binding_timeout(Some(KeepAlive::Crlf(Duration::from_secs(1)))).await?;
-    complete_call(&l.alice, &l.bob).await?;
-    Ok(l.bob.stats().keepalives_sent)
+    complete_call(l.ua("alice"), l.ua("bob")).await?;
+    Ok(l.ua("bob").stats().keepalives_sent)
 }
 
 #[tokio::test]
@@ -573,23 +514,18 @@ async fn pinged_call(refresh: Refresh, ping: Ping) -> Result<Pinged> {
         ping: Some(ping),
         ..proxy_config(NatHandling::FAR_END)
     };
-    let (proxy, _) = ProxyTask::spawn(topo.node("server")?, config).await?;
-    let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
-    let (bob, _) = UaTask::spawn(topo.node("bob")?, phone("bob", BOB, 22)).await?;
-    register(&bob).await?;
+    let l = lab_with(
+        topo,
+        config,
+        phone("alice", ALICE, 11),
+        phone("bob", BOB, 22),
+    )
+    .await?;
+    let (proxy, alice, bob) = (&l.proxy, l.ua("alice"), l.ua("bob"));
+    register(bob).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let call = alice.call("bob").await?;
-    let done = alice
-        .wait_for(
-            |e| match e {
-                Event::CallEstablished { call_id, .. } | Event::CallFailed { call_id, .. } => {
-                    *call_id == call
-                }
-                _ => false,
-            },
-            timer_b() + STEP,
-        )
-        .await?;
+    let failed = call_settles(alice, &call, timer_b() + STEP).await?;
     let stats = proxy.stats();
     // Pings leave the proxy's SIP socket for bob's far-end (source) address, his NAT binding.
     let to_binding = proxy
@@ -609,9 +545,9 @@ async fn pinged_call(refresh: Refresh, ping: Ping) -> Result<Pinged> {
         .filter(|d| d.direction == Direction::Received && d.remote == sa(SERVER, 5060))
         .filter(|d| d.is_request("OPTIONS") || d.payload == b"\r\n\r\n")
         .count();
-    drop(topo);
+    drop(l);
     Ok(Pinged {
-        established: matches!(done.event, Event::CallEstablished { .. }),
+        established: failed.is_none(),
         pings_sent: stats.pings_sent,
         pongs: stats.pongs,
         pings_received,
@@ -687,7 +623,7 @@ async fn sipp_uac_calls_our_phone_through_our_proxy() -> Result<()> {
         phone("bob", BOB, 22),
     )
     .await?;
-    register(&l.bob).await?;
+    register(l.ua("bob")).await?;
     let outcome = Sipp::new(Scenario::Uac, sa(PEER, 5070))
         .remote(sa(SERVER, 5060))
         .service("bob")
@@ -697,9 +633,9 @@ async fn sipp_uac_calls_our_phone_through_our_proxy() -> Result<()> {
     ensure!(outcome.succeeded(), "{outcome}");
     for what in ["IncomingCall", "CallEstablished", "CallEnded"] {
         ensure!(
-            saw(&l.bob, |e| format!("{e:?}").starts_with(what)),
+            saw(l.ua("bob"), |e| format!("{e:?}").starts_with(what)),
             "bob saw no {what}: {:?}",
-            l.bob.events()
+            l.ua("bob").events()
         );
     }
     Ok(())
@@ -741,23 +677,15 @@ async fn sipp_registers_behind_a_nat_and_answers_through_our_proxy() -> Result<(
     let topo = shapes::two_lans(prc(), prc()).build().await?;
     let (proxy, _) =
         ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FAR_END)).await?;
-    let bob = topo.node("bob")?;
-    let registered = Sipp::new(Scenario::Register { expires: 300 }, sa(BOB, 5060))
-        .remote(sa(SERVER, 5060))
-        .service("bob")
-        .timeout(Duration::from_secs(5))
-        .run(bob)
-        .await?;
-    ensure!(registered.succeeded(), "{registered}");
-    let binding = proxy.binding("bob").await?.context("SIPp is bound")?;
-    ensure!(
-        binding.target == sa(HOME_B, 5060) && binding.contact.contains(BOB),
-        "{binding:?}"
-    );
-    let uas = Sipp::new(Scenario::Uas, sa(BOB, 5060))
-        .timeout(Duration::from_secs(10))
-        .start(bob)
-        .await?;
+    let uas = lab::sipp_bob_registers_then_answers(&topo, || async {
+        let binding = proxy.binding("bob").await?.context("SIPp is bound")?;
+        ensure!(
+            binding.target == sa(HOME_B, 5060) && binding.contact.contains(BOB),
+            "{binding:?}"
+        );
+        Ok(())
+    })
+    .await?;
     let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
     let call = alice.call("bob").await?;
     alice

@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 use harness::shapes::{self, SERVER};
 use harness::{Topology, INTERNET};
 use sim_nat::NatType;
+use tests::lab::TwoLanSockets;
 use tests::{recv_within, require_kernel, sa, DELIVERY};
 
 /// A packet to a leaked private address vanishes silently, as on the internet: no ENETUNREACH at
@@ -38,15 +39,12 @@ async fn the_internet_swallows_packets_to_private_addresses() -> Result<()> {
 #[tokio::test]
 async fn two_lans_reach_each_other_through_full_cone_mappings() -> Result<()> {
     require_kernel!();
-    let topo = shapes::two_lans(NatType::FullCone, NatType::FullCone)
-        .build()
-        .await?;
-    let alice = topo
-        .node("alice")?
-        .udp_bind(sa("192.168.1.10", 4000))
-        .await?;
-    let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
-    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let TwoLanSockets {
+        alice,
+        bob,
+        server,
+        topo: _topo,
+    } = TwoLanSockets::build(NatType::FullCone, NatType::FullCone).await?;
     alice.send_to(b"a", sa(SERVER, 3478)).await?;
     let (_, a_pub) = recv_within(&server, DELIVERY)
         .await
@@ -72,15 +70,12 @@ async fn two_lans_reach_each_other_through_full_cone_mappings() -> Result<()> {
 #[tokio::test]
 async fn a_first_unsolicited_packet_makes_the_far_nat_remap_the_answer() -> Result<()> {
     require_kernel!();
-    let topo = shapes::two_lans(NatType::PortRestrictedCone, NatType::PortRestrictedCone)
-        .build()
-        .await?;
-    let alice = topo
-        .node("alice")?
-        .udp_bind(sa("192.168.1.10", 4000))
-        .await?;
-    let bob = topo.node("bob")?.udp_bind(sa("192.168.2.10", 4000)).await?;
-    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
+    let TwoLanSockets {
+        alice,
+        bob,
+        server,
+        topo: _topo,
+    } = TwoLanSockets::build(NatType::PortRestrictedCone, NatType::PortRestrictedCone).await?;
     alice
         .send_to(b"hello bob", sa("198.51.100.1", 4000))
         .await?;
