@@ -149,12 +149,22 @@ pub async fn call_settles(caller: &UaTask, call: &str, wait: Duration) -> Result
 /// `from` calls `target` (the user of `to`); the call connects on both sides and `from`'s BYE
 /// ends it on both. The call's id.
 pub async fn complete_call(from: &UaTask, to: &UaTask, target: &str) -> Result<String> {
+    complete_call_within(from, to, target, STEP).await
+}
+
+/// [`complete_call`], each step within `step`.
+pub async fn complete_call_within(
+    from: &UaTask,
+    to: &UaTask,
+    target: &str,
+    step: Duration,
+) -> Result<String> {
     let call = from.call(target).await?;
     let is = |c: &str| c == call;
     for ua in [from, to] {
         ua.wait_for(
             |e| matches!(e, Event::CallEstablished { call_id, .. } if is(call_id)),
-            STEP,
+            step,
         )
         .await
         .with_context(|| format!("{} saw no established call", ua.node()))?;
@@ -163,7 +173,7 @@ pub async fn complete_call(from: &UaTask, to: &UaTask, target: &str) -> Result<S
     for ua in [from, to] {
         ua.wait_for(
             |e| matches!(e, Event::CallEnded { call_id } if is(call_id)),
-            STEP,
+            step,
         )
         .await
         .with_context(|| format!("{} did not see the call end", ua.node()))?;

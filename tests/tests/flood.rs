@@ -17,18 +17,14 @@ use harness::alg::EmulatedAlg;
 use harness::sbc::{SbcConfig, SbcTask};
 use harness::seeded::Rng;
 use harness::shapes::{self, PEER, SERVER, SERVER_ALT};
-use harness::sip::{Event, NatHandling, ProxyConfig, ProxyTask, Timers, UaConfig, UaTask};
+use harness::sip::{Event, NatHandling, ProxyTask, UaTask};
 use harness::stun::{ServerConfig, StunServerTask};
 use harness::turn::{TurnServerConfig, TurnServerTask};
 use sim_nat::NatType;
+use tests::lab::{complete_call_within, phone, proxy_config, ALICE, BOB, DOMAIN, HOME_A};
 use tests::{require_kernel, sa};
 
-const T1: Duration = Duration::from_millis(50);
-const DOMAIN: &str = "example.com";
-const ALICE: &str = "192.168.1.10";
-const BOB: &str = "192.168.2.10";
-/// Alice's router: full cone, so the flood reaches her binding, and through the ALG.
-const HOME_A: &str = "203.0.113.1";
+/// A step may take a little longer than the lab's beside the flood.
 const STEP: Duration = Duration::from_secs(4);
 /// The flood stops at whichever comes first: the call's end, this many datagrams, this long.
 const MAX_DATAGRAMS: u64 = 40_000;
@@ -36,15 +32,6 @@ const MAX_FLOOD: Duration = Duration::from_secs(10);
 /// Datagrams per burst, and the pause between bursts (about 10,000 datagrams a second).
 const BURST: usize = 40;
 const PAUSE: Duration = Duration::from_millis(4);
-
-fn phone(user: &str, ip: &str, seed: u64) -> UaConfig {
-    UaConfig {
-        timers: Timers::scaled(T1),
-        answer_after: Some(T1 * 2),
-        seed,
-        ..UaConfig::new(user, DOMAIN, sa(ip, 5060), sa(SERVER, 5060))
-    }
-}
 
 /// splitmix64, so a failing flood can be replayed from its seed.
 /// The kinds of hostile datagram, each aimed at a parser's edge.
@@ -139,14 +126,7 @@ async fn servers_keep_serving_and_calls_complete_during_a_flood_of_garbage() -> 
     .build()
     .await?;
     let server = topo.node("server")?;
-    let (proxy, _) = ProxyTask::spawn(
-        server,
-        ProxyConfig {
-            timers: Timers::scaled(T1),
-            ..ProxyConfig::new(sa(SERVER, 5060), DOMAIN, NatHandling::FAR_END)
-        },
-    )
-    .await?;
+    let (proxy, _) = ProxyTask::spawn(server, proxy_config(NatHandling::FAR_END)).await?;
     let (stun, _) = StunServerTask::spawn(server, ServerConfig::new(sa(SERVER_ALT, 3478))).await?;
     let (turn, _turn_events) = TurnServerTask::serve(
         server,
@@ -212,25 +192,9 @@ async fn servers_keep_serving_and_calls_complete_during_a_flood_of_garbage() -> 
             stop.clone(),
         ));
         // Bob calls alice: the INVITE crosses her router's ALG inbound, beside the garbage.
-        let call = bob.call("alice").await?;
-        let is = |c: &str| c == call;
-        for ua in [&bob, &alice] {
-            ua.wait_for(
-                |e| matches!(e, Event::CallEstablished { call_id, .. } if is(call_id)),
-                STEP,
-            )
+        complete_call_within(&bob, &alice, "alice", STEP)
             .await
-            .with_context(|| format!("{}: the call was not established", ua.node()))?;
-        }
-        bob.hang_up(&call).await?;
-        for ua in [&bob, &alice] {
-            ua.wait_for(
-                |e| matches!(e, Event::CallEnded { call_id } if is(call_id)),
-                STEP,
-            )
-            .await
-            .with_context(|| format!("{}: the call did not end", ua.node()))?;
-        }
+            .context("during the flood")?;
         anyhow::Ok(())
     }
     .await;

@@ -39,24 +39,20 @@ async fn the_internet_swallows_packets_to_private_addresses() -> Result<()> {
 #[tokio::test]
 async fn two_lans_reach_each_other_through_full_cone_mappings() -> Result<()> {
     require_kernel!();
-    let TwoLanSockets {
-        alice,
-        bob,
-        server,
-        topo: _topo,
-    } = TwoLanSockets::build(NatType::FullCone, NatType::FullCone).await?;
+    let lab = TwoLanSockets::build(NatType::FullCone, NatType::FullCone).await?;
+    let (alice, bob, server) = (&lab.alice, &lab.bob, &lab.server);
     alice.send_to(b"a", sa(SERVER, 3478)).await?;
-    let (_, a_pub) = recv_within(&server, DELIVERY)
+    let (_, a_pub) = recv_within(server, DELIVERY)
         .await
         .context("alice → server")?;
     bob.send_to(b"b", sa(SERVER, 3478)).await?;
-    let (_, b_pub) = recv_within(&server, DELIVERY)
+    let (_, b_pub) = recv_within(server, DELIVERY)
         .await
         .context("bob → server")?;
     ensure!(a_pub == sa("203.0.113.1", 4000), "alice seen as {a_pub}");
     ensure!(b_pub == sa("198.51.100.1", 4000), "bob seen as {b_pub}");
     alice.send_to(b"hello bob", b_pub).await?;
-    let (m, from) = recv_within(&bob, DELIVERY).await.context("alice → bob")?;
+    let (m, from) = recv_within(bob, DELIVERY).await.context("alice → bob")?;
     ensure!(m == b"hello bob" && from == a_pub);
     Ok(())
 }
@@ -70,28 +66,25 @@ async fn two_lans_reach_each_other_through_full_cone_mappings() -> Result<()> {
 #[tokio::test]
 async fn a_first_unsolicited_packet_makes_the_far_nat_remap_the_answer() -> Result<()> {
     require_kernel!();
-    let TwoLanSockets {
-        alice,
-        bob,
-        server,
-        topo: _topo,
-    } = TwoLanSockets::build(NatType::PortRestrictedCone, NatType::PortRestrictedCone).await?;
+    let lab =
+        TwoLanSockets::build(NatType::PortRestrictedCone, NatType::PortRestrictedCone).await?;
+    let (alice, bob, server) = (&lab.alice, &lab.bob, &lab.server);
     alice
         .send_to(b"hello bob", sa("198.51.100.1", 4000))
         .await?;
     ensure!(
-        recv_within(&bob, DELIVERY).await.is_none(),
+        recv_within(bob, DELIVERY).await.is_none(),
         "bob's NAT must drop it"
     );
     bob.send_to(b"hello alice", sa("203.0.113.1", 4000)).await?;
     ensure!(
-        recv_within(&alice, DELIVERY).await.is_none(),
+        recv_within(alice, DELIVERY).await.is_none(),
         "bob is remapped off 4000, so alice's pinhole (towards :4000) must not admit him"
     );
     // The new port sticks: Linux reuses an existing mapping of the same source for new flows
     // (find_appropriate_src), so bob's whole binding moved — STUN would now report the new port.
     bob.send_to(b"stun", sa(SERVER, 3478)).await?;
-    let (_, b_pub) = recv_within(&server, DELIVERY)
+    let (_, b_pub) = recv_within(server, DELIVERY)
         .await
         .context("bob → server")?;
     ensure!(
