@@ -242,3 +242,41 @@ impl TwoLanSockets {
         })
     }
 }
+
+/// `caller` calls `target`, answered by a SIPp UAS (whose side cannot be watched but by its
+/// exit): the call comes up at the caller, its BYE ends it, and SIPp reports success.
+pub async fn call_sipp_uas(
+    caller: &UaTask,
+    target: &str,
+    uas: harness::peers::sipp::SippRun,
+) -> Result<()> {
+    let call = caller.call(target).await?;
+    caller
+        .wait_for(
+            |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
+            STEP,
+        )
+        .await?;
+    caller.hang_up(&call).await?;
+    caller
+        .wait_for(|e| matches!(e, Event::CallEnded { .. }), STEP)
+        .await?;
+    let outcome = uas.wait().await?;
+    anyhow::ensure!(outcome.succeeded(), "{outcome}");
+    Ok(())
+}
+
+/// SIPp's built-in UAC on the public `peer` (198.51.100.20:5070) calls `user` through `server`
+/// once, within 10 s; its outcome.
+pub async fn sipp_uac_calls(
+    topo: &Topology,
+    user: &str,
+) -> Result<harness::peers::sipp::SippOutcome> {
+    use harness::peers::sipp::{Scenario, Sipp};
+    Ok(Sipp::new(Scenario::Uac, sa(harness::shapes::PEER, 5070))
+        .remote(sa(SERVER, 5060))
+        .service(user)
+        .timeout(Duration::from_secs(10))
+        .run(topo.node("peer")?)
+        .await?)
+}

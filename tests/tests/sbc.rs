@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use futures::future::join_all;
-use harness::peers::sipp::{Scenario, Sipp};
 use harness::rtp::{MediaConfig, MediaReport, MediaStats, MediaStream, MediaVerdict};
 use harness::sbc::kamailio::{Kamailio, KamailioConfig};
 use harness::sbc::{Ping, SbcConfig, SbcState, SbcTask};
@@ -338,12 +337,7 @@ async fn sipp_calls_our_phone_through_our_sbc() -> Result<()> {
     let sbc = serve(&topo, Some(Ping::Options(Duration::from_secs(1)))).await?;
     let (bob, _) = UaTask::spawn(topo.node("bob")?, phone("bob", BOB, 22)).await?;
     register(&bob).await?;
-    let outcome = Sipp::new(Scenario::Uac, sa(PEER, 5070))
-        .remote(sa(SERVER, 5060))
-        .service("bob")
-        .timeout(Duration::from_secs(10))
-        .run(topo.node("peer")?)
-        .await?;
+    let outcome = tests::lab::sipp_uac_calls(&topo, "bob").await?;
     ensure!(outcome.succeeded(), "{outcome}");
     let events = bob.events();
     let bob_media = events

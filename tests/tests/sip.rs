@@ -624,12 +624,7 @@ async fn sipp_uac_calls_our_phone_through_our_proxy() -> Result<()> {
     )
     .await?;
     register(l.ua("bob")).await?;
-    let outcome = Sipp::new(Scenario::Uac, sa(PEER, 5070))
-        .remote(sa(SERVER, 5060))
-        .service("bob")
-        .timeout(Duration::from_secs(10))
-        .run(l.topo.node("peer")?)
-        .await?;
+    let outcome = tests::lab::sipp_uac_calls(&l.topo, "bob").await?;
     ensure!(outcome.succeeded(), "{outcome}");
     for what in ["IncomingCall", "CallEstablished", "CallEnded"] {
         ensure!(
@@ -655,20 +650,7 @@ async fn our_phone_calls_sipp_uas_directly() -> Result<()> {
     };
     let (alice, _) = UaTask::spawn(topo.node("alice")?, alice).await?;
     // SIPp needs a moment to bind; the INVITE's retransmissions cover it either way.
-    let call = alice.call("sip:service@198.51.100.20:5060").await?;
-    alice
-        .wait_for(
-            |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
-            STEP,
-        )
-        .await?;
-    alice.hang_up(&call).await?;
-    alice
-        .wait_for(|e| matches!(e, Event::CallEnded { .. }), STEP)
-        .await?;
-    let outcome = uas.wait().await?;
-    ensure!(outcome.succeeded(), "{outcome}");
-    Ok(())
+    lab::call_sipp_uas(&alice, "sip:service@198.51.100.20:5060", uas).await
 }
 
 /// SIPp behind a NAT registers a private Contact with a REGISTER scenario of our own, then
@@ -687,20 +669,7 @@ async fn sipp_registers_behind_a_nat_and_answers_through_our_proxy() -> Result<(
     })
     .await?;
     let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
-    let call = alice.call("bob").await?;
-    alice
-        .wait_for(
-            |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
-            STEP,
-        )
-        .await?;
-    alice.hang_up(&call).await?;
-    alice
-        .wait_for(|e| matches!(e, Event::CallEnded { .. }), STEP)
-        .await?;
-    let outcome = uas.wait().await?;
-    ensure!(outcome.succeeded(), "{outcome}");
-    Ok(())
+    lab::call_sipp_uas(&alice, "bob", uas).await
 }
 
 #[tokio::test]
@@ -724,12 +693,7 @@ async fn sipp_reports_a_failed_call_with_exit_code_1() -> Result<()> {
     let topo = shapes::home_lan(prc()).build().await?;
     let (_proxy, _) =
         ProxyTask::spawn(topo.node("server")?, proxy_config(NatHandling::FAR_END)).await?;
-    let outcome = Sipp::new(Scenario::Uac, sa(PEER, 5070))
-        .remote(sa(SERVER, 5060))
-        .service("bob")
-        .timeout(Duration::from_secs(5))
-        .run(topo.node("peer")?)
-        .await?;
+    let outcome = tests::lab::sipp_uac_calls(&topo, "bob").await?;
     ensure!(outcome.verdict == SippVerdict::SomeCallsFailed, "{outcome}");
     Ok(())
 }
