@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod error;
 pub mod import;
 pub mod junit;
+pub mod machine;
 pub mod names;
 mod netlink;
 pub mod netns;

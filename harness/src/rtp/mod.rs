@@ -18,35 +18,13 @@ pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
-use std::time::Instant;
-
 pub use packet::{is_rtp, RtpError, RtpPacket, PCMU};
 pub use report::{Direction, DirectionReport, MediaReport, MediaVerdict};
 pub use stream::{MediaConfig, MediaEvent, MediaStats, MediaStream, RtpSource, SourceStats};
 
-use crate::stun::Transmit;
-
-/// The sans-IO surface shared by the media and TURN machines, so one driver
-/// ([`crate::turn::driver`]) and one virtual network run them all. It is
-/// [`crate::stun::Machine`] with the event type left open: inputs are `handle_*` with `now`
-/// last, outputs are drained with `poll_*`.
-pub trait Machine {
-    /// What the machine reports.
-    type Event;
-    /// A datagram arrived on the socket bound to `local`.
-    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant);
-    /// The deadline from [`Machine::poll_timeout`] passed.
-    fn handle_timeout(&mut self, now: Instant);
-    /// A datagram to send from the socket bound to `Transmit::source`.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    fn poll_event(&mut self) -> Option<Self::Event>;
-    /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// Every local address the machine sends from or listens on right now (a TURN server's
-    /// grows and shrinks with its allocations).
-    fn local_addresses(&self) -> Vec<SocketAddr>;
-}
+/// The one sans-IO surface of every machine of the harness ([`crate::machine`]): what the
+/// driver and the virtual network ([`sim`]) run.
+pub use crate::machine::Machine;
 
 /// SplitMix64: tiny and deterministic per seed; SSRCs, initial sequence numbers, transaction ids
 /// and nonces need to differ, not to be secret.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::rtp::packet::{RtpError, RtpPacket, PCMU};
-use crate::rtp::{Machine, SplitMix};
+use crate::rtp::SplitMix;
 use crate::stun::Transmit;
 
 /// Which local socket RTP leaves from.
@@ -396,24 +396,4 @@ impl MediaStream {
     }
 }
 
-impl Machine for MediaStream {
-    type Event = MediaEvent;
-    fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], now: Instant) {
-        MediaStream::handle_datagram(self, l, f, b, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        MediaStream::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        MediaStream::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<MediaEvent> {
-        MediaStream::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        MediaStream::poll_timeout(self)
-    }
-    fn local_addresses(&self) -> Vec<SocketAddr> {
-        MediaStream::local_addresses(self)
-    }
-}
+crate::machine::impl_machine!(MediaStream, MediaEvent, |m| m.local_addresses());

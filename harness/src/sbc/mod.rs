@@ -399,24 +399,4 @@ impl Sbc {
     }
 }
 
-impl crate::rtp::Machine for Sbc {
-    type Event = SbcEvent;
-    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, b: &[u8], now: Instant) {
-        Sbc::handle_datagram(self, local, from, b, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Sbc::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Sbc::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<SbcEvent> {
-        Sbc::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Sbc::poll_timeout(self)
-    }
-    fn local_addresses(&self) -> Vec<SocketAddr> {
-        Sbc::local_addresses(self)
-    }
-}
+crate::machine::impl_machine!(Sbc, SbcEvent, |m| m.local_addresses());

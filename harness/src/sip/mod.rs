@@ -39,53 +39,12 @@ pub use proxy::{ContactHandling, NatHandling, Proxy, ProxyConfig, ProxyStats};
 pub use transaction::Timers;
 pub use ua::{ContactSource, KeepAlive, Media, Ua, UaConfig};
 
-/// The sans-IO surface shared by [`Ua`] and [`Proxy`], so one driver loop
-/// and one virtual network run both. Each machine owns one UDP socket,
-/// whose local address it knows from its configuration.
-pub trait Machine {
-    /// A datagram from `from` arrived on the machine's socket.
-    fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant);
-    /// The deadline from [`Machine::poll_timeout`] passed.
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    fn poll_event(&mut self) -> Option<Event>;
-    /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
-    fn poll_timeout(&self) -> Option<Instant>;
-}
+/// The one sans-IO surface of every machine of the harness, and the datagram it hands out. The
+/// UA and the proxy own one UDP socket each, whose address they know from their configuration.
+pub use crate::machine::{Machine, Transmit};
 
-macro_rules! machine {
-    ($t:ty) => {
-        impl Machine for $t {
-            fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
-                <$t>::handle_datagram(self, from, bytes, now)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn poll_transmit(&mut self) -> Option<Transmit> {
-                <$t>::poll_transmit(self)
-            }
-            fn poll_event(&mut self) -> Option<Event> {
-                <$t>::poll_event(self)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self)
-            }
-        }
-    };
-}
-machine!(Ua);
-machine!(Proxy);
-
-/// A datagram a machine wants sent, same shape as [`crate::stun::Transmit`]:
-/// `source` names the local socket to send from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Local address of the socket to send from.
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
-}
+crate::machine::impl_machine!(one_socket Ua, Event, |m| vec![m.config().local]);
+crate::machine::impl_machine!(one_socket Proxy, Event, |m| vec![m.config().local]);
 
 /// Everything a SIP machine reports. One enum for UA and proxy so a ladder
 /// can show both side by side.

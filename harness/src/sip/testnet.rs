@@ -21,7 +21,7 @@ pub(crate) enum Node {
 }
 
 impl Node {
-    fn machine(&mut self) -> &mut dyn Machine {
+    fn machine(&mut self) -> &mut dyn Machine<Event = Event> {
         match self {
             Node::Ua(u) => u.as_mut(),
             Node::Proxy(p) => p.as_mut(),
@@ -182,7 +182,10 @@ impl Net {
         let now = self.now;
         let host = self.host(to);
         let (dst, name) = (host.addr, host.name);
-        host.node.machine().handle_datagram(from, payload, now);
+        let local = host.addr;
+        host.node
+            .machine()
+            .handle_datagram(local, from, payload, now);
         self.ladder.push(Hop {
             at: now - self.start,
             from: "inject",
@@ -250,10 +253,11 @@ impl Net {
             Ok(i) => {
                 hop.fate = Fate::Delivered(self.hosts[i].name);
                 self.ladder.push(hop);
+                let local = self.hosts[i].addr;
                 self.hosts[i]
                     .node
                     .machine()
-                    .handle_datagram(src, &t.payload, now);
+                    .handle_datagram(local, src, &t.payload, now);
             }
             Err(why) => {
                 hop.fate = Fate::Dropped(why);

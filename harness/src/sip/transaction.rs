@@ -91,6 +91,106 @@ impl Key {
     }
 }
 
+/// The three timers every RFC 3261 §17 transaction runs, INVITE or not, client or server:
+/// retransmission (A, E, G), transaction timeout (B, F, H) and linger (D, K, I, J). Only how the
+/// retransmission interval grows differs between them, so that is the one thing
+/// [`Schedule::fire`] is told.
+#[derive(Debug)]
+struct Schedule {
+    /// The current retransmission interval.
+    interval: Duration,
+    /// Timer A / E / G.
+    retransmit_at: Option<Instant>,
+    /// Timer B / F / H.
+    timeout_at: Option<Instant>,
+    /// Timer D / K / I / J.
+    linger_until: Option<Instant>,
+}
+
+/// What fired at one [`Schedule::fire`].
+enum Fired {
+    /// The transaction timed out; nothing else runs.
+    TimedOut,
+    Due {
+        retransmit: bool,
+        lingered: bool,
+    },
+}
+
+impl Schedule {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            retransmit_at: None,
+            timeout_at: None,
+            linger_until: None,
+        }
+    }
+
+    /// Stops retransmitting and the transaction timeout (a final response, or an ACK).
+    fn stop(&mut self) {
+        self.retransmit_at = None;
+        self.timeout_at = None;
+    }
+
+    /// Runs the timers due at `now`: the timeout wins; a due retransmission re-arms with the
+    /// interval `grow` makes of the current one; a due linger ends.
+    fn fire(&mut self, now: Instant, grow: impl FnOnce(Duration) -> Duration) -> Fired {
+        if self.timeout_at.is_some_and(|t| t <= now) {
+            self.stop();
+            return Fired::TimedOut;
+        }
+        let retransmit = self.retransmit_at.is_some_and(|t| t <= now);
+        if retransmit {
+            self.interval = grow(self.interval);
+            self.retransmit_at = Some(after(now, self.interval));
+        }
+        let lingered = self.linger_until.is_some_and(|t| t <= now);
+        if lingered {
+            self.linger_until = None;
+        }
+        Fired::Due {
+            retransmit,
+            lingered,
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        earliest(
+            earliest(self.retransmit_at, self.timeout_at),
+            self.linger_until,
+        )
+    }
+}
+
+/// A transaction's outputs: datagrams on its one flow (`source` → `destination`) and events.
+#[derive(Debug)]
+struct Outbox<E> {
+    source: SocketAddr,
+    destination: SocketAddr,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<E>,
+}
+
+impl<E> Outbox<E> {
+    fn new(source: SocketAddr, destination: SocketAddr) -> Self {
+        Self {
+            source,
+            destination,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn send(&mut self, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            source: self.source,
+            destination: self.destination,
+            payload,
+        });
+    }
+}
+
 /// What a client transaction tells its user.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
@@ -118,20 +218,12 @@ pub struct ClientTransaction {
     key: Key,
     request: Request,
     bytes: Vec<u8>,
-    source: SocketAddr,
-    destination: SocketAddr,
     timers: Timers,
     state: ClientState,
-    interval: Duration,
-    /// Timer A / E.
-    retransmit_at: Option<Instant>,
-    /// Timer B / F.
-    timeout_at: Option<Instant>,
-    /// Timer D / K.
-    linger_until: Option<Instant>,
+    /// Timers A, B and D (INVITE) or E, F and K.
+    schedule: Schedule,
     ack: Option<Vec<u8>>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ClientEvent>,
+    out: Outbox<ClientEvent>,
 }
 
 impl ClientTransaction {
@@ -146,36 +238,27 @@ impl ClientTransaction {
     ) -> Option<Self> {
         let key = Key::of(&request)?;
         let bytes = serialize(request.clone());
+        let schedule = Schedule {
+            retransmit_at: Some(after(now, timers.t1)),
+            timeout_at: Some(after(now, timers.timeout())),
+            ..Schedule::new(timers.t1)
+        };
         let mut tx = Self {
             key,
             request,
             bytes,
-            source,
-            destination,
             timers,
             state: ClientState::Calling,
-            interval: timers.t1,
-            retransmit_at: Some(after(now, timers.t1)),
-            timeout_at: Some(after(now, timers.timeout())),
-            linger_until: None,
+            schedule,
             ack: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            out: Outbox::new(source, destination),
         };
-        tx.send(tx.bytes.clone());
+        tx.out.send(tx.bytes.clone());
         Some(tx)
     }
 
     fn is_invite(&self) -> bool {
         self.key.method == "INVITE"
-    }
-
-    fn send(&mut self, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            source: self.source,
-            destination: self.destination,
-            payload,
-        });
     }
 
     pub fn key(&self) -> &Key {
@@ -191,7 +274,7 @@ impl ClientTransaction {
     }
 
     pub fn destination(&self) -> SocketAddr {
-        self.destination
+        self.out.destination
     }
 
     /// A response matching this transaction arrived.
@@ -204,18 +287,16 @@ impl ClientTransaction {
                     if self.is_invite() {
                         // RFC 3261 §17.1.1.2: stop A and B; a proxy that
                         // needs a bound sets its own Timer C.
-                        self.retransmit_at = None;
-                        self.timeout_at = None;
+                        self.schedule.stop();
                     } else {
-                        self.interval = self.timers.t2;
-                        self.retransmit_at = Some(after(now, self.timers.t2));
+                        self.schedule.interval = self.timers.t2;
+                        self.schedule.retransmit_at = Some(after(now, self.timers.t2));
                     }
                 }
-                self.events.push_back(ClientEvent::Response(response));
+                self.out.events.push_back(ClientEvent::Response(response));
             }
             ClientState::Calling | ClientState::Proceeding => {
-                self.retransmit_at = None;
-                self.timeout_at = None;
+                self.schedule.stop();
                 if self.is_invite() && code < 300 {
                     // 2xx: the TU ACKs end to end; retransmitted 2xx reach
                     // it as stray responses.
@@ -223,20 +304,20 @@ impl ClientTransaction {
                 } else {
                     if self.is_invite() {
                         let ack = serialize(non_2xx_ack(&self.request, &response));
-                        self.send(ack.clone());
+                        self.out.send(ack.clone());
                         self.ack = Some(ack);
-                        self.linger_until = Some(after(now, self.timers.d));
+                        self.schedule.linger_until = Some(after(now, self.timers.d));
                     } else {
-                        self.linger_until = Some(after(now, self.timers.t4));
+                        self.schedule.linger_until = Some(after(now, self.timers.t4));
                     }
                     self.state = ClientState::Completed;
                 }
-                self.events.push_back(ClientEvent::Response(response));
+                self.out.events.push_back(ClientEvent::Response(response));
             }
             ClientState::Completed => {
                 // A retransmitted final response: our ACK was lost.
                 if let Some(ack) = self.ack.clone() {
-                    self.send(ack);
+                    self.out.send(ack);
                 }
             }
             ClientState::Terminated => {}
@@ -244,47 +325,53 @@ impl ClientTransaction {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timeout_at.is_some_and(|t| t <= now) {
-            self.state = ClientState::Terminated;
-            self.retransmit_at = None;
-            self.timeout_at = None;
-            self.events.push_back(ClientEvent::Timeout);
-            return;
-        }
-        if self.retransmit_at.is_some_and(|t| t <= now) {
-            self.send(self.bytes.clone());
-            self.interval = if self.is_invite() {
+        let (invite, proceeding, t2) = (
+            self.is_invite(),
+            self.state == ClientState::Proceeding,
+            self.timers.t2,
+        );
+        let grow = |interval: Duration| {
+            if invite {
                 // Timer A doubles without a cap.
-                self.interval.saturating_mul(2)
-            } else if self.state == ClientState::Proceeding {
-                self.timers.t2
+                interval.saturating_mul(2)
+            } else if proceeding {
+                t2
             } else {
-                self.interval.saturating_mul(2).min(self.timers.t2)
-            };
-            self.retransmit_at = Some(after(now, self.interval));
-        }
-        if self.linger_until.is_some_and(|t| t <= now) {
-            self.linger_until = None;
-            self.state = ClientState::Terminated;
+                interval.saturating_mul(2).min(t2)
+            }
+        };
+        match self.schedule.fire(now, grow) {
+            Fired::TimedOut => {
+                self.state = ClientState::Terminated;
+                self.out.events.push_back(ClientEvent::Timeout);
+            }
+            Fired::Due {
+                retransmit,
+                lingered,
+            } => {
+                if retransmit {
+                    self.out.send(self.bytes.clone());
+                }
+                if lingered {
+                    self.state = ClientState::Terminated;
+                }
+            }
         }
     }
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(
-            earliest(self.retransmit_at, self.timeout_at),
-            self.linger_until,
-        )
+        self.schedule.next()
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -346,21 +433,14 @@ pub enum ServerState {
 pub struct ServerTransaction {
     key: Key,
     request: Request,
-    local: SocketAddr,
-    reply_to: SocketAddr,
     timers: Timers,
     state: ServerState,
     last_response: Option<Vec<u8>>,
     final_status: Option<u16>,
-    interval: Duration,
-    /// Timer G.
-    retransmit_at: Option<Instant>,
-    /// Timer H.
-    timeout_at: Option<Instant>,
-    /// Timer I / J.
-    linger_until: Option<Instant>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ServerEvent>,
+    /// Timers G, H and I (INVITE) or J.
+    schedule: Schedule,
+    /// Responses go from the socket the request arrived on to `reply_to`.
+    out: Outbox<ServerEvent>,
 }
 
 impl ServerTransaction {
@@ -381,18 +461,12 @@ impl ServerTransaction {
         Some(Self {
             key,
             request,
-            local,
-            reply_to,
             timers,
             state,
             last_response: None,
             final_status: None,
-            interval: timers.t1,
-            retransmit_at: None,
-            timeout_at: None,
-            linger_until: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            schedule: Schedule::new(timers.t1),
+            out: Outbox::new(local, reply_to),
         })
     }
 
@@ -409,20 +483,12 @@ impl ServerTransaction {
     }
 
     pub fn reply_to(&self) -> SocketAddr {
-        self.reply_to
+        self.out.destination
     }
 
     /// The final status sent, if any.
     pub fn final_status(&self) -> Option<u16> {
         self.final_status
-    }
-
-    fn send(&mut self, payload: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            source: self.local,
-            destination: self.reply_to,
-            payload,
-        });
     }
 
     /// The TU sends a response through this transaction.
@@ -435,7 +501,7 @@ impl ServerTransaction {
         }
         let code = status(&response);
         let bytes = serialize(response);
-        self.send(bytes.clone());
+        self.out.send(bytes.clone());
         self.last_response = Some(bytes);
         if code < 200 {
             self.state = ServerState::Proceeding;
@@ -448,14 +514,14 @@ impl ServerTransaction {
             // layer keeps the terminated transaction for 64·T1 so the
             // INVITE's retransmissions are still absorbed.
             self.state = ServerState::Terminated;
-            self.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
         } else if invite {
             self.state = ServerState::Completed;
-            self.retransmit_at = Some(after(now, self.timers.t1));
-            self.timeout_at = Some(after(now, self.timers.timeout()));
+            self.schedule.retransmit_at = Some(after(now, self.timers.t1));
+            self.schedule.timeout_at = Some(after(now, self.timers.timeout()));
         } else {
             self.state = ServerState::Completed;
-            self.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
         }
     }
 
@@ -465,56 +531,57 @@ impl ServerTransaction {
         if request.method == Method::Ack {
             if self.state == ServerState::Completed {
                 self.state = ServerState::Confirmed;
-                self.retransmit_at = None;
-                self.timeout_at = None;
-                self.linger_until = Some(after(now, self.timers.t4));
+                self.schedule.stop();
+                self.schedule.linger_until = Some(after(now, self.timers.t4));
             }
             return;
         }
         if matches!(self.state, ServerState::Proceeding | ServerState::Completed) {
-            if let Some(last) = self.last_response.clone() {
-                self.send(last);
-            }
+            self.resend_last();
+        }
+    }
+
+    fn resend_last(&mut self) {
+        if let Some(last) = self.last_response.clone() {
+            self.out.send(last);
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timeout_at.is_some_and(|t| t <= now) {
-            self.state = ServerState::Terminated;
-            self.retransmit_at = None;
-            self.timeout_at = None;
-            self.events.push_back(ServerEvent::NoAck);
-            return;
-        }
-        if self.retransmit_at.is_some_and(|t| t <= now) {
-            if let Some(last) = self.last_response.clone() {
-                self.send(last);
+        let t2 = self.timers.t2;
+        // Timer G doubles up to T2.
+        match self.schedule.fire(now, |i| i.saturating_mul(2).min(t2)) {
+            Fired::TimedOut => {
+                self.state = ServerState::Terminated;
+                self.out.events.push_back(ServerEvent::NoAck);
             }
-            self.interval = self.interval.saturating_mul(2).min(self.timers.t2);
-            self.retransmit_at = Some(after(now, self.interval));
-        }
-        if self.linger_until.is_some_and(|t| t <= now) {
-            self.linger_until = None;
-            self.state = ServerState::Terminated;
+            Fired::Due {
+                retransmit,
+                lingered,
+            } => {
+                if retransmit {
+                    self.resend_last();
+                }
+                if lingered {
+                    self.state = ServerState::Terminated;
+                }
+            }
         }
     }
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(
-            earliest(self.retransmit_at, self.timeout_at),
-            self.linger_until,
-        )
+        self.schedule.next()
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -723,7 +790,7 @@ impl TransactionLayer {
                 self.events
                     .push_back(TransactionEvent::NoAck { key: key.clone() });
             }
-            if tx.is_terminated() && tx.linger_until.is_none() {
+            if tx.is_terminated() && tx.schedule.linger_until.is_none() {
                 self.servers.remove(&key);
             }
         }

@@ -587,6 +587,8 @@ impl BindingClient {
     }
 }
 
+crate::machine::impl_machine!(BindingClient, Event, |m| vec![m.local]);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,8 @@ use sha1::Sha1;
 
 use crate::stun::StunError;
 
+pub use crate::stun::attribute::{attr_type, Attribute};
+
 /// RFC 8489 §5: tells RFC 5389+ messages apart from RFC 3489 ones and from
 /// other protocols multiplexed on the same port.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -32,36 +34,6 @@ pub const FINGERPRINT_XOR: u32 = 0x5354_554E;
 
 const HEADER_LEN: usize = 20;
 const INTEGRITY_LEN: usize = 20;
-
-/// Attribute type numbers. Values below 0x8000 are comprehension-required:
-/// a receiver that does not know them must reject the message.
-pub mod attr_type {
-    pub const MAPPED_ADDRESS: u16 = 0x0001;
-    pub const CHANGE_REQUEST: u16 = 0x0003;
-    /// RFC 3489 name of what RFC 5780 calls RESPONSE-ORIGIN.
-    pub const SOURCE_ADDRESS: u16 = 0x0004;
-    /// RFC 3489 name of what RFC 5780 calls OTHER-ADDRESS.
-    pub const CHANGED_ADDRESS: u16 = 0x0005;
-    pub const USERNAME: u16 = 0x0006;
-    pub const MESSAGE_INTEGRITY: u16 = 0x0008;
-    pub const ERROR_CODE: u16 = 0x0009;
-    pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
-    pub const CHANNEL_NUMBER: u16 = 0x000C;
-    pub const LIFETIME: u16 = 0x000D;
-    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
-    pub const DATA: u16 = 0x0013;
-    pub const REALM: u16 = 0x0014;
-    pub const NONCE: u16 = 0x0015;
-    pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
-    pub const REQUESTED_TRANSPORT: u16 = 0x0019;
-    pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
-    pub const PADDING: u16 = 0x0026;
-    pub const RESPONSE_PORT: u16 = 0x0027;
-    pub const SOFTWARE: u16 = 0x8022;
-    pub const FINGERPRINT: u16 = 0x8028;
-    pub const RESPONSE_ORIGIN: u16 = 0x802B;
-    pub const OTHER_ADDRESS: u16 = 0x802C;
-}
 
 /// 12-bit STUN method. A newtype rather than an enum so that TURN (and
 /// anything else) can use methods this module does not interpret.
@@ -129,84 +101,6 @@ impl fmt::Display for TransactionId {
             write!(f, "{b:02x}")?;
         }
         Ok(())
-    }
-}
-
-/// A decoded attribute. Address attributes hold the *un-XORed* address, so
-/// callers never deal with the obfuscation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attribute {
-    MappedAddress(SocketAddr),
-    XorMappedAddress(SocketAddr),
-    Username(String),
-    /// Decoded HMAC; encoders compute it instead (see [`Message::encode`]).
-    MessageIntegrity([u8; 20]),
-    /// Decoded CRC (already verified); encoders compute it instead.
-    Fingerprint(u32),
-    ErrorCode {
-        code: u16,
-        reason: String,
-    },
-    UnknownAttributes(Vec<u16>),
-    Software(String),
-    ChangeRequest {
-        change_ip: bool,
-        change_port: bool,
-    },
-    ResponseOrigin(SocketAddr),
-    OtherAddress(SocketAddr),
-    /// RFC 3489 predecessor of RESPONSE-ORIGIN (type 0x0004).
-    SourceAddress(SocketAddr),
-    /// RFC 3489 predecessor of OTHER-ADDRESS (type 0x0005).
-    ChangedAddress(SocketAddr),
-    ResponsePort(u16),
-    Padding(Vec<u8>),
-    XorPeerAddress(SocketAddr),
-    XorRelayedAddress(SocketAddr),
-    Lifetime(u32),
-    Data(Vec<u8>),
-    Realm(String),
-    Nonce(String),
-    ChannelNumber(u16),
-    /// IANA protocol number (17 = UDP).
-    RequestedTransport(u8),
-    /// Anything else, kept raw so that unknown comprehension-optional
-    /// attributes survive and later modules can interpret them.
-    Unknown {
-        typ: u16,
-        value: Vec<u8>,
-    },
-}
-
-impl Attribute {
-    pub fn typ(&self) -> u16 {
-        use attr_type::*;
-        match self {
-            Attribute::MappedAddress(_) => MAPPED_ADDRESS,
-            Attribute::XorMappedAddress(_) => XOR_MAPPED_ADDRESS,
-            Attribute::Username(_) => USERNAME,
-            Attribute::MessageIntegrity(_) => MESSAGE_INTEGRITY,
-            Attribute::Fingerprint(_) => FINGERPRINT,
-            Attribute::ErrorCode { .. } => ERROR_CODE,
-            Attribute::UnknownAttributes(_) => UNKNOWN_ATTRIBUTES,
-            Attribute::Software(_) => SOFTWARE,
-            Attribute::ChangeRequest { .. } => CHANGE_REQUEST,
-            Attribute::ResponseOrigin(_) => RESPONSE_ORIGIN,
-            Attribute::OtherAddress(_) => OTHER_ADDRESS,
-            Attribute::SourceAddress(_) => SOURCE_ADDRESS,
-            Attribute::ChangedAddress(_) => CHANGED_ADDRESS,
-            Attribute::ResponsePort(_) => RESPONSE_PORT,
-            Attribute::Padding(_) => PADDING,
-            Attribute::XorPeerAddress(_) => XOR_PEER_ADDRESS,
-            Attribute::XorRelayedAddress(_) => XOR_RELAYED_ADDRESS,
-            Attribute::Lifetime(_) => LIFETIME,
-            Attribute::Data(_) => DATA,
-            Attribute::Realm(_) => REALM,
-            Attribute::Nonce(_) => NONCE,
-            Attribute::ChannelNumber(_) => CHANNEL_NUMBER,
-            Attribute::RequestedTransport(_) => REQUESTED_TRANSPORT,
-            Attribute::Unknown { typ, .. } => *typ,
-        }
     }
 }
 
@@ -286,77 +180,6 @@ impl Message {
 
     pub fn get(&self, typ: u16) -> Option<&Attribute> {
         self.attributes.iter().find(|a| a.typ() == typ)
-    }
-
-    /// XOR-MAPPED-ADDRESS, else the classic MAPPED-ADDRESS.
-    pub fn mapped_address(&self) -> Option<SocketAddr> {
-        self.attributes
-            .iter()
-            .find_map(|a| match a {
-                Attribute::XorMappedAddress(x) => Some(*x),
-                _ => None,
-            })
-            .or_else(|| {
-                self.attributes.iter().find_map(|a| match a {
-                    Attribute::MappedAddress(x) => Some(*x),
-                    _ => None,
-                })
-            })
-    }
-
-    /// RESPONSE-ORIGIN or its RFC 3489 alias SOURCE-ADDRESS.
-    pub fn response_origin(&self) -> Option<SocketAddr> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::ResponseOrigin(x) | Attribute::SourceAddress(x) => Some(*x),
-            _ => None,
-        })
-    }
-
-    /// OTHER-ADDRESS or its RFC 3489 alias CHANGED-ADDRESS.
-    pub fn other_address(&self) -> Option<SocketAddr> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::OtherAddress(x) | Attribute::ChangedAddress(x) => Some(*x),
-            _ => None,
-        })
-    }
-
-    /// `(change_ip, change_port)`.
-    pub fn change_request(&self) -> Option<(bool, bool)> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::ChangeRequest {
-                change_ip,
-                change_port,
-            } => Some((*change_ip, *change_port)),
-            _ => None,
-        })
-    }
-
-    pub fn response_port(&self) -> Option<u16> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::ResponsePort(p) => Some(*p),
-            _ => None,
-        })
-    }
-
-    pub fn username(&self) -> Option<&str> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::Username(u) => Some(u.as_str()),
-            _ => None,
-        })
-    }
-
-    pub fn software(&self) -> Option<&str> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::Software(u) => Some(u.as_str()),
-            _ => None,
-        })
-    }
-
-    pub fn error_code(&self) -> Option<(u16, &str)> {
-        self.attributes.iter().find_map(|a| match a {
-            Attribute::ErrorCode { code, reason } => Some((*code, reason.as_str())),
-            _ => None,
-        })
     }
 
     pub fn has_integrity(&self) -> bool {

@@ -616,6 +616,16 @@ impl Discovery {
     }
 }
 
+// The main socket, the filtering tests' socket and the lifetime probe's second socket.
+crate::machine::impl_machine!(Discovery, Event, |m| {
+    let c = &m.config;
+    let lifetime = c.lifetime.map(|p| p.second_local);
+    [Some(c.local), c.filtering_local, lifetime]
+        .into_iter()
+        .flatten()
+        .collect()
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

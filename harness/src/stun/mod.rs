@@ -13,8 +13,10 @@
 //! (`Transmit::source`): the server has up to four (two IPs × two ports),
 //! the discovery client up to three (main, filtering tests, lifetime
 //! probes), and a map from local address to socket is all the I/O glue
-//! needs: [`driver`] is that glue, one loop for every machine.
+//! needs: [`crate::machine::driver`] is that glue, one loop for every machine, and [`driver`]
+//! the STUN handles on it.
 
+pub mod attribute;
 pub mod client;
 pub mod codec;
 pub mod discovery;
@@ -39,56 +41,8 @@ pub use driver::{binding, binding_with, discover, discover_with_events};
 pub use driver::{BindingTask, NodeEvent, StunServerTask};
 pub use server::{ServerConfig, ServerStats, StunServer};
 
-/// The sans-IO surface every machine of this module shares, so one driver
-/// loop ([`driver`]) and one virtual network (the unit tests') run them
-/// all: inputs are `handle_*` with `now` last, outputs are drained with
-/// `poll_*`.
-pub trait Machine {
-    /// A datagram arrived on the socket bound to `local`.
-    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant);
-    /// The deadline from [`Machine::poll_timeout`] passed.
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    fn poll_event(&mut self) -> Option<Event>;
-    /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
-    fn poll_timeout(&self) -> Option<Instant>;
-}
-
-macro_rules! machine {
-    ($t:ty) => {
-        impl Machine for $t {
-            fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], n: Instant) {
-                <$t>::handle_datagram(self, l, f, b, n)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn poll_transmit(&mut self) -> Option<Transmit> {
-                <$t>::poll_transmit(self)
-            }
-            fn poll_event(&mut self) -> Option<Event> {
-                <$t>::poll_event(self)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self)
-            }
-        }
-    };
-}
-machine!(StunServer);
-machine!(BindingClient);
-machine!(Discovery);
-
-/// A datagram a machine wants sent. The I/O layer must send `payload` from
-/// the socket bound to `source`, because RFC 5780 tests hinge on *which*
-/// local address/port a response leaves from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Local address of the socket to send from.
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub payload: Vec<u8>,
-}
+/// The one sans-IO surface of every machine of the harness, and the datagram it hands out.
+pub use crate::machine::{Machine, Transmit};
 
 /// Short-term credentials (RFC 8489 §9.1). The HMAC key is the password
 /// itself, so both ends only need to agree on these two strings.

@@ -366,6 +366,8 @@ impl StunServer {
     }
 }
 
+crate::machine::impl_machine!(StunServer, Event, |m| m.local_addresses());
+
 #[cfg(test)]
 mod tests {
     use super::*;

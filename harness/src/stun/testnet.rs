@@ -121,8 +121,9 @@ impl ToyNat {
     }
 }
 
-/// Anything on the client side of the network.
-pub(crate) use crate::stun::Machine as Agent;
+/// Anything on the client side of the network: a STUN machine.
+pub(crate) trait Agent: crate::machine::Machine<Event = Event> {}
+impl<M: crate::machine::Machine<Event = Event>> Agent for M {}
 
 pub(crate) struct Net {
     pub start: Instant,

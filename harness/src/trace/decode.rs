@@ -246,14 +246,11 @@ impl std::fmt::Display for TurnCarrier {
 
 /// The DATA attribute of a Send or Data indication.
 fn indication_data(m: &crate::stun::codec::Message) -> Option<&[u8]> {
-    use crate::stun::codec::{attr_type, Attribute, Class, Method};
+    use crate::stun::codec::{Class, Method};
     if m.class != Class::Indication || !(m.method == Method::SEND || m.method == Method::DATA) {
         return None;
     }
-    match m.get(attr_type::DATA)? {
-        Attribute::Data(inner) => Some(inner),
-        _ => None,
-    }
+    m.data()
 }
 
 /// The datagram a UDP payload carries inside TURN — ChannelData on a channel number

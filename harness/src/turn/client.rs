@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::rtp::{Machine, SplitMix};
+use crate::rtp::SplitMix;
 use crate::stun::codec::{Attribute, Class, Message, Method, TransactionId};
 use crate::stun::{RetransmitConfig, Transmit};
 use crate::turn::{
@@ -392,14 +392,8 @@ impl TurnClient {
         };
         match msg.class {
             Class::Indication if msg.method == Method::DATA => {
-                let peer = msg.attributes.iter().find_map(|a| match a {
-                    Attribute::XorPeerAddress(p) => Some(*p),
-                    _ => None,
-                });
-                let data = msg.attributes.iter().find_map(|a| match a {
-                    Attribute::Data(d) => Some(d.clone()),
-                    _ => None,
-                });
+                let peer = msg.xor_peer_address();
+                let data = msg.data().map(<[u8]>::to_vec);
                 if let (Some(peer), Some(data)) = (peer, data) {
                     self.events.push_back(Event::Data { peer, data });
                 }
@@ -432,14 +426,8 @@ impl TurnClient {
                 .error_code()
                 .map(|(c, r)| (c, r.to_string()))
                 .unwrap_or((0, String::new()));
-            let realm = msg.attributes.iter().find_map(|a| match a {
-                Attribute::Realm(r) => Some(r.clone()),
-                _ => None,
-            });
-            let nonce = msg.attributes.iter().find_map(|a| match a {
-                Attribute::Nonce(n) => Some(n.clone()),
-                _ => None,
-            });
+            let realm = msg.realm().map(str::to_string);
+            let nonce = msg.nonce().map(str::to_string);
             // RFC 8489 §9.2.5: a 401 to a request that carried credentials means they are
             // wrong; retrying would loop. A 438 only asks for the new NONCE.
             let retry =
@@ -477,10 +465,7 @@ impl TurnClient {
         match p.kind {
             Kind::Allocate => self.allocated(&msg, now),
             Kind::Refresh { lifetime } => {
-                let granted = msg.attributes.iter().find_map(|a| match a {
-                    Attribute::Lifetime(s) => Some(*s),
-                    _ => None,
-                });
+                let granted = msg.lifetime();
                 let Some(mut a) = self.allocation else { return };
                 if lifetime == Some(0) || granted == Some(0) {
                     self.allocation = None;
@@ -542,17 +527,10 @@ impl TurnClient {
 
     fn allocated(&mut self, msg: &Message, now: Instant) {
         self.allocating = false;
-        let relayed = msg.attributes.iter().find_map(|a| match a {
-            Attribute::XorRelayedAddress(r) => Some(*r),
-            _ => None,
-        });
+        let relayed = msg.xor_relayed_address();
         let lifetime = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                Attribute::Lifetime(s) => Some(Duration::from_secs(u64::from(*s))),
-                _ => None,
-            })
+            .lifetime()
+            .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(crate::turn::DEFAULT_ALLOCATION_LIFETIME);
         let (Some(relayed), Some(mapped)) = (relayed, msg.mapped_address()) else {
             return self.fail(
@@ -679,24 +657,4 @@ impl TurnClient {
     }
 }
 
-impl Machine for TurnClient {
-    type Event = Event;
-    fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], now: Instant) {
-        TurnClient::handle_datagram(self, l, f, b, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        TurnClient::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        TurnClient::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        TurnClient::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        TurnClient::poll_timeout(self)
-    }
-    fn local_addresses(&self) -> Vec<SocketAddr> {
-        vec![self.config.local]
-    }
-}
+crate::machine::impl_machine!(TurnClient, Event, |m| vec![m.config.local]);

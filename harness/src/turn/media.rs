@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::rtp::{Machine, MediaConfig, MediaEvent, MediaStats, MediaStream};
+use crate::rtp::{MediaConfig, MediaEvent, MediaStats, MediaStream};
 use crate::stun::Transmit;
 use crate::turn::{Event, TurnClient, TurnClientConfig, TurnError};
 
@@ -181,24 +181,4 @@ impl RelayedMedia {
     }
 }
 
-impl Machine for RelayedMedia {
-    type Event = RelayedEvent;
-    fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], now: Instant) {
-        RelayedMedia::handle_datagram(self, l, f, b, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        RelayedMedia::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        RelayedMedia::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<RelayedEvent> {
-        RelayedMedia::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        RelayedMedia::poll_timeout(self)
-    }
-    fn local_addresses(&self) -> Vec<SocketAddr> {
-        vec![self.client.local()]
-    }
-}
+crate::machine::impl_machine!(RelayedMedia, RelayedEvent, |m| vec![m.client.local()]);

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::rtp::{Machine, SplitMix};
+use crate::rtp::SplitMix;
 use crate::stun::codec::{attr_type, Attribute, Class, Message, Method, TransactionId};
 use crate::stun::Transmit;
 use crate::turn::{
@@ -331,14 +331,8 @@ impl TurnServer {
         msg: &Message,
         now: Instant,
     ) {
-        let peer = msg.attributes.iter().find_map(|a| match a {
-            Attribute::XorPeerAddress(p) => Some(*p),
-            _ => None,
-        });
-        let data = msg.attributes.iter().find_map(|a| match a {
-            Attribute::Data(d) => Some(d.clone()),
-            _ => None,
-        });
+        let peer = msg.xor_peer_address();
+        let data = msg.data().map(<[u8]>::to_vec);
         let (Some(peer), Some(data)) = (peer, data) else {
             return self.malformed(
                 from,
@@ -424,14 +418,8 @@ impl TurnServer {
             self.stats.challenges += 1;
             return Err(challenge(401, "Unauthenticated"));
         }
-        let nonce = msg.attributes.iter().find_map(|a| match a {
-            Attribute::Nonce(n) => Some(n.as_str()),
-            _ => None,
-        });
-        let realm = msg.attributes.iter().find_map(|a| match a {
-            Attribute::Realm(r) => Some(r.as_str()),
-            _ => None,
-        });
+        let nonce = msg.nonce();
+        let realm = msg.realm();
         let (Some(username), Some(realm), Some(nonce)) = (msg.username(), realm, nonce) else {
             return Err(reject(
                 400,
@@ -529,10 +517,7 @@ impl TurnServer {
         if !unknown.is_empty() {
             return Err(with_key(reject(420, "Unknown Attribute")));
         }
-        let transport = msg.attributes.iter().find_map(|a| match a {
-            Attribute::RequestedTransport(p) => Some(*p),
-            _ => None,
-        });
+        let transport = msg.requested_transport();
         match transport {
             None => {
                 return Err(with_key(reject(
@@ -598,10 +583,7 @@ impl TurnServer {
 
     /// The lifetime a request asks for, within the server's bounds (§7.2).
     fn lifetime(&self, msg: &Message) -> Duration {
-        let asked = msg.attributes.iter().find_map(|a| match a {
-            Attribute::Lifetime(s) => Some(Duration::from_secs(u64::from(*s))),
-            _ => None,
-        });
+        let asked = msg.lifetime().map(|s| Duration::from_secs(u64::from(s)));
         asked.unwrap_or(self.config.default_lifetime).clamp(
             self.config.default_lifetime,
             self.config.max_lifetime.max(self.config.default_lifetime),
@@ -730,14 +712,8 @@ impl TurnServer {
             key: Some(key),
             ..reject(400, reason)
         };
-        let channel = msg.attributes.iter().find_map(|a| match a {
-            Attribute::ChannelNumber(c) => Some(*c),
-            _ => None,
-        });
-        let peer = msg.attributes.iter().find_map(|a| match a {
-            Attribute::XorPeerAddress(p) => Some(*p),
-            _ => None,
-        });
+        let channel = msg.channel_number();
+        let peer = msg.xor_peer_address();
         let (Some(channel), Some(peer)) = (channel, peer) else {
             return Err(bad(
                 "Bad Request: CHANNEL-NUMBER and XOR-PEER-ADDRESS required",
@@ -921,24 +897,4 @@ fn unknown_attributes(msg: &Message) -> Vec<u16> {
         .collect()
 }
 
-impl Machine for TurnServer {
-    type Event = Event;
-    fn handle_datagram(&mut self, l: SocketAddr, f: SocketAddr, b: &[u8], now: Instant) {
-        TurnServer::handle_datagram(self, l, f, b, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        TurnServer::handle_timeout(self, now)
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        TurnServer::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        TurnServer::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        TurnServer::poll_timeout(self)
-    }
-    fn local_addresses(&self) -> Vec<SocketAddr> {
-        TurnServer::local_addresses(self)
-    }
-}
+crate::machine::impl_machine!(TurnServer, Event, |m| m.local_addresses());

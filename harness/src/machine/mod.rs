@@ -1,0 +1,103 @@
+//! The one sans-IO surface every protocol machine of the harness shares (STUN client, server and
+//! discovery, SIP UA and proxy, SBC, TURN client and server, RTP streams), and the one tokio
+//! [`driver`] that runs any of them on real sockets inside a node.
+//!
+//! A machine never opens a socket, sleeps or reads the clock (style habit 1): inputs are
+//! `handle_*` with `now` last, outputs are drained with `poll_*` (quinn-proto's and str0m's
+//! shape). Because the trait is the same for all of them, the tokio driver and the test-only
+//! virtual networks (`rtp::sim`, the STUN and SIP test nets) run every machine without knowing
+//! which protocol it speaks.
+
+pub mod driver;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use driver::{Datagram, Direction, Events, MachineTask, Sockets, Stamped, WireStats};
+
+/// A datagram a machine wants sent. The I/O layer must send `payload` from the socket bound to
+/// `source`, because RFC 5780 tests (and an SBC's relay legs) hinge on *which* local address and
+/// port a datagram leaves from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local address of the socket to send from.
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// The sans-IO surface of every protocol machine, so one driver ([`driver::MachineTask`]) and
+/// one virtual network run them all: inputs are `handle_*` with `now` last, outputs are drained
+/// with `poll_*`.
+pub trait Machine {
+    /// What the machine reports.
+    type Event;
+    /// A datagram arrived on the socket bound to `local`.
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant);
+    /// The deadline from [`Machine::poll_timeout`] passed.
+    fn handle_timeout(&mut self, now: Instant);
+    /// A datagram to send from the socket bound to `Transmit::source`.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Every local address the machine sends from or listens on right now (a TURN server's
+    /// grows and shrinks with its allocations).
+    fn local_addresses(&self) -> Vec<SocketAddr>;
+}
+
+/// Implements [`Machine`] for a type whose inherent `handle_*`/`poll_*` methods already have
+/// the trait's shape, so each machine states only its event type and its local addresses.
+/// `one_socket` is for machines that own a single socket and take `handle_datagram(from, bytes,
+/// now)` (the SIP UA and proxy): the driver's `local` is then the only one there is.
+macro_rules! impl_machine {
+    (@common $t:ty, $event:ty, |$m:ident| $locals:expr) => {
+        fn handle_timeout(&mut self, now: std::time::Instant) {
+            <$t>::handle_timeout(self, now)
+        }
+        fn poll_transmit(&mut self) -> Option<$crate::machine::Transmit> {
+            <$t>::poll_transmit(self)
+        }
+        fn poll_event(&mut self) -> Option<$event> {
+            <$t>::poll_event(self)
+        }
+        fn poll_timeout(&self) -> Option<std::time::Instant> {
+            <$t>::poll_timeout(self)
+        }
+        fn local_addresses(&self) -> Vec<std::net::SocketAddr> {
+            let $m = self;
+            $locals
+        }
+    };
+    ($t:ty, $event:ty, |$m:ident| $locals:expr) => {
+        impl $crate::machine::Machine for $t {
+            type Event = $event;
+            fn handle_datagram(
+                &mut self,
+                local: std::net::SocketAddr,
+                from: std::net::SocketAddr,
+                bytes: &[u8],
+                now: std::time::Instant,
+            ) {
+                <$t>::handle_datagram(self, local, from, bytes, now)
+            }
+            $crate::machine::impl_machine!(@common $t, $event, |$m| $locals);
+        }
+    };
+    (one_socket $t:ty, $event:ty, |$m:ident| $locals:expr) => {
+        impl $crate::machine::Machine for $t {
+            type Event = $event;
+            fn handle_datagram(
+                &mut self,
+                _local: std::net::SocketAddr,
+                from: std::net::SocketAddr,
+                bytes: &[u8],
+                now: std::time::Instant,
+            ) {
+                <$t>::handle_datagram(self, from, bytes, now)
+            }
+            $crate::machine::impl_machine!(@common $t, $event, |$m| $locals);
+        }
+    };
+}
+pub(crate) use impl_machine;
