@@ -108,13 +108,14 @@ struct Schedule {
 }
 
 /// What fired at one [`Schedule::fire`].
-enum Fired {
-    /// The transaction timed out; nothing else runs.
-    TimedOut,
-    Due {
-        retransmit: bool,
-        lingered: bool,
-    },
+#[derive(Debug, Clone, Copy)]
+struct Fired {
+    /// The transaction timed out (B, F or H); nothing else runs.
+    timed_out: bool,
+    /// A retransmission is due.
+    retransmit: bool,
+    /// The transaction is over: timed out, or done lingering.
+    ended: bool,
 }
 
 impl Schedule {
@@ -138,7 +139,11 @@ impl Schedule {
     fn fire(&mut self, now: Instant, grow: impl FnOnce(Duration) -> Duration) -> Fired {
         if self.timeout_at.is_some_and(|t| t <= now) {
             self.stop();
-            return Fired::TimedOut;
+            return Fired {
+                timed_out: true,
+                retransmit: false,
+                ended: true,
+            };
         }
         let retransmit = self.retransmit_at.is_some_and(|t| t <= now);
         if retransmit {
@@ -149,9 +154,10 @@ impl Schedule {
         if lingered {
             self.linger_until = None;
         }
-        Fired::Due {
+        Fired {
+            timed_out: false,
             retransmit,
-            lingered,
+            ended: lingered,
         }
     }
 
@@ -188,6 +194,18 @@ impl<E> Outbox<E> {
             destination: self.destination,
             payload,
         });
+    }
+
+    /// Acts on what fired: sends `resend` (the retransmission, if one was due), reports
+    /// `timeout` if the transaction timed out; whether the transaction is over.
+    fn apply(&mut self, fired: Fired, resend: Option<Vec<u8>>, timeout: E) -> bool {
+        if let Some(payload) = resend.filter(|_| fired.retransmit) {
+            self.send(payload);
+        }
+        if fired.timed_out {
+            self.events.push_back(timeout);
+        }
+        fired.ended
     }
 }
 
@@ -340,22 +358,10 @@ impl ClientTransaction {
                 interval.saturating_mul(2).min(t2)
             }
         };
-        match self.schedule.fire(now, grow) {
-            Fired::TimedOut => {
-                self.state = ClientState::Terminated;
-                self.out.events.push_back(ClientEvent::Timeout);
-            }
-            Fired::Due {
-                retransmit,
-                lingered,
-            } => {
-                if retransmit {
-                    self.out.send(self.bytes.clone());
-                }
-                if lingered {
-                    self.state = ClientState::Terminated;
-                }
-            }
+        let fired = self.schedule.fire(now, grow);
+        let resend = fired.retransmit.then(|| self.bytes.clone());
+        if self.out.apply(fired, resend, ClientEvent::Timeout) {
+            self.state = ClientState::Terminated;
         }
     }
 
@@ -550,22 +556,13 @@ impl ServerTransaction {
     pub fn handle_timeout(&mut self, now: Instant) {
         let t2 = self.timers.t2;
         // Timer G doubles up to T2.
-        match self.schedule.fire(now, |i| i.saturating_mul(2).min(t2)) {
-            Fired::TimedOut => {
-                self.state = ServerState::Terminated;
-                self.out.events.push_back(ServerEvent::NoAck);
-            }
-            Fired::Due {
-                retransmit,
-                lingered,
-            } => {
-                if retransmit {
-                    self.resend_last();
-                }
-                if lingered {
-                    self.state = ServerState::Terminated;
-                }
-            }
+        let fired = self.schedule.fire(now, |i| i.saturating_mul(2).min(t2));
+        let resend = fired
+            .retransmit
+            .then(|| self.last_response.clone())
+            .flatten();
+        if self.out.apply(fired, resend, ServerEvent::NoAck) {
+            self.state = ServerState::Terminated;
         }
     }
 
