@@ -32,13 +32,14 @@
 //! is how `SipTask::wait_for` once hung a property run (it matched events inside
 //! `Receiver::wait_for`, whose guard was still alive when it read the events again).
 //!
-//! Here that cannot be written. The guard exists in exactly one place, [`MachineTask::read`], a
-//! private method that takes a plain `fn` (so it cannot capture the handle or anything that
-//! reaches the channel), copies what it needs out and drops the guard before returning. Every
-//! accessor goes through it; waiting ([`MachineTask::wait_until`]) marks the value seen, runs the
-//! caller's predicate on owned copies with no guard held, and awaits `changed()` with no guard
-//! held. `Receiver::borrow` and `Receiver::wait_for` appear nowhere else, so no guard ever lives
-//! across an `.await` or while caller code runs.
+//! Here that cannot be written. The handle holds the receiver inside a private module
+//! (`published::Reader`) whose field nothing else can reach, and which offers three things
+//! only: copy out under the guard with a plain `fn` (which cannot capture the handle, so it
+//! cannot ask for a second guard meanwhile) and drop the guard before returning; mark the value
+//! seen; await `changed()`, which holds no guard. `Receiver::wait_for`, which hands a guard to
+//! its caller, cannot be called. Waiting ([`MachineTask::wait_until`]) runs the caller's
+//! predicate on owned copies with no guard held. So no guard ever lives across an `.await`,
+//! while caller code runs, or while a second one is asked for.
 //!
 //! Publication order, per input: the snapshot before the input's datagrams leave (whoever sees
 //! a STUN server's answer on the wire also sees it counted), the events and the datagram log
@@ -434,6 +435,43 @@ struct Observed<S, E> {
     stopped: Option<String>,
 }
 
+/// The handle's side of the watch channel, in a module of its own so nothing else in the driver
+/// can reach the receiver and take a read guard (see the module docs).
+mod published {
+    use tokio::sync::watch;
+
+    /// A watch receiver whose read guard never leaves this module.
+    pub(super) struct Reader<T>(watch::Receiver<T>);
+
+    impl<T> Clone for Reader<T> {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    impl<T> Reader<T> {
+        pub(super) fn new(rx: watch::Receiver<T>) -> Self {
+            Self(rx)
+        }
+
+        /// Runs `f` under the read guard and drops the guard before returning. `f` is a plain
+        /// `fn`: it cannot capture a handle, so it cannot ask for a second guard meanwhile.
+        pub(super) fn copy<A, R>(&self, arg: A, f: fn(&T, A) -> R) -> R {
+            f(&self.0.borrow(), arg)
+        }
+
+        /// Marks the current value seen, so [`Reader::changed`] waits for the next one.
+        pub(super) fn mark_seen(&mut self) {
+            drop(self.0.borrow_and_update());
+        }
+
+        /// Waits for a value not yet seen; an error once the loop is gone. Holds no guard.
+        pub(super) async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+            self.0.changed().await
+        }
+    }
+}
+
 /// How a wait ended.
 #[derive(Debug)]
 pub enum Waited<R> {
@@ -453,7 +491,7 @@ pub struct MachineTask<M: Machine, S> {
     node: String,
     locals: Vec<SocketAddr>,
     commands: mpsc::UnboundedSender<Command<M>>,
-    observed: watch::Receiver<Observed<S, M::Event>>,
+    observed: published::Reader<Observed<S, M::Event>>,
     task: JoinHandle<Result<()>>,
 }
 
@@ -530,7 +568,7 @@ where
             node: node.name().to_string(),
             locals,
             commands,
-            observed,
+            observed: published::Reader::new(observed),
             task,
         };
         (handle, events)
@@ -593,11 +631,9 @@ impl<M: Machine, S: Clone> MachineTask<M, S>
 where
     M::Event: Clone,
 {
-    /// The only place the watch channel's read guard exists: `f` copies what it needs out, and
-    /// the guard is gone before this returns. A plain `fn` cannot capture the handle, so it
-    /// cannot ask for a second guard while holding this one (see the module docs).
+    /// Copies out of the published value (see [`published::Reader::copy`]).
     fn read<A, R>(&self, arg: A, f: fn(&Observed<S, M::Event>, A) -> R) -> R {
-        f(&self.observed.borrow(), arg)
+        self.observed.copy(arg, f)
     }
 
     /// Waits up to `timeout` until `check`, run with no guard held (it reads through the
@@ -610,8 +646,7 @@ where
         let mut rx = self.observed.clone();
         let until = tokio::time::Instant::now() + timeout;
         loop {
-            // Marks the current value seen; the guard dies at the end of the statement.
-            drop(rx.borrow_and_update());
+            rx.mark_seen();
             if let Some(r) = check(self) {
                 return Waited::Ready(r);
             }

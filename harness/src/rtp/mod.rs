@@ -23,7 +23,7 @@ pub use report::{Direction, DirectionReport, MediaReport, MediaVerdict};
 pub use stream::{MediaConfig, MediaEvent, MediaStats, MediaStream, RtpSource, SourceStats};
 
 /// The one sans-IO surface of every machine of the harness ([`crate::machine`]): what the
-/// driver and the virtual network ([`sim`]) run.
+/// driver and the test-only virtual network (`rtp::sim`) run.
 pub use crate::machine::Machine;
 
 /// SplitMix64: tiny and deterministic per seed; SSRCs, initial sequence numbers, transaction ids

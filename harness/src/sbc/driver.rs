@@ -1,5 +1,5 @@
 //! Runs the [`Sbc`] on real sockets inside a node: its SIP socket and every relay port, bound up
-//! front, driven by the generic multi-socket loop of [`crate::turn::driver::MachineTask`] (the
+//! front, driven by the harness's one loop, [`crate::machine::driver::MachineTask`] (the
 //! same loop as the TURN server's; style habit 3).
 
 use std::io;

@@ -34,7 +34,7 @@
 //! Like every machine of the harness: no sockets, no clock. Feed
 //! `handle_datagram(local, from, bytes, now)` / `handle_timeout(now)` and drain `poll_transmit`,
 //! `poll_event` and `poll_timeout`; `local` says which socket (SIP or a relay port) a datagram
-//! reached, so the generic multi-socket driver ([`crate::turn::driver::MachineTask`]) runs it
+//! reached, so the one multi-socket driver ([`crate::machine::driver::MachineTask`]) runs it
 //! ([`SbcTask`]). [`kamailio`] runs the real thing in the same place, for interop.
 
 pub mod driver;

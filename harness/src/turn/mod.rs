@@ -5,7 +5,7 @@
 //!
 //! Nothing in here opens a socket, sleeps or reads the clock. The machines speak the STUN codec
 //! of [`crate::stun::codec`] and are driven like every other machine of the harness through
-//! [`crate::rtp::Machine`]; [`driver`] runs them on real sockets inside a topology's nodes.
+//! [`crate::machine::Machine`]; [`driver`] runs them on real sockets inside a topology's nodes.
 //! The server has many local sockets — the listening one and one relay socket per allocation —
 //! and says which one each datagram leaves from in `Transmit::source`.
 
