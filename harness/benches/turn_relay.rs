@@ -41,6 +41,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use harness::machine::Machine;
 use harness::peers::coturn::{Coturn, CoturnConfig};
 use harness::shapes::{self, SERVER, SERVER_ALT};
 use harness::turn::{

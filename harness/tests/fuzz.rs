@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use harness::alg::{Alg, AlgFault, Direction};
 use harness::diagnose::{Body, CaptureReader, Packet};
+use harness::machine::Machine;
 use harness::seeded::Rng;
 
 /// splitmix64.

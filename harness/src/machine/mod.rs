@@ -37,54 +37,24 @@ pub trait Machine {
     /// The deadline from [`Machine::poll_timeout`] passed.
     fn handle_timeout(&mut self, now: Instant);
     /// A datagram to send from the socket bound to `Transmit::source`.
+    #[must_use]
     fn poll_transmit(&mut self) -> Option<Transmit>;
+    #[must_use]
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When to call [`Machine::handle_timeout`] next; `None`: only a datagram can wake it.
+    #[must_use]
     fn poll_timeout(&self) -> Option<Instant>;
     /// Every local address the machine sends from or listens on right now (a TURN server's
     /// grows and shrinks with its allocations).
     fn local_addresses(&self) -> Vec<SocketAddr>;
 }
 
-/// Implements [`Machine`] for a type whose inherent `handle_*`/`poll_*` methods already have
-/// the trait's shape, so each machine states only its event type and its local addresses.
-/// `one_socket` is for machines that own a single socket and take `handle_datagram(from, bytes,
-/// now)` (the SIP UA and proxy): the driver's `local` is then the only one there is.
-macro_rules! impl_machine {
-    (@common $t:ty, $event:ty, |$m:ident| $locals:expr) => {
-        fn handle_timeout(&mut self, now: std::time::Instant) {
-            <$t>::handle_timeout(self, now)
-        }
-        fn poll_transmit(&mut self) -> Option<$crate::machine::Transmit> {
-            <$t>::poll_transmit(self)
-        }
-        fn poll_event(&mut self) -> Option<$event> {
-            <$t>::poll_event(self)
-        }
-        fn poll_timeout(&self) -> Option<std::time::Instant> {
-            <$t>::poll_timeout(self)
-        }
-        fn local_addresses(&self) -> Vec<std::net::SocketAddr> {
-            let $m = self;
-            $locals
-        }
-    };
-    ($t:ty, $event:ty, |$m:ident| $locals:expr) => {
-        impl $crate::machine::Machine for $t {
-            type Event = $event;
-            fn handle_datagram(
-                &mut self,
-                local: std::net::SocketAddr,
-                from: std::net::SocketAddr,
-                bytes: &[u8],
-                now: std::time::Instant,
-            ) {
-                <$t>::handle_datagram(self, local, from, bytes, now)
-            }
-            $crate::machine::impl_machine!(@common $t, $event, |$m| $locals);
-        }
-    };
-    (one_socket $t:ty, $event:ty, |$m:ident| $locals:expr) => {
+/// Implements [`Machine`] for a machine that owns one socket and has inherent
+/// `handle_datagram(from, bytes, now)`, `handle_timeout`, `poll_*` methods (the SIP UA and
+/// proxy, whose transaction layer knows its one local address): the driver's `local` is then the
+/// only one there is. The other machines implement the trait directly.
+macro_rules! impl_one_socket_machine {
+    ($t:ty, $event:ty, |$m:ident| $local:expr) => {
         impl $crate::machine::Machine for $t {
             type Event = $event;
             fn handle_datagram(
@@ -96,8 +66,23 @@ macro_rules! impl_machine {
             ) {
                 <$t>::handle_datagram(self, from, bytes, now)
             }
-            $crate::machine::impl_machine!(@common $t, $event, |$m| $locals);
+            fn handle_timeout(&mut self, now: std::time::Instant) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn poll_transmit(&mut self) -> Option<$crate::machine::Transmit> {
+                <$t>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> Option<$event> {
+                <$t>::poll_event(self)
+            }
+            fn poll_timeout(&self) -> Option<std::time::Instant> {
+                <$t>::poll_timeout(self)
+            }
+            fn local_addresses(&self) -> Vec<std::net::SocketAddr> {
+                let $m = self;
+                vec![$local]
+            }
         }
     };
 }
-pub(crate) use impl_machine;
+pub(crate) use impl_one_socket_machine;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::machine::Machine;
 use crate::rtp::packet::{RtpError, RtpPacket, PCMU};
 use crate::rtp::SplitMix;
 use crate::stun::Transmit;
@@ -268,13 +269,19 @@ impl MediaStream {
         }
     }
 
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        _now: Instant,
-    ) {
+    pub fn local_addresses(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.config.local];
+        if let RtpSource::Asymmetric(a) = self.config.source {
+            v.push(a);
+        }
+        v
+    }
+}
+
+impl Machine for MediaStream {
+    type Event = MediaEvent;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], _: Instant) {
         let packet = match RtpPacket::decode(bytes) {
             Ok(p) => p,
             Err(reason) => {
@@ -332,7 +339,7 @@ impl MediaStream {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         while let Some(at) = self.next_send.filter(|at| *at <= now) {
             if self.is_finished() {
                 self.next_send = None;
@@ -372,28 +379,19 @@ impl MediaStream {
         }
     }
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+    fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         self.next_send
     }
 
-    pub fn local_addresses(&self) -> Vec<SocketAddr> {
-        let mut v = vec![self.config.local];
-        if let RtpSource::Asymmetric(a) = self.config.source {
-            v.push(a);
-        }
-        v
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
     }
 }
-
-crate::machine::impl_machine!(MediaStream, MediaEvent, |m| m.local_addresses());

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sim_nat::NatType;
 
+use crate::machine::Machine;
 use crate::rtp::sim::Net;
 use crate::rtp::{
     Direction, MediaConfig, MediaEvent, MediaReport, MediaStream, MediaVerdict, RtpPacket,

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use rsip::{Method, Request, SipMessage};
 
+use crate::machine::Machine;
 use crate::sip::message;
 use crate::sip::{Event as SipEvent, NatHandling, Proxy, ProxyConfig, ProxyStats, Timers};
 use crate::stun::Transmit;
@@ -223,45 +224,6 @@ impl Sbc {
         v
     }
 
-    /// A datagram reached the socket bound to `local` (the SIP socket or a relay port).
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        if local == self.config.sip {
-            if let Some(bytes) = self.inbound(bytes) {
-                self.proxy.handle_datagram(from, &bytes, now);
-            }
-            self.drain_proxy();
-        } else {
-            self.relay.handle_datagram(local, from, bytes);
-            self.drain_relay();
-        }
-    }
-
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.proxy.handle_timeout(now);
-        self.drain_proxy();
-    }
-
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<SbcEvent> {
-        self.events.pop_front()
-    }
-
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.proxy.poll_timeout()
-    }
-
     /// What arrives on the SIP socket, before the proxy sees it: alias resolution, SDP to the
     /// relay. `None`: consumed here.
     fn inbound(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
@@ -399,4 +361,40 @@ impl Sbc {
     }
 }
 
-crate::machine::impl_machine!(Sbc, SbcEvent, |m| m.local_addresses());
+impl Machine for Sbc {
+    type Event = SbcEvent;
+
+    /// A datagram reached the socket bound to `local` (the SIP socket or a relay port).
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if local == self.config.sip {
+            if let Some(bytes) = self.inbound(bytes) {
+                self.proxy.handle_datagram(from, &bytes, now);
+            }
+            self.drain_proxy();
+        } else {
+            self.relay.handle_datagram(local, from, bytes);
+            self.drain_relay();
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(now);
+        self.drain_proxy();
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<SbcEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.proxy.poll_timeout()
+    }
+
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
+    }
+}

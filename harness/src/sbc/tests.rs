@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::machine::Machine;
 use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
 use crate::sbc::{Leg, Ping, Sbc, SbcConfig};
 use crate::sip::{message, Event, Timers, Ua, UaConfig};

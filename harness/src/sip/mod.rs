@@ -43,8 +43,8 @@ pub use ua::{ContactSource, KeepAlive, Media, Ua, UaConfig};
 /// UA and the proxy own one UDP socket each, whose address they know from their configuration.
 pub use crate::machine::{Machine, Transmit};
 
-crate::machine::impl_machine!(one_socket Ua, Event, |m| vec![m.config().local]);
-crate::machine::impl_machine!(one_socket Proxy, Event, |m| vec![m.config().local]);
+crate::machine::impl_one_socket_machine!(Ua, Event, |m| m.config().local);
+crate::machine::impl_one_socket_machine!(Proxy, Event, |m| m.config().local);
 
 /// Everything a SIP machine reports. One enum for UA and proxy so a ladder
 /// can show both side by side.

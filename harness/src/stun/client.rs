@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::machine::Machine;
 use crate::stun::codec::{Attribute, Class, Message, Method, TransactionId};
 use crate::stun::{after, scale, Credentials, Event, StunError, Transmit};
 
@@ -470,41 +471,6 @@ impl BindingClient {
         self.mapped
     }
 
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        if let Some(outcome) = self.requester.handle_datagram(local, from, bytes, now) {
-            self.on_outcome(outcome, now);
-        }
-    }
-
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for outcome in self.requester.handle_timeout(now) {
-            self.on_outcome(outcome, now);
-        }
-        if let (Some(at), Some(ka)) = (self.next_keepalive, self.keepalive) {
-            if at <= now {
-                self.next_keepalive = None;
-                match ka.kind {
-                    KeepAliveKind::Request => self.bind(now),
-                    KeepAliveKind::Indication => {
-                        if let Err(error) = self.requester.indication(self.local, self.server) {
-                            self.events.push_back(Event::Error {
-                                server: self.server,
-                                error,
-                            });
-                        }
-                        self.next_keepalive = Some(after(now, ka.interval));
-                    }
-                }
-            }
-        }
-    }
-
     fn on_outcome(&mut self, outcome: Outcome, now: Instant) {
         let settled = match outcome {
             Outcome::Sent {
@@ -567,27 +533,59 @@ impl BindingClient {
             }
         }
     }
+}
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+impl Machine for BindingClient {
+    type Event = Event;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
+        if let Some(outcome) = self.requester.handle_datagram(local, from, bytes, now) {
+            self.on_outcome(outcome, now);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for outcome in self.requester.handle_timeout(now) {
+            self.on_outcome(outcome, now);
+        }
+        if let (Some(at), Some(ka)) = (self.next_keepalive, self.keepalive) {
+            if at <= now {
+                self.next_keepalive = None;
+                match ka.kind {
+                    KeepAliveKind::Request => self.bind(now),
+                    KeepAliveKind::Indication => {
+                        if let Err(error) = self.requester.indication(self.local, self.server) {
+                            self.events.push_back(Event::Error {
+                                server: self.server,
+                                error,
+                            });
+                        }
+                        self.next_keepalive = Some(after(now, ka.interval));
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.requester.poll_transmit()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         match (self.requester.poll_timeout(), self.next_keepalive) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
-}
 
-crate::machine::impl_machine!(BindingClient, Event, |m| vec![m.local]);
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        vec![self.local]
+    }
+}
 
 #[cfg(test)]
 mod tests {

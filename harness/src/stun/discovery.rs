@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use sim_nat::{Filtering, Mapping};
 
+use crate::machine::Machine;
 use crate::stun::client::{os_seed, Outcome, RequestSpec, Requester, RetransmitConfig};
 use crate::stun::{after, Credentials, Event, StunError, Transmit};
 
@@ -551,20 +552,18 @@ impl Discovery {
             }
         }
     }
+}
 
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
+impl Machine for Discovery {
+    type Event = Event;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         if let Some(outcome) = self.requester.handle_datagram(local, from, bytes, now) {
             self.on_outcome(outcome, now);
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         for outcome in self.requester.handle_timeout(now) {
             self.on_outcome(outcome, now);
         }
@@ -593,18 +592,15 @@ impl Discovery {
         }
     }
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.requester.poll_transmit()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         let wait = match self.phase {
             Phase::LifetimeWait { until, .. } => Some(until),
             _ => None,
@@ -614,17 +610,17 @@ impl Discovery {
             (a, b) => a.or(b),
         }
     }
-}
 
-// The main socket, the filtering tests' socket and the lifetime probe's second socket.
-crate::machine::impl_machine!(Discovery, Event, |m| {
-    let c = &m.config;
-    let lifetime = c.lifetime.map(|p| p.second_local);
-    [Some(c.local), c.filtering_local, lifetime]
-        .into_iter()
-        .flatten()
-        .collect()
-});
+    // The main socket, the filtering tests' socket and the lifetime probe's second socket.
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        let c = &self.config;
+        let lifetime = c.lifetime.map(|p| p.second_local);
+        [Some(c.local), c.filtering_local, lifetime]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::machine::Machine;
 use crate::stun::codec::{attr_type, Attribute, Class, Message, Method};
 use crate::stun::{Credentials, Event, StunError, Transmit};
 
@@ -153,48 +154,6 @@ impl StunServer {
         } else {
             alt
         })
-    }
-
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        _now: Instant,
-    ) {
-        let msg = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(reason) => {
-                self.stats.malformed += 1;
-                *self
-                    .stats
-                    .malformed_by_reason
-                    .entry(reason.kind())
-                    .or_default() += 1;
-                self.events.push_back(Event::Malformed { from, reason });
-                return;
-            }
-        };
-        match msg.class {
-            Class::Request => {}
-            Class::Indication => {
-                self.stats.indications += 1;
-                self.events.push_back(Event::Indication {
-                    local,
-                    from,
-                    transaction_id: msg.transaction_id,
-                });
-                return;
-            }
-            Class::SuccessResponse | Class::ErrorResponse => {
-                self.stats.ignored += 1;
-                return;
-            }
-        }
-        self.stats.requests += 1;
-        if let Err((code, reason, unknown)) = self.answer(local, from, &msg) {
-            self.send_error(local, from, &msg, code, reason, unknown);
-        }
     }
 
     /// Builds and queues the success response, or says which error to send.
@@ -346,27 +305,66 @@ impl StunServer {
             classic,
         });
     }
+}
 
-    /// The server keeps no timers; present for a uniform driving loop.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+impl Machine for StunServer {
+    type Event = Event;
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], _: Instant) {
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(reason) => {
+                self.stats.malformed += 1;
+                *self
+                    .stats
+                    .malformed_by_reason
+                    .entry(reason.kind())
+                    .or_default() += 1;
+                self.events.push_back(Event::Malformed { from, reason });
+                return;
+            }
+        };
+        match msg.class {
+            Class::Request => {}
+            Class::Indication => {
+                self.stats.indications += 1;
+                self.events.push_back(Event::Indication {
+                    local,
+                    from,
+                    transaction_id: msg.transaction_id,
+                });
+                return;
+            }
+            Class::SuccessResponse | Class::ErrorResponse => {
+                self.stats.ignored += 1;
+                return;
+            }
+        }
+        self.stats.requests += 1;
+        if let Err((code, reason, unknown)) = self.answer(local, from, &msg) {
+            self.send_error(local, from, &msg, code, reason, unknown);
+        }
     }
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The server keeps no timers; present for a uniform driving loop.
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
-}
 
-crate::machine::impl_machine!(StunServer, Event, |m| m.local_addresses());
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sim_nat::{Filtering, Mapping};
 
+use crate::machine::Machine;
 use crate::stun::{Event, ServerConfig, StunServer, Transmit};
 
 pub(crate) const PRIMARY: &str = "198.51.100.1:3478";

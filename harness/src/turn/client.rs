@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::machine::Machine;
 use crate::rtp::SplitMix;
 use crate::stun::codec::{Attribute, Class, Message, Method, TransactionId};
 use crate::stun::{RetransmitConfig, Transmit};
@@ -349,60 +350,6 @@ impl TurnClient {
         });
     }
 
-    pub fn handle_datagram(
-        &mut self,
-        _local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        if from != self.config.server {
-            return;
-        }
-        if ChannelData::is_channel_data(bytes) {
-            let Ok(cd) = ChannelData::decode(bytes) else {
-                self.events.push_back(Event::Malformed {
-                    from,
-                    reason: "bad ChannelData".into(),
-                });
-                return;
-            };
-            let peer = self
-                .channels
-                .iter()
-                .find(|(_, c)| c.number == cd.channel)
-                .map(|(p, _)| *p);
-            if let Some(peer) = peer {
-                self.events.push_back(Event::Data {
-                    peer,
-                    data: cd.data.to_vec(),
-                });
-            }
-            return;
-        }
-        let msg = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.events.push_back(Event::Malformed {
-                    from,
-                    reason: e.to_string(),
-                });
-                return;
-            }
-        };
-        match msg.class {
-            Class::Indication if msg.method == Method::DATA => {
-                let peer = msg.xor_peer_address();
-                let data = msg.data().map(<[u8]>::to_vec);
-                if let (Some(peer), Some(data)) = (peer, data) {
-                    self.events.push_back(Event::Data { peer, data });
-                }
-            }
-            Class::SuccessResponse | Class::ErrorResponse => self.response(msg, now),
-            _ => {}
-        }
-    }
-
     fn response(&mut self, msg: Message, now: Instant) {
         let Some(p) = self.pending.get(&msg.transaction_id) else {
             return;
@@ -563,8 +510,66 @@ impl TurnClient {
             self.send_request(Kind::ChannelBind { channel, peer }, now, 0);
         }
     }
+}
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+impl Machine for TurnClient {
+    type Event = Event;
+
+    fn handle_datagram(
+        &mut self,
+        _local: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        if from != self.config.server {
+            return;
+        }
+        if ChannelData::is_channel_data(bytes) {
+            let Ok(cd) = ChannelData::decode(bytes) else {
+                self.events.push_back(Event::Malformed {
+                    from,
+                    reason: "bad ChannelData".into(),
+                });
+                return;
+            };
+            let peer = self
+                .channels
+                .iter()
+                .find(|(_, c)| c.number == cd.channel)
+                .map(|(p, _)| *p);
+            if let Some(peer) = peer {
+                self.events.push_back(Event::Data {
+                    peer,
+                    data: cd.data.to_vec(),
+                });
+            }
+            return;
+        }
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push_back(Event::Malformed {
+                    from,
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        match msg.class {
+            Class::Indication if msg.method == Method::DATA => {
+                let peer = msg.xor_peer_address();
+                let data = msg.data().map(<[u8]>::to_vec);
+                if let (Some(peer), Some(data)) = (peer, data) {
+                    self.events.push_back(Event::Data { peer, data });
+                }
+            }
+            Class::SuccessResponse | Class::ErrorResponse => self.response(msg, now),
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<TransactionId> = self
             .pending
             .iter()
@@ -632,18 +637,15 @@ impl TurnClient {
         }
     }
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         let retransmits = self.pending.values().map(|p| p.next);
         let refresh = self.allocation.map(|a| a.refresh_at);
         let permissions = self.permissions.values().flatten().copied();
@@ -655,6 +657,8 @@ impl TurnClient {
             timers.min()
         }
     }
-}
 
-crate::machine::impl_machine!(TurnClient, Event, |m| vec![m.config.local]);
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        vec![self.config.local]
+    }
+}

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::machine::Machine;
 use crate::rtp::{MediaConfig, MediaEvent, MediaStats, MediaStream};
 use crate::stun::Transmit;
 use crate::turn::{Event, TurnClient, TurnClientConfig, TurnError};
@@ -137,19 +138,17 @@ impl RelayedMedia {
             }
         }
     }
+}
 
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
+impl Machine for RelayedMedia {
+    type Event = RelayedEvent;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         self.client.handle_datagram(local, from, bytes, now);
         self.pump(now);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_timeout(now);
         }
@@ -161,24 +160,23 @@ impl RelayedMedia {
         self.pump(now);
     }
 
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    fn poll_transmit(&mut self) -> Option<Transmit> {
         self.client.poll_transmit()
     }
 
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<RelayedEvent> {
+    fn poll_event(&mut self) -> Option<RelayedEvent> {
         self.events.pop_front()
     }
 
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         let stream = self.stream.as_ref().and_then(MediaStream::poll_timeout);
         [self.client.poll_timeout(), stream]
             .into_iter()
             .flatten()
             .min()
     }
-}
 
-crate::machine::impl_machine!(RelayedMedia, RelayedEvent, |m| vec![m.client.local()]);
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        vec![self.client.local()]
+    }
+}

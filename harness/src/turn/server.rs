@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use crate::machine::Machine;
 use crate::rtp::SplitMix;
 use crate::stun::codec::{attr_type, Attribute, Class, Message, Method, TransactionId};
 use crate::stun::Transmit;
@@ -229,25 +230,6 @@ impl TurnServer {
         self.nonces
             .insert(n.clone(), now + self.config.nonce_lifetime);
         n
-    }
-
-    pub fn handle_datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        self.expire(now);
-        if local == self.config.listen {
-            if ChannelData::is_channel_data(bytes) {
-                self.client_channel_data(local, from, bytes, now);
-            } else {
-                self.client_message(local, from, bytes, now);
-            }
-        } else if let Some(key) = self.relays.get(&local).copied() {
-            self.peer_datagram(key, from, bytes, now);
-        }
     }
 
     fn malformed(&mut self, from: SocketAddr, kind: &'static str, reason: String) {
@@ -862,31 +844,6 @@ impl TurnServer {
         }
         self.nonces.retain(|_, e| *e > now);
     }
-
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.expire(now);
-    }
-
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// The next expiry of an allocation, permission, channel or nonce.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let allocations = self.allocations.values().flat_map(|a| {
-            std::iter::once(a.expires)
-                .chain(a.permissions.values().copied())
-                .chain(a.channels.values().map(|(_, e)| *e))
-        });
-        allocations.chain(self.nonces.values().copied()).min()
-    }
 }
 
 /// Comprehension-required attributes this server does not understand (EVEN-PORT it does).
@@ -897,4 +854,45 @@ fn unknown_attributes(msg: &Message) -> Vec<u16> {
         .collect()
 }
 
-crate::machine::impl_machine!(TurnServer, Event, |m| m.local_addresses());
+impl Machine for TurnServer {
+    type Event = Event;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.expire(now);
+        if local == self.config.listen {
+            if ChannelData::is_channel_data(bytes) {
+                self.client_channel_data(local, from, bytes, now);
+            } else {
+                self.client_message(local, from, bytes, now);
+            }
+        } else if let Some(key) = self.relays.get(&local).copied() {
+            self.peer_datagram(key, from, bytes, now);
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next expiry of an allocation, permission, channel or nonce.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let allocations = self.allocations.values().flat_map(|a| {
+            std::iter::once(a.expires)
+                .chain(a.permissions.values().copied())
+                .chain(a.channels.values().map(|(_, e)| *e))
+        });
+        allocations.chain(self.nonces.values().copied()).min()
+    }
+
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
+    }
+}

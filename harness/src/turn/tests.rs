@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sim_nat::NatType;
 
+use crate::machine::Machine;
 use crate::rtp::sim::Net;
 use crate::rtp::{MediaConfig, MediaReport, MediaStream, MediaVerdict};
 use crate::stun::RetransmitConfig;
