@@ -175,6 +175,15 @@ accessors! {
 }
 
 impl Message {
+    /// TURN: every XOR-PEER-ADDRESS, in order (a CreatePermission may carry several).
+    pub fn xor_peer_addresses(&self) -> Vec<SocketAddr> {
+        let peers = self.attributes.iter().filter_map(|a| match a {
+            Attribute::XorPeerAddress(p) => Some(*p),
+            _ => None,
+        });
+        peers.collect()
+    }
+
     /// XOR-MAPPED-ADDRESS, else the classic MAPPED-ADDRESS.
     pub fn mapped_address(&self) -> Option<SocketAddr> {
         self.xor_mapped_address()

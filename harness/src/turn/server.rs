@@ -122,6 +122,13 @@ struct Allocation {
     channels: BTreeMap<u16, (SocketAddr, Instant)>,
 }
 
+/// Why the relay refused to pass a datagram on (each has its counter in [`TurnServerStats`]).
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    NoAllocation,
+    NoPermission,
+}
+
 impl Allocation {
     fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)
@@ -232,6 +239,15 @@ impl TurnServer {
         n
     }
 
+    /// Counts and reports a datagram the relay refused to pass on.
+    fn dropped(&mut self, why: Refused, from: SocketAddr, to: SocketAddr, reason: &'static str) {
+        match why {
+            Refused::NoAllocation => self.stats.dropped_no_allocation += 1,
+            Refused::NoPermission => self.stats.dropped_no_permission += 1,
+        }
+        self.events.push_back(Event::Dropped { from, to, reason });
+    }
+
     fn malformed(&mut self, from: SocketAddr, kind: &'static str, reason: String) {
         self.stats.malformed += 1;
         *self.stats.malformed_by_reason.entry(kind).or_default() += 1;
@@ -256,13 +272,12 @@ impl TurnServer {
                 .map(|(peer, _)| (a.relayed, *peer))
         });
         let Some((relayed, peer)) = target else {
-            self.stats.dropped_no_allocation += 1;
-            self.events.push_back(Event::Dropped {
+            return self.dropped(
+                Refused::NoAllocation,
                 from,
-                to: local,
-                reason: "ChannelData on a channel that is not bound",
-            });
-            return;
+                local,
+                "ChannelData on a channel that is not bound",
+            );
         };
         self.relay_to_peer(relayed, peer, cd.data.to_vec());
     }
@@ -323,22 +338,20 @@ impl TurnServer {
             );
         };
         let Some(a) = self.allocations.get(&(from, local)) else {
-            self.stats.dropped_no_allocation += 1;
-            self.events.push_back(Event::Dropped {
+            return self.dropped(
+                Refused::NoAllocation,
                 from,
-                to: peer,
-                reason: "Send indication without an allocation",
-            });
-            return;
+                peer,
+                "Send indication without an allocation",
+            );
         };
         if !a.permitted(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            self.events.push_back(Event::Dropped {
+            return self.dropped(
+                Refused::NoPermission,
                 from,
-                to: peer,
-                reason: "no permission for the peer (CreatePermission first)",
-            });
-            return;
+                peer,
+                "no permission for the peer (CreatePermission first)",
+            );
         }
         let relayed = a.relayed;
         self.relay_to_peer(relayed, peer, data);
@@ -355,13 +368,12 @@ impl TurnServer {
             return;
         };
         if !a.permitted(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            self.events.push_back(Event::Dropped {
-                from: peer,
-                to: a.relayed,
-                reason: "peer has no permission on this allocation",
-            });
-            return;
+            return self.dropped(
+                Refused::NoPermission,
+                peer,
+                a.relayed,
+                "peer has no permission on this allocation",
+            );
         }
         let (client, local) = (a.client, a.local);
         let payload = match a.channel_of(peer, now) {
@@ -597,10 +609,7 @@ impl TurnServer {
         now: Instant,
     ) -> Result<(), Reject> {
         let key = self.existing(local, from, msg, now)?;
-        let zero = msg
-            .attributes
-            .iter()
-            .any(|a| matches!(a, Attribute::Lifetime(0)));
+        let zero = msg.lifetime() == Some(0);
         let lifetime = if zero {
             Duration::ZERO
         } else {
@@ -635,14 +644,7 @@ impl TurnServer {
         now: Instant,
     ) -> Result<(), Reject> {
         let key = self.existing(local, from, msg, now)?;
-        let peers: Vec<SocketAddr> = msg
-            .attributes
-            .iter()
-            .filter_map(|a| match a {
-                Attribute::XorPeerAddress(p) => Some(*p),
-                _ => None,
-            })
-            .collect();
+        let peers = msg.xor_peer_addresses();
         if peers.is_empty() {
             return Err(Reject {
                 key: Some(key),
