@@ -305,6 +305,14 @@ impl StunServer {
             classic,
         });
     }
+
+    /// Counts a datagram that is not acceptable STUN, by reason, and reports it.
+    fn malformed(&mut self, from: SocketAddr, reason: StunError) {
+        self.stats.malformed += 1;
+        let by_reason = self.stats.malformed_by_reason.entry(reason.kind());
+        *by_reason.or_default() += 1;
+        self.events.push_back(Event::Malformed { from, reason });
+    }
 }
 
 impl Machine for StunServer {
@@ -313,16 +321,7 @@ impl Machine for StunServer {
     fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], _: Instant) {
         let msg = match Message::decode(bytes) {
             Ok(m) => m,
-            Err(reason) => {
-                self.stats.malformed += 1;
-                *self
-                    .stats
-                    .malformed_by_reason
-                    .entry(reason.kind())
-                    .or_default() += 1;
-                self.events.push_back(Event::Malformed { from, reason });
-                return;
-            }
+            Err(reason) => return self.malformed(from, reason),
         };
         match msg.class {
             Class::Request => {}
