@@ -24,6 +24,7 @@ pub mod process;
 pub mod reaper;
 pub mod registry;
 pub mod report;
+pub mod rootless;
 pub mod rtp;
 pub mod sbc;
 pub mod scenario;

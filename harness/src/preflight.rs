@@ -54,10 +54,12 @@ pub fn require_program(program: &str) -> Result<PathBuf> {
 
 /// Root (or the capabilities namespaces and nftables need), and `nft`.
 pub fn check() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() && !has_net_admin() {
-        return Err(Error::NotPrivileged(
-            "network namespaces and nftables need CAP_NET_ADMIN and CAP_SYS_ADMIN".into(),
-        ));
+    if let crate::rootless::Mode::Unprivileged(why) = crate::rootless::enter() {
+        if !has_net_admin() {
+            return Err(Error::NotPrivileged(format!(
+                "network namespaces and nftables need CAP_NET_ADMIN and CAP_SYS_ADMIN; {why}"
+            )));
+        }
     }
     require_program("nft")?;
     Ok(())

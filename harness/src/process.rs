@@ -53,7 +53,12 @@ pub(crate) fn prepare(cmd: &mut Command) {
 
 /// Maps a spawn error to one that names the package when the program is missing.
 pub(crate) fn spawn_error(program: &str, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::NotFound {
+    // execvp reports EACCES, not ENOENT, when a directory on PATH could not be searched (a
+    // non-root user whose PATH still names /root/.cargo/bin) and the program is nowhere else.
+    let nowhere = e.kind() == std::io::ErrorKind::PermissionDenied
+        && !program.contains('/')
+        && crate::preflight::find_program(program).is_none();
+    if e.kind() == std::io::ErrorKind::NotFound || nowhere {
         Error::MissingProgram {
             program: program.to_string(),
             package: crate::preflight::package_of(program),

@@ -108,3 +108,11 @@ pub fn call_verdicts(s: &harness::scenario::Scenario) -> std::collections::BTree
         .collect()
 }
 pub mod lab;
+
+/// Before libtest starts its threads, a non-root `cargo test` enters its own user and mount
+/// namespace (`harness::rootless`), so kernel tests run without sudo where the kernel allows
+/// unprivileged user namespaces. Root runs are untouched.
+#[ctor::ctor]
+fn enter_rootless() {
+    harness::rootless::enter();
+}

@@ -77,8 +77,10 @@ async fn a_register_is_seen_before_and_after_the_nat_and_the_pcaps_open_in_libpc
         "a pcap per vantage (alice, server, peer, home lan/wan): {files:?}"
     );
     let wan = dir.join("home-wan.pcap");
-    let out = std::process::Command::new("tcpdump")
-        .args(["-n", "-r"])
+    // Run as uid 1000 of a nested user namespace: tcpdump run as uid 0 switches to its own user,
+    // which a rootless run's user namespace cannot (no setgroups there).
+    let out = std::process::Command::new("unshare")
+        .args(["--map-user=1000", "--map-group=1000", "tcpdump", "-n", "-r"])
         .arg(&wan)
         .output()
         .context("tcpdump")?;

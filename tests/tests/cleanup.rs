@@ -266,11 +266,19 @@ fn without_its_owner_entry_a_zombie_run_is_still_reaped() -> Result<()> {
     Ok(())
 }
 
-/// A namespace `snh-<run>-n` made with `ip netns add`, and the owner entry `text` for it.
+/// A namespace `snh-<run>-n` pinned under `/run/netns` as `ip netns add` would, and the owner
+/// entry `text` for it. (`unshare --net=FILE`, because `ip netns add` fails in a rootless run: it
+/// returns to the host's network namespace at the end, which a user namespace may not enter.)
 fn fake_run(run: &str, text: &str) -> Result<()> {
     let name = format!("snh-{run}-n");
-    let st = Command::new("ip").args(["netns", "add", &name]).status()?;
-    ensure!(st.success(), "ip netns add {name}");
+    let pin = std::path::Path::new(harness::netns::NETNS_DIR).join(&name);
+    std::fs::create_dir_all(harness::netns::NETNS_DIR)?;
+    std::fs::write(&pin, "")?;
+    let st = Command::new("unshare")
+        .arg(format!("--net={}", pin.display()))
+        .arg("true")
+        .status()?;
+    ensure!(st.success(), "unshare --net={}", pin.display());
     std::fs::create_dir_all(harness::registry::OWNERS_DIR)?;
     std::fs::write(harness::registry::owner_entry_path(run), text)?;
     Ok(())
