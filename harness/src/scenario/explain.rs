@@ -420,6 +420,84 @@ pub fn swallowed(
         .collect()
 }
 
+/// The NAT routers of `s` as the explanation needs them, upstream first (the order the lab
+/// builds them in), leaving out those the timeline changes, flushes or expires: one of those
+/// is left unexplained rather than explained wrongly.
+pub fn modelled_routers(s: &super::Scenario) -> Vec<Router> {
+    let touched: BTreeSet<&str> = s
+        .file
+        .steps
+        .iter()
+        .filter_map(|step| match step.get_ref() {
+            super::Step::SetNat { router, .. }
+            | super::Step::ExpireBinding { router, .. }
+            | super::Step::FlushBindings { router } => Some(router.as_str()),
+            _ => None,
+        })
+        .collect();
+    let spec = &s.topology;
+    spec.routers_upstream_first()
+        .into_iter()
+        .filter(|r| !touched.contains(r.name.as_str()))
+        .filter_map(|r| {
+            Some(Router {
+                name: r.name.clone(),
+                nat: r.nat.clone()?,
+                public: r.wan,
+                lan: (r.lan, r.lan_prefix),
+                subscribers: spec.subscribers_of(&r.name),
+                forwards: r.forwards.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What the model of each of `s`'s modelled routers saw in `frames`.
+pub fn stories(s: &super::Scenario, frames: &[Frame]) -> Vec<RouterStory> {
+    modelled_routers(s)
+        .iter()
+        .map(|r| router_story(frames, r))
+        .collect()
+}
+
+/// Every packet one of `s`'s modelled routers kept, with its model's reason.
+pub fn kept(s: &super::Scenario, frames: &[Frame]) -> Vec<Dropped> {
+    stories(s, frames)
+        .into_iter()
+        .flat_map(|st| {
+            let router = st.router.clone();
+            st.drops.into_iter().map(move |d| Dropped::of(&router, d))
+        })
+        .collect()
+}
+
+/// Why each packet that vanished did, as ladder events `(when, where, why)`: the modelled
+/// routers' drops, and what public hosts sent to private addresses; with the routers' stories
+/// for the run report's binding timelines.
+pub fn vanished(
+    s: &super::Scenario,
+    frames: &[Frame],
+) -> (Vec<(SystemTime, String, String)>, Vec<RouterStory>) {
+    let stories = stories(s, frames);
+    let mut out: Vec<(SystemTime, String, String)> = stories
+        .iter()
+        .flat_map(|st| {
+            st.drops
+                .iter()
+                .map(|d| (d.at, st.router.clone(), d.to_string()))
+        })
+        .collect();
+    let public_hosts = s
+        .topology
+        .hosts
+        .iter()
+        .filter(|h| h.segment == crate::topology::INTERNET)
+        .map(|h| h.name.clone())
+        .collect();
+    out.extend(swallowed(frames, &public_hosts));
+    (out, stories)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,13 @@ pub mod checks;
 pub mod emit;
 pub mod explain;
 pub mod file;
+pub mod judge;
+mod kernel;
 mod matrix;
+pub mod observed;
 mod placed;
 pub mod reference;
+pub mod report;
 mod run;
 pub mod seen;
 pub mod vars;
@@ -20,7 +24,8 @@ use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
 pub use matrix::{matrix, Cell};
-pub use run::{run, Outcome, Phases, RunOptions, Verdict};
+pub use report::{Outcome, Verdict};
+pub use run::{run, Phases, RunOptions};
 
 use crate::topology::{HostSpec, RouterSpec, TopologySpec, INTERNET};
 
