@@ -4,11 +4,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::file::{Expect, LogStream, MediaVerdictDef, StunVsWan};
+use sim_nat::{Filtering, Mapping};
+
+use super::file::{Expect, MediaVerdictDef, Statuses, StunVsWan};
 use super::observed::{Observed, Phone};
 use super::seen::{Address, PacketQuery};
 use super::Scenario;
 use crate::rtp::MediaVerdict;
+use crate::stun::ClassicNat;
 
 /// One expectation judged: its description, whether it held, what was observed.
 pub type Check = (String, bool, String);
@@ -23,35 +26,19 @@ pub fn judge(s: &Scenario, o: &Observed) -> Vec<Check> {
 }
 
 fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
-    let phone = |ua: &str| o.phones.get(ua);
     match e {
-        Expect::Call { from, status } => {
-            let got = o.timeline.last_call(from).map(|c| c.status);
-            (
-                format!("{from}'s call ends with {status}"),
-                got.is_some_and(|g| status.contains(g)),
-                match got {
-                    Some(0) => "no final response".to_string(),
-                    Some(c) => format!("got {c}"),
-                    None => "no call was placed".to_string(),
-                },
-            )
-        }
+        Expect::Call { from, status } => call(o, from, status),
         Expect::Registered { ua, value } => {
-            let reg = phone(ua).is_some_and(Phone::registered);
-            (
-                format!("{ua} {} registered", if *value { "is" } else { "is not" }),
-                reg == *value,
-                format!("registered = {reg}"),
-            )
+            let what = if *value {
+                "is registered"
+            } else {
+                "is not registered"
+            };
+            phone_fact(o, ua, (*value, what), ("registered", Phone::registered))
         }
         Expect::Rang { ua, value } => {
-            let rang = phone(ua).is_some_and(Phone::rang);
-            (
-                format!("{ua} {}", if *value { "rings" } else { "never rings" }),
-                rang == *value,
-                format!("rang = {rang}"),
-            )
+            let what = if *value { "rings" } else { "never rings" };
+            phone_fact(o, ua, (*value, what), ("rang", Phone::rang))
         }
         Expect::Media { from, value } => media(o, from, value),
         Expect::ExitCode { command, code } => {
@@ -68,35 +55,91 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
             then,
             within_t1,
         } => timing(s, o, at, (first, then), *within_t1),
-        Expect::Log { .. } => log(o, e),
-        Expect::Packet { .. } => packet(o, e),
+        Expect::Log {
+            command,
+            contains,
+            matches,
+            stream,
+            min,
+            max,
+        } => {
+            let text = o.commands.get(command).map(|p| p.output(*stream));
+            let pattern = (contains.as_deref(), matches.as_deref());
+            log(command, text.as_deref(), pattern, (*min, *max))
+        }
+        Expect::Packet {
+            at,
+            contains,
+            from,
+            to,
+            min,
+            max,
+        } => {
+            let ends = (from.as_deref(), to.as_deref());
+            packet(o, (at, contains), ends, (*min, *max))
+        }
         Expect::StunAddress {
             host,
             router,
             value,
-        } => stun_address(s, o, host, router, *value),
-        Expect::NatType { .. } => nat_type(o, e),
+        } => stun_address(s, o, (host, router), *value),
+        Expect::NatType {
+            host,
+            value,
+            mapping,
+            filtering,
+        } => nat_type(o, host, value.classic(), (*mapping, *filtering)),
         Expect::UdpReachable {
             host,
             probe,
             reached,
-        } => {
-            let probes = || o.timeline.probes();
-            let run = match probe {
-                Some(p) => probes().find(|x| x.name.as_ref() == Some(p)),
-                None => probes().rev().find(|x| &x.listen == host),
-            };
-            let label = probe
-                .as_ref()
-                .map(|p| format!("probe \"{p}\""))
-                .unwrap_or_else(|| "the last UDP probe".into());
-            (
-                format!("{label} reaches {host} {reached} time(s)"),
-                run.is_some_and(|x| x.reached() == usize::from(*reached)),
-                run.map_or("the probe did not run".into(), |x| x.summary()),
-            )
-        }
+        } => udp_reachable(o, host, probe.as_deref(), *reached),
     }
+}
+
+fn call(o: &Observed, from: &str, status: &Statuses) -> Check {
+    let got = o.timeline.last_call(from).map(|c| c.status);
+    (
+        format!("{from}'s call ends with {status}"),
+        got.is_some_and(|g| status.contains(g)),
+        match got {
+            Some(0) => "no final response".to_string(),
+            Some(c) => format!("got {c}"),
+            None => "no call was placed".to_string(),
+        },
+    )
+}
+
+/// A yes-or-no fact about phone `ua`: expected `want`, described as `what`; seen as
+/// `name = …`.
+fn phone_fact(
+    o: &Observed,
+    ua: &str,
+    (want, what): (bool, &str),
+    (name, fact): (&str, fn(&Phone) -> bool),
+) -> Check {
+    let got = o.phones.get(ua).is_some_and(fact);
+    (
+        format!("{ua} {what}"),
+        got == want,
+        format!("{name} = {got}"),
+    )
+}
+
+fn udp_reachable(o: &Observed, host: &str, probe: Option<&str>, reached: u16) -> Check {
+    let probes = || o.timeline.probes();
+    let run = match probe {
+        Some(p) => probes().find(|x| x.name.as_deref() == Some(p)),
+        None => probes().rev().find(|x| x.listen == host),
+    };
+    let label = probe
+        .map(|p| format!("probe \"{p}\""))
+        .unwrap_or_else(|| "the last UDP probe".into());
+    (
+        format!("{label} reaches {host} {reached} time(s)"),
+        run.is_some_and(|x| x.reached() == usize::from(reached)),
+        run.map_or("the probe did not run".into(), |x| x.summary()),
+    )
 }
 
 fn media(o: &Observed, from: &str, value: &MediaVerdictDef) -> Check {
@@ -157,37 +200,25 @@ fn range(min: u32, max: Option<u32>, unit: &str) -> String {
     }
 }
 
-fn log(o: &Observed, e: &Expect) -> Check {
-    let Expect::Log {
-        command,
-        contains,
-        matches,
-        stream,
-        min,
-        max,
-    } = e
-    else {
-        unreachable!("called for a log expectation")
-    };
-    let text = o.commands.get(command).map(|p| match stream {
-        LogStream::Stdout => p.stdout.clone(),
-        LogStream::Stderr => p.stderr.clone(),
-        LogStream::Both => p.stdout.clone() + &p.stderr,
-    });
-    let re = matches
-        .as_deref()
-        .map(|m| regex::Regex::new(m).expect("checked when the file loaded"));
+/// Lines of a command's output (`None`: it never started) that contain a text or match a
+/// regular expression, `min` to `max` of them.
+fn log(
+    command: &str,
+    text: Option<&str>,
+    (contains, matches): (Option<&str>, Option<&str>),
+    (min, max): (Option<u32>, Option<u32>),
+) -> Check {
+    let re = matches.map(|m| regex::Regex::new(m).expect("checked when the file loaded"));
     let hits: Vec<&str> = text
-        .as_deref()
         .unwrap_or("")
         .lines()
         .filter(|l| match (&re, contains) {
             (Some(re), _) => re.is_match(l),
-            (None, Some(c)) => l.contains(c.as_str()),
+            (None, Some(c)) => l.contains(c),
             (None, None) => false,
         })
         .collect();
-    let (min, max) = super::file::packet_bounds(*min, *max);
+    let (min, max) = super::file::packet_bounds(min, max);
     let pattern = match (contains, matches) {
         (Some(c), _) => format!("{c:?}"),
         (_, Some(m)) => format!("/{m}/"),
@@ -208,26 +239,22 @@ fn log(o: &Observed, e: &Expect) -> Check {
     )
 }
 
-fn packet(o: &Observed, e: &Expect) -> Check {
-    let Expect::Packet {
-        at,
-        contains,
-        from,
-        to,
-        min,
-        max,
-    } = e
-    else {
-        unreachable!("called for a packet expectation")
-    };
+/// Packets seen at vantage point `at` that contain a text, from and to given addresses,
+/// `min` to `max` of them.
+fn packet(
+    o: &Observed,
+    (at, contains): (&str, &str),
+    (from, to): (Option<&str>, Option<&str>),
+    (min, max): (Option<u32>, Option<u32>),
+) -> Check {
     let q = PacketQuery {
         at,
         contains,
-        from: from.as_deref().and_then(Address::parse),
-        to: to.as_deref().and_then(Address::parse),
+        from: from.and_then(Address::parse),
+        to: to.and_then(Address::parse),
     };
     let found = super::seen::count(&o.frames, &q);
-    let (min, max) = super::file::packet_bounds(*min, *max);
+    let (min, max) = super::file::packet_bounds(min, max);
     let path = match (from, to) {
         (Some(f), Some(t)) => format!(" {f} → {t}"),
         (Some(f), None) => format!(" from {f}"),
@@ -247,7 +274,12 @@ fn packet(o: &Observed, e: &Expect) -> Check {
     )
 }
 
-fn stun_address(s: &Scenario, o: &Observed, host: &str, router: &str, value: StunVsWan) -> Check {
+fn stun_address(
+    s: &Scenario,
+    o: &Observed,
+    (host, router): (&str, &str),
+    value: StunVsWan,
+) -> Check {
     let wan = s.topology.router(router).map(|r| r.wan);
     let check = o.timeline.stun_check(host);
     let mapped = check.and_then(|c| c.mapped.as_ref().ok());
@@ -271,27 +303,24 @@ fn stun_address(s: &Scenario, o: &Observed, host: &str, router: &str, value: Stu
     )
 }
 
-fn nat_type(o: &Observed, e: &Expect) -> Check {
-    let Expect::NatType {
-        host,
-        value,
-        mapping,
-        filtering,
-    } = e
-    else {
-        unreachable!("called for a nat-type expectation")
-    };
+/// The RFC 3489 name of `host`'s NAT, and its RFC 4787 mapping and filtering if asked.
+fn nat_type(
+    o: &Observed,
+    host: &str,
+    classic: ClassicNat,
+    (mapping, filtering): (Option<Mapping>, Option<Filtering>),
+) -> Check {
     let got = o.timeline.classified(host);
     let found = got.and_then(|c| c.found.as_ref().ok());
-    let ok = got.is_some_and(|c| c.classic() == value.classic())
+    let ok = got.is_some_and(|c| c.classic() == classic)
         && mapping.is_none_or(|m| found.and_then(|b| b.mapping) == Some(m))
         && filtering.is_none_or(|f| found.and_then(|b| b.filtering) == Some(f));
-    let mut what = format!("{host} is behind a {} NAT", value.classic());
-    if let Some(m) = mapping {
-        what.push_str(&format!(", mapping {}", super::checks::kebab(Some(*m))));
+    let mut what = format!("{host} is behind a {classic} NAT");
+    if mapping.is_some() {
+        what.push_str(&format!(", mapping {}", super::checks::kebab(mapping)));
     }
-    if let Some(f) = filtering {
-        what.push_str(&format!(", filtering {}", super::checks::kebab(Some(*f))));
+    if filtering.is_some() {
+        what.push_str(&format!(", filtering {}", super::checks::kebab(filtering)));
     }
     (
         what,

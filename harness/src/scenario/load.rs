@@ -55,18 +55,22 @@ fn header(text: &str) -> String {
 /// The topology the file describes, checked node by node and then by the topology's own rules
 /// (subnets, clashes, documentation ranges); with the names of all its nodes.
 fn topology(c: &Checker, f: &ScenarioFile) -> Result<(TopologySpec, BTreeSet<String>), FileError> {
-    let mut nodes = BTreeSet::new();
     let routers: BTreeSet<String> = f.routers.iter().map(|r| r.name.get_ref().clone()).collect();
-    let mut segments = routers.clone();
-    segments.insert(INTERNET.to_string());
+    let mut nodes = Nodes {
+        names: BTreeSet::new(),
+        segments: routers
+            .iter()
+            .cloned()
+            .chain([INTERNET.to_string()])
+            .collect(),
+        neither: format!("neither `internet` nor a router ({})", one_of(&routers)),
+    };
     let mut spec = TopologySpec::default();
     for r in &f.routers {
-        node_name(c, &mut nodes, &r.name)?;
-        spec.routers.push(router(c, r, &segments, &routers)?);
+        spec.routers.push(router(c, &mut nodes, r)?);
     }
     for h in &f.hosts {
-        node_name(c, &mut nodes, &h.name)?;
-        spec.hosts.push(host(c, h, &segments, &routers)?);
+        spec.hosts.push(host(c, &mut nodes, h)?);
     }
     for (i, r) in f.routers.iter().enumerate() {
         spec.routers[i].forwards = check_forwards(c, r, &f.hosts)?;
@@ -85,43 +89,46 @@ fn topology(c: &Checker, f: &ScenarioFile) -> Result<(TopologySpec, BTreeSet<Str
             .unwrap_or(0..0);
         return Err(c.err(span, msg));
     }
-    Ok((spec, nodes))
+    Ok((spec, nodes.names))
 }
 
-/// A node's name: valid as a namespace's part, not reserved, not taken.
-fn node_name(
-    c: &Checker,
-    nodes: &mut BTreeSet<String>,
-    name: &Spanned<String>,
-) -> Result<(), FileError> {
-    let (span, name) = (name.span(), name.get_ref());
-    crate::names::check_node_name(name).map_err(|m| c.err(span.clone(), m))?;
-    if name == INTERNET || !nodes.insert(name.clone()) {
-        return Err(c.err(
-            span,
-            format!("node name `{name}` is used twice or reserved"),
-        ));
-    }
-    Ok(())
+/// The nodes named so far, and the segments a node may attach to.
+struct Nodes {
+    names: BTreeSet<String>,
+    /// `internet` and the routers' LANs.
+    segments: BTreeSet<String>,
+    /// What a segment is when it is none of them, for the message.
+    neither: String,
 }
 
-fn router(
-    c: &Checker,
-    r: &file::RouterDef,
-    segments: &BTreeSet<String>,
-    routers: &BTreeSet<String>,
-) -> Result<RouterSpec, FileError> {
-    let name = r.name.get_ref();
-    if !segments.contains(r.upstream.get_ref()) {
-        return Err(c.err(
-            r.upstream.span(),
-            format!(
-                "router `{name}`: upstream `{}` is neither `internet` nor a router ({})",
-                r.upstream.get_ref(),
-                one_of(routers)
-            ),
-        ));
+impl Nodes {
+    /// A new node `name`, attached to `segment`; `said(name, segment)` starts the message
+    /// when the segment does not exist.
+    fn add(
+        &mut self,
+        c: &Checker,
+        name: &Spanned<String>,
+        segment: &Spanned<String>,
+        said: impl FnOnce(&str, &str) -> String,
+    ) -> Result<(), FileError> {
+        let (span, node) = (name.span(), name.get_ref());
+        crate::names::check_node_name(node).map_err(|m| c.err(span.clone(), m))?;
+        if node == INTERNET || !self.names.insert(node.clone()) {
+            let why = format!("node name `{node}` is used twice or reserved");
+            return Err(c.err(span, why));
+        }
+        if self.segments.contains(segment.get_ref()) {
+            return Ok(());
+        }
+        let why = format!("{} {}", said(node, segment.get_ref()), self.neither);
+        Err(c.err(segment.span(), why))
     }
+}
+
+/// A router: a new node, upstream of it `internet` or a router, and a LAN.
+fn router(c: &Checker, nodes: &mut Nodes, r: &file::RouterDef) -> Result<RouterSpec, FileError> {
+    let said = |n: &str, up: &str| format!("router `{n}`: upstream `{up}` is");
+    nodes.add(c, &r.name, &r.upstream, said)?;
     let (lan, lan_prefix) = parse_cidr(r.lan.get_ref()).ok_or_else(|| {
         c.err(
             r.lan.span(),
@@ -132,7 +139,7 @@ fn router(
         )
     })?;
     Ok(RouterSpec {
-        name: name.clone(),
+        name: r.name.get_ref().clone(),
         upstream: r.upstream.get_ref().clone(),
         wan: *r.wan.get_ref(),
         lan,
@@ -142,23 +149,11 @@ fn router(
     })
 }
 
-fn host(
-    c: &Checker,
-    h: &file::HostDef,
-    segments: &BTreeSet<String>,
-    routers: &BTreeSet<String>,
-) -> Result<HostSpec, FileError> {
+/// A host: a new node, on `internet` or a router's LAN, with an address.
+fn host(c: &Checker, nodes: &mut Nodes, h: &file::HostDef) -> Result<HostSpec, FileError> {
     let name = h.name.get_ref();
-    if !segments.contains(h.segment.get_ref()) {
-        return Err(c.err(
-            h.segment.span(),
-            format!(
-                "host `{name}` is attached to `{}`, which is neither `internet` nor a router ({})",
-                h.segment.get_ref(),
-                one_of(routers)
-            ),
-        ));
-    }
+    let said = |n: &str, on: &str| format!("host `{n}` is attached to `{on}`, which is");
+    nodes.add(c, &h.name, &h.segment, said)?;
     if h.addrs.get_ref().is_empty() {
         return Err(c.err(
             h.addrs.span(),
@@ -254,7 +249,7 @@ fn component(
                 return Err(c.err(span, format!("two phones are called `{u}`")));
             }
         }
-        Component::Command { .. } => command(c, n, comp, vars)?,
+        Component::Command { .. } => command(c, n, comp.get_ref(), span, vars)?,
     }
     Ok(())
 }
@@ -299,7 +294,8 @@ fn registrar(c: &Checker, n: &mut Names, comp: &Spanned<Component>) -> Result<()
 fn command(
     c: &Checker,
     n: &mut Names,
-    comp: &Spanned<Component>,
+    comp: &Component,
+    span: Range<usize>,
     vars: &BTreeMap<String, String>,
 ) -> Result<(), FileError> {
     let Component::Command {
@@ -312,11 +308,10 @@ fn command(
         plays,
         sip_port,
         ..
-    } = comp.get_ref()
+    } = comp
     else {
         unreachable!("only commands are checked here")
     };
-    let span = comp.span();
     if run.is_empty() {
         return Err(c.err(span, format!("command `{name}`: `run` is empty")));
     }
@@ -535,7 +530,22 @@ fn step(
 ) -> Result<(), FileError> {
     let sp = s.span();
     match s.get_ref() {
-        Step::StunCheck { .. } | Step::ClassifyNat { .. } => diagnosis_step(c, f, n, rec, s)?,
+        Step::StunCheck {
+            host, stun_server, ..
+        }
+        | Step::ClassifyNat {
+            host, stun_server, ..
+        } => {
+            known(c, &n.hosts, "host", host, sp.clone())?;
+            let what = "host running a stun-server";
+            known(c, &n.stun, what, stun_server, sp.clone())?;
+            if let Step::ClassifyNat { .. } = s.get_ref() {
+                rfc5780_server(c, f, stun_server, sp)?;
+                rec.classified.insert(host.clone());
+            } else {
+                rec.stun_checked.insert(host.clone());
+            }
+        }
         Step::ProbeUdp { .. } => probe_step(c, spec, n, rec, s)?,
         Step::Register { ua, .. } => known(c, &n.uas, "phone", ua, sp)?,
         Step::Call { from, hold_ms, .. } if n.external_users.contains(from) => {
@@ -558,37 +568,13 @@ fn step(
     Ok(())
 }
 
-/// `stun-check` and `classify-nat`: from a host, to a STUN server (an RFC 5780 one, with two
-/// addresses, to classify).
-fn diagnosis_step(
+/// The STUN server `classify-nat` asks: an RFC 5780 one, on a host with two addresses.
+fn rfc5780_server(
     c: &Checker,
     f: &ScenarioFile,
-    n: &Names,
-    rec: &mut Recorded,
-    s: &Spanned<Step>,
+    stun_server: &str,
+    sp: Range<usize>,
 ) -> Result<(), FileError> {
-    let sp = s.span();
-    let (Step::StunCheck {
-        host, stun_server, ..
-    }
-    | Step::ClassifyNat {
-        host, stun_server, ..
-    }) = s.get_ref()
-    else {
-        unreachable!("only diagnosis steps are checked here")
-    };
-    known(c, &n.hosts, "host", host, sp.clone())?;
-    known(
-        c,
-        &n.stun,
-        "host running a stun-server",
-        stun_server,
-        sp.clone(),
-    )?;
-    if let Step::StunCheck { .. } = s.get_ref() {
-        rec.stun_checked.insert(host.clone());
-        return Ok(());
-    }
     let addrs = f
         .hosts
         .iter()
@@ -603,7 +589,6 @@ fn diagnosis_step(
             ),
         ));
     }
-    rec.classified.insert(host.clone());
     Ok(())
 }
 
@@ -684,44 +669,52 @@ fn program_call(
 fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result<(), FileError> {
     let sp = e.span();
     match e.get_ref() {
-        Expect::Call { from, .. } | Expect::Media { from, .. } if n.dialers.contains_key(from) => {}
+        Expect::Call { from, .. } | Expect::Media { from, .. } if n.dialers.contains_key(from) => {
+            Ok(())
+        }
         Expect::Call { from, .. } | Expect::Media { from, .. } => {
-            known(c, &n.uas, "phone", from, sp)?
+            known(c, &n.uas, "phone", from, sp)
         }
         Expect::Registered { ua, .. } | Expect::Rang { ua, .. } => {
-            known(c, &n.uas, "phone", ua, sp)?
+            known(c, &n.uas, "phone", ua, sp)
         }
-        Expect::ExitCode { command, .. } => known(c, &n.commands, "command", command, sp)?,
+        Expect::ExitCode { command, .. } => known(c, &n.commands, "command", command, sp),
         Expect::Timing { at, within_t1, .. } => {
             check_vantage(c, &n.routers, &n.nodes, at, sp.clone())?;
-            if let Some((lo, hi)) = within_t1 {
-                if !(0.0..=*hi).contains(lo) {
-                    return Err(c.err(
-                        sp,
-                        format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
-                    ));
-                }
+            match within_t1 {
+                Some((lo, hi)) if !(0.0..=*hi).contains(lo) => Err(c.err(
+                    sp,
+                    format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
+                )),
+                _ => Ok(()),
             }
         }
         Expect::StunAddress { host, router, .. } => {
             known(c, &n.routers, "router", router, sp.clone())?;
-            known(
-                c,
-                &rec.stun_checked,
-                "host with a stun-check step",
-                host,
-                sp,
-            )?;
+            let what = "host with a stun-check step";
+            known(c, &rec.stun_checked, what, host, sp)
         }
-        Expect::NatType { host, .. } => known(
-            c,
-            &rec.classified,
-            "host with a classify-nat step",
+        Expect::NatType { host, .. } => {
+            let what = "host with a classify-nat step";
+            known(c, &rec.classified, what, host, sp)
+        }
+        Expect::UdpReachable {
             host,
-            sp,
-        )?,
-        Expect::UdpReachable { .. } => udp_reachable(c, rec, e)?,
-        Expect::Log { .. } => log_expect(c, n, e)?,
+            probe,
+            reached,
+        } => udp_reachable(c, rec, sp, host, probe.as_deref(), *reached),
+        Expect::Log {
+            command,
+            contains,
+            matches,
+            min,
+            max,
+            ..
+        } => {
+            known(c, &n.commands, "command", command, sp.clone())?;
+            log_pattern(c, sp.clone(), contains.as_deref(), matches.as_deref())?;
+            bounds(c, sp, *min, *max)
+        }
         Expect::Packet {
             at,
             from,
@@ -733,18 +726,15 @@ fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result
             check_vantage(c, &n.routers, &n.nodes, at, sp.clone())?;
             for a in [from, to].into_iter().flatten() {
                 if seen::Address::parse(a).is_none() {
-                    return Err(c.err(
-                        sp,
-                        format!(
-                            "`{a}` is not an address: write `203.0.113.1` or `203.0.113.1:5060`"
-                        ),
-                    ));
+                    let why = format!(
+                        "`{a}` is not an address: write `203.0.113.1` or `203.0.113.1:5060`"
+                    );
+                    return Err(c.err(sp, why));
                 }
             }
-            bounds(c, sp, *min, *max)?;
+            bounds(c, sp, *min, *max)
         }
     }
-    Ok(())
 }
 
 /// `min` and `max` that something could meet.
@@ -765,27 +755,25 @@ fn bounds(
 }
 
 /// `udp-reachable`: a probe step that exists, listens on the host, and sends enough.
-fn udp_reachable(c: &Checker, rec: &Recorded, e: &Spanned<Expect>) -> Result<(), FileError> {
-    let Expect::UdpReachable {
-        host,
-        probe,
-        reached,
-    } = e.get_ref()
-    else {
-        unreachable!("only udp-reachable expectations are checked here")
-    };
-    let sp = e.span();
+fn udp_reachable(
+    c: &Checker,
+    rec: &Recorded,
+    sp: Range<usize>,
+    host: &str,
+    probe: Option<&str>,
+    reached: u16,
+) -> Result<(), FileError> {
     let step = match probe {
         Some(p) => {
             let named: BTreeSet<String> = rec.probes.iter().filter_map(|p| p.0.clone()).collect();
             known(c, &named, "probe-udp step", p, sp.clone())?;
-            rec.probes.iter().find(|x| x.0.as_ref() == Some(p))
+            rec.probes.iter().find(|x| x.0.as_deref() == Some(p))
         }
         None => {
             let listening: BTreeSet<String> = rec.probes.iter().map(|p| p.1.clone()).collect();
             let what = "host listening in a probe-udp step";
             known(c, &listening, what, host, sp.clone())?;
-            rec.probes.iter().rev().find(|x| &x.1 == host)
+            rec.probes.iter().rev().find(|x| x.1 == host)
         }
     };
     match step {
@@ -793,7 +781,7 @@ fn udp_reachable(c: &Checker, rec: &Recorded, e: &Spanned<Expect>) -> Result<(),
             sp,
             format!("that probe listens on `{listen}`, not `{host}`"),
         )),
-        Some((_, _, samples)) if reached > samples => Err(c.err(
+        Some((_, _, samples)) if reached > *samples => Err(c.err(
             sp,
             format!("reached = {reached}, but that probe sends only {samples}: nothing could hold"),
         )),
@@ -801,37 +789,24 @@ fn udp_reachable(c: &Checker, rec: &Recorded, e: &Spanned<Expect>) -> Result<(),
     }
 }
 
-/// `log`: a command's output, with exactly one of a text and a regular expression.
-fn log_expect(c: &Checker, n: &Names, e: &Spanned<Expect>) -> Result<(), FileError> {
-    let Expect::Log {
-        command,
-        contains,
-        matches,
-        min,
-        max,
-        ..
-    } = e.get_ref()
-    else {
-        unreachable!("only log expectations are checked here")
-    };
-    let sp = e.span();
-    known(c, &n.commands, "command", command, sp.clone())?;
+/// A log expectation's pattern: exactly one of a text and a regular expression.
+fn log_pattern(
+    c: &Checker,
+    sp: Range<usize>,
+    contains: Option<&str>,
+    matches: Option<&str>,
+) -> Result<(), FileError> {
     match (contains, matches) {
-        (Some(_), None) => {}
-        (None, Some(re)) => {
-            if let Err(e) = regex::Regex::new(re) {
-                let e = e.to_string().replace('\n', " ");
-                return Err(c.err(sp, format!("`matches`: not a regular expression: {e}")));
-            }
-        }
-        _ => {
-            return Err(c.err(
-                sp,
-                "a log expectation needs exactly one of `contains` (text) and `matches` (a regular expression)",
-            ))
-        }
+        (Some(_), None) => Ok(()),
+        (None, Some(re)) => regex::Regex::new(re).map(drop).map_err(|e| {
+            let e = e.to_string().replace('\n', " ");
+            c.err(sp, format!("`matches`: not a regular expression: {e}"))
+        }),
+        _ => Err(c.err(
+            sp,
+            "a log expectation needs exactly one of `contains` (text) and `matches` (a regular expression)",
+        )),
     }
-    bounds(c, sp, *min, *max)
 }
 
 struct Checker<'a> {

@@ -23,8 +23,7 @@ use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
 pub use matrix::{matrix, Cell};
-pub use report::{Outcome, Verdict};
-pub use run::{run, Phases, RunOptions};
+pub use run::{run, Outcome, Phases, RunOptions, Verdict};
 
 use crate::topology::TopologySpec;
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::checks::{Classified, FieldCheck, ProbeRun, StunCheck};
+use super::file::LogStream;
 use crate::bindings::BindingEvent;
 use crate::capture::Frame;
 use crate::rtp::MediaReport;
@@ -102,6 +103,17 @@ pub struct Program {
     /// Its exit code: from its `wait-exit` step, or, if it has ended by the end of the run, from
     /// then; `None` while it runs (or killed by a signal).
     pub exit: Option<i32>,
+}
+
+impl Program {
+    /// What it wrote to standard output, standard error, or both (output first).
+    pub fn output(&self, stream: LogStream) -> String {
+        match stream {
+            LogStream::Stdout => self.stdout.clone(),
+            LogStream::Stderr => self.stderr.clone(),
+            LogStream::Both => self.stdout.clone() + &self.stderr,
+        }
+    }
 }
 
 /// What playing the timeline recorded, in step order.

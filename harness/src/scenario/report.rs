@@ -10,49 +10,11 @@ use std::time::Duration;
 use super::explain::RouterStory;
 use super::judge::Check;
 use super::observed::{MediaPath, Observed};
-use super::{Phases, Scenario};
+use super::{Outcome, Phases, Scenario, Verdict};
 use crate::bindings::{BindingEvent, Opened};
 use crate::error::{Error, Result};
 use crate::sip::Event;
 use crate::trace::{Ladder, Trace};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Pass,
-    Fail,
-}
-
-/// What a run showed.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub name: String,
-    pub verdict: Verdict,
-    /// Each expectation: its description, whether it held, what was observed.
-    pub checks: Vec<Check>,
-    /// A step that could not be carried out (the run stops there and fails).
-    pub error: Option<String>,
-    /// The normalised ladder (hosts and the WAN side of every router), with events.
-    pub ladder: String,
-    /// The same without events: stable run to run, for snapshots.
-    pub snapshot: String,
-    pub trace: Trace,
-    pub pcaps: Vec<PathBuf>,
-    pub duration: Duration,
-    /// How long each phase took, in order: where a slow run spent its time.
-    pub phases: Phases,
-    /// For a failed run, what `harness diagnose` says of each host's capture (those that show a
-    /// problem): the field guide's cause next to the expectation that failed.
-    pub diagnosis: Vec<crate::diagnose::Report>,
-    /// What the field guide's diagnosis steps (`stun-check`, `classify-nat`, `probe-udp`) found,
-    /// one line each in step order (a probe's lines indented under it), with the NAT model's
-    /// reason for every probe a router kept.
-    pub field_checks: Vec<String>,
-    /// What the model of each NAT router the run left alone saw: bindings and drops, for the
-    /// run report's binding timelines.
-    pub nat: Vec<RouterStory>,
-    /// What `conntrack -E` reported in each NAT router: the kernel's own binding events.
-    pub bindings: Vec<(String, Vec<BindingEvent>)>,
-}
 
 /// The outcome of `s` from what was observed and how its expectations were judged. Its pcaps,
 /// duration and phases are the backend's to fill in.

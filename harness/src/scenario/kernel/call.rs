@@ -23,6 +23,23 @@ pub(super) struct CallTiming {
     pub t1: Duration,
 }
 
+impl CallTiming {
+    /// The durations of `call` step `step` of `s`.
+    pub fn of(s: &Scenario, step: &crate::scenario::Step) -> Self {
+        let ms = |ms: u64| Duration::from_millis(ms);
+        let (hold, timeout) = match step {
+            crate::scenario::Step::Call {
+                hold_ms,
+                timeout_ms,
+                ..
+            } => (ms(*hold_ms), ms(*timeout_ms)),
+            _ => unreachable!("only a call step is timed"),
+        };
+        let t1 = ms(s.file.scenario.t1_ms);
+        CallTiming { hold, timeout, t1 }
+    }
+}
+
 /// Waits until `ua` has more events matching `m` than `before`; the newest match.
 pub(super) async fn wait_new(
     ua: &UaTask,

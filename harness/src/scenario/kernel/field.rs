@@ -23,23 +23,26 @@ pub(super) async fn check(
             host,
             stun_server,
             port,
-        } => {
-            let (node, local, server) = from_host(r, host, *port, stun_server)?;
-            let check = checks::stun_check(node, local, server).await;
-            let at = r.clock.now();
-            let host = host.clone();
-            Ok(FieldCheck::Stun { at, host, check })
         }
-        Step::ClassifyNat {
+        | Step::ClassifyNat {
             host,
             stun_server,
             port,
         } => {
             let (node, local, server) = from_host(r, host, *port, stun_server)?;
-            let found = checks::classify_nat(node, local, server).await;
-            let at = r.clock.now();
             let host = host.clone();
-            Ok(FieldCheck::Nat { at, host, found })
+            Ok(match step {
+                Step::StunCheck { .. } => {
+                    let check = checks::stun_check(node, local, server).await;
+                    let at = r.clock.now();
+                    FieldCheck::Stun { at, host, check }
+                }
+                _ => {
+                    let found = checks::classify_nat(node, local, server).await;
+                    let at = r.clock.now();
+                    FieldCheck::Nat { at, host, found }
+                }
+            })
         }
         Step::ProbeUdp { .. } => {
             // Each probe step its own source ports, 100 apart (at most 64 samples).

@@ -29,17 +29,8 @@ pub(in crate::scenario) async fn play(s: &Scenario, r: &mut Running) -> Timeline
 async fn step_once(s: &Scenario, r: &mut Running, t: &mut Timeline, step: &Step) -> Result<()> {
     match step {
         Step::Register { ua, timeout_ms } => register(r, t, ua, *timeout_ms).await?,
-        Step::Call {
-            from,
-            to,
-            hold_ms,
-            timeout_ms,
-        } => {
-            let timing = CallTiming {
-                hold: Duration::from_millis(*hold_ms),
-                timeout: Duration::from_millis(*timeout_ms),
-                t1: Duration::from_millis(s.file.scenario.t1_ms),
-            };
+        Step::Call { from, to, .. } => {
+            let timing = CallTiming::of(s, step);
             match r.external.contains_key(from) {
                 true => call::from_program(s, r, t, (from, to), timing).await?,
                 false => call::from_phone(r, t, (from, to), timing).await?,

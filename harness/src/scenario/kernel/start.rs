@@ -190,11 +190,22 @@ async fn phone(
         user,
         port,
         proxy,
+        rport,
         contact,
         stun_server,
+        keepalive,
+        expires_secs,
+        answer_after_ms,
+        provisional_interval_ms,
+        password,
+        media_port,
+        media,
+        turn_server,
+        turn_password,
+        latching,
+        media_ms,
         externip,
         localnet,
-        ..
     } = comp
     else {
         unreachable!("only a ua component is a phone")
@@ -203,8 +214,15 @@ async fn phone(
     let user = user.clone().unwrap_or_else(|| host.clone());
     let proxy_addr = registrar_addr(s, topo, proxy)?;
     let local = SocketAddr::new(node.addr().into(), *port);
-    let mut cfg = ua_config(comp, &user, local, proxy_addr, timers);
-    let stun = match stun_server {
+    let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
+    cfg.timers = timers;
+    cfg.rport = *rport;
+    cfg.expires = Duration::from_secs(*expires_secs);
+    cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
+    cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
+    cfg.password = password.clone();
+    cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+    let stun: Option<SocketAddr> = match stun_server {
         Some(h) => Some(SocketAddr::new(first_addr(topo, h)?.into(), 3478)),
         None => None,
     };
@@ -213,7 +231,20 @@ async fn phone(
         let mapped = crate::stun::binding(node, local, stun).await?;
         cfg.contact = ContactSource::External(mapped);
     }
-    let (sdp, media) = phone_media(topo, node, comp, &user, stun).await?;
+    let media_local = SocketAddr::new(node.addr().into(), *media_port);
+    let turn = match media {
+        MediaDef::Turn => Some(turn_client(
+            topo,
+            &user,
+            media_local,
+            turn_server,
+            turn_password,
+        )?),
+        MediaDef::Local | MediaDef::Stun => None,
+    };
+    let stun = stun.filter(|_| *media == MediaDef::Stun);
+    let how = (*latching, Duration::from_millis(*media_ms));
+    let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
     cfg.media = Media {
         address: sdp.ip(),
         port: sdp.port(),
@@ -228,109 +259,58 @@ async fn phone(
     Ok((user, Phone { ua, host, media }))
 }
 
-/// A phone's SIP settings from its component, before any address is discovered.
-fn ua_config(
-    comp: &Component,
-    user: &str,
-    local: SocketAddr,
-    proxy: SocketAddr,
-    timers: Timers,
-) -> UaConfig {
-    let Component::Ua {
-        rport,
-        keepalive,
-        expires_secs,
-        answer_after_ms,
-        provisional_interval_ms,
-        password,
-        media_port,
-        ..
-    } = comp
-    else {
-        unreachable!("only a ua component is a phone")
-    };
-    let mut cfg = UaConfig::new(user, &proxy.ip().to_string(), local, proxy);
-    cfg.timers = timers;
-    cfg.rport = *rport;
-    cfg.expires = Duration::from_secs(*expires_secs);
-    cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
-    cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
-    cfg.password = password.clone();
-    cfg.media = Media {
-        address: local.ip(),
-        port: *media_port,
-    };
-    cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
-    cfg
-}
-
-/// A phone's media: the address its SDP offers and how its RTP will leave it.
+/// Where a phone's SDP points and how its RTP leaves it: from its own port (offered as is, or
+/// as its STUN mapping when `stun` is given), or through a TURN allocation made now.
 async fn phone_media(
-    topo: &Topology,
     node: &Node,
-    comp: &Component,
-    user: &str,
+    local: SocketAddr,
+    (latching, duration): (bool, Duration),
     stun: Option<SocketAddr>,
+    turn: Option<TurnClientConfig>,
 ) -> Result<(SocketAddr, PhoneMedia)> {
-    let Component::Ua {
-        media_port,
-        media,
-        latching,
-        media_ms,
-        ..
-    } = comp
-    else {
-        unreachable!("only a ua component is a phone")
-    };
-    let local = SocketAddr::new(node.addr().into(), *media_port);
-    let duration = Duration::from_millis(*media_ms);
-    let sdp = match media {
-        MediaDef::Local => local,
-        MediaDef::Stun => {
-            let stun = stun.expect("checked: media = stun has a server");
-            crate::stun::binding(node, local, stun).await?
-        }
-        MediaDef::Turn => return turn_media(topo, node, comp, user, local).await,
+    if let Some(turn) = turn {
+        return turn_media(node, turn, latching, duration).await;
+    }
+    let sdp = match stun {
+        Some(stun) => crate::stun::binding(node, local, stun).await?,
+        None => local,
     };
     let direct = PhoneMedia::Direct {
         local,
-        latching: *latching,
+        latching,
         duration,
     };
     Ok((sdp, direct))
 }
 
-/// A phone's media through a TURN allocation, made now: its relayed address and the task.
-async fn turn_media(
+/// A phone's TURN client: its media port, to the TURN server's host, as its user.
+fn turn_client(
     topo: &Topology,
-    node: &Node,
-    comp: &Component,
     user: &str,
     local: SocketAddr,
-) -> Result<(SocketAddr, PhoneMedia)> {
-    let Component::Ua {
-        turn_server,
-        turn_password,
-        latching,
-        media_ms,
-        ..
-    } = comp
-    else {
-        unreachable!("only a ua component is a phone")
-    };
-    let h = turn_server
+    server: &Option<String>,
+    password: &Option<String>,
+) -> Result<TurnClientConfig> {
+    let h = server
         .as_deref()
         .expect("checked: media = turn has a server");
     let server = SocketAddr::new(first_addr(topo, h)?.into(), 3478);
-    let pass = turn_password.clone().unwrap_or_else(|| "secret".into());
+    let pass = password.clone().unwrap_or_else(|| "secret".into());
+    Ok(TurnClientConfig::new(local, server, user.to_string(), pass))
+}
+
+/// A phone's media through a TURN allocation, made now: its relayed address and the task.
+async fn turn_media(
+    node: &Node,
+    turn: TurnClientConfig,
+    latching: bool,
+    duration: Duration,
+) -> Result<(SocketAddr, PhoneMedia)> {
+    let user = turn.username.clone();
     let mut mc = MediaConfig::pcmu(SocketAddr::from(([0, 0, 0, 0], 0)), None);
-    mc.duration = Duration::from_millis(*media_ms);
-    mc.latching = *latching;
-    let rm = RelayedMedia::new(
-        TurnClientConfig::new(local, server, user.to_string(), pass),
-        mc,
-    );
-    let (task, _) = RelayedMediaTask::allocate(node, rm).await?;
+    mc.duration = duration;
+    mc.latching = latching;
+    let (task, _) = RelayedMediaTask::allocate(node, RelayedMedia::new(turn, mc)).await?;
     let st = task
         .wait_for(|s| s.relayed.is_some(), Duration::from_secs(5))
         .await
