@@ -8,6 +8,7 @@
 //! reported by the same code, and the two outcomes differ only where what was observed differs.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 use std::time::SystemTime;
 
 use super::checks::{Classified, FieldCheck, ProbeRun, StunCheck};
@@ -33,8 +34,11 @@ use crate::trace::Trace;
 ///   established …) with their times.
 /// - `proxies`: each built-in proxy's SIP events, by host.
 /// - `commands`: each external program started, with its output and exit code.
-/// - `conntrack`: each NAT router's binding events as the kernel reported them (empty on a
-///   backend without conntrack): the ports a router moved are redacted from the ladder with them.
+/// - `moved_ports`: the public ports NAT routers allocated instead of the inside port (masquerade
+///   moving a port, a symmetric NAT's random ports): they differ from run to run, so the
+///   snapshot shows placeholders for them. The kernel backend reads them off conntrack's events.
+/// - `conntrack`: each NAT router's binding events as the kernel reported them, for the run
+///   report (empty on a backend without conntrack).
 /// - `timeline`: what playing the steps recorded (calls and their media, the diagnosis steps,
 ///   the runner's notes, the step that failed).
 #[derive(Debug, Clone, Default)]
@@ -50,6 +54,8 @@ pub struct Observed {
     /// Logs of programs run as built-in components (a `kamailio` component's), as
     /// `(file name, text)`, written beside the pcaps.
     pub logs: Vec<(String, String)>,
+    /// Public ports NAT routers moved off the inside port.
+    pub moved_ports: Vec<SocketAddrV4>,
     /// `conntrack -E` of each NAT router: `(router, events)`.
     pub conntrack: Vec<(String, Vec<BindingEvent>)>,
     pub timeline: Timeline,

@@ -3,7 +3,6 @@
 //! diagnosis of each host's capture. Pure but for [`write_files`], so either backend's
 //! [`Observed`] is reported by the same code.
 
-use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +10,6 @@ use super::explain::RouterStory;
 use super::judge::Check;
 use super::observed::{MediaPath, Observed};
 use super::{Outcome, Phases, Scenario, Verdict};
-use crate::bindings::{BindingEvent, Opened};
 use crate::error::{Error, Result};
 use crate::sip::Event;
 use crate::trace::{Ladder, Trace};
@@ -108,27 +106,9 @@ fn ladder<'a>(s: &Scenario, o: &Observed, trace: &'a Trace) -> Ladder<'a> {
         .map(|r| format!("{}:wan", r.name));
     let hosts = spec.hosts.iter().map(|h| h.name.clone());
     Ladder::new(trace)
-        .moved_ports(moved_ports(&o.conntrack))
+        .moved_ports(o.moved_ports.iter().copied())
         .vantages(routers.chain(hosts).collect::<Vec<_>>())
         .t1(Duration::from_millis(s.file.scenario.t1_ms))
-}
-
-/// The public ports routers allocated instead of the inside port (masquerade moving a port, a
-/// symmetric NAT's random ports): they differ from run to run.
-fn moved_ports(bindings: &[(String, Vec<BindingEvent>)]) -> Vec<SocketAddrV4> {
-    bindings
-        .iter()
-        .flat_map(|(_, events)| events)
-        .filter_map(|e| match e {
-            BindingEvent::Created { binding, .. }
-                if binding.direction == Opened::Outbound
-                    && binding.external.port() != binding.internal.port() =>
-            {
-                Some(binding.external)
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Media in the snapshot as verdicts per direction, not packet counts: which packets of a
@@ -226,4 +206,113 @@ pub fn write_files(dir: &Path, s: &Scenario, o: &Observed, ladder: &str) -> Resu
         write(format!("{name}.log"), &log)?;
     }
     Ok(pcaps)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddrV4;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::capture::{udp_frame, Direction, Vantage};
+    use crate::rtp::{MediaReport, MediaStats, MediaVerdict};
+    use crate::scenario::observed::{Call, MediaPath, Phone};
+    use crate::scenario::{judge, Scenario};
+
+    fn catalogue(name: &str) -> Scenario {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        Scenario::load(&dir.join(format!("{name}.toml"))).unwrap()
+    }
+
+    /// 50 packets each way, every one received.
+    fn both_ways() -> MediaReport {
+        let side = MediaStats {
+            sent: 50,
+            received: 50,
+            unique: 50,
+            ..MediaStats::default()
+        };
+        MediaReport::new(&side, &side, 0.95)
+    }
+
+    fn phone(host: &str, events: Vec<(SystemTime, Event)>) -> Phone {
+        let (host, media) = (host.to_string(), MediaPath::Direct);
+        Phone {
+            host,
+            media,
+            events,
+        }
+    }
+
+    /// What a backend with no kernel would hand over for `lan-call-works`: the two phones'
+    /// events, the call and its media, and the INVITE as bob's interface saw it.
+    fn lan_call(t0: SystemTime) -> Observed {
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let registered = |ms| {
+            let (contact, expires) = ("<sip:x@192.168.1.10>".into(), Duration::from_secs(3600));
+            (at(ms), Event::Registered { contact, expires })
+        };
+        let (call_id, from) = ("c1".to_string(), "carol".to_string());
+        let ringing = (at(30), Event::IncomingCall { call_id, from });
+        let invite = b"INVITE sip:bob@192.168.1.10:5060 SIP/2.0\r\nCall-ID: c1\r\n\r\n";
+        let (pbx, bob) = ("192.168.1.5:5060", "192.168.1.10:5060");
+        let (src, dst): (SocketAddrV4, SocketAddrV4) = (pbx.parse().unwrap(), bob.parse().unwrap());
+        let bob_eth0 = Vantage::new("bob", "eth0");
+        let frame = udp_frame(at(20), bob_eth0, Direction::In, src, dst, invite);
+        let mut o = Observed {
+            trace: Trace::from_frames(std::slice::from_ref(&frame)),
+            frames: vec![frame],
+            ..Observed::default()
+        };
+        o.phones
+            .insert("bob".into(), phone("bob", vec![registered(0), ringing]));
+        o.phones
+            .insert("carol".into(), phone("carol", vec![registered(10)]));
+        o.timeline.calls.push(Call {
+            from: "carol".into(),
+            to: "bob".into(),
+            status: 200,
+            media: Some(both_ways()),
+        });
+        o
+    }
+
+    #[test]
+    fn a_run_observed_without_a_kernel_is_judged_and_reported_like_a_kernel_run() {
+        let s = catalogue("lan-call-works");
+        let o = lan_call(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let checks = judge::judge(&s, &o);
+        assert!(checks.iter().all(|c| c.1), "{checks:#?}");
+        let outcome = outcome(&s, &o, checks);
+        assert_eq!(outcome.verdict, Verdict::Pass);
+        assert!(outcome
+            .snapshot
+            .contains("INVITE sip:bob@192.168.1.10:5060"));
+        assert!(
+            outcome.snapshot.contains(
+                "── media of carol's call ──\n  carol (direct) → bob (direct): Working\n"
+            ),
+            "{}",
+            outcome.snapshot
+        );
+        assert!(outcome.ladder.contains("incoming call from carol: ringing"));
+    }
+
+    #[test]
+    fn a_call_that_observed_no_final_response_fails_its_expectation_and_the_run() {
+        let s = catalogue("lan-call-works");
+        let mut o = lan_call(SystemTime::UNIX_EPOCH);
+        o.timeline.calls[0].status = 0;
+        o.timeline.calls[0].media = None;
+        let checks = judge::judge(&s, &o);
+        let call = checks
+            .iter()
+            .find(|c| c.0 == "carol's call ends with 200")
+            .unwrap();
+        assert_eq!((call.1, call.2.as_str()), (false, "no final response"));
+        let media = checks.iter().find(|c| c.0.contains("audio")).unwrap();
+        assert_eq!(media.2, "no media ran (no established call)");
+        assert_eq!(outcome(&s, &o, checks).verdict, Verdict::Fail);
+        assert_eq!(both_ways().verdict, MediaVerdict::BothWays);
+    }
 }

@@ -2,9 +2,10 @@
 //! events, the machines' events, the programs' output — into plain data.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 
 use super::{PhoneMedia, Running};
-use crate::bindings::BindingWatch;
+use crate::bindings::{BindingEvent, BindingWatch, Opened};
 use crate::scenario::observed::{self, MediaPath, Observed, Program, Timeline};
 use crate::trace::Trace;
 
@@ -22,6 +23,10 @@ pub(in crate::scenario) async fn observe(
     for (router, w) in &watches {
         w.add_to(&mut trace, router);
     }
+    let conntrack: Vec<_> = watches
+        .iter()
+        .map(|(router, w)| (router.clone(), w.events()))
+        .collect();
     let clock = r.clock;
     let events = |events: Vec<crate::sip::driver::NodeEvent>| {
         events
@@ -58,10 +63,8 @@ pub(in crate::scenario) async fn observe(
             .iter()
             .map(|(host, k)| (format!("kamailio-{host}.log"), k.log()))
             .collect(),
-        conntrack: watches
-            .iter()
-            .map(|(router, w)| (router.clone(), w.events()))
-            .collect(),
+        moved_ports: moved_ports(&conntrack),
+        conntrack,
         frames,
         trace,
         timeline,
@@ -81,6 +84,24 @@ fn programs(r: &mut Running, timeline: &Timeline) -> BTreeMap<String, Program> {
                 exit: waited.or_else(|| p.try_status().and_then(|s| s.code())),
             };
             (name.clone(), program)
+        })
+        .collect()
+}
+
+/// The public ports routers allocated instead of the inside port (masquerade moving a port, a
+/// symmetric NAT's random ports): they differ from run to run.
+fn moved_ports(bindings: &[(String, Vec<BindingEvent>)]) -> Vec<SocketAddrV4> {
+    bindings
+        .iter()
+        .flat_map(|(_, events)| events)
+        .filter_map(|e| match e {
+            BindingEvent::Created { binding, .. }
+                if binding.direction == Opened::Outbound
+                    && binding.external.port() != binding.internal.port() =>
+            {
+                Some(binding.external)
+            }
+            _ => None,
         })
         .collect()
 }
