@@ -902,68 +902,12 @@ fn check_forwards(
     r: &file::RouterDef,
     hosts: &[file::HostDef],
 ) -> Result<Vec<sim_nat::PortForward>, FileError> {
-    let name = r.name.get_ref();
-    let behind: BTreeSet<String> = hosts
-        .iter()
-        .filter(|h| h.segment.get_ref() == name)
-        .map(|h| h.name.get_ref().clone())
-        .collect();
-    let mut out: Vec<(sim_nat::PortForward, Range<usize>)> = Vec::new();
+    let mut out: Vec<sim_nat::PortForward> = Vec::new();
     for fw in &r.forward {
-        if r.nat.is_none() {
-            return Err(c.err(
-                fw.ports.span(),
-                format!("router `{name}` forwards ports but has no `nat`: without translation every LAN address is reachable already"),
-            ));
-        }
-        if fw.proto.get_ref() != "udp" {
-            return Err(c.err(
-                fw.proto.span(),
-                format!(
-                    "proto `{}`: only \"udp\" is forwarded (SIP and RTP here are UDP)",
-                    fw.proto.get_ref()
-                ),
-            ));
-        }
-        let ports = file::parse_port_range(fw.ports.get_ref()).ok_or_else(|| {
-            c.err(
-                fw.ports.span(),
-                format!(
-                    "ports `{}` must be \"N\" or \"N-M\" with 1 ≤ N ≤ M ≤ 65535, e.g. \"10000-20000\"",
-                    fw.ports.get_ref()
-                ),
-            )
-        })?;
-        let to = fw.to.get_ref();
-        let Some(host) = hosts.iter().find(|h| h.name.get_ref() == to) else {
-            return Err(c.err(
-                fw.to.span(),
-                format!(
-                    "forward to unknown host `{to}` (hosts behind `{name}`: {})",
-                    one_of(&behind)
-                ),
-            ));
-        };
-        if host.segment.get_ref() != name {
-            return Err(c.err(
-                fw.to.span(),
-                format!(
-                    "host `{to}` is on `{}`, not behind router `{name}`: a router forwards only to its own LAN (hosts behind `{name}`: {})",
-                    host.segment.get_ref(),
-                    one_of(&behind)
-                ),
-            ));
-        }
-        let Some(addr) = host.addrs.get_ref().first() else {
-            return Err(c.err(
-                host.addrs.span(),
-                format!("host `{to}` needs at least one address"),
-            ));
-        };
-        let new = sim_nat::PortForward::udp(ports.0, ports.1, *addr);
-        if let Some((old, _)) = out
+        let new = forward(c, r, hosts, fw)?;
+        if let Some(old) = out
             .iter()
-            .find(|(o, _)| o.ports.0 <= new.ports.1 && new.ports.0 <= o.ports.1)
+            .find(|o| o.ports.0 <= new.ports.1 && new.ports.0 <= o.ports.1)
         {
             return Err(c.err(
                 fw.ports.span(),
@@ -975,9 +919,85 @@ fn check_forwards(
                 ),
             ));
         }
-        out.push((new, fw.ports.span()));
+        out.push(new);
     }
-    Ok(out.into_iter().map(|(f, _)| f).collect())
+    Ok(out)
+}
+
+/// One `forward` of router `r`: UDP, a port range, to a host on its LAN.
+fn forward(
+    c: &Checker,
+    r: &file::RouterDef,
+    hosts: &[file::HostDef],
+    fw: &file::ForwardDef,
+) -> Result<sim_nat::PortForward, FileError> {
+    let name = r.name.get_ref();
+    if r.nat.is_none() {
+        return Err(c.err(
+            fw.ports.span(),
+            format!("router `{name}` forwards ports but has no `nat`: without translation every LAN address is reachable already"),
+        ));
+    }
+    if fw.proto.get_ref() != "udp" {
+        return Err(c.err(
+            fw.proto.span(),
+            format!(
+                "proto `{}`: only \"udp\" is forwarded (SIP and RTP here are UDP)",
+                fw.proto.get_ref()
+            ),
+        ));
+    }
+    let ports = file::parse_port_range(fw.ports.get_ref()).ok_or_else(|| {
+        c.err(
+            fw.ports.span(),
+            format!(
+                "ports `{}` must be \"N\" or \"N-M\" with 1 ≤ N ≤ M ≤ 65535, e.g. \"10000-20000\"",
+                fw.ports.get_ref()
+            ),
+        )
+    })?;
+    let addr = forwarded_to(c, name, hosts, &fw.to)?;
+    Ok(sim_nat::PortForward::udp(ports.0, ports.1, addr))
+}
+
+/// The first address of host `to`, which must be on router `router`'s LAN.
+fn forwarded_to(
+    c: &Checker,
+    router: &str,
+    hosts: &[file::HostDef],
+    to: &Spanned<String>,
+) -> Result<Ipv4Addr, FileError> {
+    let behind: BTreeSet<String> = hosts
+        .iter()
+        .filter(|h| h.segment.get_ref() == router)
+        .map(|h| h.name.get_ref().clone())
+        .collect();
+    let (span, to) = (to.span(), to.get_ref());
+    let Some(host) = hosts.iter().find(|h| h.name.get_ref() == to) else {
+        return Err(c.err(
+            span,
+            format!(
+                "forward to unknown host `{to}` (hosts behind `{router}`: {})",
+                one_of(&behind)
+            ),
+        ));
+    };
+    if host.segment.get_ref() != router {
+        return Err(c.err(
+            span,
+            format!(
+                "host `{to}` is on `{}`, not behind router `{router}`: a router forwards only to its own LAN (hosts behind `{router}`: {})",
+                host.segment.get_ref(),
+                one_of(&behind)
+            ),
+        ));
+    }
+    host.addrs.get_ref().first().copied().ok_or_else(|| {
+        c.err(
+            host.addrs.span(),
+            format!("host `{to}` needs at least one address"),
+        )
+    })
 }
 
 /// A phone's `externip` and `localnet`: networks that parse, `localnet` only next to
