@@ -1,11 +1,20 @@
 //! What a run observed, as plain data: the seam between a backend that plays a scenario and the
 //! phases that are pure.
 //!
-//! A backend — the kernel's namespaces in real time ([`super::kernel`]), or a model of the same
+//! A backend — the kernel's namespaces in real time (`scenario/kernel/`), or a model of the same
 //! lab in virtual time — builds, starts and plays a checked [`Scenario`](super::Scenario) and
 //! hands over one [`Observed`]. [`super::judge`] and [`super::report`] read nothing else: no
 //! socket, no namespace, no clock. The same file played on two backends is therefore judged and
 //! reported by the same code, and the two outcomes differ only where what was observed differs.
+//!
+//! A backend ends as `scenario::run` does:
+//!
+//! ```text
+//! let observed: Observed = …;                       // the backend's own build, start and play
+//! let checks = scenario::judge::judge(&s, &observed);
+//! let mut outcome = scenario::report::outcome(&s, &observed, checks);
+//! outcome.pcaps = scenario::report::write_files(dir, &s, &observed, &outcome.ladder)?;
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
