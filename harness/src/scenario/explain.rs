@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sim_nat::{Binding, BindingEvent, DropReason, NatBehaviour, NatModel, PortForward, Side};
 
 use crate::capture::{Direction, Frame};
+use crate::trace::defrag::fragment_of;
 use crate::trace::{decode_frame, udp_of, Entry};
 
 /// A NAT router as the explanation needs it.
@@ -303,6 +304,22 @@ pub fn router_story(frames: &[Frame], r: &Router) -> RouterStory {
     };
     for (at, is_inbound, i) in order {
         let now = instant(at);
+        // A fragment a fragment-dropping router took never reached conntrack (nor the model).
+        let (s, copy) = if is_inbound {
+            (&inbound[i], in_to_lan[i])
+        } else {
+            (&outbound[i], out_to_wan[i])
+        };
+        if r.nat.drop_fragments && copy.is_none() && fragment_of(&s.frame.bytes).is_some() {
+            story.drops.push(Drop {
+                at,
+                src: s.src,
+                dst: s.dst,
+                what: summary(s.frame),
+                reason: Some(DropReason::Fragmented),
+            });
+            continue;
+        }
         if !is_inbound {
             let s = &outbound[i];
             let v = model.outbound(s.src, s.dst, now);

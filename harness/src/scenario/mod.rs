@@ -7,6 +7,7 @@ pub mod emit;
 pub mod explain;
 pub mod file;
 mod matrix;
+mod phone;
 mod placed;
 pub mod reference;
 mod run;
@@ -19,7 +20,7 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
-pub use matrix::{matrix, Cell};
+pub use matrix::{matrix, matrix_with_fragments, Cell};
 pub use run::{run, Outcome, Phases, RunOptions, Verdict};
 
 use crate::topology::{HostSpec, RouterSpec, TopologySpec, INTERNET};
@@ -321,6 +322,7 @@ impl Scenario {
                 lan_prefix,
                 nat: r.nat.as_ref().map(|n| n.get_ref().0.clone()),
                 forwards: Vec::new(),
+                wan_mtu: r.wan_mtu,
             });
         }
         for h in &f.hosts {
@@ -352,6 +354,7 @@ impl Scenario {
                 name: name.clone(),
                 segment: h.segment.get_ref().clone(),
                 addrs: h.addrs.get_ref().clone(),
+                mtu: h.mtu,
             });
         }
         for (i, r) in f.routers.iter().enumerate() {
@@ -588,6 +591,9 @@ impl Scenario {
                 } = comp.get_ref()
                 {
                     check_externip(&c, comp.span(), *externip, localnet, *contact, *media)?;
+                }
+                if let Some(offer) = phone::offer(comp.get_ref()) {
+                    offer.check().map_err(|m| c.err(comp.span(), m))?;
                 }
                 let is_addr = proxy.parse::<std::net::SocketAddr>().is_ok();
                 if !is_addr && !registrars.contains_key(proxy) {

@@ -345,6 +345,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 media_ms,
                 externip,
                 localnet,
+                ..
             } => {
                 let node = r.topo.node(host)?;
                 let user = user.clone().unwrap_or_else(|| host.clone());
@@ -420,6 +421,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                     cfg.localnet = super::localnets(localnet);
                 }
                 r.media.insert(user.clone(), phone_media);
+                super::phone::configure(comp, &mut cfg);
                 let (task, _) = UaTask::spawn(node, cfg).await?;
                 r.uas.insert(user, (task, host.clone()));
             }

@@ -384,7 +384,8 @@ pub fn decode_icmp(l4: &[u8]) -> Option<Payload> {
     }))
 }
 
-/// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`.
+/// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`; the
+/// first fragment of a fragmented datagram gives the datagram's start, a later one nothing.
 fn ipv4_of(b: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
     if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] {
         return None;
@@ -393,6 +394,11 @@ fn ipv4_of(b: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
     if ip[0] >> 4 != 4 || ihl < 20 || total < ihl {
+        return None;
+    }
+    // A fragment past the first carries no layer-4 header: its bytes are the middle of a
+    // datagram ([`super::defrag`] puts them back), not a UDP header to read ports from.
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
         return None;
     }
     let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);

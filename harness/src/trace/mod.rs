@@ -6,6 +6,7 @@
 //! expired" interleaved by time. [`ladder`] renders it as text for terminals and snapshots.
 
 mod decode;
+pub mod defrag;
 pub mod ladder;
 
 use std::net::SocketAddrV4;
@@ -134,7 +135,10 @@ impl Trace {
     /// Decodes captured frames (ARP and other non-IPv4 frames are left out).
     pub fn from_frames(frames: &[Frame]) -> Self {
         let mut t = Trace {
-            entries: frames.iter().filter_map(decode_frame).collect(),
+            entries: defrag::whole(frames)
+                .iter()
+                .filter_map(|(f, _)| decode_frame(f))
+                .collect(),
         };
         t.sort();
         t
