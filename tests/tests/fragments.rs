@@ -126,3 +126,120 @@ async fn only_the_large_invite_needs_the_router_to_pass_fragments() -> Result<()
     }
     Ok(())
 }
+
+/// Inbound too: a public video phone calls bob behind the fragment-dropping router; the proxy's
+/// kernel cuts the forwarded INVITE, its fragments reach the router's WAN side and nothing of
+/// them its LAN, and the proxy's transaction times out (408 to the caller, bob never rings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_invite_towards_the_phone_is_lost_at_the_router_as_well() -> Result<()> {
+    require_kernel!();
+    let file = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/408-fragmented-invite.toml"),
+    )?;
+    // The same topology and phones; alice offers the video and calls bob.
+    let (head, _) = file
+        .split_once("[[component]]                   # a video phone")
+        .ok_or_else(|| anyhow!("the catalogue file changed shape"))?;
+    let text = format!(
+        r#"{}
+[[component]]
+kind = "ua"
+host = "bob"
+proxy = "server"
+
+[[component]]
+kind = "ua"
+host = "alice"
+proxy = "server"
+codecs = ["PCMU", "PCMA", "G722", "G729", "GSM", "opus", "iLBC", "speex", "AMR-WB", "G726-32",
+          "telephone-event"]
+video = true
+
+[[step]]
+action = "register"
+ua = "bob"
+
+[[step]]
+action = "call"
+from = "alice"
+to = "bob"
+hold-ms = 200
+
+[[expect]]
+kind = "call"
+from = "alice"
+status = 408
+
+[[expect]]
+kind = "rang"
+ua = "bob"
+value = false
+
+[[expect]]
+kind = "packet"
+at = "home:wan"
+contains = "INVITE sip:bob"
+min = 2
+
+[[expect]]
+kind = "packet"
+at = "home:lan"
+contains = "INVITE sip:bob"
+max = 0
+"#,
+        head.replace(
+            "name = \"408-fragmented-invite\"",
+            "name = \"fragmented-invite-inbound\""
+        )
+    );
+    let s = Scenario::from_str("inbound.toml", &text).map_err(|e| anyhow!("{e}"))?;
+    let o = scenario::run(&s, &RunOptions::default()).await?;
+    ensure!(o.verdict == Verdict::Pass, "{:?}\n{}", o.checks, o.ladder);
+    ensure!(
+        o.ladder.contains("dropped INVITE sip:bob")
+            && o.ladder
+                .contains("came in IP fragments, and the router drops fragments"),
+        "the ladder says why:\n{}",
+        o.ladder
+    );
+    Ok(())
+}
+
+/// Per-link MTU on real packets (`docs/examples/video-phone-small-mtu.toml`): bob's link has MTU
+/// 1420, so his kernel cuts the INVITE into a 1420-byte first fragment; the router passes
+/// fragments, re-cuts the datagram at the size it received (not at its 1492-byte WAN MTU) and
+/// the call completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_link_mtu_decides_where_its_kernel_cuts_the_invite() -> Result<()> {
+    require_kernel!();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/examples/video-phone-small-mtu.toml");
+    let s = Scenario::load(&path).map_err(|e| anyhow!("{e}"))?;
+    let dir = std::env::temp_dir().join(format!("snh-mtu-{}", std::process::id()));
+    let o = scenario::run(
+        &s,
+        &RunOptions {
+            out_dir: Some(dir.clone()),
+            keep: false,
+        },
+    )
+    .await;
+    let first_fragments = |v: &str| -> Result<Vec<usize>> {
+        let frames = read_pcap(&dir.join("video-phone-small-mtu").join(format!("{v}.pcap")))?;
+        Ok(frames
+            .iter()
+            .filter(|(_, b)| fragment_of(b).is_some_and(|f| f.offset == 0))
+            .map(|(_, b)| b.len() - 14)
+            .collect())
+    };
+    let seen = (first_fragments("bob"), first_fragments("home-wan"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = o?;
+    ensure!(o.verdict == Verdict::Pass, "{:?}\n{}", o.checks, o.ladder);
+    let (bob, wan) = (seen.0?, seen.1?);
+    // Every copy of the INVITE (one, unless a loaded machine made Timer A fire) alike.
+    let cut_at = |v: &[usize]| !v.is_empty() && v.iter().all(|&n| n == 1420);
+    ensure!(cut_at(&bob), "bob's INVITE cut at its link's MTU: {bob:?}");
+    ensure!(cut_at(&wan), "re-cut at the size received: {wan:?}");
+    Ok(())
+}
