@@ -96,6 +96,7 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("408-private-contact-kamailio-no-nathelper", "Kamailio: external program (imported as the harness's registrar, literal: the INVITE went to the private Contact)", &["kamailio"]),
     ("sipp-register-via-sbc", "SIPp: external program, its exit code is not in a capture", &["command", "exit-code", "sbc"]),
     ("kamailio-by-hand-as-registrar", "Kamailio as a command: external program (imported as the harness's registrar); its log is not in a capture", &["command", "log"]),
+    ("sipp-fragmented-invite", "SIPp: external program, its exit codes and statistics are not in a capture, and its video INVITE never reached the server (the router dropped its fragments)", &["command", "exit-code", "log"]),
     ("sipp-uac-behind-nat", "SIPp: external program, its exit code and its own statistics are not in a capture", &["command", "exit-code", "log"]),
     ("diagnosis-steps", "the field guide's diagnosis steps (STUN check, NAT type, UDP probes to the RTP range) run on the phone's LAN and outside: the server sees only their STUN to it, and import reads one NAT where the CGNAT makes two", &["nat-type", "stun-address", "udp-reachable"]),
     ("diagnosis-steps-fix-public-ip", "the field guide's diagnosis steps (STUN check, NAT type, UDP probes to the RTP range) run on the phone's LAN and outside: the server sees only their STUN to it", &["nat-type", "stun-address", "udp-reachable"]),
