@@ -42,6 +42,9 @@ pub struct SipSummary {
     pub sdp_o: Option<String>,
     /// The message does not parse as SIP (no header end, bad first line).
     pub malformed: bool,
+    /// The whole message in bytes (the UDP payload): past 1472 it cannot cross a 1500-byte
+    /// Ethernet link in one IP packet.
+    pub len: usize,
 }
 
 impl SipSummary {
@@ -98,6 +101,7 @@ fn sip_summary(bytes: &[u8]) -> SipSummary {
             || !(first.starts_with("SIP/2.0 ") || first.ends_with(" SIP/2.0")),
         first_line: first,
         body_len: body.map_or(0, <[u8]>::len),
+        len: bytes.len(),
         ..Default::default()
     };
     for line in lines {
