@@ -32,6 +32,23 @@ fn fragments_and_invites(pcap: &Path) -> Result<(usize, usize)> {
     Ok((fragments, invites))
 }
 
+/// Runs `s` with its pcaps written to a temporary folder, hands the scenario's pcap folder to
+/// `read`, and removes the folder whatever happened.
+async fn run_reading_pcaps<T>(
+    s: &Scenario,
+    read: impl Fn(&Path) -> Result<T>,
+) -> Result<(harness::scenario::Outcome, T)> {
+    let dir = std::env::temp_dir().join(format!("snh-{}-{}", s.name(), std::process::id()));
+    let opts = RunOptions {
+        out_dir: Some(dir.clone()),
+        keep: false,
+    };
+    let o = scenario::run(s, &opts).await;
+    let read = o.as_ref().ok().map(|_| read(&dir.join(s.name())));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((o?, read.expect("read after a run that did not fail")?))
+}
+
 /// [`fragments_and_invites`] at bob, the router's LAN and WAN sides, and the server.
 fn count_all(pcap: &dyn Fn(&str) -> PathBuf) -> Result<[(usize, usize); 4]> {
     Ok([
@@ -50,21 +67,12 @@ async fn a_large_invite_is_fragmented_by_the_phone_and_nothing_of_it_passes_the_
 ) -> Result<()> {
     require_kernel!();
     let s = load("408-fragmented-invite")?;
-    let dir = std::env::temp_dir().join(format!("snh-fragments-{}", std::process::id()));
-    let o = scenario::run(
-        &s,
-        &RunOptions {
-            out_dir: Some(dir.clone()),
-            keep: false,
-        },
-    )
-    .await;
-    let o = o?;
+    let (o, counted) = run_reading_pcaps(&s, |dir| {
+        count_all(&|v: &str| dir.join(format!("{v}.pcap")))
+    })
+    .await?;
     ensure!(o.verdict == Verdict::Pass, "{:?}\n{}", o.checks, o.ladder);
-    let pcap = |v: &str| dir.join("408-fragmented-invite").join(format!("{v}.pcap"));
-    let counted = count_all(&pcap);
-    let _ = std::fs::remove_dir_all(&dir);
-    let [bob, lan, wan, server] = counted?;
+    let [bob, lan, wan, server] = counted;
     let (bob_frags, bob_invites) = bob;
     // Timer B at 64·T1 lets Timer A send the INVITE 7 times (RFC 3261 §17.1.1.2).
     ensure!(
@@ -155,16 +163,6 @@ codecs = ["PCMU", "PCMA", "G722", "G729", "GSM", "opus", "iLBC", "speex", "AMR-W
           "telephone-event"]
 video = true
 
-[[step]]
-action = "register"
-ua = "bob"
-
-[[step]]
-action = "call"
-from = "alice"
-to = "bob"
-hold-ms = 200
-
 [[expect]]
 kind = "call"
 from = "alice"
@@ -186,6 +184,16 @@ kind = "packet"
 at = "home:lan"
 contains = "INVITE sip:bob"
 max = 0
+
+# What happens, after what must hold.
+[[step]]
+action = "register"
+ua = "bob"
+[[step]]
+action = "call"
+from = "alice"
+to = "bob"
+hold-ms = 200
 "#,
         head.replace(
             "name = \"408-fragmented-invite\"",
@@ -215,28 +223,22 @@ async fn a_hosts_link_mtu_decides_where_its_kernel_cuts_the_invite() -> Result<(
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../docs/examples/video-phone-small-mtu.toml");
     let s = Scenario::load(&path).map_err(|e| anyhow!("{e}"))?;
-    let dir = std::env::temp_dir().join(format!("snh-mtu-{}", std::process::id()));
-    let o = scenario::run(
-        &s,
-        &RunOptions {
-            out_dir: Some(dir.clone()),
-            keep: false,
-        },
-    )
-    .await;
-    let first_fragments = |v: &str| -> Result<Vec<usize>> {
-        let frames = read_pcap(&dir.join("video-phone-small-mtu").join(format!("{v}.pcap")))?;
-        Ok(frames
+    // The first fragment of each datagram cut at a vantage point: its IP length.
+    let first_fragments = |pcap: PathBuf| -> Result<Vec<usize>> {
+        Ok(read_pcap(&pcap)?
             .iter()
             .filter(|(_, b)| fragment_of(b).is_some_and(|f| f.offset == 0))
             .map(|(_, b)| b.len() - 14)
             .collect())
     };
-    let seen = (first_fragments("bob"), first_fragments("home-wan"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let o = o?;
+    let (o, (bob, wan)) = run_reading_pcaps(&s, |dir| {
+        Ok((
+            first_fragments(dir.join("bob.pcap"))?,
+            first_fragments(dir.join("home-wan.pcap"))?,
+        ))
+    })
+    .await?;
     ensure!(o.verdict == Verdict::Pass, "{:?}\n{}", o.checks, o.ladder);
-    let (bob, wan) = (seen.0?, seen.1?);
     // Every copy of the INVITE (one, unless a loaded machine made Timer A fire) alike.
     let cut_at = |v: &[usize]| !v.is_empty() && v.iter().all(|&n| n == 1420);
     ensure!(cut_at(&bob), "bob's INVITE cut at its link's MTU: {bob:?}");
