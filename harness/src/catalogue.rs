@@ -196,7 +196,8 @@ pub fn markdown(guide: &[GuideLine], entries: &[Entry]) -> String {
          reason. Run a file with `cargo run --release -p harness -- run scenarios/NAME.toml`.\n\n\
          Where each line was read: **guide** = the stored copy of the guide (it ends inside \
          diagnosis step 1), **issue-26** = quoted in issue 26, **design-brief** = the design \
-         brief's summary of the guide.\n",
+         brief's summary of the guide, **issue-19** = not the guide's: a field fault and its \
+         fixes named in the project's issue 19.\n",
     );
     let covered = guide.iter().filter(|l| !shown[&l.id].is_empty()).count();
     let _ = writeln!(

@@ -62,6 +62,9 @@ enum Command {
         /// UDP binding timeouts to try as well (seconds); none: keep the file's.
         #[arg(long = "timeout", value_name = "SECS")]
         timeouts: Vec<u32>,
+        /// Also try every router dropping IP fragments and passing them (`drop-fragments`).
+        #[arg(long)]
+        fragments: bool,
         /// Write each cell's run report into this folder (`NAT-ALG[-TIMEOUT].html`) and an
         /// `index.html` linking them.
         #[arg(long, value_name = "DIR")]
@@ -134,8 +137,9 @@ async fn async_main() -> ExitCode {
         Command::Matrix {
             file,
             timeouts,
+            fragments,
             report,
-        } => matrix(file, timeouts, report).await,
+        } => matrix(file, timeouts, fragments, report).await,
         Command::Diagnose {
             files,
             json,
@@ -674,7 +678,12 @@ fn catalogue(guide: &std::path::Path, dir: &std::path::Path) -> Result<bool> {
     Ok(problems.is_empty())
 }
 
-async fn matrix(file: PathBuf, timeouts: Vec<u32>, report: Option<PathBuf>) -> Result<bool> {
+async fn matrix(
+    file: PathBuf,
+    timeouts: Vec<u32>,
+    fragments: bool,
+    report: Option<PathBuf>,
+) -> Result<bool> {
     let s = Scenario::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let algs = [sim_nat::SipAlg::Off, sim_nat::SipAlg::Kernel];
     let timeouts: Vec<Option<u32>> = if timeouts.is_empty() {
@@ -682,16 +691,26 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>, report: Option<PathBuf>) -> R
     } else {
         timeouts.into_iter().map(Some).collect()
     };
+    let fragments: Vec<Option<bool>> = if fragments {
+        vec![Some(false), Some(true)]
+    } else {
+        vec![None]
+    };
     eprintln!(
         "running {} cells concurrently …",
-        NatType::ALL.len() * algs.len() * timeouts.len()
+        NatType::ALL.len() * algs.len() * timeouts.len() * fragments.len()
     );
-    let cells = scenario::matrix(&s, &algs, &timeouts).await?;
+    let cells = scenario::matrix_with_fragments(&s, &algs, &timeouts, &fragments).await?;
     println!(
-        "{}: expectations per NAT type (rows) × SIP ALG{} (columns)\n",
+        "{}: expectations per NAT type (rows) × SIP ALG{}{} (columns)\n",
         s.name(),
         if timeouts.len() > 1 {
             " × UDP timeout"
+        } else {
+            ""
+        },
+        if fragments.len() > 1 {
+            " × fragments"
         } else {
             ""
         }
@@ -702,12 +721,17 @@ async fn matrix(file: PathBuf, timeouts: Vec<u32>, report: Option<PathBuf>) -> R
             sim_nat::SipAlg::Kernel => "alg kernel".to_string(),
             sim_nat::SipAlg::Emulated(f) => format!("alg {f:?}"),
         };
-        match c.udp_timeout_secs {
+        let alg = match c.udp_timeout_secs {
             Some(t) => format!("{alg} {t}s"),
+            None => alg,
+        };
+        match c.drop_fragments {
+            Some(true) => format!("{alg} frag drop"),
+            Some(false) => format!("{alg} frag pass"),
             None => alg,
         }
     };
-    let columns = algs.len() * timeouts.len();
+    let columns = algs.len() * timeouts.len() * fragments.len();
     let mut header = format!("{:<22}", "");
     for c in cells.iter().take(columns) {
         header.push_str(&format!("{:<34}", label(c)));

@@ -121,6 +121,17 @@ impl Netlink {
             .map_err(nl(format!("set {name} up in {}", self.ns)))
     }
 
+    /// Equivalent to `ip link set NAME mtu MTU`.
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {name} mtu {mtu} in {}", self.ns)))
+    }
+
     /// Waits until bridge port `name` forwards.
     ///
     /// A port starts forwarding only once its veth has carrier, and carrier changes travel through

@@ -188,6 +188,13 @@ pub struct NatBehaviour {
     /// says otherwise: the RFC 3489 types stand for a plain Linux NAT.
     #[serde(default = "default_input")]
     pub input: InputPolicy,
+    /// Drop IP fragments arriving on either side, before conntrack reassembles them: a
+    /// well-known consumer-router and firewall fault (no ports in a non-initial fragment, so no
+    /// binding to match). A UDP datagram larger than the path MTU — an INVITE with a large SDP —
+    /// is then lost whole, and the phone's call times out with 408. Off in every type and preset:
+    /// it is firmware- and configuration-specific, not a property of a kind of device.
+    #[serde(default)]
+    pub drop_fragments: bool,
 }
 
 fn default_ports() -> PortAllocation {
@@ -237,6 +244,7 @@ impl NatBehaviour {
             port_block: None,
             blocked_udp_ports: None,
             input: default_input(),
+            drop_fragments: false,
         }
     }
 
@@ -323,6 +331,12 @@ impl NatBehaviour {
     /// Gives the router an input firewall on its WAN (or none: `Accept`).
     pub fn with_input(mut self, input: InputPolicy) -> Self {
         self.input = input;
+        self
+    }
+
+    /// Makes the router drop IP fragments (see [`Self::drop_fragments`]).
+    pub fn with_drop_fragments(mut self, on: bool) -> Self {
+        self.drop_fragments = on;
         self
     }
 

@@ -173,6 +173,10 @@ pub enum DropReason {
     NoHairpin { to: SocketAddrV4 },
     /// The packet does not cross this router the way it was handed in.
     NotThroughRouter { why: &'static str },
+    /// The datagram came in IP fragments and the router drops fragments
+    /// ([`crate::NatBehaviour::drop_fragments`]) before conntrack sees them: no binding is made
+    /// or refreshed, and the whole datagram is lost.
+    Fragmented,
 }
 
 /// `1.2 s`, or `350 ms` below a second.
@@ -257,6 +261,10 @@ impl fmt::Display for DropReason {
                 "{to} is the router's own address and it does not hairpin this packet"
             ),
             DropReason::NotThroughRouter { why } => write!(f, "not through this router: {why}"),
+            DropReason::Fragmented => f.write_str(
+                "it came in IP fragments, and the router drops fragments (drop-fragments) before \
+                 conntrack reassembles them: the whole datagram is lost",
+            ),
         }
     }
 }

@@ -40,6 +40,15 @@ use crate::{
 /// Name of the table every NAT rule lives in, so one `delete table` undoes the whole NAT.
 pub const TABLE: &str = "snh_nat";
 
+/// Priority of the fragment-dropping chain: below conntrack's defragmentation
+/// (`NF_IP_PRI_CONNTRACK_DEFRAG`, -400), so the chain sees the fragments themselves. Measured: a
+/// chain at -300 sees only the reassembled datagram.
+pub const BEFORE_DEFRAG: i32 = -450;
+
+/// The bits of the IPv4 `frag-off` field that make a packet a fragment: more-fragments (0x2000)
+/// and the 13-bit offset (0x1fff). DF (0x4000) is not one of them.
+const FRAGMENT_BITS: u32 = 0x3fff;
+
 /// The router's interfaces and addresses the ruleset refers to.
 #[derive(Debug, Clone)]
 pub struct RouterPorts {
@@ -123,6 +132,32 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         })));
     }
 
+    if nat.drop_fragments {
+        b.chain(
+            "pre_frag",
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            BEFORE_DEFRAG,
+        );
+        // Every fragment, the first one too (MF set or a non-zero offset): nothing of the
+        // datagram reaches conntrack's reassembly. Measured: dropping only the non-initial ones
+        // loses the datagram as well (the first waits in the router's reassembly queue and
+        // expires after `ipfrag_time`, 30 s, without an ICMP error), but leaves kernel state
+        // behind for no difference on the wire.
+        b.rule(
+            "pre_frag",
+            vec![
+                neq(
+                    Expression::BinaryOperation(Box::new(expr::BinaryOperation::AND(
+                        payload("ip", "frag-off"),
+                        Expression::Number(FRAGMENT_BITS),
+                    ))),
+                    Expression::Number(0),
+                ),
+                drop(),
+            ],
+        );
+    }
     if outbound_only {
         b.chain("pre_raw", NfChainType::Filter, NfHook::Prerouting, -300);
     }
@@ -821,6 +856,18 @@ mod tests {
             r.contains("tcp reset") && r.contains("port-unreachable"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn only_a_fragment_dropping_router_has_a_chain_before_defrag() {
+        let json = |b: NatBehaviour| render(&b, &ports()).unwrap().json_string();
+        let home = || NatType::PortRestrictedCone.behaviour();
+        assert!(!json(home()).contains("frag-off"));
+        let r = json(home().with_drop_fragments(true));
+        // MF and the offset (0x3fff), at -450: before conntrack's defrag at -400.
+        for part in ["\"prio\":-450", "\"field\":\"frag-off\"", "16383"] {
+            assert!(r.contains(part), "{part} in {r}");
+        }
     }
 
     #[test]

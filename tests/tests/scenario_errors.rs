@@ -780,3 +780,26 @@ fn a_proxy_pinging_with_stun_is_refused_like_an_sbc() {
     );
     assert_eq!(line, 21);
 }
+
+#[test]
+fn a_phone_offering_no_pcmu_or_an_unknown_codec_is_told_the_valid_ones() {
+    let ua = "kind = \"ua\"\nhost = \"bob\"\nproxy = \"server\"";
+    let (e, line) = broken(ua, &format!("{ua}\ncodecs = [\"PCMA\"]"));
+    assert!(e.contains("must include PCMU"), "{e}");
+    assert_eq!(line, 25, "the phone's table");
+    let (e, _) = broken(ua, &format!("{ua}\ncodecs = [\"PCMU\", \"G723\"]"));
+    assert!(
+        e.contains("unknown codec `G723`") && e.contains("opus"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_mtu_below_ipv4s_minimum_names_the_host() {
+    let host = "addrs = [\"192.168.1.10\"]";
+    let (e, _) = broken(host, &format!("{host}\nmtu = 500"));
+    assert!(
+        e.contains("`bob`: MTU 500 must be between 576 and 9000"),
+        "{e}"
+    );
+}

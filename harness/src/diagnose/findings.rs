@@ -17,6 +17,7 @@ pub fn judge(m: &Model) -> Vec<Finding> {
     out.extend(private_addresses(m));
     out.extend(no_rport(m));
     out.extend(request_timeouts(m));
+    out.extend(fragmented_requests(m));
     let slow = unacknowledged_answers(m);
     let answered_dead: Vec<SocketAddrV4> = slow.iter().map(|(a, _)| *a).collect();
     out.extend(slow.into_iter().map(|(_, f)| f));
@@ -474,6 +475,58 @@ fn request_timeouts(m: &Model) -> Vec<Finding> {
         });
     }
     out
+}
+
+/// The largest UDP payload one IP packet carries over a 1500-byte Ethernet MTU (20 bytes of IP
+/// header, 8 of UDP).
+const ONE_PACKET: usize = 1500 - 20 - 8;
+
+/// Requests that timed out and were too large for one IP packet: each copy left in fragments,
+/// and a router or firewall that drops fragments loses it whole (the capture was taken before
+/// it, or the request would have been answered). *Likely*, not certain: the capture shows the
+/// size and the silence, not the drop.
+fn fragmented_requests(m: &Model) -> Vec<Finding> {
+    m.transactions
+        .values()
+        .filter(|t| timed_out(m, t))
+        .filter_map(|t| {
+            let first = &m.sip[t.requests[0]];
+            let method = first.msg.method_or_status().to_string();
+            (first.msg.len > ONE_PACKET && method != "ACK").then(|| Finding {
+                kind: Kind::FragmentedRequest,
+                severity: Severity::Problem,
+                confidence: Confidence::Likely,
+                summary: format!(
+                    "{method} to {} of {} bytes, more than one IP packet holds on a 1500-byte \
+                     link ({ONE_PACKET}), sent {} times without an answer",
+                    first.dst,
+                    first.msg.len,
+                    t.requests.len()
+                ),
+                evidence: vec![ev(
+                    m,
+                    first,
+                    format!("{} ({} bytes of SDP)", line(first), first.msg.body_len),
+                )],
+                cause: "the sender's kernel cut each copy into IP fragments, and a router or \
+                        firewall on the way drops fragments (no ports in a non-initial \
+                        fragment, so no binding to match): the whole request is lost, every \
+                        retransmission too"
+                    .into(),
+                fixes: vec![
+                    "a smaller SDP (fewer codecs, no video) so the request fits one packet".into(),
+                    "SIP over TCP (RFC 3261 §18.1.1 asks for it above 1300 bytes)".into(),
+                    "let the router pass IP fragments".into(),
+                ],
+                scenario: scenario("408-fragmented-invite"),
+                settle: Some(
+                    "a capture at the router's WAN side or at the server: fragments there mean \
+                     they passed"
+                        .into(),
+                ),
+            })
+        })
+        .collect()
 }
 
 /// A 2xx to INVITE sent to a caller's NATed address again and again and never acknowledged,

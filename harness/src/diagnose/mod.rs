@@ -97,6 +97,9 @@ pub enum Kind {
     RtpBlocked,
     /// The NAT maps per destination: a STUN-learnt address is not what others see.
     SymmetricNat,
+    /// A request too large for one IP packet retransmitted until its timer ran out: the
+    /// signature of a router or firewall that drops IP fragments.
+    FragmentedRequest,
     /// The capture ends in a damaged or cut-short record.
     CaptureTruncated,
 }

@@ -289,6 +289,52 @@ fn an_invite_retransmitted_to_a_private_contact_is_diagnosed_with_its_timer() {
 }
 
 #[test]
+fn an_invite_too_large_for_one_packet_that_nobody_answers_points_at_dropped_fragments() {
+    let sdp = "a=rtpmap:96 H264/90000\n".repeat(70);
+    let invite = |len_sdp: &str| {
+        format!(
+            "INVITE sip:alice@203.0.113.10 SIP/2.0\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKi;rport\nCall-ID: c\nCSeq: 1 INVITE\nContent-Type: application/sdp\nContent-Length: {}\n\n{len_sdp}",
+            len_sdp.len()
+        )
+    };
+    let timed_out = |text: &str| {
+        let mut t = 0.0;
+        let mut p = Vec::new();
+        for (i, gap) in [0.5, 1.0, 2.0, 4.0, 4.0, 4.0].iter().enumerate() {
+            p.push(sip(
+                1 + i as u64,
+                t,
+                "192.168.1.10:5060",
+                "203.0.113.10:5060",
+                text,
+            ));
+            t += gap;
+        }
+        analyse(p)
+    };
+    let r = timed_out(&invite(&sdp));
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::FragmentedRequest)
+        .expect("a fragmented-request finding");
+    assert!(f.summary.contains("sent 6 times"), "{}", f.summary);
+    assert_eq!(f.confidence, Confidence::Likely);
+    assert_eq!(
+        f.scenario
+            .as_deref()
+            .map(|s| s.contains("408-fragmented-invite")),
+        Some(true)
+    );
+    // The same silence with a request that fits one packet is not about fragments.
+    let small = timed_out(&invite("v=0\n"));
+    assert!(small
+        .findings
+        .iter()
+        .all(|f| f.kind != Kind::FragmentedRequest));
+}
+
+#[test]
 fn a_healthy_registration_has_no_problem() {
     let r = analyse(vec![
         sip(1, 0.0, "198.51.100.20:5060", "203.0.113.10:5060", "REGISTER sip:203.0.113.10 SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bKr;rport\nContact: <sip:alice@198.51.100.20:5060>\nCall-ID: r\nCSeq: 1 REGISTER\nContent-Length: 0\n\n"),

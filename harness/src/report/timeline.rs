@@ -65,6 +65,7 @@ pub(super) fn short_reason(r: Option<&DropReason>) -> String {
         Some(DropReason::FilteredByPort { .. }) => "filtered by port".into(),
         Some(DropReason::OutboundIdle { .. }) => "inside idle, inbound refused".into(),
         Some(DropReason::TupleTaken { .. }) => "flow tuple already taken".into(),
+        Some(DropReason::Fragmented) => "IP fragments dropped".into(),
         Some(other) => other.to_string(),
         None => "not by the NAT (an ALG?)".into(),
     }

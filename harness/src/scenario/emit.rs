@@ -112,6 +112,7 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         port_block,
         blocked_udp_ports,
         input,
+        drop_fragments,
     } = nat;
     let named = NatType::ALL
         .into_iter()
@@ -156,6 +157,11 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         value(paired_pooling),
     );
     differs("input", *input == base.input, value(input));
+    differs(
+        "drop-fragments",
+        *drop_fragments == base.drop_fragments,
+        value(drop_fragments),
+    );
     if let Some(block) = port_block {
         fields.push(format!("port-block = {}", value(block)));
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sim_nat::{Binding, BindingEvent, DropReason, NatBehaviour, NatModel, PortForward, Side};
 
 use crate::capture::{Direction, Frame};
+use crate::trace::defrag::fragment_of;
 use crate::trace::{decode_frame, udp_of, Entry};
 
 /// A NAT router as the explanation needs it.
@@ -276,7 +277,22 @@ pub fn router_story(frames: &[Frame], r: &Router) -> RouterStory {
         )
         .collect();
     order.sort();
-    for (_, is_inbound, i) in order {
+    for (at, is_inbound, i) in order {
+        // A fragment a fragment-dropping router took never reached conntrack (nor the model).
+        let (s, crossed) = match is_inbound {
+            false => (&c.outbound[i].0, c.outbound[i].1.is_some()),
+            true => (&c.inbound[i].0, c.inbound[i].1),
+        };
+        if r.nat.drop_fragments && !crossed && fragment_of(&s.frame.bytes).is_some() {
+            story.drops.push(Drop {
+                at,
+                src: s.src,
+                dst: s.dst,
+                what: summary(s.frame),
+                reason: Some(DropReason::Fragmented),
+            });
+            continue;
+        }
         match is_inbound {
             false => replay.outbound(&c.outbound[i], &mut story),
             true => replay.inbound(&c.inbound[i], r.public, &mut story),

@@ -122,6 +122,10 @@ pub struct Meta {
     pub guide: Vec<Spanned<String>>,
 }
 
+fn pcmu() -> Vec<String> {
+    vec!["PCMU".into()]
+}
+
 fn default_t1() -> u64 {
     500
 }
@@ -150,6 +154,11 @@ pub struct RouterDef {
     /// Static port forwards: `[{ proto = "udp", ports = "10000-20000", to = "pbx" }]`.
     #[serde(default)]
     pub forward: Vec<ForwardDef>,
+    /// MTU of its WAN link (576–9000; default 1500): 1492 behind PPPoE, less through a tunnel.
+    /// A datagram that fits the LAN but not the WAN draws ICMP "fragmentation needed" from the
+    /// router when the sender set DF (Linux UDP sockets do for datagrams that fit their own
+    /// link), and the sender's kernel fragments the next one.
+    pub wan_mtu: Option<u32>,
 }
 
 /// One port forward of a `[[router]]`: WAN ports `ports` ("N" or "N-M") go to the same ports of
@@ -203,6 +212,10 @@ pub struct HostDef {
     /// Its addresses; the first is the one components bind (a STUN server needs two).
     #[schemars(with = "Vec<Ipv4Addr>")]
     pub addrs: Spanned<Vec<Ipv4Addr>>,
+    /// MTU of its link to the segment (576–9000; default 1500). Its kernel fragments every UDP
+    /// datagram larger than this (a SIP message included), and the segment's bridge follows its
+    /// smallest link, so the router sends at most this much to the whole segment too.
+    pub mtu: Option<u32>,
 }
 
 /// Which output of a command a `log` expectation reads.
@@ -320,6 +333,10 @@ struct NatTable {
     /// and assumed for carrier NATs) or `reject` (ICMP port unreachable, TCP reset; OpenWrt's wan zone, the
     /// `home-router` preset). Decides whether the far end's early RTP takes the phone's port.
     input: Option<InputPolicy>,
+    /// Drop IP fragments in both directions before conntrack reassembles them, as many consumer
+    /// routers and firewalls do: a SIP message larger than the path MTU (an INVITE with video and
+    /// many codecs) is lost whole. Default `false`.
+    drop_fragments: Option<bool>,
 }
 
 const NAT_NAMES: &str = "full-cone, restricted-cone, port-restricted-cone, symmetric, \
@@ -381,6 +398,9 @@ impl NatTable {
         }
         if let Some(v) = self.input {
             b.input = v;
+        }
+        if let Some(v) = self.drop_fragments {
+            b.drop_fragments = v;
         }
         b.validate().map_err(|e| e.to_string())?;
         Ok(b)
@@ -665,6 +685,17 @@ pub enum Component {
         /// How long each call streams RTP (20 ms packets).
         #[serde(default = "media_ms")]
         media_ms: u64,
+        /// The audio codecs its INVITEs offer, in preference order (`["PCMU", "PCMA", "G722",
+        /// "opus", "telephone-event"]`): PCMU, PCMA, G722, G729, GSM, opus, iLBC, speex, AMR-WB,
+        /// G726-32, telephone-event. Must include PCMU, which it streams. Default `["PCMU"]`.
+        /// Each codec is one or two SDP lines: with `video` the INVITE grows past an Ethernet
+        /// MTU and its sender's kernel fragments it.
+        #[serde(default = "pcmu")]
+        codecs: Vec<String>,
+        /// Also offer video (`m=video` with three H.264 profiles and VP8, RTCP feedback), as a
+        /// video desk phone or softphone does; about 900 bytes of SDP. No video is sent.
+        #[serde(default)]
+        video: bool,
     },
     /// A session border controller: registrar + proxy doing far-end NAT traversal, Contact
     /// rewritten to itself, NAT pings to registered phones, and a latching media relay.

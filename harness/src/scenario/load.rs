@@ -146,6 +146,7 @@ fn router(c: &Checker, nodes: &mut Nodes, r: &file::RouterDef) -> Result<RouterS
         lan_prefix,
         nat: r.nat.as_ref().map(|n| n.get_ref().0.clone()),
         forwards: Vec::new(),
+        wan_mtu: r.wan_mtu,
     })
 }
 
@@ -164,6 +165,7 @@ fn host(c: &Checker, nodes: &mut Nodes, h: &file::HostDef) -> Result<HostSpec, F
         name: name.clone(),
         segment: h.segment.get_ref().clone(),
         addrs: h.addrs.get_ref().clone(),
+        mtu: h.mtu,
     })
 }
 
@@ -457,6 +459,9 @@ fn phone(c: &Checker, n: &Names, comp: &Spanned<Component>) -> Result<(), FileEr
         ));
     }
     check_externip(c, comp.span(), *externip, localnet, *contact, *media)?;
+    if let Some(offer) = super::phone::offer(comp.get_ref()) {
+        offer.check().map_err(|m| c.err(comp.span(), m))?;
+    }
     phone_registrar(c, n, comp.span(), proxy)?;
     if *contact == file::ContactDef::Stun && !names_node(stun_server) {
         return Err(c.err(

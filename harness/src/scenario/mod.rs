@@ -11,6 +11,7 @@ mod kernel;
 mod load;
 mod matrix;
 pub mod observed;
+mod phone;
 mod placed;
 pub mod reference;
 pub mod report;
@@ -22,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
-pub use matrix::{matrix, Cell};
+pub use matrix::{matrix, matrix_with_fragments, Cell};
 pub use run::{run, Outcome, Phases, RunOptions, Verdict};
 
 use crate::topology::TopologySpec;

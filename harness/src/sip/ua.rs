@@ -104,6 +104,8 @@ pub struct UaConfig {
     /// local address in Contact, Via and SDP — a LAN phone must not be sent to the router's
     /// public address, which it could reach only through hairpinning.
     pub localnet: Vec<(Ipv4Addr, u8)>,
+    /// What its INVITEs offer: codecs and video (the size of its SDP).
+    pub offer: crate::sip::sdp::Offer,
     /// Seeds branches, tags and Call-IDs (fixed in tests: reproducible traces).
     pub seed: u64,
 }
@@ -132,6 +134,7 @@ impl UaConfig {
             },
             external_media: None,
             localnet: Vec::new(),
+            offer: Default::default(),
             seed: seed_of(user, local),
         }
     }
@@ -460,7 +463,7 @@ impl Ua {
             1,
             &[],
         );
-        let sdp = self.sdp(self.config.proxy.ip());
+        let sdp = self.sdp(self.config.proxy.ip(), None);
         set_sdp(&mut invite, sdp);
         let key = self
             .layer
@@ -504,7 +507,8 @@ impl Ua {
         else {
             return;
         };
-        let sdp = self.sdp(dest.ip());
+        let offer = self.calls.get(call_id).map(|c| c.invite.body.clone());
+        let sdp = self.sdp(dest.ip(), offer.as_deref());
         let contact = self.contact_value_to(dest.ip());
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
@@ -602,16 +606,14 @@ impl Ua {
         self.layer.send_request(req, self.config.proxy, now);
     }
 
-    /// The SDP offer or answer in a message to `dest`.
-    fn sdp(&mut self, dest: IpAddr) -> Vec<u8> {
+    /// The SDP in a message to `dest`: our offer, or the answer to `offer`.
+    fn sdp(&mut self, dest: IpAddr, offer: Option<&[u8]>) -> Vec<u8> {
         let m = self.media_to(dest);
         let session = self.ids.next_u64() % 1_000_000_000;
-        format!(
-            "v=0\r\no=- {session} 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
-            fam = if m.address.is_ipv4() { "IP4" } else { "IP6" },
-            ip = m.address,
-            port = m.port
-        )
+        match offer {
+            None => self.config.offer.render(session, m.address, m.port),
+            Some(offer) => crate::sip::sdp::answer(offer, session, m.address, m.port),
+        }
         .into_bytes()
     }
 
@@ -1076,7 +1078,7 @@ impl Ua {
                 ok.headers.push(Header::Contact(headers::Contact::new(
                     self.contact_value_to(reply_to.ip()),
                 )));
-                let sdp = self.sdp(reply_to.ip());
+                let sdp = self.sdp(reply_to.ip(), Some(&req.body));
                 set_sdp(&mut ok, sdp);
                 self.layer.respond(&key, ok, now);
             }

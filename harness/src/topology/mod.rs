@@ -86,6 +86,7 @@ impl TopologyBuilder {
             lan_prefix,
             nat: Some(nat.into()),
             forwards: Vec::new(),
+            wan_mtu: None,
         });
         self
     }
@@ -124,6 +125,7 @@ impl TopologyBuilder {
             name: name.into(),
             segment: segment.into(),
             addrs,
+            mtu: None,
         });
         self
     }
@@ -162,6 +164,22 @@ impl std::fmt::Debug for Topology {
             .field("owner", &self.owner.as_ref().map(|o| o.path()))
             .finish()
     }
+}
+
+/// Gives both ends of a new veth the MTU `mtu`, before the segment's end joins its bridge (which
+/// then follows its smallest port). Nothing to do for the default 1500.
+async fn set_link_mtu(
+    node: &Node,
+    end: &str,
+    owner: &Node,
+    port: &str,
+    mtu: Option<u32>,
+) -> Result<()> {
+    if let Some(mtu) = mtu {
+        node.netlink.set_mtu(end, mtu).await?;
+        owner.netlink.set_mtu(port, mtu).await?;
+    }
+    Ok(())
 }
 
 /// The bridge that forms a segment, inside the namespace that owns it.
@@ -253,6 +271,7 @@ impl Topology {
             let port = next_port(&r.upstream);
             let owner = self.node_of_segment(&r.upstream)?;
             node.netlink.add_veth("wan", &port, &owner.ns).await?;
+            set_link_mtu(&node, "wan", owner, &port, r.wan_mtu).await?;
             owner
                 .netlink
                 .up(&port, Some(bridge_of(&r.upstream)))
@@ -284,6 +303,7 @@ impl Topology {
             let port = next_port(&h.segment);
             let owner = self.node_of_segment(&h.segment)?;
             node.netlink.add_veth("eth0", &port, &owner.ns).await?;
+            set_link_mtu(&node, "eth0", owner, &port, h.mtu).await?;
             owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
             node.netlink.up("eth0", None).await?;
             pending_ports.push((h.segment.clone(), port));

@@ -47,6 +47,9 @@ pub struct RouterSpec {
     /// Static port forwards from its WAN address to hosts on its LAN (a NAT router only).
     #[serde(default)]
     pub forwards: Vec<PortForward>,
+    /// MTU of its WAN link, both ends (1492 behind PPPoE); `None`: 1500.
+    #[serde(default)]
+    pub wan_mtu: Option<u32>,
 }
 
 fn default_prefix() -> u8 {
@@ -62,6 +65,26 @@ pub struct HostSpec {
     pub segment: String,
     /// One or more addresses (a STUN server answering CHANGE-REQUEST needs two).
     pub addrs: Vec<Ipv4Addr>,
+    /// MTU of its link to the segment, both ends; `None`: 1500. A segment's bridge follows its
+    /// smallest port, so the router (or the internet core) then sends at most this much to
+    /// every host of the segment too, as on one Ethernet that must share an MTU.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// MTUs a link may have: IPv4's minimum datagram every host must accept (RFC 791) up to jumbo
+/// frames.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=9000;
+
+fn check_mtu(who: &str, mtu: Option<u32>) -> Result<()> {
+    match mtu {
+        Some(m) if !MTU_RANGE.contains(&m) => Err(Error::Topology(format!(
+            "`{who}`: MTU {m} must be between {} and {}",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The documentation ranges public addresses must come from, so nothing the harness sends can
@@ -218,6 +241,7 @@ impl TopologySpec {
             }
             segment_check(&r.upstream, r.wan, &r.name)?;
             claim(&r.upstream, r.wan, &r.name)?;
+            check_mtu(&r.name, r.wan_mtu)?;
             for extra in pool_extra(r) {
                 segment_check(&r.upstream, extra, &r.name)?;
                 claim(&r.upstream, extra, &r.name)?;
@@ -268,6 +292,7 @@ impl TopologySpec {
             if h.addrs.is_empty() {
                 return bad(format!("host `{}` has no address", h.name));
             }
+            check_mtu(&h.name, h.mtu)?;
             for a in &h.addrs {
                 segment_check(&h.segment, *a, &h.name)?;
                 claim(&h.segment, *a, &h.name)?;
@@ -291,11 +316,13 @@ mod tests {
                 lan_prefix: 24,
                 nat: Some(sim_nat::NatType::PortRestrictedCone.behaviour()),
                 forwards: Vec::new(),
+                wan_mtu: None,
             }],
             hosts: vec![HostSpec {
                 name: "alice".into(),
                 segment: "home".into(),
                 addrs: vec!["192.168.1.10".parse().unwrap()],
+                mtu: None,
             }],
         }
     }
@@ -330,6 +357,17 @@ mod tests {
     }
 
     #[test]
+    fn an_mtu_below_ipv4s_minimum_is_refused() {
+        let mut t = home();
+        t.hosts[0].mtu = Some(500);
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("`alice`: MTU 500"), "{e}");
+        t.hosts[0].mtu = Some(1400);
+        t.routers[0].wan_mtu = Some(1492);
+        t.validate().unwrap();
+    }
+
+    #[test]
     fn a_dangling_segment_is_refused() {
         let mut t = home();
         t.hosts[0].segment = "office".into();
@@ -349,6 +387,7 @@ mod tests {
             lan_prefix: 24,
             nat: None,
             forwards: Vec::new(),
+            wan_mtu: None,
         });
         t.routers[0].wan = "100.64.0.2".parse().unwrap();
         let e = t.validate().unwrap_err().to_string();

@@ -42,6 +42,9 @@ pub struct SipSummary {
     pub sdp_o: Option<String>,
     /// The message does not parse as SIP (no header end, bad first line).
     pub malformed: bool,
+    /// The whole message in bytes (the UDP payload): past 1472 it cannot cross a 1500-byte
+    /// Ethernet link in one IP packet.
+    pub len: usize,
 }
 
 impl SipSummary {
@@ -98,6 +101,7 @@ fn sip_summary(bytes: &[u8]) -> SipSummary {
             || !(first.starts_with("SIP/2.0 ") || first.ends_with(" SIP/2.0")),
         first_line: first,
         body_len: body.map_or(0, <[u8]>::len),
+        len: bytes.len(),
         ..Default::default()
     };
     for line in lines {
@@ -381,7 +385,8 @@ pub fn decode_icmp(l4: &[u8]) -> Option<Payload> {
     }))
 }
 
-/// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`.
+/// An IPv4 packet in an Ethernet frame: `(protocol, source, destination, layer-4 bytes)`; the
+/// first fragment of a fragmented datagram gives the datagram's start, a later one nothing.
 fn ipv4_of(b: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
     if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] {
         return None;
@@ -390,6 +395,11 @@ fn ipv4_of(b: &[u8]) -> Option<(u8, Ipv4Addr, Ipv4Addr, &[u8])> {
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
     if ip[0] >> 4 != 4 || ihl < 20 || total < ihl {
+        return None;
+    }
+    // A fragment past the first carries no layer-4 header: its bytes are the middle of a
+    // datagram ([`super::defrag`] puts them back), not a UDP header to read ports from.
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
         return None;
     }
     let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);

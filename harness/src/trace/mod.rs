@@ -6,6 +6,7 @@
 //! expired" interleaved by time. [`ladder`] renders it as text for terminals and snapshots.
 
 mod decode;
+pub mod defrag;
 pub mod ladder;
 
 use std::net::SocketAddrV4;
@@ -133,9 +134,32 @@ pub struct Trace {
 impl Trace {
     /// Decodes captured frames (ARP and other non-IPv4 frames are left out).
     pub fn from_frames(frames: &[Frame]) -> Self {
-        let mut t = Trace {
-            entries: frames.iter().filter_map(decode_frame).collect(),
-        };
+        let mut entries = Vec::new();
+        for (f, fragments) in defrag::whole(frames) {
+            let Some(e) = decode_frame(&f) else {
+                continue;
+            };
+            // The sender's own kernel cut it: say so where it left, once per datagram (after
+            // the packet: entries at one instant keep their order).
+            let cut = (fragments > 1 && f.direction == Direction::Out && f.vantage.iface == "eth0")
+                .then(|| match &e {
+                    Entry::Packet { payload, .. } => Some(Entry::Event {
+                        at: f.at,
+                        source: f.vantage.node.clone(),
+                        text: format!(
+                            "sent {} as a {}-byte IP datagram in {fragments} fragments (larger \
+                             than its link's MTU)",
+                            payload.summary(),
+                            f.bytes.len() - 14
+                        ),
+                    }),
+                    Entry::Event { .. } => None,
+                })
+                .flatten();
+            entries.push(e);
+            entries.extend(cut);
+        }
+        let mut t = Trace { entries };
         t.sort();
         t
     }

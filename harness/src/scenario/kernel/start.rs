@@ -206,6 +206,7 @@ async fn phone(
         media_ms,
         externip,
         localnet,
+        ..
     } = comp
     else {
         unreachable!("only a ua component is a phone")
@@ -254,6 +255,7 @@ async fn phone(
         cfg.external_media = Some((*ext).into());
         cfg.localnet = crate::scenario::localnets(localnet);
     }
+    crate::scenario::phone::configure(comp, &mut cfg);
     let (ua, _) = UaTask::spawn(node, cfg).await?;
     let host = host.clone();
     Ok((user, Phone { ua, host, media }))
