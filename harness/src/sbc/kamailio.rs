@@ -284,7 +284,9 @@ impl Kamailio {
         std::fs::write(&cfg, config.render())
             .map_err(Error::io(format!("write {}", cfg.display())))?;
         let rtpengine = match &config.rtpengine {
-            Some(c) => Some(super::rtpengine::Rtpengine::start(node, c, dir.join("rtpengine")).await?),
+            Some(c) => {
+                Some(super::rtpengine::Rtpengine::start(node, c, dir.join("rtpengine")).await?)
+            }
             None => None,
         };
         let (cfg_s, dir_s) = (cfg.display().to_string(), dir.display().to_string());

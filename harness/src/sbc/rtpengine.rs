@@ -140,9 +140,7 @@ impl Rtpengine {
 
 /// Whether an ng reply is `COOKIE d6:result4:ponge`.
 fn is_pong(reply: &[u8]) -> bool {
-    reply
-        .windows(b"4:pong".len())
-        .any(|w| w == b"4:pong")
+    reply.windows(b"4:pong".len()).any(|w| w == b"4:pong")
 }
 
 impl Drop for Rtpengine {
@@ -169,8 +167,6 @@ mod tests {
     #[test]
     fn a_pong_is_recognised_and_an_error_is_not() {
         assert!(is_pong(b"ready1 d6:result4:ponge"));
-        assert!(!is_pong(
-            b"ready1 d6:result5:error12:error-reason3:bade"
-        ));
+        assert!(!is_pong(b"ready1 d6:result5:error12:error-reason3:bade"));
     }
 }

@@ -268,6 +268,7 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 host,
                 nathelper,
                 natping_interval_secs,
+                rtpengine,
             } => {
                 let node = r.topo.node(host)?;
                 let listen = SocketAddr::new(node.addr().into(), 5060);
@@ -277,6 +278,8 @@ async fn start_components(s: &Scenario, topo: Topology) -> Result<Running> {
                 cfg.nathelper = *nathelper;
                 cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
                 cfg.t1_ms = u32::try_from(s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+                cfg.rtpengine = rtpengine
+                    .then(|| crate::sbc::rtpengine::RtpengineConfig::new(node.addr().into()));
                 let k = crate::sbc::kamailio::Kamailio::start(node, cfg).await?;
                 r.kamailios.insert(host.clone(), k);
             }
