@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("turnutils_natdiscovery", "coturn"),
     ("turnutils_uclient", "coturn"),
     ("kamailio", "kamailio"),
+    ("rtpengine", "rtpengine-daemon"),
     ("baresip", "baresip-core"),
     ("conntrack", "conntrack"),
     ("tshark", "tshark"),

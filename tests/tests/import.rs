@@ -93,6 +93,8 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("binding-expiry-fix-sbc-pings", "SBC keep-alive pings: the SBC is imported as a registrar with far-end handling", &["sbc"]),
     ("binding-expiry-slow-answer-fix-sbc-pings", "SBC keep-alive pings: the SBC is imported as a registrar with far-end handling", &["sbc"]),
     ("408-private-contact-fix-kamailio", "Kamailio: external program (imported as the harness's registrar)", &["kamailio"]),
+    ("sbc-symmetric-nats-kamailio-rtpengine", "Kamailio + rtpengine: external programs (imported as the harness's registrar); the relay's media is not in a server capture", &["kamailio", "media"]),
+    ("sbc-symmetric-nats-kamailio-no-rtpengine", "Kamailio: external program (imported as the harness's registrar); media-only failure: a server capture has no media", &["kamailio", "media"]),
     ("408-private-contact-kamailio-no-nathelper", "Kamailio: external program (imported as the harness's registrar, literal: the INVITE went to the private Contact)", &["kamailio"]),
     ("sipp-register-via-sbc", "SIPp: external program, its exit code is not in a capture", &["command", "exit-code", "sbc"]),
     ("kamailio-by-hand-as-registrar", "Kamailio as a command: external program (imported as the harness's registrar); its log is not in a capture", &["command", "log"]),

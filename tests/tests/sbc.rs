@@ -16,6 +16,7 @@ use anyhow::{ensure, Context, Result};
 use futures::future::join_all;
 use harness::rtp::{MediaConfig, MediaReport, MediaStats, MediaStream, MediaVerdict};
 use harness::sbc::kamailio::{Kamailio, KamailioConfig};
+use harness::sbc::rtpengine::RtpengineConfig;
 use harness::sbc::{Ping, SbcConfig, SbcState, SbcTask};
 use harness::shapes::{self, PEER, SERVER};
 use harness::sip::{Direction, Event, KeepAlive, Timers, UaConfig, UaTask};
@@ -466,4 +467,70 @@ async fn kamailio_as_the_far_end_sbc_completes_the_call_to_a_phone_behind_a_port
     let kamailio = kamailio.context("Kamailio 5.6 + nathelper")?;
     eprintln!("our SBC: {ours}; Kamailio: {kamailio}");
     Ok(())
+}
+
+/// Both phones behind symmetric NATs with private SDP and no STUN: without a media relay the
+/// RTP goes to private addresses and nobody hears anything; Kamailio with rtpengine rewrites both
+/// SDPs to the relay on the server, which latches each leg onto where that phone's RTP really
+/// comes from (its NAT), as our SBC does (`call_to_phone_behind`).
+#[tokio::test]
+async fn kamailio_with_rtpengine_relays_audio_both_ways_between_two_symmetric_nats_and_without_it_there_is_none(
+) -> Result<()> {
+    require_kernel!();
+    let (with, without) = futures::join!(kamailio_call(true), kamailio_call(false));
+    let (with, at_alice, at_bob) = with.context("Kamailio + rtpengine")?;
+    let (without, private_a, private_b) = without.context("Kamailio alone")?;
+    ensure!(
+        with.verdict == MediaVerdict::BothWays && at_alice.ip() == ip(SERVER),
+        "with rtpengine: {with}, alice heard {at_alice}"
+    );
+    ensure!(
+        without.verdict == MediaVerdict::None && private_a == sa(BOB, 4000),
+        "without: {without}, alice's SDP named {private_a}"
+    );
+    eprintln!(
+        "Kamailio + rtpengine: {with}; relay ports {at_alice} / {at_bob}\n\
+         Kamailio alone: {without}; SDP named {private_a} / {private_b}"
+    );
+    Ok(())
+}
+
+/// Alice calls bob through Kamailio (with rtpengine or not), both behind symmetric NATs; 2 s of
+/// audio each way. The media report and the address each side's SDP named.
+async fn kamailio_call(rtpengine: bool) -> Result<(MediaReport, SocketAddr, SocketAddr)> {
+    let topo = shapes::two_lans(NatType::Symmetric, NatType::Symmetric)
+        .build()
+        .await?;
+    let config = KamailioConfig {
+        natping_interval: 1,
+        rtpengine: rtpengine.then(|| RtpengineConfig::new(ip(SERVER))),
+        ..KamailioConfig::new(sa(SERVER, 5060), DOMAIN)
+    };
+    let kamailio = Kamailio::start(topo.node("server")?, config).await?;
+    let log = || kamailio.log();
+    let (alice, _) = UaTask::spawn(topo.node("alice")?, phone("alice", ALICE, 11)).await?;
+    let (bob, _) = UaTask::spawn(topo.node("bob")?, phone("bob", BOB, 22)).await?;
+    register(&bob).await.with_context(log)?;
+    let (call, at_alice, at_bob) = establish(&alice, &bob, "bob").await.with_context(log)?;
+    let (a, b) = talk(
+        (topo.node("alice")?, ALICE, at_alice),
+        (topo.node("bob")?, BOB, at_bob),
+    )
+    .await?;
+    let report = MediaReport::new(&a, &b, 0.95);
+    if rtpengine {
+        // Each phone hears the other from the relay port its SDP named, nothing else.
+        ensure!(
+            at_bob.ip() == ip(SERVER)
+                && at_alice != at_bob
+                && a.by_source.keys().eq([&at_alice])
+                && b.by_source.keys().eq([&at_bob]),
+            "SDP alice {at_alice} bob {at_bob}; sources: alice {:?}, bob {:?}\n{}",
+            a.by_source.keys(),
+            b.by_source.keys(),
+            log()
+        );
+    }
+    hang_up(&alice, &bob, &call).await.with_context(log)?;
+    Ok((report, at_alice, at_bob))
 }

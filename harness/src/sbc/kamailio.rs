@@ -9,7 +9,10 @@
 //! request `set_contact_alias()`, and the contact is flagged for nathelper's OPTIONS pings
 //! (`sipping_bflag`) every `natping_interval`. In-dialog requests are loose-routed and
 //! `handle_ruri_alias()` sends them to the alias; replies from a NATed callee get
-//! `set_contact_alias()` too. No media relay (no rtpengine): signalling only.
+//! `set_contact_alias()` too. Media is not relayed unless `rtpengine` is set: then
+//! [`super::rtpengine`] runs in the same host and `rtpengine_manage()` rewrites every SDP (the
+//! offer in the INVITE, the answer in its reply, the delete on BYE) to the relay, with
+//! `SIP-source-address` where the SDP carries a private address (`nat_uac_test("8")`).
 //!
 //! The process runs in the foreground (`-DD`, children still forked) logging to stderr (`-E`),
 //! with its runtime directory in a private temporary directory; it is ready when its UDP port
@@ -27,6 +30,21 @@ use crate::topology::Node;
 
 /// How long Kamailio may take to answer its first OPTIONS.
 const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// The route that hands every SDP to rtpengine: offers, answers and the delete on BYE/CANCEL are
+/// told apart by `rtpengine_manage()` itself.
+const MEDIA_ROUTE: &str = "route[MEDIA] {
+\tif (is_method(\"BYE|CANCEL\")) {
+\t\trtpengine_manage();
+\t} else if (has_body(\"application/sdp\")) {
+\t\tif (nat_uac_test(\"8\")) {
+\t\t\trtpengine_manage(\"SIP-source-address replace-origin replace-session-connection\");
+\t\t} else {
+\t\t\trtpengine_manage(\"replace-origin replace-session-connection\");
+\t\t}
+\t}
+}
+";
 
 /// What the Kamailio SBC should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +67,8 @@ pub struct KamailioConfig {
     pub t1_ms: u32,
     /// `debug=` log level (2: info, 3: debug).
     pub debug: u8,
+    /// rtpengine as the media relay, started in the same host.
+    pub rtpengine: Option<super::rtpengine::RtpengineConfig>,
 }
 
 impl KamailioConfig {
@@ -62,6 +82,7 @@ impl KamailioConfig {
             fr_timer_ms: 3200,
             t1_ms: 500,
             debug: 2,
+            rtpengine: None,
         }
     }
 
@@ -94,7 +115,7 @@ impl KamailioConfig {
         } else {
             ("", String::new(), "", "")
         };
-        let on_reply = if self.nathelper {
+        let on_reply = if self.nathelper || self.rtpengine.is_some() {
             "\tt_on_reply(\"NAT_REPLY\");\n"
         } else {
             ""
@@ -103,6 +124,29 @@ impl KamailioConfig {
             "\t\t\thandle_ruri_alias();\n"
         } else {
             ""
+        };
+        let (media_module, media_request, media_reply) = match &self.rtpengine {
+            Some(_) => (
+                format!(
+                    "loadmodule \"rtpengine.so\"\nmodparam(\"rtpengine\", \"rtpengine_sock\", \"udp:{}\")\n",
+                    super::rtpengine::NG
+                ),
+                "\troute(MEDIA);\n",
+                "\troute(MEDIA);\n",
+            ),
+            None => (String::new(), "", ""),
+        };
+        let nat_reply = match (self.nathelper, self.rtpengine.is_some()) {
+            (_, true) => format!(
+                "onreply_route[NAT_REPLY] {{\n{}{media_reply}}}\n\n{MEDIA_ROUTE}",
+                if self.nathelper {
+                    "\tif (nat_uac_test(\"1\")) {\n\t\tset_contact_alias();\n\t}\n"
+                } else {
+                    ""
+                }
+            ),
+            (true, false) => nat_reply.to_string(),
+            (false, false) => String::new(),
         };
         format!(
             r#"#!KAMAILIO
@@ -135,7 +179,7 @@ loadmodule "registrar.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
-{nat_module}
+{nat_module}{media_module}
 modparam("usrloc", "db_mode", 0)
 modparam("usrloc", "nat_bflag", 6)
 modparam("registrar", "max_expires", 3600)
@@ -151,7 +195,7 @@ request_route {{
 	}}
 {nat_route}	if (has_totag()) {{
 		if (loose_route()) {{
-{ruri_alias}			t_relay();
+{ruri_alias}{media_request}			t_relay();
 			exit;
 		}}
 		if (is_method("ACK")) {{
@@ -187,7 +231,7 @@ request_route {{
 		}}
 	}}
 	record_route();
-{on_reply}	if (!t_relay()) {{
+{media_request}{on_reply}	if (!t_relay()) {{
 		sl_reply_error();
 	}}
 	exit;
@@ -211,6 +255,8 @@ pub struct Kamailio {
     process: Process,
     config: KamailioConfig,
     dir: PathBuf,
+    /// Its media relay, stopped after it.
+    rtpengine: Option<super::rtpengine::Rtpengine>,
 }
 
 impl std::fmt::Debug for Kamailio {
@@ -237,6 +283,12 @@ impl Kamailio {
         let cfg = dir.join("kamailio.cfg");
         std::fs::write(&cfg, config.render())
             .map_err(Error::io(format!("write {}", cfg.display())))?;
+        let rtpengine = match &config.rtpengine {
+            Some(c) => {
+                Some(super::rtpengine::Rtpengine::start(node, c, dir.join("rtpengine")).await?)
+            }
+            None => None,
+        };
         let (cfg_s, dir_s) = (cfg.display().to_string(), dir.display().to_string());
         let process = node
             .start(
@@ -250,6 +302,7 @@ impl Kamailio {
             process,
             config,
             dir,
+            rtpengine,
         };
         if let Err(why) = k.ready(node).await {
             let log = k.log();
@@ -304,9 +357,14 @@ impl Kamailio {
         self.config.listen
     }
 
-    /// Everything it logged so far.
+    /// Everything it logged so far, and its rtpengine's after it.
     pub fn log(&self) -> String {
-        format!("{}{}", self.process.stdout(), self.process.stderr())
+        let mut log = format!("{}{}", self.process.stdout(), self.process.stderr());
+        if let Some(r) = &self.rtpengine {
+            log.push_str("\n--- rtpengine ---\n");
+            log.push_str(&r.log());
+        }
+        log
     }
 
     /// Stops it (also done on drop).

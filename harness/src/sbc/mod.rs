@@ -41,6 +41,7 @@ pub mod driver;
 pub mod kamailio;
 pub mod relay;
 pub mod rewrite;
+pub mod rtpengine;
 
 #[cfg(test)]
 mod tests;

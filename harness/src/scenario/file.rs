@@ -722,6 +722,12 @@ pub enum Component {
         /// nathelper OPTIONS pings to NATed contacts, seconds (0: none).
         #[serde(default)]
         natping_interval_secs: u32,
+        /// Relay media through rtpengine (Debian `rtpengine-daemon`, userspace forwarding) in
+        /// the same host: `rtpengine_manage()` rewrites every SDP to the relay on the host's
+        /// first address, ports 30000–30099, and rtpengine latches each leg onto where that
+        /// phone's RTP comes from. Off (the default): signalling only, SDP as the phones wrote it.
+        #[serde(default)]
+        rtpengine: bool,
     },
     /// A TURN relay (RFC 8656) listening on the host's first address, port 3478.
     TurnServer {

@@ -144,6 +144,7 @@ async fn kamailio(
     let Component::Kamailio {
         nathelper,
         natping_interval_secs,
+        rtpengine,
         ..
     } = comp
     else {
@@ -155,6 +156,8 @@ async fn kamailio(
     cfg.nathelper = *nathelper;
     cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
     cfg.t1_ms = u32::try_from(s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+    cfg.rtpengine =
+        rtpengine.then(|| crate::sbc::rtpengine::RtpengineConfig::new(node.addr().into()));
     crate::sbc::kamailio::Kamailio::start(node, cfg).await
 }
 
