@@ -413,7 +413,7 @@ async fn sipp_calls_and_registers_through_our_sbc() -> Result<()> {
 /// The far end an SBC test runs against.
 enum FarEnd {
     Ours(SbcTask),
-    Kamailio(Kamailio),
+    Kamailio(Box<Kamailio>),
 }
 
 /// Bob behind a port-restricted NAT registers through `far end`, alice behind a symmetric NAT
@@ -426,7 +426,7 @@ async fn phone_behind_port_restricted_nat(kamailio: bool) -> Result<String> {
             natping_interval: 1,
             ..KamailioConfig::new(sa(SERVER, 5060), DOMAIN)
         };
-        FarEnd::Kamailio(Kamailio::start(server, config).await?)
+        FarEnd::Kamailio(Box::new(Kamailio::start(server, config).await?))
     } else {
         FarEnd::Ours(serve(&topo, Some(Ping::Options(Duration::from_secs(1)))).await?)
     };

@@ -15,8 +15,21 @@ pub(in crate::scenario) struct Lab {
     pub files: FilesDir,
 }
 
-/// Brings `s`'s topology up.
+/// Brings `s`'s topology up, after refusing what this process's privileges cannot build.
 pub(in crate::scenario) async fn build(s: &Scenario) -> Result<Lab> {
+    let kernel_helper = s.topology.routers.iter().find(|r| {
+        r.nat
+            .as_ref()
+            .is_some_and(|n| n.sip_alg == sim_nat::SipAlg::Kernel)
+    });
+    if let Some(r) = kernel_helper {
+        if let Some(why) = crate::rootless::limits(crate::rootless::Feature::KernelSipHelper) {
+            return Err(crate::Error::NotPrivileged(format!(
+                "router `{}` uses the kernel SIP helper, but {why}",
+                r.name
+            )));
+        }
+    }
     let topo = Topology::build(s.topology.clone()).await?;
     let files = FilesDir(super::command::files_root(&topo));
     Ok(Lab { topo, files })
