@@ -17,6 +17,7 @@
 mod node;
 pub mod shapes;
 mod spec;
+mod timeline;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -28,6 +29,9 @@ pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,
     PUBLIC_GATEWAY_OCTET,
 };
+
+use timeline::Recorder;
+pub use timeline::{Stage, StageEvent, Timeline};
 
 use crate::error::{Error, Result};
 use crate::names::RunId;
@@ -147,6 +151,8 @@ pub struct Topology {
     spec: TopologySpec,
     /// Creation order; dropped in reverse so hosts go before the routers they hang off.
     nodes: Vec<Node>,
+    /// Where the bring-up's time went.
+    timeline: Timeline,
     /// Locked while this topology lives, so a reaper in another process can prove the run is
     /// gone even when this process is a zombie or its PID was reused. Declared last: it is
     /// dropped after the namespaces are removed. `None` when `/run/snh` cannot be written; the
@@ -204,18 +210,25 @@ impl Topology {
             run,
             spec: spec.clone(),
             nodes: Vec::new(),
+            timeline: Timeline::default(),
             owner,
         };
         // On error the partial topology is dropped, which removes what was made so far.
-        topo.bring_up(&spec).await?;
+        let rec = Recorder::new();
+        topo.bring_up(&spec, &rec).await?;
+        topo.timeline = rec.finish();
         Ok(topo)
     }
 
-    async fn bring_up(&mut self, spec: &TopologySpec) -> Result<()> {
+    async fn bring_up(&mut self, spec: &TopologySpec, rec: &Recorder) -> Result<()> {
         // The internet core.
-        let mut core = Node::create(&self.run.ns_name(INTERNET), INTERNET, Role::Internet).await?;
-        core.netlink.add_bridge("inet").await?;
-        core.netlink.up("inet", None).await?;
+        let mut core =
+            Node::create(&self.run.ns_name(INTERNET), INTERNET, Role::Internet, rec).await?;
+        rec.time(Stage::Bridge, INTERNET, async {
+            core.netlink.add_bridge("inet").await?;
+            core.netlink.up("inet", None).await
+        })
+        .await?;
         let mut public_nets = BTreeSet::new();
         for r in spec.routers.iter().filter(|r| r.upstream == INTERNET) {
             public_nets.insert(public_gateway(r.wan));
@@ -223,14 +236,26 @@ impl Topology {
         for h in spec.hosts.iter().filter(|h| h.segment == INTERNET) {
             public_nets.extend(h.addrs.iter().map(|a| public_gateway(*a)));
         }
-        for gw in &public_nets {
-            core.netlink.add_address("inet", *gw, 24).await?;
-            core.addrs.push(*gw);
-        }
-        core.sysctl("net/ipv4/ip_forward", "1").await?;
-        core.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-            .await?;
-        core.netlink.add_blackhole_default().await?;
+        rec.time(Stage::Addresses, INTERNET, async {
+            for gw in &public_nets {
+                core.netlink.add_address("inet", *gw, 24).await?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await?;
+        core.addrs.extend(public_nets.iter().copied());
+        rec.time(Stage::Sysctls, INTERNET, async {
+            core.sysctl("net/ipv4/ip_forward", "1").await?;
+            core.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
+                .await
+        })
+        .await?;
+        rec.time(
+            Stage::Routes,
+            INTERNET,
+            core.netlink.add_blackhole_default(),
+        )
+        .await?;
         self.nodes.push(core);
 
         let mut ports_used: std::collections::BTreeMap<String, u32> = Default::default();
@@ -242,64 +267,99 @@ impl Topology {
 
         let mut pending_ports: Vec<(String, String)> = Vec::new();
         for r in spec.routers_upstream_first() {
-            let mut node = Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
-            node.netlink.add_bridge("lan").await?;
-            node.netlink.up("lan", None).await?;
-            node.netlink.add_address("lan", r.lan, r.lan_prefix).await?;
-            node.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-                .await?;
-            node.sysctl("net/ipv4/ip_forward", "1").await?;
+            let name = r.name.as_str();
+            let mut node = Node::create(&self.run.ns_name(name), name, Role::Router, rec).await?;
+            rec.time(Stage::Bridge, name, async {
+                node.netlink.add_bridge("lan").await?;
+                node.netlink.up("lan", None).await
+            })
+            .await?;
+            rec.time(
+                Stage::Addresses,
+                name,
+                node.netlink.add_address("lan", r.lan, r.lan_prefix),
+            )
+            .await?;
+            rec.time(Stage::Sysctls, name, async {
+                node.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
+                    .await?;
+                node.sysctl("net/ipv4/ip_forward", "1").await
+            })
+            .await?;
             let (wan_prefix, gateway) = self.segment_gateway(&r.upstream, r.wan);
             let port = next_port(&r.upstream);
             let owner = self.node_of_segment(&r.upstream)?;
-            node.netlink.add_veth("wan", &port, &owner.ns).await?;
-            owner
-                .netlink
-                .up(&port, Some(bridge_of(&r.upstream)))
-                .await?;
-            node.netlink.up("wan", None).await?;
+            rec.time(Stage::Links, name, async {
+                node.netlink.add_veth("wan", &port, &owner.ns).await?;
+                owner
+                    .netlink
+                    .up(&port, Some(bridge_of(&r.upstream)))
+                    .await?;
+                node.netlink.up("wan", None).await
+            })
+            .await?;
             pending_ports.push((r.upstream.clone(), port));
-            node.netlink.add_address("wan", r.wan, wan_prefix).await?;
-            node.netlink.add_default_route(gateway).await?;
+            let extras = spec::pool_extra(r);
+            rec.time(Stage::Addresses, name, async {
+                node.netlink.add_address("wan", r.wan, wan_prefix).await?;
+                for extra in &extras {
+                    node.netlink.add_address("wan", *extra, wan_prefix).await?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
+            rec.time(Stage::Routes, name, node.netlink.add_default_route(gateway))
+                .await?;
             node.addrs = vec![r.wan, r.lan];
-            for extra in spec::pool_extra(r) {
-                node.netlink.add_address("wan", extra, wan_prefix).await?;
-                node.addrs.push(extra);
-            }
+            node.addrs.extend(extras);
             node.router_ports = Some(RouterPorts {
                 wan: "wan".into(),
                 lan: "lan".into(),
                 public: r.wan,
-                subscribers: spec.subscribers_of(&r.name),
+                subscribers: spec.subscribers_of(name),
                 forwards: r.forwards.clone(),
             });
             if let Some(nat) = &r.nat {
-                node.set_nat(nat).await?;
+                node.apply_nat(nat, rec).await?;
             }
             self.nodes.push(node);
         }
 
         for h in &spec.hosts {
-            let mut node = Node::create(&self.run.ns_name(&h.name), &h.name, Role::Host).await?;
+            let name = h.name.as_str();
+            let mut node = Node::create(&self.run.ns_name(name), name, Role::Host, rec).await?;
             let port = next_port(&h.segment);
             let owner = self.node_of_segment(&h.segment)?;
-            node.netlink.add_veth("eth0", &port, &owner.ns).await?;
-            owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
-            node.netlink.up("eth0", None).await?;
+            rec.time(Stage::Links, name, async {
+                node.netlink.add_veth("eth0", &port, &owner.ns).await?;
+                owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
+                node.netlink.up("eth0", None).await
+            })
+            .await?;
             pending_ports.push((h.segment.clone(), port));
             let (prefix, gateway) = self.segment_gateway(&h.segment, h.addrs[0]);
-            for a in &h.addrs {
-                node.netlink.add_address("eth0", *a, prefix).await?;
-            }
-            node.netlink.add_default_route(gateway).await?;
+            rec.time(Stage::Addresses, name, async {
+                for a in &h.addrs {
+                    node.netlink.add_address("eth0", *a, prefix).await?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
+            rec.time(Stage::Routes, name, node.netlink.add_default_route(gateway))
+                .await?;
             node.addrs = h.addrs.clone();
             self.nodes.push(node);
         }
         for (segment, port) in pending_ports {
-            self.node_of_segment(&segment)?
-                .netlink
-                .wait_forwarding(&port, std::time::Duration::from_secs(3))
-                .await?;
+            let owner = self.node_of_segment(&segment)?;
+            rec.time(
+                Stage::Forwarding,
+                &segment,
+                owner
+                    .netlink
+                    .wait_forwarding(&port, std::time::Duration::from_secs(3)),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -322,6 +382,11 @@ impl Topology {
             .iter()
             .find(|n| n.name == segment)
             .ok_or_else(|| Error::NoSuchNode(segment.to_string()))
+    }
+
+    /// Where this topology's bring-up spent its time, step by step.
+    pub fn bring_up_timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The run id every namespace name of this topology carries.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::process::{self, Process};
+use crate::topology::timeline::{Recorder, Stage};
 
 /// What a node is in the topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +55,22 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    pub(crate) async fn create(ns_name: &str, name: &str, role: Role) -> Result<Self> {
-        let ns = Netns::create(ns_name)?;
-        let netlink = Netlink::open(&ns).await?;
-        netlink.up("lo", None).await?;
+    pub(crate) async fn create(
+        ns_name: &str,
+        name: &str,
+        role: Role,
+        rec: &Recorder,
+    ) -> Result<Self> {
+        let ns = rec
+            .time(Stage::Namespace, name, async { Netns::create(ns_name) })
+            .await?;
+        let netlink = rec
+            .time(Stage::Netlink, name, async {
+                let netlink = Netlink::open(&ns).await?;
+                netlink.up("lo", None).await?;
+                Ok::<_, Error>(netlink)
+            })
+            .await?;
         let node = Node {
             name: name.to_string(),
             role,
@@ -70,15 +83,19 @@ impl Node {
             netlink,
             ns,
         };
-        // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
-        node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
-        node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
-            .await?;
-        // A router forwarding back out of the interface a packet came in on (the internet core
-        // between two public hosts on one segment) would send ICMP redirects into every capture.
-        node.sysctl("net/ipv4/conf/all/send_redirects", "0").await?;
-        node.sysctl("net/ipv4/conf/default/send_redirects", "0")
-            .await?;
+        rec.time(Stage::Sysctls, name, async {
+            // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
+            node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
+            node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                .await?;
+            // A router forwarding back out of the interface a packet came in on (the internet
+            // core between two public hosts on one segment) would send ICMP redirects into every
+            // capture.
+            node.sysctl("net/ipv4/conf/all/send_redirects", "0").await?;
+            node.sysctl("net/ipv4/conf/default/send_redirects", "0")
+                .await
+        })
+        .await?;
         Ok(node)
     }
 
@@ -256,13 +273,22 @@ impl Node {
 
     /// Applies (or replaces, mid-scenario) this router's NAT behaviour.
     pub async fn set_nat(&self, nat: &NatBehaviour) -> Result<()> {
+        self.apply_nat(nat, &Recorder::new()).await
+    }
+
+    /// [`Node::set_nat`], timing the sysctls and the ruleset into `rec`.
+    pub(crate) async fn apply_nat(&self, nat: &NatBehaviour, rec: &Recorder) -> Result<()> {
         let ports = self.router_ports.clone().ok_or_else(|| {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
-        for (path, value) in &rules.sysctls {
-            self.sysctl(path, value).await?;
-        }
+        rec.time(Stage::NatSysctls, &self.name, async {
+            for (path, value) in &rules.sysctls {
+                self.sysctl(path, value).await?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
         let nft = crate::preflight::require_program("nft")?;
@@ -277,20 +303,24 @@ impl Node {
             (vec!["-j", "-f", "-"], rules.json_string()),
             (vec!["-f", "-"], rules.epilogue.clone()),
         ];
-        for (args, input) in steps {
-            let nft = nft.clone();
-            let out = self
-                .ns
-                .run(move || run_with_stdin(&nft, &args, &input))
-                .await?
-                .map_err(Error::io("run nft"))?;
-            if !out.status.success() {
-                return Err(Error::Nft {
-                    ns: self.ns.name().to_string(),
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
+        rec.time(Stage::Nft, &self.name, async {
+            for (args, input) in steps {
+                let nft = nft.clone();
+                let out = self
+                    .ns
+                    .run(move || run_with_stdin(&nft, &args, &input))
+                    .await?
+                    .map_err(Error::io("run nft"))?;
+                if !out.status.success() {
+                    return Err(Error::Nft {
+                        ns: self.ns.name().to_string(),
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
+                }
             }
-        }
+            Ok(())
+        })
+        .await?;
         // The emulated ALG lives outside the nft table (iptables NFQUEUE rules + a reader), so a
         // behaviour change stops the old one and starts what the new behaviour asks for.
         let mut alg = self.alg.lock().await;
