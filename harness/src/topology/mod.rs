@@ -14,6 +14,7 @@
 //! default route, no ICMP), as the internet does with a leaked private address; see
 //! `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
 
+mod nft;
 mod node;
 pub mod shapes;
 mod spec;

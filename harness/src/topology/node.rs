@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::process::{self, Process};
+use crate::topology::nft::{self, Syntax};
 use crate::topology::timeline::{Recorder, Stage};
 
 /// What a node is in the topology.
@@ -291,7 +292,6 @@ impl Node {
         .await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
-        let nft = crate::preflight::require_program("nft")?;
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
         let prelude = if first {
             rules.prelude_fresh.clone()
@@ -299,26 +299,15 @@ impl Node {
             rules.prelude.clone()
         };
         let steps = [
-            (vec!["-f", "-"], prelude),
-            (vec!["-j", "-f", "-"], rules.json_string()),
-            (vec!["-f", "-"], rules.epilogue.clone()),
+            (Syntax::Text, prelude),
+            (Syntax::Json, rules.json_string()),
+            (Syntax::Text, rules.epilogue.clone()),
         ];
         rec.time(Stage::Nft, &self.name, async {
-            for (args, input) in steps {
-                let nft = nft.clone();
-                let out = self
-                    .ns
-                    .run(move || run_with_stdin(&nft, &args, &input))
-                    .await?
-                    .map_err(Error::io("run nft"))?;
-                if !out.status.success() {
-                    return Err(Error::Nft {
-                        ns: self.ns.name().to_string(),
-                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    });
-                }
+            for (syntax, script) in steps {
+                nft::apply(&self.ns, syntax, script).await?;
             }
-            Ok(())
+            Ok::<_, Error>(())
         })
         .await?;
         // The emulated ALG lives outside the nft table (iptables NFQUEUE rules + a reader), so a
@@ -338,6 +327,11 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push((since, nat.clone()));
         Ok(())
+    }
+
+    /// Equivalent to `ip netns exec NS nft -f -` with `script` on stdin, loaded in-process.
+    pub(crate) async fn load_nft(&self, script: String) -> Result<()> {
+        nft::apply(&self.ns, Syntax::Text, script).await
     }
 
     /// The NAT behaviours this router has had, shared: later changes show up in the copy.
@@ -366,24 +360,4 @@ impl NatHistory {
     pub fn changes(&self) -> Vec<(SystemTime, NatBehaviour)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-fn run_with_stdin(
-    program: &std::path::Path,
-    args: &[&str],
-    input: &str,
-) -> std::io::Result<std::process::Output> {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.as_bytes())?;
-    child.wait_with_output()
 }
