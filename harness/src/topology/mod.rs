@@ -3,29 +3,29 @@
 //! Shape of what gets built, for a home LAN:
 //!
 //! ```text
-//!  alice (eth0 192.168.1.10) ── p1 ┐
-//!                                  lan (bridge, 192.168.1.1)  home  wan (203.0.113.1) ── p1 ┐
-//!                                                                                          inet (bridge, .254, internet core)
-//!                                              stun (eth0 203.0.113.10, .11) ── p2 ───────┘
+//!  alice (eth0 192.168.1.10) ──────── lan (192.168.1.1)  home  wan (203.0.113.1) ── p1 ┐
+//!                                                                                      inet (bridge, .254, internet core)
+//!                                          stun (eth0 203.0.113.10, .11) ── p2 ───────┘
 //! ```
 //!
-//! Segments are Linux bridges, so hosts on one segment talk at layer 2 as on a real LAN or
-//! exchange. The internet core routes between public /24s and swallows anything else (a blackhole
-//! default route, no ICMP), as the internet does with a leaked private address; see
-//! `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
+//! A segment with several members is a Linux bridge, so hosts on it talk at layer 2 as on a real
+//! LAN or exchange; a segment with one member is the veth alone, its far end named as the bridge
+//! would be (`lan`, `inet`). The internet core routes between public /24s and swallows anything
+//! else (a blackhole default route, no ICMP), as the internet does with a leaked private address;
+//! see `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
 
+mod bring_up;
 mod nft;
 mod node;
 pub mod shapes;
 mod spec;
 mod timeline;
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Once;
 
 pub use node::{NatHistory, Node, Role};
-use sim_nat::{NatBehaviour, RouterPorts};
+use sim_nat::NatBehaviour;
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,
     PUBLIC_GATEWAY_OCTET,
@@ -171,15 +171,6 @@ impl std::fmt::Debug for Topology {
     }
 }
 
-/// The bridge that forms a segment, inside the namespace that owns it.
-fn bridge_of(segment: &str) -> &'static str {
-    if segment == INTERNET {
-        "inet"
-    } else {
-        "lan"
-    }
-}
-
 impl Topology {
     pub fn builder() -> TopologyBuilder {
         TopologyBuilder::default()
@@ -221,150 +212,6 @@ impl Topology {
         Ok(topo)
     }
 
-    async fn bring_up(&mut self, spec: &TopologySpec, rec: &Recorder) -> Result<()> {
-        // The internet core.
-        let mut core =
-            Node::create(&self.run.ns_name(INTERNET), INTERNET, Role::Internet, rec).await?;
-        rec.time(Stage::Bridge, INTERNET, async {
-            core.netlink.add_bridge("inet").await?;
-            core.netlink.up("inet", None).await
-        })
-        .await?;
-        let mut public_nets = BTreeSet::new();
-        for r in spec.routers.iter().filter(|r| r.upstream == INTERNET) {
-            public_nets.insert(public_gateway(r.wan));
-        }
-        for h in spec.hosts.iter().filter(|h| h.segment == INTERNET) {
-            public_nets.extend(h.addrs.iter().map(|a| public_gateway(*a)));
-        }
-        rec.time(Stage::Addresses, INTERNET, async {
-            for gw in &public_nets {
-                core.netlink.add_address("inet", *gw, 24).await?;
-            }
-            Ok::<_, Error>(())
-        })
-        .await?;
-        core.addrs.extend(public_nets.iter().copied());
-        rec.time(Stage::Sysctls, INTERNET, async {
-            core.sysctl("net/ipv4/ip_forward", "1").await?;
-            core.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-                .await
-        })
-        .await?;
-        rec.time(
-            Stage::Routes,
-            INTERNET,
-            core.netlink.add_blackhole_default(),
-        )
-        .await?;
-        self.nodes.push(core);
-
-        let mut ports_used: std::collections::BTreeMap<String, u32> = Default::default();
-        let mut next_port = |segment: &str| {
-            let n = ports_used.entry(segment.to_string()).or_insert(0);
-            *n += 1;
-            format!("p{n}")
-        };
-
-        let mut pending_ports: Vec<(String, String)> = Vec::new();
-        for r in spec.routers_upstream_first() {
-            let name = r.name.as_str();
-            let mut node = Node::create(&self.run.ns_name(name), name, Role::Router, rec).await?;
-            rec.time(Stage::Bridge, name, async {
-                node.netlink.add_bridge("lan").await?;
-                node.netlink.up("lan", None).await
-            })
-            .await?;
-            rec.time(
-                Stage::Addresses,
-                name,
-                node.netlink.add_address("lan", r.lan, r.lan_prefix),
-            )
-            .await?;
-            rec.time(Stage::Sysctls, name, async {
-                node.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-                    .await?;
-                node.sysctl("net/ipv4/ip_forward", "1").await
-            })
-            .await?;
-            let (wan_prefix, gateway) = self.segment_gateway(&r.upstream, r.wan);
-            let port = next_port(&r.upstream);
-            let owner = self.node_of_segment(&r.upstream)?;
-            rec.time(Stage::Links, name, async {
-                node.netlink.add_veth("wan", &port, &owner.ns).await?;
-                owner
-                    .netlink
-                    .up(&port, Some(bridge_of(&r.upstream)))
-                    .await?;
-                node.netlink.up("wan", None).await
-            })
-            .await?;
-            pending_ports.push((r.upstream.clone(), port));
-            let extras = spec::pool_extra(r);
-            rec.time(Stage::Addresses, name, async {
-                node.netlink.add_address("wan", r.wan, wan_prefix).await?;
-                for extra in &extras {
-                    node.netlink.add_address("wan", *extra, wan_prefix).await?;
-                }
-                Ok::<_, Error>(())
-            })
-            .await?;
-            rec.time(Stage::Routes, name, node.netlink.add_default_route(gateway))
-                .await?;
-            node.addrs = vec![r.wan, r.lan];
-            node.addrs.extend(extras);
-            node.router_ports = Some(RouterPorts {
-                wan: "wan".into(),
-                lan: "lan".into(),
-                public: r.wan,
-                subscribers: spec.subscribers_of(name),
-                forwards: r.forwards.clone(),
-            });
-            if let Some(nat) = &r.nat {
-                node.apply_nat(nat, rec).await?;
-            }
-            self.nodes.push(node);
-        }
-
-        for h in &spec.hosts {
-            let name = h.name.as_str();
-            let mut node = Node::create(&self.run.ns_name(name), name, Role::Host, rec).await?;
-            let port = next_port(&h.segment);
-            let owner = self.node_of_segment(&h.segment)?;
-            rec.time(Stage::Links, name, async {
-                node.netlink.add_veth("eth0", &port, &owner.ns).await?;
-                owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
-                node.netlink.up("eth0", None).await
-            })
-            .await?;
-            pending_ports.push((h.segment.clone(), port));
-            let (prefix, gateway) = self.segment_gateway(&h.segment, h.addrs[0]);
-            rec.time(Stage::Addresses, name, async {
-                for a in &h.addrs {
-                    node.netlink.add_address("eth0", *a, prefix).await?;
-                }
-                Ok::<_, Error>(())
-            })
-            .await?;
-            rec.time(Stage::Routes, name, node.netlink.add_default_route(gateway))
-                .await?;
-            node.addrs = h.addrs.clone();
-            self.nodes.push(node);
-        }
-        for (segment, port) in pending_ports {
-            let owner = self.node_of_segment(&segment)?;
-            rec.time(
-                Stage::Forwarding,
-                &segment,
-                owner
-                    .netlink
-                    .wait_forwarding(&port, std::time::Duration::from_secs(3)),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Prefix length and default gateway for an address on `segment`.
     fn segment_gateway(&self, segment: &str, addr: Ipv4Addr) -> (u8, Ipv4Addr) {
         if segment == INTERNET {
@@ -376,18 +223,6 @@ impl Topology {
                 .expect("validated: segments name routers");
             (r.lan_prefix, r.lan)
         }
-    }
-
-    fn node_of_segment(&self, segment: &str) -> Result<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == segment)
-            .ok_or_else(|| Error::NoSuchNode(segment.to_string()))
-    }
-
-    /// Where this topology's bring-up spent its time, step by step.
-    pub fn bring_up_timeline(&self) -> &Timeline {
-        &self.timeline
     }
 
     /// The run id every namespace name of this topology carries.

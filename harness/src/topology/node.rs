@@ -56,14 +56,31 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// Sysctls every node gets: IPv6 would add router solicitations and DAD to every capture
+    /// (SIP-behind-NAT is v4), and a router forwarding back out of the interface a packet came
+    /// in on (the internet core between two public hosts on one segment) would send ICMP
+    /// redirects into every capture. `(path, value, optional)`.
+    pub(crate) const BASE_SYSCTLS: [(&'static str, &'static str, bool); 4] = [
+        ("net/ipv6/conf/all/disable_ipv6", "1", false),
+        ("net/ipv6/conf/default/disable_ipv6", "1", false),
+        ("net/ipv4/conf/all/send_redirects", "0", false),
+        ("net/ipv4/conf/default/send_redirects", "0", false),
+    ];
+
+    /// A namespace and its netlink connection, `lo` up; nothing else yet.
     pub(crate) async fn create(
-        ns_name: &str,
+        ns_name: String,
         name: &str,
         role: Role,
         rec: &Recorder,
     ) -> Result<Self> {
+        // On the blocking pool, so the namespaces of one topology are made side by side.
         let ns = rec
-            .time(Stage::Namespace, name, async { Netns::create(ns_name) })
+            .time(Stage::Namespace, name, async {
+                tokio::task::spawn_blocking(move || Netns::create(&ns_name))
+                    .await
+                    .map_err(|e| Error::Topology(format!("namespace creation panicked: {e}")))?
+            })
             .await?;
         let netlink = rec
             .time(Stage::Netlink, name, async {
@@ -72,7 +89,7 @@ impl Node {
                 Ok::<_, Error>(netlink)
             })
             .await?;
-        let node = Node {
+        Ok(Node {
             name: name.to_string(),
             role,
             addrs: Vec::new(),
@@ -83,21 +100,7 @@ impl Node {
             alg: tokio::sync::Mutex::new(None),
             netlink,
             ns,
-        };
-        rec.time(Stage::Sysctls, name, async {
-            // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
-            node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
-            node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
-                .await?;
-            // A router forwarding back out of the interface a packet came in on (the internet
-            // core between two public hosts on one segment) would send ICMP redirects into every
-            // capture.
-            node.sysctl("net/ipv4/conf/all/send_redirects", "0").await?;
-            node.sysctl("net/ipv4/conf/default/send_redirects", "0")
-                .await
         })
-        .await?;
-        Ok(node)
     }
 
     pub fn name(&self) -> &str {
@@ -146,14 +149,34 @@ impl Node {
             })
     }
 
-    /// Like [`Node::sysctl`], but a sysctl this kernel lacks is not an error.
-    pub(crate) async fn sysctl_if_present(&self, path: &str, value: &str) -> Result<()> {
-        match self.sysctl(path, value).await {
-            Err(Error::Sysctl { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+    /// Writes several `/proc/sys` entries in one trip to the namespace's worker. An entry marked
+    /// optional may be missing from this kernel.
+    pub(crate) async fn sysctls<P, V>(&self, entries: &[(P, V, bool)]) -> Result<()>
+    where
+        P: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let owned: Vec<(String, String, bool)> = entries
+            .iter()
+            .map(|(p, v, o)| (p.as_ref().to_string(), v.as_ref().to_string(), *o))
+            .collect();
+        self.ns
+            .run(move || {
+                for (path, value, optional) in owned {
+                    match std::fs::write(format!("/proc/sys/{path}"), value) {
+                        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => return Err((path, source)),
+                        Ok(()) => {}
+                    }
+                }
                 Ok(())
-            }
-            other => other,
-        }
+            })
+            .await?
+            .map_err(|(path, source)| Error::Sysctl {
+                ns: self.ns.name().to_string(),
+                path,
+                source,
+            })
     }
 
     /// A UDP socket bound inside this node (equivalent to `ip netns exec NS` + `bind`).
@@ -283,13 +306,13 @@ impl Node {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
-        rec.time(Stage::NatSysctls, &self.name, async {
-            for (path, value) in &rules.sysctls {
-                self.sysctl(path, value).await?;
-            }
-            Ok::<_, Error>(())
-        })
-        .await?;
+        let sysctls: Vec<(&str, &str, bool)> = rules
+            .sysctls
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.as_str(), false))
+            .collect();
+        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
+            .await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
