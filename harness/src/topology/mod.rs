@@ -225,6 +225,11 @@ impl Topology {
         }
     }
 
+    /// Where this topology's bring-up spent its time, step by step.
+    pub fn bring_up_timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
     /// The run id every namespace name of this topology carries.
     pub fn run_id(&self) -> &str {
         self.run.as_str()
