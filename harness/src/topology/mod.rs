@@ -17,6 +17,7 @@
 mod bring_up;
 mod nft;
 mod node;
+mod pool;
 pub mod shapes;
 mod spec;
 mod timeline;
@@ -25,6 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::Once;
 
 pub use node::{NatHistory, Node, Role};
+pub use pool::{Pool, Reset};
 use sim_nat::NatBehaviour;
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,

@@ -352,6 +352,31 @@ impl Node {
         Ok(())
     }
 
+    /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the table and
+    /// its learnt sets and maps reloaded, the emulated ALG restarted, the history begun again.
+    pub(crate) async fn restore_nat(&self, nat: Option<&NatBehaviour>) -> Result<()> {
+        self.nat_history
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        match nat {
+            Some(nat) => self.apply_nat(nat, &Recorder::new()).await,
+            None => {
+                if self.nat().is_some() {
+                    let t = sim_nat::TABLE;
+                    self.load_nft(format!("add table ip {t}\ndelete table ip {t}\n"))
+                        .await?;
+                    if let Some(old) = self.alg.lock().await.take() {
+                        old.stop().await;
+                    }
+                    *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Equivalent to `ip netns exec NS nft -f -` with `script` on stdin, loaded in-process.
     pub(crate) async fn load_nft(&self, script: String) -> Result<()> {
         nft::apply(&self.ns, Syntax::Text, script).await
