@@ -9,7 +9,8 @@
 //! 1. one topology at a time: 1 NAT / 3 hosts (`shapes::home_lan`) and 2 NATs / 5 hosts
 //!    (`shapes::two_lans` plus a fifth, public host), `RUNS` runs after `WARMUP` warm-ups of:
 //!    bring-up on a kernel that has finished cleaning up, bring-up right after the previous drop
-//!    (as a test suite does), `drop`, and drop until the kernel's deferred namespace cleanup ends;
+//!    (as a test suite does), the same with a `Pool` (give the topology back, reset, take it
+//!    again), `drop`, and drop until the kernel's deferred namespace cleanup ends;
 //! 2. N ∈ {10, 50, 100} home_lan topologies up at once: all brought up concurrently (`join_all`)
 //!    and one after the other, then all dropped, with ratios to the single-topology medians;
 //! 3. where a bring-up goes, per stage (namespaces, links, addresses, routes, nft, sysctls, the
@@ -309,6 +310,8 @@ struct Single {
     up: Stats,
     /// Bring-up right after the previous topology was dropped, as a test suite does.
     up_b2b: Stats,
+    /// The previous user's topology given back to a `Pool` (reset) and taken again.
+    pooled: Stats,
     /// `drop(topology)`.
     down: Stats,
     /// From the start of the drop until the kernel's deferred namespace cleanup has ended.
@@ -347,9 +350,24 @@ async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Si
         }
     }
     settle().await?;
+    let pool = harness::topology::Pool::new();
+    let spec = make().spec().clone();
+    let mut topo = pool.take(spec.clone()).await?;
+    let mut pooled = Vec::new();
+    for i in 0..WARMUP + runs {
+        let t = Instant::now();
+        pool.give_back(topo).await?;
+        topo = pool.take(spec.clone()).await?;
+        if i >= WARMUP {
+            pooled.push(t.elapsed());
+        }
+    }
+    drop((topo, pool));
+    settle().await?;
     Ok(Single {
         up: stats(&up),
         up_b2b: stats(&b2b),
+        pooled: stats(&pooled),
         down: stats(&down),
         cleanup: stats(&cleanup),
         timelines,
@@ -684,7 +702,7 @@ async fn bench() -> anyhow::Result<()> {
          kernel cleanup: until the kernel's deferred namespace cleanup (kworker `+netns`) has ended)"
     );
     println!(
-        "{:<46} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:<58} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "shape / phase", "min", "p10", "median", "p90", "max"
     );
     for (name, s) in [
@@ -694,11 +712,12 @@ async fn bench() -> anyhow::Result<()> {
         for (phase, st) in [
             ("bring-up", s.up),
             ("bring-up back-to-back", s.up_b2b),
+            ("back-to-back with a Pool (reset)", s.pooled),
             ("teardown (drop)", s.down),
             ("drop + kernel cleanup", s.cleanup),
         ] {
             println!(
-                "{:<46} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
+                "{:<58} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
                 format!("{name} {phase}"),
                 st.min,
                 st.p10,

@@ -7,6 +7,12 @@
 //! a dependency of `nftables`, ships only `libnftables.so.1`, no link-time `.so`), and each
 //! namespace's worker thread keeps its own context, so the netlink socket the context opens lives
 //! in that namespace.
+//!
+//! One exception keeps the `nft` process: libnftables 1.0.6 waits for netlink replies with
+//! `select()`, which aborts the whole process (glibc's fortify check) on a descriptor ≥
+//! `FD_SETSIZE` (1024). A process that raised its open-files limit and holds many topologies
+//! (the bench's 100 at once) would hand a new context such a descriptor, so a worker whose
+//! context would land near that limit loads through `nft -f -` instead, as before.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -118,9 +124,62 @@ impl Drop for Context {
     }
 }
 
+/// How this thread loads rulesets.
+enum Loader {
+    Library(Context),
+    /// `nft -f -`: a context here would get a descriptor `select()` cannot take.
+    Process,
+}
+
+/// A new context's socket takes the lowest free descriptor; below this it is safe from
+/// `FD_SETSIZE` even if other threads open a few descriptors meanwhile.
+const LOW_FD_LIMIT: i32 = libc::FD_SETSIZE as i32 - 64;
+
 thread_local! {
-    /// This thread's context, created on first use: on a namespace worker, inside its namespace.
-    static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+    /// This thread's loader, chosen on first use: on a namespace worker, inside its namespace.
+    static LOADER: RefCell<Option<Loader>> = const { RefCell::new(None) };
+}
+
+/// The lowest free descriptor number right now.
+fn lowest_free_fd() -> i32 {
+    // SAFETY: open/close of /dev/null, a descriptor we own for an instant.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        fd
+    }
+}
+
+/// `nft -f -` (`-j` for JSON) with `script` on stdin, on the calling thread.
+fn run_process(syntax: Syntax, script: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let nft = crate::preflight::require_program("nft").map_err(|e| e.to_string())?;
+    let args: &[&str] = match syntax {
+        Syntax::Text => &["-f", "-"],
+        Syntax::Json => &["-j", "-f", "-"],
+    };
+    let run = || -> std::io::Result<std::process::Output> {
+        let mut child = std::process::Command::new(&nft)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(script.as_bytes())?;
+        child.wait_with_output()
+    };
+    let out = run().map_err(|e| format!("run nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 /// What to load: nft's text syntax or its JSON schema.
@@ -133,50 +192,66 @@ pub(crate) enum Syntax {
 /// Loads `script` on the calling thread, in the thread's namespace; returns nft's error text on
 /// failure. Call it on a namespace worker only (see [`apply`]).
 fn run_here(api: &'static Api, syntax: Syntax, script: &str) -> std::result::Result<(), String> {
-    let script = CString::new(script).map_err(|_| "the ruleset contains a NUL byte".to_string())?;
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    CONTEXT.with(|cell| {
+    let text = CString::new(script).map_err(|_| "the ruleset contains a NUL byte".to_string())?;
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let ctx = LOADER.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            // SAFETY: plain constructor; the result is checked for NULL.
-            let ctx = unsafe { (api.ctx_new)(CTX_DEFAULT) };
-            if ctx.is_null() {
-                return Err("nft_ctx_new failed".to_string());
-            }
-            // SAFETY: a live context. Buffering keeps nft's output off the test's terminal and
-            // gives the error text back to the caller.
-            unsafe {
-                (api.buffer_output)(ctx);
-                (api.buffer_error)(ctx);
-            }
-            *cell = Some(Context { api, ctx });
-        }
-        let ctx = cell.as_ref().expect("set above").ctx;
-        let flags = match syntax {
-            Syntax::Text => 0,
-            Syntax::Json => OUTPUT_JSON,
-        };
-        // SAFETY: a live context, a NUL-terminated script; the buffers returned are owned by the
-        // context and copied before the next call.
-        unsafe {
-            (api.output_set_flags)(ctx, flags);
-            let rc = (api.run_cmd_from_buffer)(ctx, script.as_ptr());
-            (api.output_set_flags)(ctx, 0);
-            // Drain both buffers so they do not grow across loads.
-            let _ = (api.get_output_buffer)(ctx);
-            let err = CStr::from_ptr((api.get_error_buffer)(ctx))
-                .to_string_lossy()
-                .trim()
-                .to_string();
-            if rc == 0 {
-                Ok(())
-            } else if err.is_empty() {
-                Err(format!("libnftables returned {rc}"))
+            *cell = Some(if lowest_free_fd() < LOW_FD_LIMIT {
+                Loader::Library(new_context(api)?)
             } else {
-                Err(err)
-            }
+                Loader::Process
+            });
         }
-    })
+        Ok::<_, String>(match cell.as_ref() {
+            Some(Loader::Library(c)) => Some(c.ctx),
+            _ => None,
+        })
+    })?;
+    let Some(ctx) = ctx else {
+        drop(guard);
+        return run_process(syntax, script);
+    };
+    let flags = match syntax {
+        Syntax::Text => 0,
+        Syntax::Json => OUTPUT_JSON,
+    };
+    // SAFETY: a live context of this thread, a NUL-terminated script; the buffers returned are
+    // owned by the context and copied before the next call.
+    unsafe {
+        (api.output_set_flags)(ctx, flags);
+        let rc = (api.run_cmd_from_buffer)(ctx, text.as_ptr());
+        (api.output_set_flags)(ctx, 0);
+        // Drain both buffers so they do not grow across loads.
+        let _ = (api.get_output_buffer)(ctx);
+        let err = CStr::from_ptr((api.get_error_buffer)(ctx))
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        if rc == 0 {
+            Ok(())
+        } else if err.is_empty() {
+            Err(format!("libnftables returned {rc}"))
+        } else {
+            Err(err)
+        }
+    }
+}
+
+/// A context with its output and errors buffered (kept off the test's terminal, errors handed
+/// back to the caller).
+fn new_context(api: &'static Api) -> std::result::Result<Context, String> {
+    // SAFETY: plain constructor; the result is checked for NULL.
+    let ctx = unsafe { (api.ctx_new)(CTX_DEFAULT) };
+    if ctx.is_null() {
+        return Err("nft_ctx_new failed".to_string());
+    }
+    // SAFETY: a live context.
+    unsafe {
+        (api.buffer_output)(ctx);
+        (api.buffer_error)(ctx);
+    }
+    Ok(Context { api, ctx })
 }
 
 /// Equivalent to `ip netns exec NS nft -f -` (or `nft -j -f -` for [`Syntax::Json`]) with

@@ -79,11 +79,10 @@ impl Topology {
         for _ in 0..4 {
             tokio::task::yield_now().await;
         }
-        let mut reset = Reset::default();
+        let reset = Reset {
+            killed: kill_processes(&self.nodes).await?,
+        };
         for n in &self.nodes {
-            for pid in kill_processes_in(n).await? {
-                reset.killed.push((n.name.clone(), pid));
-            }
             let sockets = n.run(open_sockets).await?;
             if !sockets.is_empty() {
                 return Err(Error::Topology(format!(
@@ -113,45 +112,53 @@ impl Topology {
     }
 }
 
-/// Kills every process whose network namespace is `node`'s and waits until they are gone.
-async fn kill_processes_in(node: &Node) -> Result<Vec<u32>> {
-    let inode = std::fs::metadata(node.ns.path())
-        .map_err(Error::io(format!("stat {}", node.ns.path().display())))?
-        .ino();
-    let found = processes_in(inode);
-    for pid in &found {
+/// Kills every process living in one of `nodes`' namespaces and waits until they are gone;
+/// returns them by node. One pass over `/proc` when nothing is left, the common case.
+async fn kill_processes(nodes: &[Node]) -> Result<Vec<(String, u32)>> {
+    let mut inodes = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let ino = std::fs::metadata(n.ns.path())
+            .map_err(Error::io(format!("stat {}", n.ns.path().display())))?
+            .ino();
+        inodes.push((format!("net:[{ino}]"), n.name.clone()));
+    }
+    let found = processes_in(&inodes);
+    for (_, pid) in &found {
         // SAFETY: kill(2) on a PID read from /proc; a PID that exited meanwhile gives ESRCH.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
     let deadline = Instant::now() + EXIT_WAIT;
-    loop {
-        let left = processes_in(inode);
+    while !found.is_empty() {
+        let left = processes_in(&inodes);
         if left.is_empty() {
-            return Ok(found);
+            break;
         }
         if Instant::now() >= deadline {
             return Err(Error::Topology(format!(
-                "processes {left:?} in `{}` survived SIGKILL for {EXIT_WAIT:?}",
-                node.name
+                "processes {left:?} survived SIGKILL for {EXIT_WAIT:?}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    Ok(found)
 }
 
-/// PIDs of live processes in the network namespace with inode `inode` (a zombie has no
-/// namespace left and does not count).
-fn processes_in(inode: u64) -> Vec<u32> {
-    let want = format!("net:[{inode}]");
+/// Live processes whose network namespace link reads as one of `inodes` (`net:[N]`, node), by
+/// node; a zombie has no namespace left and does not count.
+fn processes_in(inodes: &[(String, String)]) -> Vec<(String, u32)> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/ns/net"))
-                .is_ok_and(|l| l.to_string_lossy() == want)
+        .filter_map(|pid| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+            let link = link.to_string_lossy();
+            inodes
+                .iter()
+                .find(|(want, _)| *want == link)
+                .map(|(_, node)| (node.clone(), pid))
         })
         .collect()
 }
