@@ -163,7 +163,13 @@ impl Node {
         self.ns
             .run(move || {
                 for (path, value, optional) in owned {
-                    match std::fs::write(format!("/proc/sys/{path}"), value) {
+                    let file = format!("/proc/sys/{path}");
+                    // Rewriting an unchanged value is not free: `disable_ipv6` spins on RTNL,
+                    // which another namespace's teardown may hold for 100 ms.
+                    if std::fs::read_to_string(&file).is_ok_and(|v| v.trim() == value) {
+                        continue;
+                    }
+                    match std::fs::write(file, value) {
                         Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(source) => return Err((path, source)),
                         Ok(()) => {}
