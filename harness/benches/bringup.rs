@@ -16,7 +16,7 @@
 //! 3. where a bring-up goes, per stage (namespaces, links, addresses, routes, nft, sysctls, the
 //!    bridge-port forwarding wait …), read from the timeline the real `Topology::build` records
 //!    of its own steps (`Topology::bring_up_timeline`) during section 1; then single pieces:
-//!    `Node::set_nat` on a live router, one `nft` process, `Netns::create` x100.
+//!    `Node::set_nat` on a live router, `Netns::create` x100.
 //!
 //! The machine's limits are printed (and RLIMIT_NOFILE raised to its hard limit), and so is what
 //! else ran meanwhile: other processes' CPU and their `snh-` namespace churn, which take the same
@@ -556,43 +556,14 @@ fn breakdown(timelines: &[Timeline]) -> Breakdown {
     }
 }
 
-/// `nft ARGS` with `input` on stdin inside `ns`: what one nft process costs.
-async fn nft_process(ns: &Netns, input: String) -> anyhow::Result<()> {
-    let nft = harness::preflight::require_program("nft")?;
-    let out = ns
-        .run(move || -> std::io::Result<std::process::Output> {
-            use std::io::Write;
-            let mut child = std::process::Command::new(nft)
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .expect("stdin is piped")
-                .write_all(input.as_bytes())?;
-            child.wait_with_output()
-        })
-        .await??;
-    anyhow::ensure!(
-        out.status.success(),
-        "nft -f -: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
 struct Extras {
     set_nat: Stats,
-    nft_empty: Stats,
     ns_create_100: Duration,
     ns_drop_100: Duration,
 }
 
-/// Measurements of single pieces: `Node::set_nat` on a live router, an `nft` process doing
-/// nothing (what each process-based ruleset load paid), and `Netns::create` for 100 namespaces.
+/// Measurements of single pieces: `Node::set_nat` on a live router and `Netns::create` for 100
+/// namespaces.
 async fn extras(runs: usize) -> anyhow::Result<Extras> {
     let tag = format!("{}{}xf-", harness::names::PREFIX, std::process::id());
     let nat = NatBehaviour::from(NatType::PortRestrictedCone);
@@ -604,14 +575,6 @@ async fn extras(runs: usize) -> anyhow::Result<Extras> {
         home.set_nat(&nat).await?;
         if i >= WARMUP {
             set_nat.push(t.elapsed());
-        }
-    }
-    let mut nft_empty = Vec::new();
-    for i in 0..WARMUP + runs {
-        let t = Instant::now();
-        nft_process(home.netns(), String::new()).await?;
-        if i >= WARMUP {
-            nft_empty.push(t.elapsed());
         }
     }
     drop(topo);
@@ -629,7 +592,6 @@ async fn extras(runs: usize) -> anyhow::Result<Extras> {
 
     Ok(Extras {
         set_nat: stats(&set_nat),
-        nft_empty: stats(&nft_empty),
         ns_create_100,
         ns_drop_100,
     })
@@ -850,7 +812,6 @@ async fn bench() -> anyhow::Result<()> {
     };
     println!("{:<42} {:>7} {:>7} {:>7}", "piece", "median", "p10", "p90");
     line("Node::set_nat, re-applied on a live router", ex.set_nat);
-    line("nft -f - with empty input (process cost)", ex.nft_empty);
     println!(
         "{:<42} {:>7.1}   ({:.2} per namespace)",
         "Netns::create x100, sequential",

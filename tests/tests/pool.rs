@@ -20,6 +20,30 @@ async fn fc_map(topo: &harness::Topology) -> Result<String> {
     Ok(out)
 }
 
+/// Alice's public face as the server sees it, from one datagram sent from 192.168.1.10:4000;
+/// both sockets are closed again when it returns.
+async fn alice_seen_by_server(topo: &harness::Topology) -> Result<std::net::SocketAddr> {
+    let (alice, server) = (topo.node("alice")?, topo.node("server")?);
+    let from_alice = alice.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let at_server = server.udp_bind(sa(SERVER, 3478)).await?;
+    from_alice.send_to(b"hello", sa(SERVER, 3478)).await?;
+    let (_, seen) = recv_within(&at_server, DELIVERY)
+        .await
+        .context("alice → server")?;
+    Ok(seen)
+}
+
+/// A pool, the spec of a home LAN behind `nat`, a topology taken for it and its run id.
+async fn first_user(
+    nat: NatType,
+) -> Result<(Pool, harness::TopologySpec, harness::Topology, String)> {
+    let pool = Pool::new();
+    let spec = shapes::home_lan(nat).spec().clone();
+    let topo = pool.take(spec.clone()).await?;
+    let run = topo.run_id().to_string();
+    Ok((pool, spec, topo, run))
+}
+
 /// The previous user leaves a NAT binding, the entry its full-cone map learnt, and a process
 /// running in alice; after the reset the same namespaces come back with none of them, and the
 /// NAT still works.
@@ -27,21 +51,8 @@ async fn fc_map(topo: &harness::Topology) -> Result<String> {
 async fn a_reused_topology_keeps_no_binding_learnt_entry_or_process_of_its_previous_user(
 ) -> Result<()> {
     require_kernel!();
-    let pool = Pool::new();
-    let spec = shapes::home_lan(NatType::FullCone).spec().clone();
-    let topo = pool.take(spec.clone()).await?;
-    let first_run = topo.run_id().to_string();
-    {
-        let alice = topo
-            .node("alice")?
-            .udp_bind(sa("192.168.1.10", 4000))
-            .await?;
-        let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
-        alice.send_to(b"hello", sa(SERVER, 3478)).await?;
-        recv_within(&server, DELIVERY)
-            .await
-            .context("alice → server")?;
-    }
+    let (pool, spec, topo, first_run) = first_user(NatType::FullCone).await?;
+    alice_seen_by_server(&topo).await?;
     let home = topo.node("home")?;
     ensure!(
         !harness::bindings::list(home).await?.is_empty(),
@@ -80,15 +91,7 @@ async fn a_reused_topology_keeps_no_binding_learnt_entry_or_process_of_its_previ
         "process {pid} still runs in the namespace"
     );
     // Still a working NAT.
-    let alice = topo
-        .node("alice")?
-        .udp_bind(sa("192.168.1.10", 4000))
-        .await?;
-    let server = topo.node("server")?.udp_bind(sa(SERVER, 3478)).await?;
-    alice.send_to(b"again", sa(SERVER, 3478)).await?;
-    let (_, from) = recv_within(&server, DELIVERY)
-        .await
-        .context("alice → server after the reset")?;
+    let from = alice_seen_by_server(&topo).await?;
     ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
     Ok(())
 }
@@ -98,10 +101,7 @@ async fn a_reused_topology_keeps_no_binding_learnt_entry_or_process_of_its_previ
 #[tokio::test]
 async fn a_socket_still_held_by_the_previous_user_stops_the_reuse() -> Result<()> {
     require_kernel!();
-    let pool = Pool::new();
-    let spec = shapes::home_lan(NatType::PortRestrictedCone).spec().clone();
-    let topo = pool.take(spec.clone()).await?;
-    let first_run = topo.run_id().to_string();
+    let (pool, spec, topo, first_run) = first_user(NatType::PortRestrictedCone).await?;
     let held = topo
         .node("alice")?
         .udp_bind(sa("192.168.1.10", 5060))
