@@ -9,14 +9,14 @@
 //! 1. one topology at a time: 1 NAT / 3 hosts (`shapes::home_lan`) and 2 NATs / 5 hosts
 //!    (`shapes::two_lans` plus a fifth, public host), `RUNS` runs after `WARMUP` warm-ups of:
 //!    bring-up on a kernel that has finished cleaning up, bring-up right after the previous drop
-//!    (as a test suite does), `drop`, and drop until the kernel's deferred namespace cleanup ends;
+//!    (as a test suite does), the same with a `Pool` (give the topology back, reset, take it
+//!    again), `drop`, and drop until the kernel's deferred namespace cleanup ends;
 //! 2. N ∈ {10, 50, 100} home_lan topologies up at once: all brought up concurrently (`join_all`)
 //!    and one after the other, then all dropped, with ratios to the single-topology medians;
-//! 3. where one home_lan bring-up goes: a replica of `Topology::bring_up` built on the public
-//!    pieces (`Netns::create`, `Netns::run`, the same rtnetlink requests, `sim_nat::render`, `nft`)
-//!    timed step by step, the same replica with independent steps overlapped (a measured estimate
-//!    of what a concurrent `bring_up` would gain), `Node::set_nat` on a live router, `nft` costs,
-//!    the bridge-port forwarding delay, the kernel's cleanup cost of a bridge, `Netns::create` x100.
+//! 3. where a bring-up goes, per stage (namespaces, links, addresses, routes, nft, sysctls, the
+//!    bridge-port forwarding wait …), read from the timeline the real `Topology::build` records
+//!    of its own steps (`Topology::bring_up_timeline`) during section 1; then single pieces:
+//!    `Node::set_nat` on a live router, `Netns::create` x100.
 //!
 //! The machine's limits are printed (and RLIMIT_NOFILE raised to its hard limit), and so is what
 //! else ran meanwhile: other processes' CPU and their `snh-` namespace churn, which take the same
@@ -25,21 +25,14 @@
 //! Environment: `SNH_BENCH_RUNS` (default 20) changes the runs per measurement;
 //! `SNH_BENCH_SKIP_SCALE=1` skips section 2.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::TryStreamExt;
 use harness::netns::Netns;
 use harness::shapes::{PEER, SERVER, SERVER_ALT};
+use harness::topology::{Stage, Timeline};
 use harness::{Topology, TopologyBuilder, INTERNET};
-use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkInfo,
-};
-use netlink_packet_route::route::RouteType;
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
-use sim_nat::{NatBehaviour, NatType, RouterPorts};
+use sim_nat::{NatBehaviour, NatType};
 
 const WARMUP: usize = 2;
 const DEFAULT_RUNS: usize = 20;
@@ -317,18 +310,26 @@ struct Single {
     up: Stats,
     /// Bring-up right after the previous topology was dropped, as a test suite does.
     up_b2b: Stats,
+    /// The previous user's topology given back to a `Pool` (reset) and taken again.
+    pooled: Stats,
     /// `drop(topology)`.
     down: Stats,
     /// From the start of the drop until the kernel's deferred namespace cleanup has ended.
     cleanup: Stats,
+    /// The bring-ups' own timelines (kernel idle at start).
+    timelines: Vec<Timeline>,
 }
 
 async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Single> {
     let (mut up, mut down, mut cleanup, mut b2b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut timelines = Vec::new();
     for i in 0..WARMUP + runs {
         let t = Instant::now();
         let topo = make().build().await?;
         let u = t.elapsed();
+        if i >= WARMUP {
+            timelines.push(topo.bring_up_timeline().clone());
+        }
         let t = Instant::now();
         drop(topo);
         let d = t.elapsed();
@@ -349,11 +350,27 @@ async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Si
         }
     }
     settle().await?;
+    let pool = harness::topology::Pool::new();
+    let spec = make().spec().clone();
+    let mut topo = pool.take(spec.clone()).await?;
+    let mut pooled = Vec::new();
+    for i in 0..WARMUP + runs {
+        let t = Instant::now();
+        pool.give_back(topo).await?;
+        topo = pool.take(spec.clone()).await?;
+        if i >= WARMUP {
+            pooled.push(t.elapsed());
+        }
+    }
+    drop((topo, pool));
+    settle().await?;
     Ok(Single {
         up: stats(&up),
         up_b2b: stats(&b2b),
+        pooled: stats(&pooled),
         down: stats(&down),
         cleanup: stats(&cleanup),
+        timelines,
     })
 }
 
@@ -514,577 +531,42 @@ async fn sequential(n: usize, reps: usize) -> anyhow::Result<Scale> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. Breakdown: a replica of `Topology::bring_up` for home_lan, timed by kind of step.
-//
-// The library's `Netlink` is private, so the requests it sends are repeated here one for one
-// (same messages, same connection-per-namespace, opened on the namespace's worker thread).
+// 3. Breakdown: the timeline `Topology::build` records of its own steps, and single pieces.
 
-struct Nl {
-    handle: Handle,
-    task: tokio::task::JoinHandle<()>,
+/// Medians over runs of each stage's time, from the bring-ups' own timelines.
+struct Breakdown {
+    total: Stats,
+    /// Per stage: (summed over the stage's steps, wall-clock covered by the stage).
+    stages: Vec<(Stage, Stats, Stats)>,
 }
 
-impl Drop for Nl {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Nl {
-    async fn open(ns: &Netns) -> anyhow::Result<Nl> {
-        let rt = tokio::runtime::Handle::current();
-        let (conn, handle, _) = ns
-            .run(move || {
-                let _guard = rt.enter();
-                rtnetlink::new_connection()
-            })
-            .await??;
-        Ok(Nl {
-            handle,
-            task: tokio::spawn(conn),
-        })
-    }
-
-    async fn index(&self, name: &str) -> anyhow::Result<u32> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = links
-            .try_next()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no interface {name}"))?;
-        Ok(msg.header.index)
-    }
-
-    async fn up(&self, name: &str, controller: Option<&str>) -> anyhow::Result<()> {
-        let index = self.index(name).await?;
-        let mut msg = LinkUnspec::new_with_index(index).up();
-        if let Some(c) = controller {
-            msg = msg.controller(self.index(c).await?);
-        }
-        self.handle.link().set(msg.build()).execute().await?;
-        Ok(())
-    }
-
-    async fn add_bridge(&self, name: &str) -> anyhow::Result<()> {
-        self.handle
-            .link()
-            .add(LinkBridge::new(name).build())
-            .execute()
-            .await?;
-        Ok(())
-    }
-
-    async fn add_veth(&self, name: &str, peer: &str, peer_ns: &Netns) -> anyhow::Result<()> {
-        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_string())
-            .setns_by_fd(peer_ns.fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-            .name(name.to_string())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-            .build();
-        self.handle.link().add(msg).execute().await?;
-        Ok(())
-    }
-
-    async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
-        let index = self.index(name).await?;
-        self.handle
-            .address()
-            .add(index, addr.into(), prefix)
-            .execute()
-            .await?;
-        Ok(())
-    }
-
-    async fn add_default_route(&self, gateway: Ipv4Addr) -> anyhow::Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .build();
-        self.handle.route().add(msg).execute().await?;
-        Ok(())
-    }
-
-    async fn add_blackhole_default(&self) -> anyhow::Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .kind(RouteType::BlackHole)
-            .build();
-        self.handle.route().add(msg).execute().await?;
-        Ok(())
-    }
-
-    async fn forwarding(&self, name: &str) -> anyhow::Result<bool> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let msg = links.try_next().await?;
-        Ok(msg.is_some_and(|m| {
-            m.attributes.iter().any(|a| match a {
-                LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
-                    LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => attrs
-                        .iter()
-                        .any(|b| matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))),
-                    _ => false,
-                }),
-                _ => false,
-            })
-        }))
-    }
-
-    /// Polls every millisecond, as `Netlink::wait_forwarding` does.
-    async fn wait_forwarding(&self, name: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !self.forwarding(name).await? {
-            anyhow::ensure!(Instant::now() < deadline, "{name} not forwarding after 3 s");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        Ok(())
-    }
-}
-
-async fn sysctl(ns: &Netns, path: &str, value: &str, optional: bool) -> anyhow::Result<()> {
-    let p = format!("/proc/sys/{path}");
-    let v = value.to_string();
-    match ns.run(move || std::fs::write(p, v)).await? {
-        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => Ok(r?),
-    }
-}
-
-/// `nft ARGS` with `input` on stdin, returning its stdout.
-async fn nft_out(
-    ns: &Netns,
-    args: &'static [&'static str],
-    input: String,
-) -> anyhow::Result<String> {
-    let nft = harness::preflight::require_program("nft")?;
-    let out = ns
-        .run(move || -> std::io::Result<std::process::Output> {
-            use std::io::Write;
-            let mut child = std::process::Command::new(nft)
-                .args(args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .expect("stdin is piped")
-                .write_all(input.as_bytes())?;
-            child.wait_with_output()
-        })
-        .await??;
-    anyhow::ensure!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-const STEPS: [&str; 19] = [
-    "namespaces: Netns::create x5",
-    "netlink socket + lo up x5",
-    "sysctls x14 (ipv6 off, forward, br-nf)",
-    "links: create 2 bridges + 4 veths",
-    "links: 10 ups (with index lookups)",
-    "addresses x8 + routes x5",
-    "nft: render + conntrack sysctls",
-    "nft: prelude (text, 1 process)",
-    "nft: rules (json, 1 process)",
-    "nft: epilogue (text, 1 process)",
-    "wait: 4 bridge ports forwarding",
-    "= sum of steps (replica bring-up)",
-    "  cpu of this process during it",
-    "  cpu of the 3 nft processes",
-    "teardown: drop 5 netlink + 5 Netns",
-    "  wait for router WAN port (internet p1)",
-    "  wait for alice's port (home p1)",
-    "  wait for server's port (internet p2)",
-    "  wait for peer's port (internet p3)",
-];
-const SUM: usize = 11;
-
-/// One replica bring-up and teardown; returns the time of each entry of `STEPS`.
-async fn replica(run: usize) -> anyhow::Result<[Duration; 19]> {
-    let tag = format!("{}{}xb{run}-", harness::names::PREFIX, std::process::id());
-    let mut d = [Duration::ZERO; 19];
-    let (cpu_self, cpu_children) = cpu();
-    let start = Instant::now();
-    let mut t = Instant::now();
-    let mut lap = |d: &mut Duration| {
-        *d = t.elapsed();
-        t = Instant::now();
-    };
-
-    // The core, the router, then the hosts, as bring_up orders them.
-    let names = ["internet", "home", "alice", "server", "peer"];
-    let nss = names
+fn breakdown(timelines: &[Timeline]) -> Breakdown {
+    let total: Vec<Duration> = timelines.iter().map(Timeline::total).collect();
+    let stages = Stage::ALL
         .iter()
-        .map(|n| Netns::create(&format!("{tag}{n}")))
-        .collect::<harness::Result<Vec<_>>>()?;
-    let [core_ns, home_ns, ..] = &nss[..] else {
-        unreachable!()
-    };
-    lap(&mut d[0]);
-
-    let mut nls = Vec::new();
-    for ns in &nss {
-        let nl = Nl::open(ns).await?;
-        nl.up("lo", None).await?;
-        nls.push(nl);
+        .map(|&s| {
+            let busy: Vec<Duration> = timelines.iter().map(|t| t.busy(s)).collect();
+            let wall: Vec<Duration> = timelines.iter().map(|t| t.wall(s)).collect();
+            (s, stats(&busy), stats(&wall))
+        })
+        .collect();
+    Breakdown {
+        total: stats(&total),
+        stages,
     }
-    let [core, home, alice, server, peer] = &nls[..] else {
-        unreachable!()
-    };
-    lap(&mut d[1]);
-
-    for ns in &nss {
-        sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1", false).await?;
-        sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1", false).await?;
-    }
-    for ns in [core_ns, home_ns] {
-        sysctl(ns, "net/ipv4/ip_forward", "1", false).await?;
-        sysctl(ns, "net/bridge/bridge-nf-call-iptables", "0", true).await?;
-    }
-    lap(&mut d[2]);
-
-    core.add_bridge("inet").await?;
-    home.add_bridge("lan").await?;
-    home.add_veth("wan", "p1", core_ns).await?;
-    alice.add_veth("eth0", "p1", home_ns).await?;
-    server.add_veth("eth0", "p2", core_ns).await?;
-    peer.add_veth("eth0", "p3", core_ns).await?;
-    lap(&mut d[3]);
-
-    core.up("inet", None).await?;
-    home.up("lan", None).await?;
-    core.up("p1", Some("inet")).await?;
-    home.up("wan", None).await?;
-    home.up("p1", Some("lan")).await?;
-    alice.up("eth0", None).await?;
-    core.up("p2", Some("inet")).await?;
-    server.up("eth0", None).await?;
-    core.up("p3", Some("inet")).await?;
-    peer.up("eth0", None).await?;
-    lap(&mut d[4]);
-
-    let a = |s: &str| s.parse::<Ipv4Addr>().expect("literal address");
-    core.add_address("inet", a("198.51.100.254"), 24).await?;
-    core.add_address("inet", a("203.0.113.254"), 24).await?;
-    core.add_blackhole_default().await?;
-    home.add_address("lan", a("192.168.1.1"), 24).await?;
-    home.add_address("wan", a("203.0.113.1"), 24).await?;
-    home.add_default_route(a("203.0.113.254")).await?;
-    alice.add_address("eth0", a("192.168.1.10"), 24).await?;
-    alice.add_default_route(a("192.168.1.1")).await?;
-    server.add_address("eth0", a(SERVER), 24).await?;
-    server.add_address("eth0", a(SERVER_ALT), 24).await?;
-    server.add_default_route(a("203.0.113.254")).await?;
-    peer.add_address("eth0", a(PEER), 24).await?;
-    peer.add_default_route(a("198.51.100.254")).await?;
-    lap(&mut d[5]);
-
-    let nat = NatBehaviour::from(NatType::PortRestrictedCone);
-    let rules = sim_nat::render(
-        &nat,
-        &RouterPorts {
-            wan: "wan".into(),
-            lan: "lan".into(),
-            public: a("203.0.113.1"),
-            subscribers: vec![a("192.168.1.10")],
-            forwards: Vec::new(),
-        },
-    )?;
-    for (path, value) in &rules.sysctls {
-        sysctl(home_ns, path, value, false).await?;
-    }
-    lap(&mut d[6]);
-    nft_out(home_ns, &["-f", "-"], rules.prelude.clone()).await?;
-    lap(&mut d[7]);
-    nft_out(home_ns, &["-j", "-f", "-"], rules.json_string()).await?;
-    lap(&mut d[8]);
-    nft_out(home_ns, &["-f", "-"], rules.epilogue.clone()).await?;
-    lap(&mut d[9]);
-
-    // All four ports polled together, so each one's own delay is seen.
-    let ports = [(core, "p1"), (home, "p1"), (core, "p2"), (core, "p3")];
-    let waited = Instant::now();
-    let mut seen: [Option<Duration>; 4] = [None; 4];
-    while seen.iter().any(Option::is_none) {
-        for (i, (nl, port)) in ports.iter().enumerate() {
-            if seen[i].is_none() && nl.forwarding(port).await? {
-                seen[i] = Some(waited.elapsed());
-            }
-        }
-        anyhow::ensure!(
-            waited.elapsed() < Duration::from_secs(3),
-            "ports not forwarding after 3 s"
-        );
-        if seen.iter().any(Option::is_none) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    lap(&mut d[10]);
-    d[SUM] = start.elapsed();
-    for (i, s) in seen.iter().enumerate() {
-        d[15 + i] = s.expect("all seen");
-    }
-    let (cpu_self2, cpu_children2) = cpu();
-    d[12] = cpu_self2.saturating_sub(cpu_self);
-    d[13] = cpu_children2.saturating_sub(cpu_children);
-
-    // As `Topology`'s drop: hosts first, each node's netlink before its namespace.
-    let t = Instant::now();
-    let mut nodes: Vec<(Nl, Netns)> = nls.into_iter().zip(nss).collect();
-    while let Some(n) = nodes.pop() {
-        drop(n);
-    }
-    d[14] = t.elapsed();
-    Ok(d)
-}
-
-/// The same bring-up as [`replica`] with the steps that do not depend on each other overlapped:
-/// namespaces created on parallel threads, every node's netlink/sysctl set-up at once, links and
-/// addresses per node at once, and the router's NAT (which names interfaces, so needs none of
-/// them) loaded while the links are made. Returns the bring-up time; tears down untimed.
-async fn replica_overlapped(run: usize, keep_delete: bool) -> anyhow::Result<Duration> {
-    let tag = format!(
-        "{}{}xo{}{run}-",
-        harness::names::PREFIX,
-        std::process::id(),
-        u8::from(keep_delete)
-    );
-    let start = Instant::now();
-    let names = ["internet", "home", "alice", "server", "peer"];
-    let nss = std::thread::scope(|sc| {
-        let hs: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let name = format!("{tag}{n}");
-                sc.spawn(move || Netns::create(&name))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("Netns::create does not panic"))
-            .collect::<harness::Result<Vec<_>>>()
-    })?;
-    let [core_ns, home_ns, ..] = &nss[..] else {
-        unreachable!()
-    };
-    let a = |s: &str| s.parse::<Ipv4Addr>().expect("literal address");
-
-    let nat_branch = async {
-        let nat = NatBehaviour::from(NatType::PortRestrictedCone);
-        let rules = sim_nat::render(
-            &nat,
-            &RouterPorts {
-                wan: "wan".into(),
-                lan: "lan".into(),
-                public: a("203.0.113.1"),
-                subscribers: vec![a("192.168.1.10")],
-                forwards: Vec::new(),
-            },
-        )?;
-        for (path, value) in &rules.sysctls {
-            sysctl(home_ns, path, value, false).await?;
-        }
-        let prelude = if keep_delete {
-            rules.prelude.clone()
-        } else {
-            without_delete(&rules.prelude)
-        };
-        nft_out(home_ns, &["-f", "-"], prelude).await?;
-        nft_out(home_ns, &["-j", "-f", "-"], rules.json_string()).await?;
-        nft_out(home_ns, &["-f", "-"], rules.epilogue.clone()).await?;
-        anyhow::Ok(())
-    };
-
-    let net_branch = async {
-        let nls = futures::future::try_join_all(nss.iter().enumerate().map(|(i, ns)| async move {
-            let nl = Nl::open(ns).await?;
-            nl.up("lo", None).await?;
-            sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1", false).await?;
-            sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1", false).await?;
-            if i < 2 {
-                sysctl(ns, "net/ipv4/ip_forward", "1", false).await?;
-                sysctl(ns, "net/bridge/bridge-nf-call-iptables", "0", true).await?;
-            }
-            anyhow::Ok(nl)
-        }))
-        .await?;
-        let [core, home, alice, server, peer] = &nls[..] else {
-            unreachable!()
-        };
-        futures::try_join!(
-            core.add_bridge("inet"),
-            home.add_bridge("lan"),
-            home.add_veth("wan", "p1", core_ns),
-            alice.add_veth("eth0", "p1", home_ns),
-            server.add_veth("eth0", "p2", core_ns),
-            peer.add_veth("eth0", "p3", core_ns),
-        )?;
-        futures::try_join!(
-            async {
-                core.up("inet", None).await?;
-                core.up("p1", Some("inet")).await?;
-                core.up("p2", Some("inet")).await?;
-                core.up("p3", Some("inet")).await?;
-                core.add_address("inet", a("198.51.100.254"), 24).await?;
-                core.add_address("inet", a("203.0.113.254"), 24).await?;
-                core.add_blackhole_default().await
-            },
-            async {
-                home.up("lan", None).await?;
-                home.up("wan", None).await?;
-                home.up("p1", Some("lan")).await?;
-                home.add_address("lan", a("192.168.1.1"), 24).await?;
-                home.add_address("wan", a("203.0.113.1"), 24).await?;
-                home.add_default_route(a("203.0.113.254")).await
-            },
-            async {
-                alice.up("eth0", None).await?;
-                alice.add_address("eth0", a("192.168.1.10"), 24).await?;
-                alice.add_default_route(a("192.168.1.1")).await
-            },
-            async {
-                server.up("eth0", None).await?;
-                server.add_address("eth0", a(SERVER), 24).await?;
-                server.add_address("eth0", a(SERVER_ALT), 24).await?;
-                server.add_default_route(a("203.0.113.254")).await
-            },
-            async {
-                peer.up("eth0", None).await?;
-                peer.add_address("eth0", a(PEER), 24).await?;
-                peer.add_default_route(a("198.51.100.254")).await
-            },
-        )?;
-        futures::try_join!(
-            core.wait_forwarding("p1"),
-            home.wait_forwarding("p1"),
-            core.wait_forwarding("p2"),
-            core.wait_forwarding("p3"),
-        )?;
-        anyhow::Ok(nls)
-    };
-    let ((), nls) = futures::try_join!(nat_branch, net_branch)?;
-    let took = start.elapsed();
-    let mut nodes: Vec<(Nl, Netns)> = nls.into_iter().zip(nss).collect();
-    while let Some(n) = nodes.pop() {
-        drop(n);
-    }
-    Ok(took)
-}
-
-/// The prelude as a fresh router needs it: no `delete table` (nothing to delete), so no wait for
-/// the grace period nf_tables makes `nft` sit out at exit after destroying a table.
-fn without_delete(prelude: &str) -> String {
-    prelude
-        .lines()
-        .filter(|l| !l.starts_with("delete table"))
-        .skip(1) // the first `add table` only made the delete safe
-        .map(|l| format!("{l}\n"))
-        .collect()
 }
 
 struct Extras {
-    overlapped: Stats,
-    overlapped_no_delete: Stats,
-    cleanup_with_bridge: Stats,
-    cleanup_without_bridge: Stats,
-    prelude_variants: Vec<(&'static str, Stats)>,
     set_nat: Stats,
-    nft_empty: Stats,
-    one_text: Result<Stats, String>,
-    port_forwarding: Stats,
     ns_create_100: Duration,
     ns_drop_100: Duration,
 }
 
-/// Measurements of single pieces: `Node::set_nat` on a live router, an `nft` process doing
-/// nothing, the same ruleset loaded as one text file, the bridge port forwarding delay, and
-/// `Netns::create` for 100 namespaces.
+/// Measurements of single pieces: `Node::set_nat` on a live router and `Netns::create` for 100
+/// namespaces.
 async fn extras(runs: usize) -> anyhow::Result<Extras> {
     let tag = format!("{}{}xf-", harness::names::PREFIX, std::process::id());
     let nat = NatBehaviour::from(NatType::PortRestrictedCone);
-
-    let (mut overlapped, mut overlapped_no_delete) = (Vec::new(), Vec::new());
-    for i in 0..WARMUP + runs {
-        settle().await?;
-        let d = replica_overlapped(i, true).await?;
-        settle().await?;
-        let e = replica_overlapped(i, false).await?;
-        if i >= WARMUP {
-            overlapped.push(d);
-            overlapped_no_delete.push(e);
-        }
-    }
-    settle().await?;
-
-    // What the kernel's deferred cleanup costs for one namespace with a bridge in it, against one
-    // without (`br_dev_uninit` runs `rcu_barrier()` under RTNL).
-    let (mut with_bridge, mut without_bridge) = (Vec::new(), Vec::new());
-    for i in 0..WARMUP + runs.min(10) {
-        for bridge in [true, false] {
-            let ns = Netns::create(&format!("{tag}c{}{i}", u8::from(bridge)))?;
-            let nl = Nl::open(&ns).await?;
-            if bridge {
-                nl.add_bridge("b").await?;
-            }
-            let t = Instant::now();
-            drop((nl, ns));
-            let d = t.elapsed() + settle().await?;
-            if i >= WARMUP {
-                if bridge {
-                    &mut with_bridge
-                } else {
-                    &mut without_bridge
-                }
-                .push(d);
-            }
-        }
-    }
-
-    // The prelude's `delete table` against the same text without it, each in a fresh namespace
-    // (creation not timed).
-    let prelude = sim_nat::render(
-        &nat,
-        &RouterPorts {
-            wan: "wan".into(),
-            lan: "lan".into(),
-            public: "203.0.113.1".parse()?,
-            subscribers: vec!["192.168.1.10".parse()?],
-            forwards: Vec::new(),
-        },
-    )?
-    .prelude;
-    let without_delete = without_delete(&prelude);
-    let mut prelude_variants = Vec::new();
-    for (label, text) in [
-        ("nft prelude as rendered (add/delete/add)", prelude.clone()),
-        ("nft prelude without `delete table`", without_delete),
-    ] {
-        let mut v = Vec::new();
-        for i in 0..WARMUP + runs {
-            let ns = Netns::create(&format!("{tag}v{}{i}", prelude_variants.len()))?;
-            let t = Instant::now();
-            nft_out(&ns, &["-f", "-"], text.clone()).await?;
-            if i >= WARMUP {
-                v.push(t.elapsed());
-            }
-        }
-        prelude_variants.push((label, stats(&v)));
-    }
-    settle().await?;
-
     let topo = one_nat().build().await?;
     let home = topo.node("home")?;
     let mut set_nat = Vec::new();
@@ -1095,63 +577,7 @@ async fn extras(runs: usize) -> anyhow::Result<Extras> {
             set_nat.push(t.elapsed());
         }
     }
-    let mut nft_empty = Vec::new();
-    for i in 0..WARMUP + runs {
-        let t = Instant::now();
-        nft_out(home.netns(), &["-f", "-"], String::new()).await?;
-        if i >= WARMUP {
-            nft_empty.push(t.elapsed());
-        }
-    }
-    // What one `nft -f -` of the whole ruleset as text would cost (the table as nft lists it,
-    // loaded into a fresh namespace; namespace creation not timed).
-    let text = nft_out(
-        home.netns(),
-        &["list", "table", "ip", sim_nat::TABLE],
-        String::new(),
-    )
-    .await?;
     drop(topo);
-    let mut one = Vec::new();
-    let mut one_err = None;
-    for i in 0..WARMUP + runs {
-        let ns = Netns::create(&format!("{tag}t{i}"))?;
-        let t = Instant::now();
-        if let Err(e) = nft_out(&ns, &["-f", "-"], text.clone()).await {
-            one_err = Some(e.to_string());
-            break;
-        }
-        if i >= WARMUP {
-            one.push(t.elapsed());
-        }
-    }
-    let one_text = match one_err {
-        Some(e) => Err(e),
-        None => Ok(stats(&one)),
-    };
-
-    // A bridge in one namespace, a veth from another plugged into it: time from the last `up` to
-    // the port reading "forwarding".
-    let (a_ns, b_ns) = (
-        Netns::create(&format!("{tag}br"))?,
-        Netns::create(&format!("{tag}hosts"))?,
-    );
-    let (a, b) = (Nl::open(&a_ns).await?, Nl::open(&b_ns).await?);
-    a.add_bridge("br").await?;
-    a.up("br", None).await?;
-    let mut port_forwarding = Vec::new();
-    for i in 0..WARMUP + runs {
-        let (port, end) = (format!("q{i}"), format!("v{i}"));
-        b.add_veth(&end, &port, &a_ns).await?;
-        a.up(&port, Some("br")).await?;
-        b.up(&end, None).await?;
-        let t = Instant::now();
-        a.wait_forwarding(&port).await?;
-        if i >= WARMUP {
-            port_forwarding.push(t.elapsed());
-        }
-    }
-    drop((a, b, a_ns, b_ns));
     settle().await?;
 
     let t = Instant::now();
@@ -1165,15 +591,7 @@ async fn extras(runs: usize) -> anyhow::Result<Extras> {
     settle().await?;
 
     Ok(Extras {
-        overlapped: stats(&overlapped),
-        overlapped_no_delete: stats(&overlapped_no_delete),
-        cleanup_with_bridge: stats(&with_bridge),
-        cleanup_without_bridge: stats(&without_bridge),
-        prelude_variants,
         set_nat: stats(&set_nat),
-        nft_empty: stats(&nft_empty),
-        one_text,
-        port_forwarding: stats(&port_forwarding),
         ns_create_100,
         ns_drop_100,
     })
@@ -1246,7 +664,7 @@ async fn bench() -> anyhow::Result<()> {
          kernel cleanup: until the kernel's deferred namespace cleanup (kworker `+netns`) has ended)"
     );
     println!(
-        "{:<46} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:<58} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "shape / phase", "min", "p10", "median", "p90", "max"
     );
     for (name, s) in [
@@ -1256,11 +674,12 @@ async fn bench() -> anyhow::Result<()> {
         for (phase, st) in [
             ("bring-up", s.up),
             ("bring-up back-to-back", s.up_b2b),
+            ("back-to-back with a Pool (reset)", s.pooled),
             ("teardown (drop)", s.down),
             ("drop + kernel cleanup", s.cleanup),
         ] {
             println!(
-                "{:<46} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
+                "{:<58} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
                 format!("{name} {phase}"),
                 st.min,
                 st.p10,
@@ -1361,71 +780,38 @@ async fn bench() -> anyhow::Result<()> {
     }
 
     // 3 ---------------------------------------------------------------------------------------
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len()];
-    for i in 0..WARMUP + runs {
-        settle().await?;
-        let d = replica(i).await?;
-        if i >= WARMUP {
-            for (s, d) in samples.iter_mut().zip(d) {
-                s.push(d);
-            }
-        }
-    }
-    settle().await?;
     let ex = extras(runs).await?;
-    let sum = stats(&samples[SUM]).med;
-    println!(
-        "\n== where one bring-up goes (replica of bring_up for 1 NAT / 3 hosts, same requests, \
-         timed by kind; {runs} runs; ms) =="
-    );
-    println!(
-        "{:<42} {:>7} {:>7} {:>7} {:>6}",
-        "step", "median", "p10", "p90", "share"
-    );
-    for (i, (name, s)) in STEPS.iter().zip(&samples).enumerate() {
-        let st = stats(s);
-        let share = if i < SUM || i == 12 || i == 13 {
-            format!("{:.0}%", 100.0 * st.med / sum)
-        } else {
-            String::new()
-        };
+    for (name, s) in [("1 NAT / 3 hosts", &s1), ("2 NATs / 5 hosts", &s2)] {
+        let b = breakdown(&s.timelines);
         println!(
-            "{:<42} {:>7.2} {:>7.2} {:>7.2} {:>6}",
-            name, st.med, st.p10, st.p90, share
+            "\n== where one {name} bring-up goes (Topology::build's own timeline, kernel idle at \
+             start; medians over {runs} runs; ms) =="
+        );
+        println!("{:<34} {:>9} {:>9} {:>6}", "stage", "sum", "wall", "share");
+        for (stage, busy, wall) in &b.stages {
+            println!(
+                "{:<34} {:>9.2} {:>9.2} {:>5.0}%",
+                stage.label(),
+                busy.med,
+                wall.med,
+                100.0 * wall.med / b.total.med
+            );
+        }
+        println!("{:<34} {:>9} {:>9.2}", "= whole bring-up", "", b.total.med);
+        println!(
+            "(sum: the stage's steps added up, overlapping ones whole; wall: time during which \
+             at least one of its steps ran; share: wall / whole)"
         );
     }
+    println!();
     let line = |name: &str, st: Stats| {
         println!(
             "{:<42} {:>7.2} {:>7.2} {:>7.2}",
             name, st.med, st.p10, st.p90
         )
     };
-    line("replica, independent steps overlapped", ex.overlapped);
-    line(
-        "  same, prelude without `delete table`",
-        ex.overlapped_no_delete,
-    );
-    line("real Topology::build, same shape", s1.up);
-    line("real Topology::build, back-to-back", s1.up_b2b);
-    line("real Topology drop, same shape", s1.down);
+    println!("{:<42} {:>7} {:>7} {:>7}", "piece", "median", "p10", "p90");
     line("Node::set_nat, re-applied on a live router", ex.set_nat);
-    line("nft -f - with empty input (process cost)", ex.nft_empty);
-    for (label, st) in &ex.prelude_variants {
-        line(label, *st);
-    }
-    match ex.one_text {
-        Ok(st) => line("same ruleset as ONE nft -f (text), fresh ns", st),
-        Err(e) => println!("same ruleset as one nft -f (text): failed: {e}"),
-    }
-    line("bridge port: last up -> forwarding", ex.port_forwarding);
-    line(
-        "drop+kernel cleanup, 1 netns with a bridge",
-        ex.cleanup_with_bridge,
-    );
-    line(
-        "drop+kernel cleanup, 1 netns, no bridge",
-        ex.cleanup_without_bridge,
-    );
     println!(
         "{:<42} {:>7.1}   ({:.2} per namespace)",
         "Netns::create x100, sequential",

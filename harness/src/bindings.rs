@@ -132,33 +132,7 @@ async fn conntrack(node: &Node, args: &[&str]) -> Result<String> {
 }
 
 pub(crate) async fn nft(node: &Node, script: String) -> Result<()> {
-    let nft = crate::preflight::require_program("nft")?;
-    let out = node
-        .run(move || {
-            use std::io::Write;
-            let mut child = std::process::Command::new(nft)
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .expect("piped")
-                .write_all(script.as_bytes())?;
-            child.wait_with_output()
-        })
-        .await?
-        .map_err(Error::io("run nft"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Nft {
-            ns: node.ns_name().to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    node.load_nft(script).await
 }
 
 /// The live UDP bindings of router `node`.

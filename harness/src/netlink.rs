@@ -5,11 +5,12 @@
 //! that namespace only.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
     BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkInfo,
+    LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::route::RouteType;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -138,7 +139,50 @@ impl Netlink {
     /// the kernel's link-watch work, which may run up to a second later. A topology handed out
     /// before that silently drops its first packets (and the ARP that would carry them), so
     /// bring-up waits here instead of letting a test's first INVITE vanish.
-    pub async fn wait_forwarding(&self, name: &str, timeout: std::time::Duration) -> Result<()> {
+    pub async fn wait_forwarding(&self, name: &str, timeout: Duration) -> Result<()> {
+        self.wait_link(name, timeout, "forwarding as a bridge port", |m| {
+            m.attributes.iter().any(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+                    LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => attrs
+                        .iter()
+                        .any(|b| matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))),
+                    _ => false,
+                }),
+                _ => false,
+            })
+        })
+        .await
+    }
+
+    /// Waits until veth end `name` (not a bridge port) transmits: operationally up, with its
+    /// queueing discipline attached.
+    ///
+    /// The end brought up before its peer gets carrier when the peer comes up, and until the
+    /// kernel's link-watch work has run its qdisc is `noop`, which drops every packet — the same
+    /// delay a bridge port's forwarding state waits out.
+    pub async fn wait_transmitting(&self, name: &str, timeout: Duration) -> Result<()> {
+        self.wait_link(name, timeout, "transmitting", |m| {
+            let up = m
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+            let noop = m
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Qdisc(q) if q == "noop"));
+            up && !noop
+        })
+        .await
+    }
+
+    /// Polls link `name` every millisecond until `ready` holds.
+    async fn wait_link(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        ready: impl Fn(&LinkMessage) -> bool,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut links = self
@@ -151,29 +195,16 @@ impl Netlink {
                 .try_next()
                 .await
                 .map_err(nl(format!("read {name} in {}", self.ns)))?;
-            let forwarding = msg.is_some_and(|m| {
-                m.attributes.iter().any(|a| match a {
-                    LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
-                        LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
-                            attrs.iter().any(|b| {
-                                matches!(b, InfoBridgePort::State(BridgePortState::Forwarding))
-                            })
-                        }
-                        _ => false,
-                    }),
-                    _ => false,
-                })
-            });
-            if forwarding {
+            if msg.as_ref().is_some_and(&ready) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Topology(format!(
-                    "bridge port {name} in {} is not forwarding after {timeout:?}",
+                    "{name} in {} is not {what} after {timeout:?}",
                     self.ns
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

@@ -3,31 +3,38 @@
 //! Shape of what gets built, for a home LAN:
 //!
 //! ```text
-//!  alice (eth0 192.168.1.10) ── p1 ┐
-//!                                  lan (bridge, 192.168.1.1)  home  wan (203.0.113.1) ── p1 ┐
-//!                                                                                          inet (bridge, .254, internet core)
-//!                                              stun (eth0 203.0.113.10, .11) ── p2 ───────┘
+//!  alice (eth0 192.168.1.10) ──────── lan (192.168.1.1)  home  wan (203.0.113.1) ── p1 ┐
+//!                                                                                      inet (bridge, .254, internet core)
+//!                                          stun (eth0 203.0.113.10, .11) ── p2 ───────┘
 //! ```
 //!
-//! Segments are Linux bridges, so hosts on one segment talk at layer 2 as on a real LAN or
-//! exchange. The internet core routes between public /24s and swallows anything else (a blackhole
-//! default route, no ICMP), as the internet does with a leaked private address; see
-//! `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
+//! A segment with several members is a Linux bridge, so hosts on it talk at layer 2 as on a real
+//! LAN or exchange; a segment with one member is the veth alone, its far end named as the bridge
+//! would be (`lan`, `inet`). The internet core routes between public /24s and swallows anything
+//! else (a blackhole default route, no ICMP), as the internet does with a leaked private address;
+//! see `shared/kernel-facts.md` for why neither "no route" nor a local blackhole would do.
 
+mod bring_up;
+mod nft;
 mod node;
+mod pool;
 pub mod shapes;
 mod spec;
+mod timeline;
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Once;
 
 pub use node::{NatHistory, Node, Role};
-use sim_nat::{NatBehaviour, RouterPorts};
+pub use pool::{Pool, Reset};
+use sim_nat::NatBehaviour;
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,
     PUBLIC_GATEWAY_OCTET,
 };
+
+use timeline::Recorder;
+pub use timeline::{Stage, StageEvent, Timeline};
 
 use crate::error::{Error, Result};
 use crate::names::RunId;
@@ -149,6 +156,8 @@ pub struct Topology {
     spec: TopologySpec,
     /// Creation order; dropped in reverse so hosts go before the routers they hang off.
     nodes: Vec<Node>,
+    /// Where the bring-up's time went.
+    timeline: Timeline,
     /// Locked while this topology lives, so a reaper in another process can prove the run is
     /// gone even when this process is a zombie or its PID was reused. Declared last: it is
     /// dropped after the namespaces are removed. `None` when `/run/snh` cannot be written; the
@@ -163,31 +172,6 @@ impl std::fmt::Debug for Topology {
             .field("nodes", &self.nodes)
             .field("owner", &self.owner.as_ref().map(|o| o.path()))
             .finish()
-    }
-}
-
-/// Gives both ends of a new veth the MTU `mtu`, before the segment's end joins its bridge (which
-/// then follows its smallest port). Nothing to do for the default 1500.
-async fn set_link_mtu(
-    node: &Node,
-    end: &str,
-    owner: &Node,
-    port: &str,
-    mtu: Option<u32>,
-) -> Result<()> {
-    if let Some(mtu) = mtu {
-        node.netlink.set_mtu(end, mtu).await?;
-        owner.netlink.set_mtu(port, mtu).await?;
-    }
-    Ok(())
-}
-
-/// The bridge that forms a segment, inside the namespace that owns it.
-fn bridge_of(segment: &str) -> &'static str {
-    if segment == INTERNET {
-        "inet"
-    } else {
-        "lan"
     }
 }
 
@@ -222,106 +206,14 @@ impl Topology {
             run,
             spec: spec.clone(),
             nodes: Vec::new(),
+            timeline: Timeline::default(),
             owner,
         };
         // On error the partial topology is dropped, which removes what was made so far.
-        topo.bring_up(&spec).await?;
+        let rec = Recorder::new();
+        topo.bring_up(&spec, &rec).await?;
+        topo.timeline = rec.finish();
         Ok(topo)
-    }
-
-    async fn bring_up(&mut self, spec: &TopologySpec) -> Result<()> {
-        // The internet core.
-        let mut core = Node::create(&self.run.ns_name(INTERNET), INTERNET, Role::Internet).await?;
-        core.netlink.add_bridge("inet").await?;
-        core.netlink.up("inet", None).await?;
-        let mut public_nets = BTreeSet::new();
-        for r in spec.routers.iter().filter(|r| r.upstream == INTERNET) {
-            public_nets.insert(public_gateway(r.wan));
-        }
-        for h in spec.hosts.iter().filter(|h| h.segment == INTERNET) {
-            public_nets.extend(h.addrs.iter().map(|a| public_gateway(*a)));
-        }
-        for gw in &public_nets {
-            core.netlink.add_address("inet", *gw, 24).await?;
-            core.addrs.push(*gw);
-        }
-        core.sysctl("net/ipv4/ip_forward", "1").await?;
-        core.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-            .await?;
-        core.netlink.add_blackhole_default().await?;
-        self.nodes.push(core);
-
-        let mut ports_used: std::collections::BTreeMap<String, u32> = Default::default();
-        let mut next_port = |segment: &str| {
-            let n = ports_used.entry(segment.to_string()).or_insert(0);
-            *n += 1;
-            format!("p{n}")
-        };
-
-        let mut pending_ports: Vec<(String, String)> = Vec::new();
-        for r in spec.routers_upstream_first() {
-            let mut node = Node::create(&self.run.ns_name(&r.name), &r.name, Role::Router).await?;
-            node.netlink.add_bridge("lan").await?;
-            node.netlink.up("lan", None).await?;
-            node.netlink.add_address("lan", r.lan, r.lan_prefix).await?;
-            node.sysctl_if_present("net/bridge/bridge-nf-call-iptables", "0")
-                .await?;
-            node.sysctl("net/ipv4/ip_forward", "1").await?;
-            let (wan_prefix, gateway) = self.segment_gateway(&r.upstream, r.wan);
-            let port = next_port(&r.upstream);
-            let owner = self.node_of_segment(&r.upstream)?;
-            node.netlink.add_veth("wan", &port, &owner.ns).await?;
-            set_link_mtu(&node, "wan", owner, &port, r.wan_mtu).await?;
-            owner
-                .netlink
-                .up(&port, Some(bridge_of(&r.upstream)))
-                .await?;
-            node.netlink.up("wan", None).await?;
-            pending_ports.push((r.upstream.clone(), port));
-            node.netlink.add_address("wan", r.wan, wan_prefix).await?;
-            node.netlink.add_default_route(gateway).await?;
-            node.addrs = vec![r.wan, r.lan];
-            for extra in spec::pool_extra(r) {
-                node.netlink.add_address("wan", extra, wan_prefix).await?;
-                node.addrs.push(extra);
-            }
-            node.router_ports = Some(RouterPorts {
-                wan: "wan".into(),
-                lan: "lan".into(),
-                public: r.wan,
-                subscribers: spec.subscribers_of(&r.name),
-                forwards: r.forwards.clone(),
-            });
-            if let Some(nat) = &r.nat {
-                node.set_nat(nat).await?;
-            }
-            self.nodes.push(node);
-        }
-
-        for h in &spec.hosts {
-            let mut node = Node::create(&self.run.ns_name(&h.name), &h.name, Role::Host).await?;
-            let port = next_port(&h.segment);
-            let owner = self.node_of_segment(&h.segment)?;
-            node.netlink.add_veth("eth0", &port, &owner.ns).await?;
-            set_link_mtu(&node, "eth0", owner, &port, h.mtu).await?;
-            owner.netlink.up(&port, Some(bridge_of(&h.segment))).await?;
-            node.netlink.up("eth0", None).await?;
-            pending_ports.push((h.segment.clone(), port));
-            let (prefix, gateway) = self.segment_gateway(&h.segment, h.addrs[0]);
-            for a in &h.addrs {
-                node.netlink.add_address("eth0", *a, prefix).await?;
-            }
-            node.netlink.add_default_route(gateway).await?;
-            node.addrs = h.addrs.clone();
-            self.nodes.push(node);
-        }
-        for (segment, port) in pending_ports {
-            self.node_of_segment(&segment)?
-                .netlink
-                .wait_forwarding(&port, std::time::Duration::from_secs(3))
-                .await?;
-        }
-        Ok(())
     }
 
     /// Prefix length and default gateway for an address on `segment`.
@@ -337,11 +229,9 @@ impl Topology {
         }
     }
 
-    fn node_of_segment(&self, segment: &str) -> Result<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == segment)
-            .ok_or_else(|| Error::NoSuchNode(segment.to_string()))
+    /// Where this topology's bring-up spent its time, step by step.
+    pub fn bring_up_timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The run id every namespace name of this topology carries.

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::process::{self, Process};
+use crate::topology::nft::{self, Syntax};
+use crate::topology::timeline::{Recorder, Stage};
 
 /// What a node is in the topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +56,40 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    pub(crate) async fn create(ns_name: &str, name: &str, role: Role) -> Result<Self> {
-        let ns = Netns::create(ns_name)?;
-        let netlink = Netlink::open(&ns).await?;
-        netlink.up("lo", None).await?;
-        let node = Node {
+    /// Sysctls every node gets: IPv6 would add router solicitations and DAD to every capture
+    /// (SIP-behind-NAT is v4), and a router forwarding back out of the interface a packet came
+    /// in on (the internet core between two public hosts on one segment) would send ICMP
+    /// redirects into every capture. `(path, value, optional)`.
+    pub(crate) const BASE_SYSCTLS: [(&'static str, &'static str, bool); 4] = [
+        ("net/ipv6/conf/all/disable_ipv6", "1", false),
+        ("net/ipv6/conf/default/disable_ipv6", "1", false),
+        ("net/ipv4/conf/all/send_redirects", "0", false),
+        ("net/ipv4/conf/default/send_redirects", "0", false),
+    ];
+
+    /// A namespace and its netlink connection, `lo` up; nothing else yet.
+    pub(crate) async fn create(
+        ns_name: String,
+        name: &str,
+        role: Role,
+        rec: &Recorder,
+    ) -> Result<Self> {
+        // On the blocking pool, so the namespaces of one topology are made side by side.
+        let ns = rec
+            .time(Stage::Namespace, name, async {
+                tokio::task::spawn_blocking(move || Netns::create(&ns_name))
+                    .await
+                    .map_err(|e| Error::Topology(format!("namespace creation panicked: {e}")))?
+            })
+            .await?;
+        let netlink = rec
+            .time(Stage::Netlink, name, async {
+                let netlink = Netlink::open(&ns).await?;
+                netlink.up("lo", None).await?;
+                Ok::<_, Error>(netlink)
+            })
+            .await?;
+        Ok(Node {
             name: name.to_string(),
             role,
             addrs: Vec::new(),
@@ -69,17 +100,7 @@ impl Node {
             alg: tokio::sync::Mutex::new(None),
             netlink,
             ns,
-        };
-        // IPv6 would add router solicitations and DAD to every capture; SIP-behind-NAT is v4.
-        node.sysctl("net/ipv6/conf/all/disable_ipv6", "1").await?;
-        node.sysctl("net/ipv6/conf/default/disable_ipv6", "1")
-            .await?;
-        // A router forwarding back out of the interface a packet came in on (the internet core
-        // between two public hosts on one segment) would send ICMP redirects into every capture.
-        node.sysctl("net/ipv4/conf/all/send_redirects", "0").await?;
-        node.sysctl("net/ipv4/conf/default/send_redirects", "0")
-            .await?;
-        Ok(node)
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -128,14 +149,40 @@ impl Node {
             })
     }
 
-    /// Like [`Node::sysctl`], but a sysctl this kernel lacks is not an error.
-    pub(crate) async fn sysctl_if_present(&self, path: &str, value: &str) -> Result<()> {
-        match self.sysctl(path, value).await {
-            Err(Error::Sysctl { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+    /// Writes several `/proc/sys` entries in one trip to the namespace's worker. An entry marked
+    /// optional may be missing from this kernel.
+    pub(crate) async fn sysctls<P, V>(&self, entries: &[(P, V, bool)]) -> Result<()>
+    where
+        P: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let owned: Vec<(String, String, bool)> = entries
+            .iter()
+            .map(|(p, v, o)| (p.as_ref().to_string(), v.as_ref().to_string(), *o))
+            .collect();
+        self.ns
+            .run(move || {
+                for (path, value, optional) in owned {
+                    let file = format!("/proc/sys/{path}");
+                    // Rewriting an unchanged value is not free: `disable_ipv6` spins on RTNL,
+                    // which another namespace's teardown may hold for 100 ms.
+                    if std::fs::read_to_string(&file).is_ok_and(|v| v.trim() == value) {
+                        continue;
+                    }
+                    match std::fs::write(file, value) {
+                        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => return Err((path, source)),
+                        Ok(()) => {}
+                    }
+                }
                 Ok(())
-            }
-            other => other,
-        }
+            })
+            .await?
+            .map_err(|(path, source)| Error::Sysctl {
+                ns: self.ns.name().to_string(),
+                path,
+                source,
+            })
     }
 
     /// A UDP socket bound inside this node (equivalent to `ip netns exec NS` + `bind`).
@@ -256,16 +303,24 @@ impl Node {
 
     /// Applies (or replaces, mid-scenario) this router's NAT behaviour.
     pub async fn set_nat(&self, nat: &NatBehaviour) -> Result<()> {
+        self.apply_nat(nat, &Recorder::new()).await
+    }
+
+    /// [`Node::set_nat`], timing the sysctls and the ruleset into `rec`.
+    pub(crate) async fn apply_nat(&self, nat: &NatBehaviour, rec: &Recorder) -> Result<()> {
         let ports = self.router_ports.clone().ok_or_else(|| {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
-        for (path, value) in &rules.sysctls {
-            self.sysctl(path, value).await?;
-        }
+        let sysctls: Vec<(&str, &str, bool)> = rules
+            .sysctls
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.as_str(), false))
+            .collect();
+        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
+            .await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
-        let nft = crate::preflight::require_program("nft")?;
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
         let prelude = if first {
             rules.prelude_fresh.clone()
@@ -273,24 +328,17 @@ impl Node {
             rules.prelude.clone()
         };
         let steps = [
-            (vec!["-f", "-"], prelude),
-            (vec!["-j", "-f", "-"], rules.json_string()),
-            (vec!["-f", "-"], rules.epilogue.clone()),
+            (Syntax::Text, prelude),
+            (Syntax::Json, rules.json_string()),
+            (Syntax::Text, rules.epilogue.clone()),
         ];
-        for (args, input) in steps {
-            let nft = nft.clone();
-            let out = self
-                .ns
-                .run(move || run_with_stdin(&nft, &args, &input))
-                .await?
-                .map_err(Error::io("run nft"))?;
-            if !out.status.success() {
-                return Err(Error::Nft {
-                    ns: self.ns.name().to_string(),
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
+        rec.time(Stage::Nft, &self.name, async {
+            for (syntax, script) in steps {
+                nft::apply(&self.ns, syntax, script).await?;
             }
-        }
+            Ok::<_, Error>(())
+        })
+        .await?;
         // The emulated ALG lives outside the nft table (iptables NFQUEUE rules + a reader), so a
         // behaviour change stops the old one and starts what the new behaviour asks for.
         let mut alg = self.alg.lock().await;
@@ -308,6 +356,36 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push((since, nat.clone()));
         Ok(())
+    }
+
+    /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the table and
+    /// its learnt sets and maps reloaded, the emulated ALG restarted, the history begun again.
+    pub(crate) async fn restore_nat(&self, nat: Option<&NatBehaviour>) -> Result<()> {
+        self.nat_history
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        match nat {
+            Some(nat) => self.apply_nat(nat, &Recorder::new()).await,
+            None => {
+                if self.nat().is_some() {
+                    let t = sim_nat::TABLE;
+                    self.load_nft(format!("add table ip {t}\ndelete table ip {t}\n"))
+                        .await?;
+                    if let Some(old) = self.alg.lock().await.take() {
+                        old.stop().await;
+                    }
+                    *self.nat.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Equivalent to `ip netns exec NS nft -f -` with `script` on stdin, loaded in-process.
+    pub(crate) async fn load_nft(&self, script: String) -> Result<()> {
+        nft::apply(&self.ns, Syntax::Text, script).await
     }
 
     /// The NAT behaviours this router has had, shared: later changes show up in the copy.
@@ -336,24 +414,4 @@ impl NatHistory {
     pub fn changes(&self) -> Vec<(SystemTime, NatBehaviour)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-fn run_with_stdin(
-    program: &std::path::Path,
-    args: &[&str],
-    input: &str,
-) -> std::io::Result<std::process::Output> {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.as_bytes())?;
-    child.wait_with_output()
 }

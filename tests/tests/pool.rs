@@ -1,0 +1,120 @@
+//! A pooled topology is reset for its next user, and nothing of the previous user leaks into it.
+
+use anyhow::{ensure, Context, Result};
+use harness::shapes::{self, SERVER};
+use harness::topology::Pool;
+use sim_nat::NatType;
+use tests::{recv_within, require_kernel, sa, DELIVERY};
+
+/// The learnt full-cone map of `home`, as nft lists it.
+async fn fc_map(topo: &harness::Topology) -> Result<String> {
+    let (_, out, err) = topo
+        .node("home")?
+        .output(
+            "nft",
+            &["list", "map", "ip", sim_nat::TABLE, "fc"],
+            std::time::Duration::from_secs(5),
+        )
+        .await?;
+    ensure!(err.trim().is_empty(), "nft list map: {err}");
+    Ok(out)
+}
+
+/// Alice's public face as the server sees it, from one datagram sent from 192.168.1.10:4000;
+/// both sockets are closed again when it returns.
+async fn alice_seen_by_server(topo: &harness::Topology) -> Result<std::net::SocketAddr> {
+    let (alice, server) = (topo.node("alice")?, topo.node("server")?);
+    let from_alice = alice.udp_bind(sa("192.168.1.10", 4000)).await?;
+    let at_server = server.udp_bind(sa(SERVER, 3478)).await?;
+    from_alice.send_to(b"hello", sa(SERVER, 3478)).await?;
+    let (_, seen) = recv_within(&at_server, DELIVERY)
+        .await
+        .context("alice → server")?;
+    Ok(seen)
+}
+
+/// A pool, the spec of a home LAN behind `nat`, a topology taken for it and its run id.
+async fn first_user(
+    nat: NatType,
+) -> Result<(Pool, harness::TopologySpec, harness::Topology, String)> {
+    let pool = Pool::new();
+    let spec = shapes::home_lan(nat).spec().clone();
+    let topo = pool.take(spec.clone()).await?;
+    let run = topo.run_id().to_string();
+    Ok((pool, spec, topo, run))
+}
+
+/// The previous user leaves a NAT binding, the entry its full-cone map learnt, and a process
+/// running in alice; after the reset the same namespaces come back with none of them, and the
+/// NAT still works.
+#[tokio::test]
+async fn a_reused_topology_keeps_no_binding_learnt_entry_or_process_of_its_previous_user(
+) -> Result<()> {
+    require_kernel!();
+    let (pool, spec, topo, first_run) = first_user(NatType::FullCone).await?;
+    alice_seen_by_server(&topo).await?;
+    let home = topo.node("home")?;
+    ensure!(
+        !harness::bindings::list(home).await?.is_empty(),
+        "the first user's packet left no binding to catch"
+    );
+    let learnt = fc_map(&topo).await?;
+    ensure!(
+        learnt.contains("4000"),
+        "the full-cone map learnt nothing: {learnt}"
+    );
+    let sleeper = topo.node("alice")?.start("sleep", &["30"]).await?;
+    let pid = sleeper.pid();
+    // A user that loses track of its process.
+    std::mem::forget(sleeper);
+
+    let reset = pool.give_back(topo).await?;
+    ensure!(
+        reset.killed.contains(&("alice".to_string(), pid)),
+        "the reset did not find the leftover process: {reset:?}"
+    );
+    let topo = pool.take(spec).await?;
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
+    let home = topo.node("home")?;
+    let left = harness::bindings::list(home).await?;
+    ensure!(left.is_empty(), "bindings survived the reset: {left:?}");
+    let learnt = fc_map(&topo).await?;
+    ensure!(
+        !learnt.contains("4000"),
+        "the full-cone map kept its entry: {learnt}"
+    );
+    ensure!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).is_err(),
+        "process {pid} still runs in the namespace"
+    );
+    // Still a working NAT.
+    let from = alice_seen_by_server(&topo).await?;
+    ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
+    Ok(())
+}
+
+/// A socket the previous user still holds cannot be taken back from it: the pool refuses the
+/// topology, and the next user gets a new one.
+#[tokio::test]
+async fn a_socket_still_held_by_the_previous_user_stops_the_reuse() -> Result<()> {
+    require_kernel!();
+    let (pool, spec, topo, first_run) = first_user(NatType::PortRestrictedCone).await?;
+    let held = topo
+        .node("alice")?
+        .udp_bind(sa("192.168.1.10", 5060))
+        .await?;
+    let refused = pool.give_back(topo).await;
+    let err = refused.err().context("a held socket went unnoticed")?;
+    ensure!(
+        err.to_string().contains("socket") && err.to_string().contains("alice"),
+        "unexpected refusal: {err}"
+    );
+    ensure!(pool.idle() == 0, "the refused topology was kept");
+    drop(held);
+    let next = pool.take(spec).await?;
+    ensure!(next.run_id() != first_run, "the refused topology came back");
+    Ok(())
+}
