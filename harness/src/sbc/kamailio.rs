@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::preflight;
@@ -323,34 +323,16 @@ impl Kamailio {
     /// Sends OPTIONS from the node itself every 100 ms until a 200 comes back.
     async fn ready(&mut self, node: &Node) -> std::result::Result<(), String> {
         let listen = self.config.listen;
-        let sock = node
-            .udp_bind(SocketAddr::new(listen.ip(), 0))
-            .await
-            .map_err(|e| e.to_string())?;
-        let me = sock.local_addr().map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + READY_WITHIN;
-        let mut buf = vec![0u8; 4096];
-        let mut n = 0u32;
-        while Instant::now() < deadline {
-            if let Some(status) = self.process.try_status() {
-                return Err(format!("it exited with {status}"));
-            }
-            n += 1;
-            let options = format!(
+        let options = |n: u32, me: SocketAddr| {
+            format!(
                 "OPTIONS sip:{listen} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ready{n}\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:ready@{me}>;tag=r{n}\r\nTo: <sip:{listen}>\r\n\
                  Call-ID: ready{n}@{me}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
-            );
-            let _ = sock.send_to(options.as_bytes(), listen).await;
-            if let Ok(Ok((len, _))) =
-                tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await
-            {
-                if buf[..len].starts_with(b"SIP/2.0 200") {
-                    return Ok(());
-                }
-            }
-        }
-        Err("no 200".into())
+            )
+            .into_bytes()
+        };
+        let ok = |reply: &[u8]| reply.starts_with(b"SIP/2.0 200");
+        super::until_answered(&mut self.process, node, listen, READY_WITHIN, options, ok).await
     }
 
     pub fn listen(&self) -> SocketAddr {

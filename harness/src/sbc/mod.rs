@@ -399,3 +399,38 @@ impl Machine for Sbc {
         self.local_addresses()
     }
 }
+
+/// Whether a program that just started serves yet: sends `probe(n, from)` from a socket in `node`
+/// to `to` every 100 ms until `answered` accepts a reply (`Ok`), the program exits, or `within`
+/// passes (`Err` saying which).
+pub(crate) async fn until_answered(
+    process: &mut crate::process::Process,
+    node: &crate::topology::Node,
+    to: std::net::SocketAddr,
+    within: std::time::Duration,
+    probe: impl Fn(u32, std::net::SocketAddr) -> Vec<u8>,
+    answered: impl Fn(&[u8]) -> bool,
+) -> std::result::Result<(), String> {
+    let sock = node
+        .udp_bind(std::net::SocketAddr::new(to.ip(), 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let me = sock.local_addr().map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0u32;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = process.try_status() {
+            return Err(format!("it exited with {status}"));
+        }
+        n += 1;
+        let _ = sock.send_to(&probe(n, me), to).await;
+        let wait = std::time::Duration::from_millis(100);
+        if let Ok(Ok((len, _))) = tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+            if answered(&buf[..len]) {
+                return Ok(());
+            }
+        }
+    }
+    Err("no answer".into())
+}

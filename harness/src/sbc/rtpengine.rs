@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::preflight;
@@ -69,14 +69,6 @@ pub struct Rtpengine {
     dir: PathBuf,
 }
 
-impl std::fmt::Debug for Rtpengine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rtpengine")
-            .field("pid", &self.process.pid())
-            .finish()
-    }
-}
-
 impl Rtpengine {
     /// Starts `rtpengine` in `node` (its files in `dir`, which it owns from now on) and waits
     /// until its control socket answers `ping`.
@@ -107,29 +99,8 @@ impl Rtpengine {
 
     /// Sends the ng `ping` every 100 ms until `pong` comes back.
     async fn ready(&mut self, node: &Node) -> std::result::Result<(), String> {
-        let sock = node
-            .udp_bind(SocketAddr::new(NG.ip(), 0))
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + READY_WITHIN;
-        let mut buf = vec![0u8; 512];
-        let mut n = 0u32;
-        while Instant::now() < deadline {
-            if let Some(status) = self.process.try_status() {
-                return Err(format!("it exited with {status}"));
-            }
-            n += 1;
-            let ping = format!("ready{n} d7:command4:pinge");
-            let _ = sock.send_to(ping.as_bytes(), NG).await;
-            if let Ok(Ok((len, _))) =
-                tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await
-            {
-                if is_pong(&buf[..len]) {
-                    return Ok(());
-                }
-            }
-        }
-        Err("no pong".into())
+        let ping = |n: u32, _| format!("ready{n} d7:command4:pinge").into_bytes();
+        super::until_answered(&mut self.process, node, NG, READY_WITHIN, ping, is_pong).await
     }
 
     /// Everything it logged so far.
