@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod error;
 pub mod import;
 pub mod junit;
+pub mod model;
 pub mod names;
 mod netlink;
 pub mod netns;

@@ -470,6 +470,11 @@ impl BindingClient {
         self.mapped
     }
 
+    /// The socket its requests leave from (a virtual network delivers the answers there).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     pub fn handle_datagram(
         &mut self,
         local: SocketAddr,
