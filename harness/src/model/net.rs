@@ -281,13 +281,13 @@ impl Net {
 
     fn record(&mut self, node: &str, iface: &str, direction: Direction, bytes: &[u8], now: Instant) {
         if self.record {
-            // Copies at the same instant are a microsecond apart, in the order they happened:
-            // a capture's timestamps never tie along a path, and "A then B" needs B after A.
-            let base = self.wall(now);
-            let at = match self.frames.last() {
-                Some(f) if f.at >= base => f.at + Duration::from_micros(1),
-                _ => base,
-            };
+            // Every copy is dated a microsecond per copy recorded before it later than the
+            // virtual instant: copies at one instant keep the order they happened in (a
+            // capture's timestamps never tie along a path, and "A then B" needs B after A), and
+            // a reply is never dated early against its cause, as on the kernel, where every hop
+            // and every timer is a little late — the ladder's T1 rounding leans on that.
+            let n = u64::try_from(self.frames.len()).unwrap_or(u64::MAX);
+            let at = self.wall(now) + Duration::from_micros(n);
             self.frames.push(Frame {
                 at,
                 vantage: Vantage::new(node, iface),
