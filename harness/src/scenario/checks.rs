@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::capture::{Direction, Frame};
 use crate::error::Result;
@@ -309,6 +309,63 @@ impl ProbeRun {
                 .find(|d| d.src == p.source)
                 .map(|d| format!("{}: {}", d.router, d.why));
         }
+    }
+}
+
+/// One diagnosis step's result, with when and from which host it ran: the one record the
+/// ladder's notes, the snapshot's "diagnosis checks" and the outcome's `field_checks` are all
+/// rendered from.
+#[derive(Debug, Clone)]
+pub enum FieldCheck {
+    Stun {
+        at: SystemTime,
+        host: String,
+        check: StunCheck,
+    },
+    Nat {
+        at: SystemTime,
+        host: String,
+        found: Classified,
+    },
+    Probe {
+        at: SystemTime,
+        run: ProbeRun,
+    },
+}
+
+impl FieldCheck {
+    pub fn at(&self) -> SystemTime {
+        match self {
+            FieldCheck::Stun { at, .. }
+            | FieldCheck::Nat { at, .. }
+            | FieldCheck::Probe { at, .. } => *at,
+        }
+    }
+
+    /// The host it ran from (a probe's prober).
+    pub fn host(&self) -> &str {
+        match self {
+            FieldCheck::Stun { host, .. } | FieldCheck::Nat { host, .. } => host,
+            FieldCheck::Probe { run, .. } => &run.from,
+        }
+    }
+
+    /// Its summary line and the lines under it (a probe's, one per port). `redact` normalises
+    /// random ports and leaves out the NAT model's reasons, for a snapshot.
+    pub fn lines(&self, redact: bool) -> (String, Vec<String>) {
+        match self {
+            FieldCheck::Stun { check, .. } => (check.line(redact), Vec::new()),
+            FieldCheck::Nat { found, .. } => (found.to_string(), Vec::new()),
+            FieldCheck::Probe { run, .. } => (run.summary(), run.lines(!redact, redact)),
+        }
+    }
+
+    /// `host: summary`, then each line under it indented: the snapshot's and the outcome's form.
+    pub fn report(&self, redact: bool) -> Vec<String> {
+        let (head, under) = self.lines(redact);
+        std::iter::once(format!("{}: {head}", self.host()))
+            .chain(under.into_iter().map(|l| format!("  {l}")))
+            .collect()
     }
 }
 

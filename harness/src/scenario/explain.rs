@@ -254,100 +254,145 @@ pub fn router_story(frames: &[Frame], r: &Router) -> RouterStory {
         changes: Vec::new(),
         drops: Vec::new(),
     };
-    let lan_in = at_side(frames, &r.name, "lan", Direction::In);
-    let lan_out = at_side(frames, &r.name, "lan", Direction::Out);
-    let wan_in = at_side(frames, &r.name, "wan", Direction::In);
-    let wan_out = at_side(frames, &r.name, "wan", Direction::Out);
-    // Outbound: from the LAN to beyond it. SNAT changes only the source.
-    let outbound: Vec<Seen> = lan_in
-        .into_iter()
-        .filter(|s| !in_net(*s.dst.ip(), r.lan))
-        .collect();
-    let out_to_wan = cross(&outbound, &wan_out, |s| s.dst);
-    // Inbound: to the public address. DNAT changes only the destination.
-    let inbound: Vec<Seen> = wan_in
-        .into_iter()
-        .filter(|s| *s.dst.ip() == r.public)
-        .collect();
-    let in_to_lan = cross(&inbound, &lan_out, |s| s.src);
-
-    let Ok(model) = NatModel::new(r.nat.clone(), r.public, r.lan) else {
+    let Some(model) = model_of(r) else {
         return story;
     };
-    let Ok(mut model) = model
-        .with_subscribers(r.subscribers.clone())
-        .with_forwards(r.forwards.clone())
-    else {
-        return story;
+    let c = crossings(frames, r);
+    let start = c.outbound.iter().map(|(s, _)| s.at);
+    let start = start.chain(c.inbound.iter().map(|(s, _)| s.at)).min();
+    let mut replay = Replay {
+        model,
+        origin: Instant::now(),
+        start: start.unwrap_or(SystemTime::UNIX_EPOCH),
+        port_of: HashMap::new(),
     };
-    let origin = Instant::now();
-    let start = outbound
-        .iter()
-        .chain(&inbound)
-        .map(|s| s.at)
-        .min()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let instant = |t: SystemTime| origin + t.duration_since(start).unwrap_or_default();
-    let wall = |i: Instant| start + i.saturating_duration_since(origin);
-    let mut order: Vec<(SystemTime, bool, usize)> = (0..outbound.len())
-        .map(|i| (outbound[i].at, false, i))
-        .chain((0..inbound.len()).map(|i| (inbound[i].at, true, i)))
+    let mut order: Vec<(SystemTime, bool, usize)> = (c.outbound.iter().enumerate())
+        .map(|(i, (s, _))| (s.at, false, i))
+        .chain(
+            c.inbound
+                .iter()
+                .enumerate()
+                .map(|(i, (s, _))| (s.at, true, i)),
+        )
         .collect();
     order.sort();
-    // The kernel's external port → the model's (they differ where the NAT picks ports).
-    let mut port_of: HashMap<u16, u16> = HashMap::new();
-    let drain = |model: &mut NatModel, packet, changes: &mut Vec<Change>| {
-        while let Some(e) = model.poll_event() {
-            changes.push(change(e, packet, wall));
+    for (_, is_inbound, i) in order {
+        match is_inbound {
+            false => replay.outbound(&c.outbound[i], &mut story),
+            true => replay.inbound(&c.inbound[i], r.public, &mut story),
         }
-    };
-    for (at, is_inbound, i) in order {
-        let now = instant(at);
-        if !is_inbound {
-            let s = &outbound[i];
-            let v = model.outbound(s.src, s.dst, now);
-            drain(&mut model, Some((s.src, s.dst)), &mut story.changes);
-            match (out_to_wan[i], v.forwarded()) {
-                (Some(j), Some((mapped, _))) => {
-                    port_of.insert(wan_out[j].src.port(), mapped.port());
-                }
-                (Some(_), None) | (None, Some(_)) => {}
-                (None, None) => story.drops.push(Drop {
-                    at,
-                    src: s.src,
-                    dst: s.dst,
-                    what: summary(s.frame),
-                    reason: v.drop_reason().cloned(),
-                }),
-            }
-            continue;
-        }
-        let s = &inbound[i];
-        let to = SocketAddrV4::new(
-            r.public,
-            port_of.get(&s.dst.port()).copied().unwrap_or(s.dst.port()),
-        );
-        let v = model.inbound(s.src, to, now);
-        drain(&mut model, Some((s.src, s.dst)), &mut story.changes);
-        if in_to_lan[i].is_some() {
-            continue;
-        }
-        story.drops.push(Drop {
-            at,
-            src: s.src,
-            dst: s.dst,
-            what: summary(s.frame),
-            reason: v.drop_reason().cloned(),
-        });
     }
     // Bindings that timed out after the last packet but before the capture ended.
     if let Some(end) = frames.iter().map(|f| f.at).max() {
-        model.handle_timeout(instant(end));
-        drain(&mut model, None, &mut story.changes);
+        let now = replay.instant(end);
+        replay.model.handle_timeout(now);
+        replay.drain(None, &mut story.changes);
     }
     // A timed-out binding's event comes with the packet that let time pass, after its instant.
     story.changes.sort_by_key(|c| c.at);
     story
+}
+
+/// `r`'s NAT as the model runs it; `None` if the model refuses its behaviour.
+fn model_of(r: &Router) -> Option<NatModel> {
+    let model = NatModel::new(r.nat.clone(), r.public, r.lan).ok()?;
+    model
+        .with_subscribers(r.subscribers.clone())
+        .with_forwards(r.forwards.clone())
+        .ok()
+}
+
+/// The datagrams that entered a router to cross it, each way, in capture order.
+struct Crossings<'a> {
+    /// From the LAN to beyond it, each with the source port its copy left the WAN side from
+    /// (`None`: it never left). SNAT changes only the source.
+    outbound: Vec<(Seen<'a>, Option<u16>)>,
+    /// To the public address, each with whether a copy left the LAN side. DNAT changes only the
+    /// destination.
+    inbound: Vec<(Seen<'a>, bool)>,
+}
+
+fn crossings<'a>(frames: &'a [Frame], r: &Router) -> Crossings<'a> {
+    let side = |iface, dir| at_side(frames, &r.name, iface, dir);
+    let (lan_out, wan_out) = (side("lan", Direction::Out), side("wan", Direction::Out));
+    let outbound: Vec<Seen> = side("lan", Direction::In)
+        .into_iter()
+        .filter(|s| !in_net(*s.dst.ip(), r.lan))
+        .collect();
+    let inbound: Vec<Seen> = side("wan", Direction::In)
+        .into_iter()
+        .filter(|s| *s.dst.ip() == r.public)
+        .collect();
+    let out_to_wan = cross(&outbound, &wan_out, |s| s.dst);
+    let in_to_lan = cross(&inbound, &lan_out, |s| s.src);
+    let left_wan = out_to_wan
+        .into_iter()
+        .map(|j| j.map(|j| wan_out[j].src.port()));
+    Crossings {
+        outbound: outbound.into_iter().zip(left_wan).collect(),
+        inbound: inbound
+            .into_iter()
+            .zip(in_to_lan.into_iter().map(|j| j.is_some()))
+            .collect(),
+    }
+}
+
+/// A router's model fed its crossings on the model's own clock.
+struct Replay {
+    model: NatModel,
+    /// The model's clock reads `origin` at the capture's first crossing, `start`.
+    origin: Instant,
+    start: SystemTime,
+    /// The kernel's external port → the model's (they differ where the NAT picks ports).
+    port_of: HashMap<u16, u16>,
+}
+
+impl Replay {
+    fn instant(&self, t: SystemTime) -> Instant {
+        self.origin + t.duration_since(self.start).unwrap_or_default()
+    }
+
+    /// The model's events so far, dated on the capture's clock.
+    fn drain(&mut self, packet: Option<(SocketAddrV4, SocketAddrV4)>, changes: &mut Vec<Change>) {
+        let (origin, start) = (self.origin, self.start);
+        while let Some(e) = self.model.poll_event() {
+            changes.push(change(e, packet, |i| {
+                start + i.saturating_duration_since(origin)
+            }));
+        }
+    }
+
+    fn outbound(&mut self, (s, left): &(Seen, Option<u16>), story: &mut RouterStory) {
+        let v = self.model.outbound(s.src, s.dst, self.instant(s.at));
+        self.drain(Some((s.src, s.dst)), &mut story.changes);
+        match (left, v.forwarded()) {
+            (Some(port), Some((mapped, _))) => {
+                self.port_of.insert(*port, mapped.port());
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            (None, None) => story.drops.push(dropped(s, v.drop_reason())),
+        }
+    }
+
+    fn inbound(&mut self, (s, left): &(Seen, bool), public: Ipv4Addr, story: &mut RouterStory) {
+        let port = self.port_of.get(&s.dst.port()).copied();
+        let to = SocketAddrV4::new(public, port.unwrap_or(s.dst.port()));
+        let v = self.model.inbound(s.src, to, self.instant(s.at));
+        self.drain(Some((s.src, s.dst)), &mut story.changes);
+        if !left {
+            story.drops.push(dropped(s, v.drop_reason()));
+        }
+    }
+}
+
+fn dropped(s: &Seen, reason: Option<&DropReason>) -> Drop {
+    Drop {
+        at: s.at,
+        src: s.src,
+        dst: s.dst,
+        what: summary(s.frame),
+        reason: reason.cloned(),
+    }
 }
 
 /// Expiries are dated by the model, not by the packet that made it notice them.
@@ -418,6 +463,84 @@ pub fn swallowed(
             })
         })
         .collect()
+}
+
+/// The NAT routers of `s` as the explanation needs them, upstream first (the order the lab
+/// builds them in), leaving out those the timeline changes, flushes or expires: one of those
+/// is left unexplained rather than explained wrongly.
+pub fn modelled_routers(s: &super::Scenario) -> Vec<Router> {
+    let touched: BTreeSet<&str> = s
+        .file
+        .steps
+        .iter()
+        .filter_map(|step| match step.get_ref() {
+            super::Step::SetNat { router, .. }
+            | super::Step::ExpireBinding { router, .. }
+            | super::Step::FlushBindings { router } => Some(router.as_str()),
+            _ => None,
+        })
+        .collect();
+    let spec = &s.topology;
+    spec.routers_upstream_first()
+        .into_iter()
+        .filter(|r| !touched.contains(r.name.as_str()))
+        .filter_map(|r| {
+            Some(Router {
+                name: r.name.clone(),
+                nat: r.nat.clone()?,
+                public: r.wan,
+                lan: (r.lan, r.lan_prefix),
+                subscribers: spec.subscribers_of(&r.name),
+                forwards: r.forwards.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What the model of each of `s`'s modelled routers saw in `frames`.
+pub fn stories(s: &super::Scenario, frames: &[Frame]) -> Vec<RouterStory> {
+    modelled_routers(s)
+        .iter()
+        .map(|r| router_story(frames, r))
+        .collect()
+}
+
+/// Every packet one of `s`'s modelled routers kept, with its model's reason.
+pub fn kept(s: &super::Scenario, frames: &[Frame]) -> Vec<Dropped> {
+    stories(s, frames)
+        .into_iter()
+        .flat_map(|st| {
+            let router = st.router.clone();
+            st.drops.into_iter().map(move |d| Dropped::of(&router, d))
+        })
+        .collect()
+}
+
+/// Why each packet that vanished did, as ladder events `(when, where, why)`: the modelled
+/// routers' drops, and what public hosts sent to private addresses; with the routers' stories
+/// for the run report's binding timelines.
+pub fn vanished(
+    s: &super::Scenario,
+    frames: &[Frame],
+) -> (Vec<(SystemTime, String, String)>, Vec<RouterStory>) {
+    let stories = stories(s, frames);
+    let mut out: Vec<(SystemTime, String, String)> = stories
+        .iter()
+        .flat_map(|st| {
+            st.drops
+                .iter()
+                .map(|d| (d.at, st.router.clone(), d.to_string()))
+        })
+        .collect();
+    let public_hosts = s
+        .topology
+        .hosts
+        .iter()
+        .filter(|h| h.segment == crate::topology::INTERNET)
+        .map(|h| h.name.clone())
+        .collect();
+    out.extend(swallowed(frames, &public_hosts));
+    (out, stories)
 }
 
 #[cfg(test)]

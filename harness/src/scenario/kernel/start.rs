@@ -1,0 +1,320 @@
+//! Start: every component of the file on real sockets inside its host — servers first, then
+//! programs, then phones (which discover their STUN mapping or TURN allocation before they
+//! register).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{first_addr, io_err, Clock, Phone, PhoneMedia, Running};
+use crate::capture::Capture;
+use crate::error::Result;
+use crate::rtp::MediaConfig;
+use crate::scenario::file::{Component, ContactDef, MediaDef};
+use crate::scenario::Scenario;
+use crate::sip::driver::{ProxyTask, UaTask};
+use crate::sip::{ContactSource, Media, ProxyConfig, Timers, UaConfig};
+use crate::stun::{ServerConfig, StunServerTask};
+use crate::topology::{Node, Topology};
+use crate::turn::driver::{RelayedMediaTask, TurnServerTask};
+use crate::turn::{RelayedMedia, TurnClientConfig, TurnServerConfig};
+
+/// Starts every component of `s` in `topo`, with the capture already running.
+pub(in crate::scenario) async fn start(
+    s: &Scenario,
+    topo: Topology,
+    capture: Capture,
+    clock: Clock,
+) -> Result<Running> {
+    let mut r = Running {
+        topo,
+        clock,
+        phones: BTreeMap::new(),
+        proxies: BTreeMap::new(),
+        sbcs: Vec::new(),
+        kamailios: BTreeMap::new(),
+        stun: Vec::new(),
+        turn: Vec::new(),
+        commands: BTreeMap::new(),
+        external: BTreeMap::new(),
+        capture: Some(capture),
+    };
+    // Servers first, phones last: phones talk to them as soon as they register.
+    let order = |c: &Component| match c {
+        Component::StunServer { .. } | Component::TurnServer { .. } => 0,
+        Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
+        Component::Command { .. } => 2,
+        Component::Ua { .. } => 3,
+    };
+    let mut comps: Vec<&Component> = s.file.components.iter().map(|c| c.get_ref()).collect();
+    comps.sort_by_key(|c| order(c));
+    for comp in comps {
+        start_one(s, &mut r, comp).await?;
+    }
+    Ok(r)
+}
+
+async fn start_one(s: &Scenario, r: &mut Running, comp: &Component) -> Result<()> {
+    let timers = Timers::scaled(Duration::from_millis(s.file.scenario.t1_ms));
+    let node = r.topo.node(comp.host())?;
+    match comp {
+        Component::StunServer { .. } => r.stun.push(stun_server(node).await?),
+        Component::TurnServer { users, .. } => {
+            let mut cfg = TurnServerConfig {
+                relay_ports: 50000..=50063,
+                ..TurnServerConfig::new(SocketAddr::new(node.addr().into(), 3478), "harness")
+            };
+            for (u, p) in users {
+                cfg = cfg.user(u, p);
+            }
+            r.turn.push(TurnServerTask::serve(node, cfg).await?.0);
+        }
+        Component::Sbc {
+            port, ping, users, ..
+        } => {
+            let sip = SocketAddr::new(node.addr().into(), *port);
+            let mut cfg = crate::sbc::SbcConfig::new(sip, &node.addr().to_string());
+            cfg.timers = timers;
+            cfg.users = users.clone();
+            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+            r.sbcs.push(crate::sbc::SbcTask::serve(node, cfg).await?.0);
+        }
+        Component::Kamailio { host, .. } => {
+            let k = kamailio(s, node, comp).await?;
+            r.kamailios.insert(host.clone(), k);
+        }
+        Component::Proxy {
+            host,
+            port,
+            users,
+            ping,
+            ..
+        } => {
+            let local = SocketAddr::new(node.addr().into(), *port);
+            let nat = comp.proxy_nat_handling().expect("a proxy");
+            let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
+            cfg.timers = timers;
+            cfg.users = users.clone();
+            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+            let (task, _) = ProxyTask::spawn(node, cfg).await?;
+            r.proxies.insert(host.clone(), task);
+        }
+        Component::Command {
+            name,
+            autostart,
+            user,
+            host,
+            ..
+        } => {
+            if let Some(u) = user {
+                r.external.insert(u.clone(), host.clone());
+            }
+            if *autostart {
+                let p = super::command::start_command(s, &r.topo, comp).await?;
+                r.commands.insert(name.clone(), p);
+            }
+        }
+        Component::Ua { .. } => {
+            let (user, phone) = phone(s, &r.topo, comp, timers).await?;
+            r.phones.insert(user, phone);
+        }
+    }
+    Ok(())
+}
+
+/// An RFC 5780 server on a host with two addresses, a plain one on a host with one.
+async fn stun_server(node: &Node) -> Result<StunServerTask> {
+    let cfg = match node.addrs() {
+        [a, b, ..] => ServerConfig::rfc5780(
+            SocketAddr::new((*a).into(), 3478),
+            SocketAddr::new((*b).into(), 3479),
+        ),
+        [a] => ServerConfig::new(SocketAddr::new((*a).into(), 3478)),
+        [] => return Err(io_err(format!("{} has no address", node.name()))),
+    };
+    Ok(StunServerTask::spawn(node, cfg).await?.0)
+}
+
+/// Debian's Kamailio as a registrar, with the run's SIP timers.
+async fn kamailio(
+    s: &Scenario,
+    node: &Node,
+    comp: &Component,
+) -> Result<crate::sbc::kamailio::Kamailio> {
+    let Component::Kamailio {
+        nathelper,
+        natping_interval_secs,
+        ..
+    } = comp
+    else {
+        unreachable!("only a kamailio component is started here")
+    };
+    let listen = SocketAddr::new(node.addr().into(), 5060);
+    let mut cfg = crate::sbc::kamailio::KamailioConfig::new(listen, &node.addr().to_string());
+    cfg.natping_interval = *natping_interval_secs;
+    cfg.nathelper = *nathelper;
+    cfg.fr_timer_ms = u32::try_from(64 * s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+    cfg.t1_ms = u32::try_from(s.file.scenario.t1_ms).unwrap_or(u32::MAX);
+    crate::sbc::kamailio::Kamailio::start(node, cfg).await
+}
+
+/// Where a phone's `proxy =` points: `IP:PORT`, or the SIP address of the registrar it names (a
+/// host's proxy/sbc/kamailio, or a command playing the registrar), as the check resolved it.
+fn registrar_addr(s: &Scenario, topo: &Topology, proxy: &str) -> Result<SocketAddr> {
+    if let Ok(a) = proxy.parse() {
+        return Ok(a);
+    }
+    let (host, port) = s
+        .file
+        .components
+        .iter()
+        .map(|c| c.get_ref())
+        .find_map(|c| match c.registrar() {
+            Some((name, port)) if name == proxy => Some((c.host(), port)),
+            _ => None,
+        })
+        .ok_or_else(|| io_err(format!("no registrar called `{proxy}`")))?;
+    Ok(SocketAddr::new(first_addr(topo, host)?.into(), port))
+}
+
+/// A built-in phone, started: its media path found first (a STUN mapping or a TURN
+/// allocation), so its first REGISTER and SDP carry the addresses it will use.
+async fn phone(
+    s: &Scenario,
+    topo: &Topology,
+    comp: &Component,
+    timers: Timers,
+) -> Result<(String, Phone)> {
+    let Component::Ua {
+        host,
+        user,
+        port,
+        proxy,
+        rport,
+        contact,
+        stun_server,
+        keepalive,
+        expires_secs,
+        answer_after_ms,
+        provisional_interval_ms,
+        password,
+        media_port,
+        media,
+        turn_server,
+        turn_password,
+        latching,
+        media_ms,
+        externip,
+        localnet,
+    } = comp
+    else {
+        unreachable!("only a ua component is a phone")
+    };
+    let node = topo.node(host)?;
+    let user = user.clone().unwrap_or_else(|| host.clone());
+    let proxy_addr = registrar_addr(s, topo, proxy)?;
+    let local = SocketAddr::new(node.addr().into(), *port);
+    let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
+    cfg.timers = timers;
+    cfg.rport = *rport;
+    cfg.expires = Duration::from_secs(*expires_secs);
+    cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
+    cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
+    cfg.password = password.clone();
+    cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+    let stun: Option<SocketAddr> = match stun_server {
+        Some(h) => Some(SocketAddr::new(first_addr(topo, h)?.into(), 3478)),
+        None => None,
+    };
+    if *contact == ContactDef::Stun {
+        let stun = stun.expect("checked: contact = stun has a server");
+        let mapped = crate::stun::binding(node, local, stun).await?;
+        cfg.contact = ContactSource::External(mapped);
+    }
+    let media_local = SocketAddr::new(node.addr().into(), *media_port);
+    let turn = match media {
+        MediaDef::Turn => Some(turn_client(
+            topo,
+            &user,
+            media_local,
+            turn_server,
+            turn_password,
+        )?),
+        MediaDef::Local | MediaDef::Stun => None,
+    };
+    let stun = stun.filter(|_| *media == MediaDef::Stun);
+    let how = (*latching, Duration::from_millis(*media_ms));
+    let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
+    cfg.media = Media {
+        address: sdp.ip(),
+        port: sdp.port(),
+    };
+    if let Some(ext) = externip {
+        cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
+        cfg.external_media = Some((*ext).into());
+        cfg.localnet = crate::scenario::localnets(localnet);
+    }
+    let (ua, _) = UaTask::spawn(node, cfg).await?;
+    let host = host.clone();
+    Ok((user, Phone { ua, host, media }))
+}
+
+/// Where a phone's SDP points and how its RTP leaves it: from its own port (offered as is, or
+/// as its STUN mapping when `stun` is given), or through a TURN allocation made now.
+async fn phone_media(
+    node: &Node,
+    local: SocketAddr,
+    (latching, duration): (bool, Duration),
+    stun: Option<SocketAddr>,
+    turn: Option<TurnClientConfig>,
+) -> Result<(SocketAddr, PhoneMedia)> {
+    if let Some(turn) = turn {
+        return turn_media(node, turn, latching, duration).await;
+    }
+    let sdp = match stun {
+        Some(stun) => crate::stun::binding(node, local, stun).await?,
+        None => local,
+    };
+    let direct = PhoneMedia::Direct {
+        local,
+        latching,
+        duration,
+    };
+    Ok((sdp, direct))
+}
+
+/// A phone's TURN client: its media port, to the TURN server's host, as its user.
+fn turn_client(
+    topo: &Topology,
+    user: &str,
+    local: SocketAddr,
+    server: &Option<String>,
+    password: &Option<String>,
+) -> Result<TurnClientConfig> {
+    let h = server
+        .as_deref()
+        .expect("checked: media = turn has a server");
+    let server = SocketAddr::new(first_addr(topo, h)?.into(), 3478);
+    let pass = password.clone().unwrap_or_else(|| "secret".into());
+    Ok(TurnClientConfig::new(local, server, user.to_string(), pass))
+}
+
+/// A phone's media through a TURN allocation, made now: its relayed address and the task.
+async fn turn_media(
+    node: &Node,
+    turn: TurnClientConfig,
+    latching: bool,
+    duration: Duration,
+) -> Result<(SocketAddr, PhoneMedia)> {
+    let user = turn.username.clone();
+    let mut mc = MediaConfig::pcmu(SocketAddr::from(([0, 0, 0, 0], 0)), None);
+    mc.duration = duration;
+    mc.latching = latching;
+    let (task, _) = RelayedMediaTask::allocate(node, RelayedMedia::new(turn, mc)).await?;
+    let st = task
+        .wait_for(|s| s.relayed.is_some(), Duration::from_secs(5))
+        .await
+        .map_err(|s| io_err(format!("{user}: no TURN allocation: {s:?}")))?;
+    let relayed = st.relayed.expect("waited for it");
+    Ok((relayed, PhoneMedia::Relayed(task)))
+}
