@@ -7,7 +7,6 @@
 
 pub mod agent;
 pub mod cases;
-pub mod judge;
 pub mod net;
 pub mod play;
 pub mod wire;

@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use super::agent::{Agent, Machine, Report};
 use super::net::{Fate, Net};
-use crate::capture;
 use crate::error::{Error, Result};
 use crate::rtp::{MediaConfig, MediaReport, MediaStream};
 use crate::sbc::{Sbc, SbcConfig};
 use crate::scenario::file::{Component, ContactDef, MediaDef, Step};
-use crate::scenario::{Outcome, Phases, RunOptions, Scenario, Verdict};
+use crate::scenario::judge::{self, Check};
+use crate::scenario::observed::{Call, MediaPath, Observed, Phone};
+use crate::scenario::{report, Outcome, RunOptions, Scenario, Verdict};
 use crate::sip::{ContactSource, Event, Media, Proxy, ProxyConfig, Timers, Ua, UaConfig};
 use crate::stun::{BindingClient, ClientConfig, ServerConfig, StunServer};
-use crate::trace::{Ladder, Trace};
+use crate::trace::Trace;
 
 /// Why the model cannot play `s`, in one line; `None` if it can.
 pub fn refusal(s: &Scenario) -> Option<String> {
@@ -220,12 +221,10 @@ struct PhoneMedia {
     duration: Duration,
 }
 
-/// What the steps leave for the judge.
+/// What the steps leave for the judge: every call placed, in order.
 #[derive(Default)]
 struct Played {
-    calls: BTreeMap<String, u16>,
-    calls_to: BTreeMap<String, String>,
-    reports: BTreeMap<String, MediaReport>,
+    calls: Vec<Call>,
 }
 
 fn host_addr(s: &Scenario, host: &str) -> Result<std::net::Ipv4Addr> {
@@ -477,8 +476,7 @@ fn call(
     let deadline = w.now + Duration::from_millis(timeout_ms);
     w.run_until(deadline, |w| final_of(w).is_some() || w.quiet());
     let status = final_of(w).unwrap_or(0);
-    p.calls.insert(from.to_string(), status);
-    p.calls_to.insert(from.to_string(), to.to_string());
+    let mut report = None;
     let remote_of = |w: &World, i: usize, nth: usize| {
         w.agents[i]
             .sip_events()
@@ -499,8 +497,7 @@ fn call(
             let callee_remote = remote_of(w, ci, callee_before).and_then(|(_, m)| m);
             if let (Some(a), Some(b)) = (caller_remote, callee_remote) {
                 if w.net.record || w.media_judged {
-                    let report = stream(w, (*sa, a), (*sb, b), media, from, to);
-                    p.reports.insert(from.to_string(), report);
+                    report = Some(stream(w, (*sa, a), (*sb, b), media, from, to));
                 } else {
                     // Nothing reads the RTP: its time passes, its packets are not played.
                     w.run_for(media_time(media, from, to) + MEDIA_TAIL);
@@ -524,6 +521,12 @@ fn call(
     for i in streams.into_iter().rev() {
         w.agents.remove(i);
     }
+    p.calls.push(Call {
+        from: from.to_string(),
+        to: to.to_string(),
+        status,
+        media: report,
+    });
     Ok(())
 }
 
@@ -611,12 +614,55 @@ fn play_all(s: &Scenario, record: bool) -> Result<(World, Played, Option<String>
     Ok((w, played, error))
 }
 
+/// What the model run observed, in the form both backends hand to the judge and the report
+/// (`scenario::observed`): the per-link records, each phone's and proxy's SIP events on the
+/// records' clock, the calls, the ports NATs moved.
+fn observed(mut w: World, played: Played, error: Option<String>) -> Observed {
+    let frames = w.net.take_frames();
+    let mut o = Observed {
+        trace: Trace::from_frames(&frames),
+        frames,
+        moved_ports: w.net.moved_ports().to_vec(),
+        ..Observed::default()
+    };
+    for a in &w.agents {
+        let events = a
+            .reports
+            .iter()
+            .filter_map(|(at, r)| match r {
+                Report::Sip(e) => Some((w.net.wall(*at), e.clone())),
+                Report::Mapped(_) => None,
+            })
+            .collect();
+        match (&a.machine, &a.user) {
+            (Machine::Ua(_), Some(user)) => {
+                o.phones.insert(
+                    user.clone(),
+                    Phone {
+                        host: a.host.clone(),
+                        media: MediaPath::Direct,
+                        events,
+                    },
+                );
+            }
+            (Machine::Proxy(_) | Machine::Sbc(_), _) => {
+                o.proxies.entry(a.host.clone()).or_default().extend(events);
+            }
+            _ => {}
+        }
+    }
+    o.timeline.calls = played.calls;
+    o.timeline.error = error;
+    o
+}
+
 /// The verdict and checks of `s` on the model, with no records kept: what a property needs, at
 /// model speed. Expectations on packets (`packet`, `timing`) see no packets here; use [`run`].
-pub fn verdict(s: &Scenario) -> Result<(Verdict, Vec<super::judge::Check>)> {
+pub fn verdict(s: &Scenario) -> Result<(Verdict, Vec<Check>)> {
     let (w, played, error) = play_all(s, false)?;
-    let checks = super::judge::judge(s, &w.agents, &played.calls, &played.reports, &[]);
-    let verdict = if error.is_none() && checks.iter().all(|c| c.1) {
+    let failed = error.is_some();
+    let checks = judge::judge(s, &observed(w, played, error));
+    let verdict = if !failed && checks.iter().all(|c| c.1) {
         Verdict::Pass
     } else {
         Verdict::Fail
@@ -624,60 +670,18 @@ pub fn verdict(s: &Scenario) -> Result<(Verdict, Vec<super::judge::Check>)> {
     Ok((verdict, checks))
 }
 
-/// Runs `s` on the model and reports as [`crate::scenario::run`] does: verdict, checks, ladder,
-/// snapshot, trace, and one synthesized pcap per link under `opts.out_dir`.
+/// Runs `s` on the model and reports as [`crate::scenario::run`] does, through the same judge
+/// and report: verdict, checks, ladder, snapshot, trace, the NAT model's explanations, and one
+/// synthesized pcap per link under `opts.out_dir`.
 pub fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let started = Instant::now();
-    let (mut w, played, error) = play_all(s, true)?;
-    let frames = w.net.take_frames();
-    let checks = super::judge::judge(s, &w.agents, &played.calls, &played.reports, &frames);
-    let trace = Trace::from_frames(&frames);
-    let vantages: Vec<String> = s
-        .topology
-        .hosts
-        .iter()
-        .map(|h| h.name.clone())
-        .chain(s.topology.routers.iter().map(|r| format!("{}:wan", r.name)))
-        .collect();
-    let base = Ladder::new(&trace)
-        .moved_ports(w.net.moved_ports().to_vec())
-        .vantages(vantages)
-        .t1(w.t1);
-    let ladder = base.clone().render();
-    let mut snapshot = base.without_events().sip_only().by_transaction().render();
-    for (caller, report) in &played.reports {
-        let callee = played.calls_to.get(caller).cloned().unwrap_or_else(|| "callee".into());
-        snapshot.push_str(&format!(
-            "── media of {caller}'s call ──\n  {caller} (direct) → {callee} (direct): {:?}\n  {callee} → {caller}: {:?}\n  verdict: {:?}\n",
-            report.caller_to_callee.direction, report.callee_to_caller.direction, report.verdict
-        ));
-    }
-    let mut pcaps = Vec::new();
+    let (w, played, error) = play_all(s, true)?;
+    let o = observed(w, played, error);
+    let checks = judge::judge(s, &o);
+    let mut outcome = report::outcome(s, &o, checks);
     if let Some(dir) = &opts.out_dir {
-        let dir = dir.join(s.name());
-        pcaps = capture::write_pcaps(&frames, &dir)?;
-        std::fs::write(dir.join("ladder.txt"), &ladder)
-            .map_err(Error::io(format!("write {}", dir.display())))?;
+        outcome.pcaps = report::write_files(dir, s, &o, &outcome.ladder)?;
     }
-    let verdict = if error.is_none() && checks.iter().all(|c| c.1) {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
-    Ok(Outcome {
-        name: s.name().to_string(),
-        verdict,
-        checks,
-        error,
-        ladder,
-        snapshot,
-        trace,
-        pcaps,
-        duration: started.elapsed(),
-        phases: Phases::default(),
-        diagnosis: Vec::new(),
-        field_checks: Vec::new(),
-        nat: Vec::new(),
-        bindings: Vec::new(),
-    })
+    outcome.duration = started.elapsed();
+    Ok(outcome)
 }
