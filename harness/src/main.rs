@@ -518,8 +518,14 @@ fn run_model(scenarios: &[Scenario], opts: &RunOptions, quiet: bool) -> Result<b
             Ok(o) if o.verdict == Verdict::Pass => passed += 1,
             _ => failed += 1,
         }
-        let out = opts.out_dir.as_deref().unwrap_or(std::path::Path::new("runs"));
-        print!("{}", report_one(s, &r, quiet, out, passed + failed, scenarios.len()));
+        let out = opts
+            .out_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("runs"));
+        print!(
+            "{}",
+            report_one(s, &r, quiet, out, passed + failed, scenarios.len())
+        );
     }
     if !refused.is_empty() {
         println!("\nrefused by the model ({}):", refused.len());

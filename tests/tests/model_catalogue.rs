@@ -71,9 +71,10 @@ fn every_built_in_only_catalogue_file_gives_the_kernel_verdict_and_snapshot_on_t
                 o.checks.iter().filter(|c| !c.1).collect::<Vec<_>>(),
                 o.error
             )),
-            Some(k) if k.trim_end() != o.snapshot.trim_end() => {
-                Some(format!("ladder differs at {}", first_difference(&k, &o.snapshot)))
-            }
+            Some(k) if k.trim_end() != o.snapshot.trim_end() => Some(format!(
+                "ladder differs at {}",
+                first_difference(&k, &o.snapshot)
+            )),
             Some(_) => None,
         };
         match why {

@@ -71,10 +71,7 @@ fn a_refresh_below_the_timeout_keeps_the_phone_reachable_on_the_model_and_the_ke
         }
     }
     for c in &shrunk {
-        eprintln!(
-            "shrunk failure: {c}\n{}",
-            c.incoming_call(true).to_toml()
-        );
+        eprintln!("shrunk failure: {c}\n{}", c.incoming_call(true).to_toml());
     }
     // The kernel's sample: every shrunk failure, then random cases away from boundaries.
     let mut sample: Vec<Case> = shrunk.clone();

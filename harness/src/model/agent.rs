@@ -109,16 +109,24 @@ impl Agent {
 
     pub fn transmit(&mut self) -> Option<Out> {
         match &mut self.machine {
-            Machine::Ua(u) => u.poll_transmit().map(|t| (t.source, t.destination, t.payload)),
-            Machine::Proxy(p) => p.poll_transmit().map(|t| (t.source, t.destination, t.payload)),
-            Machine::Sbc(s) => s.poll_transmit().map(|t| (t.source, t.destination, t.payload)),
+            Machine::Ua(u) => u
+                .poll_transmit()
+                .map(|t| (t.source, t.destination, t.payload)),
+            Machine::Proxy(p) => p
+                .poll_transmit()
+                .map(|t| (t.source, t.destination, t.payload)),
+            Machine::Sbc(s) => s
+                .poll_transmit()
+                .map(|t| (t.source, t.destination, t.payload)),
             Machine::StunServer(s) => s
                 .poll_transmit()
                 .map(|t| (t.source, t.destination, t.payload)),
             Machine::StunClient(c) => c
                 .poll_transmit()
                 .map(|t| (t.source, t.destination, t.payload)),
-            Machine::Media(m) => m.poll_transmit().map(|t| (t.source, t.destination, t.payload)),
+            Machine::Media(m) => m
+                .poll_transmit()
+                .map(|t| (t.source, t.destination, t.payload)),
         }
     }
 

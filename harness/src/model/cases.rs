@@ -40,7 +40,8 @@ impl Case {
     /// A random case (intervals in whole 50 ms, so shrunk values read well).
     pub fn random(rng: &mut Rng) -> Self {
         let pick = |rng: &mut Rng, n: usize| rng.below(n) as u64;
-        let ms = |rng: &mut Rng, lo: u64, hi: u64| lo + 50 * pick(rng, ((hi - lo) / 50 + 1) as usize);
+        let ms =
+            |rng: &mut Rng, lo: u64, hi: u64| lo + 50 * pick(rng, ((hi - lo) / 50 + 1) as usize);
         let nat = NatType::ALL[pick(rng, 4) as usize];
         let refresh = if pick(rng, 3) == 0 {
             Refresh::OutboundOnly
@@ -178,23 +179,38 @@ impl Case {
     pub fn simpler(&self) -> Vec<Case> {
         let mut v = Vec::new();
         if self.wait_ms > 0 {
-            v.push(Case { wait_ms: self.wait_ms / 2 / 50 * 50, ..*self });
+            v.push(Case {
+                wait_ms: self.wait_ms / 2 / 50 * 50,
+                ..*self
+            });
             v.push(self.shifted(-50));
         }
         if self.sbc.is_some() {
             v.push(Case { sbc: None, ..*self });
         }
         if self.keepalive.is_some() {
-            v.push(Case { keepalive: None, ..*self });
+            v.push(Case {
+                keepalive: None,
+                ..*self
+            });
         }
         if self.refresh != Refresh::Both {
-            v.push(Case { refresh: Refresh::Both, ..*self });
+            v.push(Case {
+                refresh: Refresh::Both,
+                ..*self
+            });
         }
         if self.nat != NatType::FullCone {
-            v.push(Case { nat: NatType::FullCone, ..*self });
+            v.push(Case {
+                nat: NatType::FullCone,
+                ..*self
+            });
         }
         if self.expires_secs > 2 {
-            v.push(Case { expires_secs: self.expires_secs - 1, ..*self });
+            v.push(Case {
+                expires_secs: self.expires_secs - 1,
+                ..*self
+            });
         }
         v
     }

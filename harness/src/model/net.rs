@@ -279,7 +279,14 @@ impl Net {
         Ok(())
     }
 
-    fn record(&mut self, node: &str, iface: &str, direction: Direction, bytes: &[u8], now: Instant) {
+    fn record(
+        &mut self,
+        node: &str,
+        iface: &str,
+        direction: Direction,
+        bytes: &[u8],
+        now: Instant,
+    ) {
         if self.record {
             // Every copy is dated a microsecond per copy recorded before it later than the
             // virtual instant: copies at one instant keep the order they happened in (a
@@ -313,7 +320,10 @@ impl Net {
     }
 
     fn segment_of_host(&self, host: &str) -> Option<Segment> {
-        self.hosts.iter().find(|h| h.name == host).map(|h| h.segment)
+        self.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.segment)
     }
 
     /// Sends `payload` from host `host`'s socket `src` to `dst` at `now` and carries it to its
@@ -516,14 +526,27 @@ impl Net {
     /// Router `i` answers `src → dst` with ICMP port unreachable from its WAN address. The error
     /// goes back the way the datagram came: a NAT on the way translates it as the conntrack
     /// entry it relates to (the quoted datagram's flow), so a sender behind a NAT gets it too.
-    fn icmp(&mut self, i: usize, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], now: Instant) {
+    fn icmp(
+        &mut self,
+        i: usize,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+        now: Instant,
+    ) {
         if !self.record {
             return;
         }
         let r = &self.routers[i];
         let (from, mut segment) = (r.wan, r.upstream);
         let (mut src, mut bytes) = (src, wire::port_unreachable(from, src, dst, payload));
-        self.record(&self.routers[i].name.clone(), "wan", Direction::Out, &bytes, now);
+        self.record(
+            &self.routers[i].name.clone(),
+            "wan",
+            Direction::Out,
+            &bytes,
+            now,
+        );
         for _ in 0..=self.routers.len() {
             let host = self
                 .hosts
@@ -649,7 +672,13 @@ mod tests {
     fn a_packet_out_and_its_answer_back_cross_the_nat_and_are_recorded_at_every_link() {
         let t0 = Instant::now();
         let mut net = Net::new(&spec(NatType::PortRestrictedCone), t0).unwrap();
-        let out = net.send("alice", sa("192.168.1.10:5060"), sa("203.0.113.10:5060"), b"x", t0);
+        let out = net.send(
+            "alice",
+            sa("192.168.1.10:5060"),
+            sa("203.0.113.10:5060"),
+            b"x",
+            t0,
+        );
         assert_eq!(
             out,
             Fate::Delivered {
@@ -659,7 +688,13 @@ mod tests {
                 payload: b"x".to_vec(),
             }
         );
-        let back = net.send("server", sa("203.0.113.10:5060"), sa("203.0.113.1:5060"), b"y", t0);
+        let back = net.send(
+            "server",
+            sa("203.0.113.10:5060"),
+            sa("203.0.113.1:5060"),
+            b"y",
+            t0,
+        );
         assert!(matches!(back, Fate::Delivered { ref host, .. } if host == "alice"));
         let labels: Vec<String> = net.frames().iter().map(|f| f.vantage.label()).collect();
         assert_eq!(
@@ -675,7 +710,13 @@ mod tests {
     fn the_internet_swallows_a_private_address_and_a_router_answers_icmp_for_an_unbound_port() {
         let t0 = Instant::now();
         let mut net = Net::new(&spec(NatType::PortRestrictedCone), t0).unwrap();
-        let lost = net.send("server", sa("203.0.113.10:5060"), sa("192.168.1.10:5060"), b"x", t0);
+        let lost = net.send(
+            "server",
+            sa("203.0.113.10:5060"),
+            sa("192.168.1.10:5060"),
+            b"x",
+            t0,
+        );
         assert_eq!(
             lost,
             Fate::Swallowed {
@@ -683,7 +724,13 @@ mod tests {
             }
         );
         assert_eq!(net.frames().len(), 1, "only the sender's copy");
-        let kept = net.send("server", sa("203.0.113.10:5060"), sa("203.0.113.1:4000"), b"x", t0);
+        let kept = net.send(
+            "server",
+            sa("203.0.113.10:5060"),
+            sa("203.0.113.1:4000"),
+            b"x",
+            t0,
+        );
         assert!(matches!(kept, Fate::Dropped { .. }));
         let icmp = crate::trace::Trace::from_frames(net.frames())
             .entries()
@@ -713,8 +760,14 @@ mod tests {
         let _ = net.send("alice", a, b, b"x", t0);
         let pub_a = sa("203.0.113.1:5060");
         let t = t0 + Duration::from_millis(1900);
-        assert!(matches!(net.send("server", b, pub_a, b"y", t), Fate::Delivered { .. }));
+        assert!(matches!(
+            net.send("server", b, pub_a, b"y", t),
+            Fate::Delivered { .. }
+        ));
         let t = t + Duration::from_millis(2100);
-        assert!(matches!(net.send("server", b, pub_a, b"y", t), Fate::Dropped { .. }));
+        assert!(matches!(
+            net.send("server", b, pub_a, b"y", t),
+            Fate::Dropped { .. }
+        ));
     }
 }

@@ -37,7 +37,9 @@ pub fn refusal(s: &Scenario) -> Option<String> {
                 ))
             }
             Component::Kamailio { host, .. } => {
-                return Some(format!("needs Kamailio (on {host}), which only the kernel runs"))
+                return Some(format!(
+                    "needs Kamailio (on {host}), which only the kernel runs"
+                ))
             }
             Component::TurnServer { host, .. } => {
                 return Some(format!("TURN (on {host}) is not played on the model yet"))
@@ -46,12 +48,19 @@ pub fn refusal(s: &Scenario) -> Option<String> {
                 media: MediaDef::Turn,
                 host,
                 ..
-            } => return Some(format!("{host} relays media through TURN, not played on the model yet")),
+            } => {
+                return Some(format!(
+                    "{host} relays media through TURN, not played on the model yet"
+                ))
+            }
             _ => {}
         }
     }
     for r in &s.topology.routers {
-        if r.nat.as_ref().is_some_and(|n| n.sip_alg == sim_nat::SipAlg::Kernel) {
+        if r.nat
+            .as_ref()
+            .is_some_and(|n| n.sip_alg == sim_nat::SipAlg::Kernel)
+        {
             return Some(format!(
                 "router {} runs the kernel SIP helper, whose rewrites the model does not make",
                 r.name
@@ -99,7 +108,11 @@ impl World {
                     }
                     let host = self.agents[i].host.clone();
                     if let Fate::Delivered {
-                        host, from, to, payload, ..
+                        host,
+                        from,
+                        to,
+                        payload,
+                        ..
                     } = self.net.send(&host, s, d, &payload, self.now)
                     {
                         let to = SocketAddr::V4(to);
@@ -179,13 +192,24 @@ impl World {
     }
 
     /// Runs a STUN Binding from `local` on `host` to `server`: the mapped address.
-    fn stun_binding(&mut self, host: &str, local: SocketAddr, server: SocketAddr) -> Result<SocketAddr> {
+    fn stun_binding(
+        &mut self,
+        host: &str,
+        local: SocketAddr,
+        server: SocketAddr,
+    ) -> Result<SocketAddr> {
         let mut c = BindingClient::new(local, server, ClientConfig::default());
         c.bind(self.now);
-        self.agents.push(Agent::new(host, None, Machine::StunClient(Box::new(c))));
+        self.agents
+            .push(Agent::new(host, None, Machine::StunClient(Box::new(c))));
         let i = self.agents.len() - 1;
         let until = self.now + Duration::from_secs(40);
-        self.run_until(until, |w| w.agents[i].reports.iter().any(|r| matches!(r.1, Report::Mapped(_))));
+        self.run_until(until, |w| {
+            w.agents[i]
+                .reports
+                .iter()
+                .any(|r| matches!(r.1, Report::Mapped(_)))
+        });
         let agent = self.agents.remove(i);
         agent
             .reports
@@ -206,8 +230,7 @@ impl World {
 /// model speed.
 fn is_sip_not_ping(payload: &[u8]) -> bool {
     let sip = payload.first().is_some_and(u8::is_ascii_uppercase);
-    let ping = payload.starts_with(b"OPTIONS ")
-        || payload.windows(9).any(|w| w == b" OPTIONS\r\n");
+    let ping = payload.starts_with(b"OPTIONS ") || payload.windows(9).any(|w| w == b" OPTIONS\r\n");
     sip && !ping
 }
 
@@ -268,7 +291,13 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
     for comp in comps {
         match comp {
             Component::StunServer { host } => {
-                let addrs = &s.topology.hosts.iter().find(|h| &h.name == host).ok_or_else(|| Error::NoSuchNode(host.clone()))?.addrs;
+                let addrs = &s
+                    .topology
+                    .hosts
+                    .iter()
+                    .find(|h| &h.name == host)
+                    .ok_or_else(|| Error::NoSuchNode(host.clone()))?
+                    .addrs;
                 let cfg = match addrs.as_slice() {
                     [a, b, ..] => ServerConfig::rfc5780(
                         SocketAddr::new((*a).into(), 3478),
@@ -281,24 +310,49 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                     what: format!("STUN server on {host}"),
                     source: e,
                 })?;
-                w.agents.push(Agent::new(host, None, Machine::StunServer(Box::new(server))));
+                w.agents.push(Agent::new(
+                    host,
+                    None,
+                    Machine::StunServer(Box::new(server)),
+                ));
             }
-            Component::Sbc { host, port, ping, users } => {
+            Component::Sbc {
+                host,
+                port,
+                ping,
+                users,
+            } => {
                 let addr = host_addr(s, host)?;
-                let mut cfg = SbcConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string());
+                let mut cfg =
+                    SbcConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string());
                 cfg.timers = timers;
                 cfg.users = users.clone();
                 cfg.ping = ping.as_ref().and_then(|k| k.ping());
-                w.agents.push(Agent::new(host, None, Machine::Sbc(Box::new(Sbc::new(cfg)))));
+                w.agents.push(Agent::new(
+                    host,
+                    None,
+                    Machine::Sbc(Box::new(Sbc::new(cfg))),
+                ));
             }
-            Component::Proxy { host, port, users, ping, .. } => {
+            Component::Proxy {
+                host,
+                port,
+                users,
+                ping,
+                ..
+            } => {
                 let addr = host_addr(s, host)?;
                 let nat = comp.proxy_nat_handling().expect("a proxy");
-                let mut cfg = ProxyConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string(), nat);
+                let mut cfg =
+                    ProxyConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string(), nat);
                 cfg.timers = timers;
                 cfg.users = users.clone();
                 cfg.ping = ping.as_ref().and_then(|k| k.ping());
-                w.agents.push(Agent::new(host, None, Machine::Proxy(Box::new(Proxy::new(cfg)))));
+                w.agents.push(Agent::new(
+                    host,
+                    None,
+                    Machine::Proxy(Box::new(Proxy::new(cfg))),
+                ));
             }
             Component::Ua {
                 host,
@@ -366,9 +420,15 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                         duration: Duration::from_millis(*media_ms),
                     },
                 );
-                w.agents.push(Agent::new(host, Some(user), Machine::Ua(Box::new(Ua::new(cfg)))));
+                w.agents.push(Agent::new(
+                    host,
+                    Some(user),
+                    Machine::Ua(Box::new(Ua::new(cfg))),
+                ));
             }
-            Component::TurnServer { .. } | Component::Kamailio { .. } | Component::Command { .. } => {
+            Component::TurnServer { .. }
+            | Component::Kamailio { .. }
+            | Component::Command { .. } => {
                 unreachable!("refused before the run")
             }
         }
@@ -382,19 +442,34 @@ fn count(w: &World, i: usize, m: impl Fn(&Event) -> bool) -> usize {
 }
 
 /// Plays the steps.
-fn play(s: &Scenario, w: &mut World, media: &BTreeMap<String, PhoneMedia>, p: &mut Played) -> Result<()> {
+fn play(
+    s: &Scenario,
+    w: &mut World,
+    media: &BTreeMap<String, PhoneMedia>,
+    p: &mut Played,
+) -> Result<()> {
     for step in &s.file.steps {
         match step.get_ref() {
             Step::Register { ua, timeout_ms } => {
                 let i = w.ua(ua).ok_or_else(|| Error::NoSuchNode(ua.clone()))?;
-                let done = |e: &Event| matches!(e, Event::Registered { .. } | Event::RegistrationFailed { .. });
+                let done = |e: &Event| {
+                    matches!(
+                        e,
+                        Event::Registered { .. } | Event::RegistrationFailed { .. }
+                    )
+                };
                 let before = count(w, i, done);
                 let now = w.now;
                 w.ua_mut(i).register(now);
                 let until = w.now + Duration::from_millis(*timeout_ms);
                 w.run_until(until, |w| count(w, i, done) > before);
             }
-            Step::Call { from, to, hold_ms, timeout_ms } => {
+            Step::Call {
+                from,
+                to,
+                hold_ms,
+                timeout_ms,
+            } => {
                 call(w, media, p, from, to, *hold_ms, *timeout_ms)?;
             }
             Step::Wait { ms } => w.run_for(Duration::from_millis(*ms)),
@@ -445,7 +520,9 @@ fn call(
     hold_ms: u64,
     timeout_ms: u64,
 ) -> Result<()> {
-    let caller = w.ua(from).ok_or_else(|| Error::NoSuchNode(from.to_string()))?;
+    let caller = w
+        .ua(from)
+        .ok_or_else(|| Error::NoSuchNode(from.to_string()))?;
     let callee = w.ua(to);
     // Both phones' media sockets exist from the offer on.
     let mut streams = Vec::new();
@@ -455,7 +532,11 @@ fn call(
             cfg.latching = m.latching;
             cfg.duration = m.duration;
             let host = w.agents[i].host.clone();
-            w.agents.push(Agent::new(&host, Some(user.to_string()), Machine::Media(Box::new(MediaStream::new(cfg)))));
+            w.agents.push(Agent::new(
+                &host,
+                Some(user.to_string()),
+                Machine::Media(Box::new(MediaStream::new(cfg))),
+            ));
             streams.push(w.agents.len() - 1);
         }
     }
@@ -481,7 +562,10 @@ fn call(
         w.agents[i]
             .sip_events()
             .filter_map(|e| match e {
-                Event::CallEstablished { call_id, remote_media } => Some((call_id.clone(), *remote_media)),
+                Event::CallEstablished {
+                    call_id,
+                    remote_media,
+                } => Some((call_id.clone(), *remote_media)),
                 _ => None,
             })
             .nth(nth)
@@ -489,7 +573,10 @@ fn call(
     if status == 200 {
         if let (Some(ci), [sa, sb]) = (callee, streams.as_slice()) {
             let caller_remote = w.agents[caller].sip_events().find_map(|e| match e {
-                Event::CallEstablished { call_id, remote_media } if call_id == &id => *remote_media,
+                Event::CallEstablished {
+                    call_id,
+                    remote_media,
+                } if call_id == &id => *remote_media,
                 _ => None,
             });
             let until = w.now + Duration::from_secs(5);
@@ -602,7 +689,9 @@ fn play_all(s: &Scenario, record: bool) -> Result<(World, Played, Option<String>
     };
     let media = start(s, &mut w)?;
     let mut played = Played::default();
-    let error = play(s, &mut w, &media, &mut played).err().map(|e| e.to_string());
+    let error = play(s, &mut w, &media, &mut played)
+        .err()
+        .map(|e| e.to_string());
     // Settle: phones wind down, then quiet-wait (never past 80·T1).
     for a in &mut w.agents {
         if let Machine::Ua(u) = &mut a.machine {

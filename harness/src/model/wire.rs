@@ -10,7 +10,9 @@ fn ipv4_frame(protocol: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8> 
     b.extend_from_slice(&[0u8; 12]);
     b.extend_from_slice(&[0x08, 0x00]);
     let total = u16::try_from(20 + l4.len()).unwrap_or(u16::MAX);
-    let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, protocol, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut ip = [
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, protocol, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
