@@ -23,7 +23,7 @@ use crate::scenario::file::{Component, ContactDef, MediaDef, Step};
 use crate::scenario::judge::{self, Check};
 use crate::scenario::observed::{Call, MediaPath, Observed, Phone};
 use crate::scenario::{report, Outcome, RunOptions, Scenario, Verdict};
-use crate::sip::{ContactSource, Event, Media, Proxy, ProxyConfig, Timers, Ua, UaConfig};
+use crate::sip::{ContactSource, Event, Media, Proxy, ProxyConfig, Timers, Ua};
 use crate::stun::{BindingClient, ClientConfig, ServerConfig, StunServer};
 use crate::trace::Trace;
 
@@ -263,15 +263,7 @@ fn registrar_addr(s: &Scenario, proxy: &str) -> Result<SocketAddr> {
     if let Ok(a) = proxy.parse() {
         return Ok(a);
     }
-    let (host, port) = s
-        .file
-        .components
-        .iter()
-        .map(|c| c.get_ref())
-        .find_map(|c| match c.registrar() {
-            Some((name, port)) if name == proxy => Some((c.host(), port)),
-            _ => None,
-        })
+    let (host, port) = crate::scenario::file::registrar_of(&s.file.components, proxy)
         .ok_or_else(|| Error::Topology(format!("no registrar called `{proxy}`")))?;
     Ok(SocketAddr::new(host_addr(s, host)?.into(), port))
 }
@@ -359,14 +351,8 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                 user,
                 port,
                 proxy,
-                rport,
                 contact,
                 stun_server,
-                keepalive,
-                expires_secs,
-                answer_after_ms,
-                provisional_interval_ms,
-                password,
                 media_port,
                 media: media_def,
                 latching,
@@ -379,14 +365,9 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                 let user = user.clone().unwrap_or_else(|| host.clone());
                 let proxy_addr = registrar_addr(s, proxy)?;
                 let local = SocketAddr::new(addr.into(), *port);
-                let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
-                cfg.timers = timers;
-                cfg.rport = *rport;
-                cfg.expires = Duration::from_secs(*expires_secs);
-                cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
-                cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
-                cfg.password = password.clone();
-                cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+                let mut cfg = comp
+                    .ua_config(&user, local, proxy_addr, timers)
+                    .expect("a ua component");
                 let stun_addr = match stun_server {
                     Some(h) => Some(SocketAddr::new(host_addr(s, h)?.into(), 3478)),
                     None => None,

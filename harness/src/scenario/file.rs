@@ -873,6 +873,55 @@ impl Component {
             _ => None,
         }
     }
+
+    /// A phone's SIP settings as its `ua` component gives them, on socket `local`, registering
+    /// with `proxy`: what both backends start a phone with, before its Contact and media
+    /// addresses (which depend on STUN, TURN or `externip`) are filled in. `None` for another
+    /// kind of component.
+    pub fn ua_config(
+        &self,
+        user: &str,
+        local: std::net::SocketAddr,
+        proxy: std::net::SocketAddr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sip::UaConfig> {
+        let Component::Ua {
+            rport,
+            keepalive,
+            expires_secs,
+            answer_after_ms,
+            provisional_interval_ms,
+            password,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut cfg = crate::sip::UaConfig::new(user, &proxy.ip().to_string(), local, proxy);
+        cfg.timers = timers;
+        cfg.rport = *rport;
+        cfg.expires = std::time::Duration::from_secs(*expires_secs);
+        cfg.answer_after = Some(std::time::Duration::from_millis(*answer_after_ms));
+        cfg.ring_every = provisional_interval_ms.map(std::time::Duration::from_millis);
+        cfg.password = password.clone();
+        cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+        Some(cfg)
+    }
+}
+
+/// The host and SIP port of the registrar a phone's `proxy =` names (see
+/// [`Component::registrar`]).
+pub fn registrar_of<'a>(
+    components: &'a [Spanned<Component>],
+    proxy: &str,
+) -> Option<(&'a str, u16)> {
+    components
+        .iter()
+        .map(|c| c.get_ref())
+        .find_map(|c| match c.registrar() {
+            Some((name, port)) if name == proxy => Some((c.host(), port)),
+            _ => None,
+        })
 }
 
 /// `[[step]]`: the timeline, run in order.

@@ -13,7 +13,7 @@ use crate::rtp::MediaConfig;
 use crate::scenario::file::{Component, ContactDef, MediaDef};
 use crate::scenario::Scenario;
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{ContactSource, Media, ProxyConfig, Timers, UaConfig};
+use crate::sip::{ContactSource, Media, ProxyConfig, Timers};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Node, Topology};
 use crate::turn::driver::{RelayedMediaTask, TurnServerTask};
@@ -164,15 +164,7 @@ fn registrar_addr(s: &Scenario, topo: &Topology, proxy: &str) -> Result<SocketAd
     if let Ok(a) = proxy.parse() {
         return Ok(a);
     }
-    let (host, port) = s
-        .file
-        .components
-        .iter()
-        .map(|c| c.get_ref())
-        .find_map(|c| match c.registrar() {
-            Some((name, port)) if name == proxy => Some((c.host(), port)),
-            _ => None,
-        })
+    let (host, port) = super::super::file::registrar_of(&s.file.components, proxy)
         .ok_or_else(|| io_err(format!("no registrar called `{proxy}`")))?;
     Ok(SocketAddr::new(first_addr(topo, host)?.into(), port))
 }
@@ -190,14 +182,8 @@ async fn phone(
         user,
         port,
         proxy,
-        rport,
         contact,
         stun_server,
-        keepalive,
-        expires_secs,
-        answer_after_ms,
-        provisional_interval_ms,
-        password,
         media_port,
         media,
         turn_server,
@@ -206,6 +192,7 @@ async fn phone(
         media_ms,
         externip,
         localnet,
+        ..
     } = comp
     else {
         unreachable!("only a ua component is a phone")
@@ -214,14 +201,9 @@ async fn phone(
     let user = user.clone().unwrap_or_else(|| host.clone());
     let proxy_addr = registrar_addr(s, topo, proxy)?;
     let local = SocketAddr::new(node.addr().into(), *port);
-    let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
-    cfg.timers = timers;
-    cfg.rport = *rport;
-    cfg.expires = Duration::from_secs(*expires_secs);
-    cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
-    cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
-    cfg.password = password.clone();
-    cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+    let mut cfg = comp
+        .ua_config(&user, local, proxy_addr, timers)
+        .expect("a ua component");
     let stun: Option<SocketAddr> = match stun_server {
         Some(h) => Some(SocketAddr::new(first_addr(topo, h)?.into(), 3478)),
         None => None,
