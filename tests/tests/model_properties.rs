@@ -13,7 +13,7 @@
 //!    property itself does not constrain (unreachable ones included).
 //!
 //! Without root the kernel half is skipped (loudly, once; a failure under `CI=true`), and the
-//! model half still runs. `MODEL_CASES` (default 2000; the bench `model_bench` runs more, in
+//! model half still runs. `MODEL_CASES` (default 2000, 500 in a debug build; the bench `model_bench` runs more, in
 //! release) and `MODEL_SEED` pick the cases.
 
 use std::time::Instant;
@@ -39,7 +39,9 @@ fn fails(c: &Case) -> bool {
 
 #[test]
 fn a_refresh_below_the_timeout_keeps_the_phone_reachable_on_the_model_and_the_kernel_agrees() {
-    let n = env_or("MODEL_CASES", 2000) as usize;
+    // A debug build plays a case about ten times slower than a release one.
+    let default = if cfg!(debug_assertions) { 500 } else { 2000 };
+    let n = env_or("MODEL_CASES", default) as usize;
     let seed = env_or("MODEL_SEED", 17);
     let mut rng = Rng::new(seed);
     let cases: Vec<Case> = (0..n).map(|_| Case::random(&mut rng)).collect();
