@@ -18,12 +18,12 @@ use super::agent::{Agent, Machine, Report};
 use super::net::{Fate, Net};
 use crate::error::{Error, Result};
 use crate::rtp::{MediaConfig, MediaReport, MediaStream};
-use crate::sbc::{Sbc, SbcConfig};
+use crate::sbc::Sbc;
 use crate::scenario::file::{Component, ContactDef, MediaDef, Step};
 use crate::scenario::judge::{self, Check};
 use crate::scenario::observed::{Call, MediaPath, Observed, Phone};
 use crate::scenario::{report, Outcome, RunOptions, Scenario, Verdict};
-use crate::sip::{ContactSource, Event, Media, Proxy, ProxyConfig, Timers, Ua};
+use crate::sip::{ContactSource, Event, Media, Proxy, Timers, Ua};
 use crate::stun::{BindingClient, ClientConfig, ServerConfig, StunServer};
 use crate::trace::Trace;
 
@@ -272,14 +272,8 @@ fn registrar_addr(s: &Scenario, proxy: &str) -> Result<SocketAddr> {
 fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
     let timers = Timers::scaled(w.t1);
     let mut media = BTreeMap::new();
-    let order = |c: &Component| match c {
-        Component::StunServer { .. } | Component::TurnServer { .. } => 0,
-        Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
-        Component::Command { .. } => 2,
-        Component::Ua { .. } => 3,
-    };
     let mut comps: Vec<&Component> = s.file.components.iter().map(|c| c.get_ref()).collect();
-    comps.sort_by_key(|c| order(c));
+    comps.sort_by_key(|c| c.start_order());
     for comp in comps {
         match comp {
             Component::StunServer { host } => {
@@ -308,43 +302,19 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                     Machine::StunServer(Box::new(server)),
                 ));
             }
-            Component::Sbc {
-                host,
-                port,
-                ping,
-                users,
-            } => {
-                let addr = host_addr(s, host)?;
-                let mut cfg =
-                    SbcConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string());
-                cfg.timers = timers;
-                cfg.users = users.clone();
-                cfg.ping = ping.as_ref().and_then(|k| k.ping());
-                w.agents.push(Agent::new(
-                    host,
-                    None,
-                    Machine::Sbc(Box::new(Sbc::new(cfg))),
-                ));
+            Component::Sbc { host, .. } => {
+                let cfg = comp
+                    .sbc_config(host_addr(s, host)?, timers)
+                    .expect("an sbc");
+                let sbc = Machine::Sbc(Box::new(Sbc::new(cfg)));
+                w.agents.push(Agent::new(host, None, sbc));
             }
-            Component::Proxy {
-                host,
-                port,
-                users,
-                ping,
-                ..
-            } => {
-                let addr = host_addr(s, host)?;
-                let nat = comp.proxy_nat_handling().expect("a proxy");
-                let mut cfg =
-                    ProxyConfig::new(SocketAddr::new(addr.into(), *port), &addr.to_string(), nat);
-                cfg.timers = timers;
-                cfg.users = users.clone();
-                cfg.ping = ping.as_ref().and_then(|k| k.ping());
-                w.agents.push(Agent::new(
-                    host,
-                    None,
-                    Machine::Proxy(Box::new(Proxy::new(cfg))),
-                ));
+            Component::Proxy { host, .. } => {
+                let cfg = comp
+                    .proxy_config(host_addr(s, host)?, timers)
+                    .expect("a proxy");
+                let proxy = Machine::Proxy(Box::new(Proxy::new(cfg)));
+                w.agents.push(Agent::new(host, None, proxy));
             }
             Component::Ua {
                 host,

@@ -874,6 +874,58 @@ impl Component {
         }
     }
 
+    /// When a backend starts it: servers first (STUN, TURN), then registrars and proxies, then
+    /// programs, phones last, since phones talk to the others as soon as they register.
+    pub fn start_order(&self) -> u8 {
+        match self {
+            Component::StunServer { .. } | Component::TurnServer { .. } => 0,
+            Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
+            Component::Command { .. } => 2,
+            Component::Ua { .. } => 3,
+        }
+    }
+
+    /// A `proxy` component's settings, serving on `addr` (its host's first address).
+    pub fn proxy_config(
+        &self,
+        addr: Ipv4Addr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sip::ProxyConfig> {
+        let Component::Proxy {
+            port, users, ping, ..
+        } = self
+        else {
+            return None;
+        };
+        let local = std::net::SocketAddr::new(addr.into(), *port);
+        let nat = self.proxy_nat_handling()?;
+        let mut cfg = crate::sip::ProxyConfig::new(local, &addr.to_string(), nat);
+        cfg.timers = timers;
+        cfg.users = users.clone();
+        cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Some(cfg)
+    }
+
+    /// An `sbc` component's settings, serving on `addr` (its host's first address).
+    pub fn sbc_config(
+        &self,
+        addr: Ipv4Addr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sbc::SbcConfig> {
+        let Component::Sbc {
+            port, ping, users, ..
+        } = self
+        else {
+            return None;
+        };
+        let sip = std::net::SocketAddr::new(addr.into(), *port);
+        let mut cfg = crate::sbc::SbcConfig::new(sip, &addr.to_string());
+        cfg.timers = timers;
+        cfg.users = users.clone();
+        cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Some(cfg)
+    }
+
     /// A phone's SIP settings as its `ua` component gives them, on socket `local`, registering
     /// with `proxy`: what both backends start a phone with, before its Contact and media
     /// addresses (which depend on STUN, TURN or `externip`) are filled in. `None` for another

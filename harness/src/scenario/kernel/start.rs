@@ -13,7 +13,7 @@ use crate::rtp::MediaConfig;
 use crate::scenario::file::{Component, ContactDef, MediaDef};
 use crate::scenario::Scenario;
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{ContactSource, Media, ProxyConfig, Timers};
+use crate::sip::{ContactSource, Media, Timers};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Node, Topology};
 use crate::turn::driver::{RelayedMediaTask, TurnServerTask};
@@ -40,14 +40,8 @@ pub(in crate::scenario) async fn start(
         capture: Some(capture),
     };
     // Servers first, phones last: phones talk to them as soon as they register.
-    let order = |c: &Component| match c {
-        Component::StunServer { .. } | Component::TurnServer { .. } => 0,
-        Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
-        Component::Command { .. } => 2,
-        Component::Ua { .. } => 3,
-    };
     let mut comps: Vec<&Component> = s.file.components.iter().map(|c| c.get_ref()).collect();
-    comps.sort_by_key(|c| order(c));
+    comps.sort_by_key(|c| c.start_order());
     for comp in comps {
         start_one(s, &mut r, comp).await?;
     }
@@ -69,33 +63,16 @@ async fn start_one(s: &Scenario, r: &mut Running, comp: &Component) -> Result<()
             }
             r.turn.push(TurnServerTask::serve(node, cfg).await?.0);
         }
-        Component::Sbc {
-            port, ping, users, ..
-        } => {
-            let sip = SocketAddr::new(node.addr().into(), *port);
-            let mut cfg = crate::sbc::SbcConfig::new(sip, &node.addr().to_string());
-            cfg.timers = timers;
-            cfg.users = users.clone();
-            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Component::Sbc { .. } => {
+            let cfg = comp.sbc_config(node.addr(), timers).expect("an sbc");
             r.sbcs.push(crate::sbc::SbcTask::serve(node, cfg).await?.0);
         }
         Component::Kamailio { host, .. } => {
             let k = kamailio(s, node, comp).await?;
             r.kamailios.insert(host.clone(), k);
         }
-        Component::Proxy {
-            host,
-            port,
-            users,
-            ping,
-            ..
-        } => {
-            let local = SocketAddr::new(node.addr().into(), *port);
-            let nat = comp.proxy_nat_handling().expect("a proxy");
-            let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
-            cfg.timers = timers;
-            cfg.users = users.clone();
-            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Component::Proxy { host, .. } => {
+            let cfg = comp.proxy_config(node.addr(), timers).expect("a proxy");
             let (task, _) = ProxyTask::spawn(node, cfg).await?;
             r.proxies.insert(host.clone(), task);
         }
