@@ -668,15 +668,20 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `host` sends one datagram `src → dst` at `t`.
+    fn send(net: &mut Net, host: &str, src: &str, dst: &str, t: Instant) -> Fate {
+        net.send(host, sa(src), sa(dst), b"x", t)
+    }
+
     #[test]
     fn a_packet_out_and_its_answer_back_cross_the_nat_and_are_recorded_at_every_link() {
         let t0 = Instant::now();
         let mut net = Net::new(&spec(NatType::PortRestrictedCone), t0).unwrap();
-        let out = net.send(
+        let out = send(
+            &mut net,
             "alice",
-            sa("192.168.1.10:5060"),
-            sa("203.0.113.10:5060"),
-            b"x",
+            "192.168.1.10:5060",
+            "203.0.113.10:5060",
             t0,
         );
         assert_eq!(
@@ -688,11 +693,11 @@ mod tests {
                 payload: b"x".to_vec(),
             }
         );
-        let back = net.send(
+        let back = send(
+            &mut net,
             "server",
-            sa("203.0.113.10:5060"),
-            sa("203.0.113.1:5060"),
-            b"y",
+            "203.0.113.10:5060",
+            "203.0.113.1:5060",
             t0,
         );
         assert!(matches!(back, Fate::Delivered { ref host, .. } if host == "alice"));
@@ -710,11 +715,11 @@ mod tests {
     fn the_internet_swallows_a_private_address_and_a_router_answers_icmp_for_an_unbound_port() {
         let t0 = Instant::now();
         let mut net = Net::new(&spec(NatType::PortRestrictedCone), t0).unwrap();
-        let lost = net.send(
+        let lost = send(
+            &mut net,
             "server",
-            sa("203.0.113.10:5060"),
-            sa("192.168.1.10:5060"),
-            b"x",
+            "203.0.113.10:5060",
+            "192.168.1.10:5060",
             t0,
         );
         assert_eq!(
@@ -724,11 +729,11 @@ mod tests {
             }
         );
         assert_eq!(net.frames().len(), 1, "only the sender's copy");
-        let kept = net.send(
+        let kept = send(
+            &mut net,
             "server",
-            sa("203.0.113.10:5060"),
-            sa("203.0.113.1:4000"),
-            b"x",
+            "203.0.113.10:5060",
+            "203.0.113.1:4000",
             t0,
         );
         assert!(matches!(kept, Fate::Dropped { .. }));
