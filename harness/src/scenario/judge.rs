@@ -25,6 +25,8 @@ pub fn judge(s: &Scenario, o: &Observed) -> Vec<Check> {
         .collect()
 }
 
+/// An expectation on what the phones and programs said; those on the wire and on the diagnosis
+/// steps are judged by [`on_the_wire`] and [`by_field_check`].
 fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
     match e {
         Expect::Call { from, status } => call(o, from, status),
@@ -49,12 +51,6 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
                 format!("exit = {got:?}"),
             )
         }
-        Expect::Timing {
-            at,
-            first,
-            then,
-            within_t1,
-        } => timing(s, o, at, (first, then), *within_t1),
         Expect::Log {
             command,
             contains,
@@ -67,6 +63,22 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
             let pattern = (contains.as_deref(), matches.as_deref());
             log(command, text.as_deref(), pattern, (*min, *max))
         }
+        Expect::Timing { .. } | Expect::Packet { .. } => on_the_wire(s, o, e),
+        Expect::StunAddress { .. } | Expect::NatType { .. } | Expect::UdpReachable { .. } => {
+            by_field_check(s, o, e)
+        }
+    }
+}
+
+/// An expectation on the captured packets.
+fn on_the_wire(s: &Scenario, o: &Observed, e: &Expect) -> Check {
+    match e {
+        Expect::Timing {
+            at,
+            first,
+            then,
+            within_t1,
+        } => timing(s, o, at, (first, then), *within_t1),
         Expect::Packet {
             at,
             contains,
@@ -78,6 +90,13 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
             let ends = (from.as_deref(), to.as_deref());
             packet(o, (at, contains), ends, (*min, *max))
         }
+        _ => unreachable!("only expectations on packets are judged here"),
+    }
+}
+
+/// An expectation on what a diagnosis step found.
+fn by_field_check(s: &Scenario, o: &Observed, e: &Expect) -> Check {
+    match e {
         Expect::StunAddress {
             host,
             router,
@@ -94,6 +113,7 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
             probe,
             reached,
         } => udp_reachable(o, host, probe.as_deref(), *reached),
+        _ => unreachable!("only expectations on diagnosis steps are judged here"),
     }
 }
 

@@ -666,6 +666,8 @@ fn program_call(
     }
 }
 
+/// An expectation on what the phones and programs said; those on the wire and on the diagnosis
+/// steps are checked by [`expect_on_the_wire`] and [`expect_of_field_check`].
 fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result<(), FileError> {
     let sp = e.span();
     match e.get_ref() {
@@ -679,30 +681,6 @@ fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result
             known(c, &n.uas, "phone", ua, sp)
         }
         Expect::ExitCode { command, .. } => known(c, &n.commands, "command", command, sp),
-        Expect::Timing { at, within_t1, .. } => {
-            check_vantage(c, &n.routers, &n.nodes, at, sp.clone())?;
-            match within_t1 {
-                Some((lo, hi)) if !(0.0..=*hi).contains(lo) => Err(c.err(
-                    sp,
-                    format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
-                )),
-                _ => Ok(()),
-            }
-        }
-        Expect::StunAddress { host, router, .. } => {
-            known(c, &n.routers, "router", router, sp.clone())?;
-            let what = "host with a stun-check step";
-            known(c, &rec.stun_checked, what, host, sp)
-        }
-        Expect::NatType { host, .. } => {
-            let what = "host with a classify-nat step";
-            known(c, &rec.classified, what, host, sp)
-        }
-        Expect::UdpReachable {
-            host,
-            probe,
-            reached,
-        } => udp_reachable(c, rec, sp, host, probe.as_deref(), *reached),
         Expect::Log {
             command,
             contains,
@@ -714,6 +692,27 @@ fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result
             known(c, &n.commands, "command", command, sp.clone())?;
             log_pattern(c, sp.clone(), contains.as_deref(), matches.as_deref())?;
             bounds(c, sp, *min, *max)
+        }
+        Expect::Timing { .. } | Expect::Packet { .. } => expect_on_the_wire(c, n, e),
+        Expect::StunAddress { .. } | Expect::NatType { .. } | Expect::UdpReachable { .. } => {
+            expect_of_field_check(c, n, rec, e)
+        }
+    }
+}
+
+/// An expectation on the captured packets: where, and what could match.
+fn expect_on_the_wire(c: &Checker, n: &Names, e: &Spanned<Expect>) -> Result<(), FileError> {
+    let sp = e.span();
+    match e.get_ref() {
+        Expect::Timing { at, within_t1, .. } => {
+            check_vantage(c, &n.routers, &n.nodes, at, sp.clone())?;
+            match within_t1 {
+                Some((lo, hi)) if !(0.0..=*hi).contains(lo) => Err(c.err(
+                    sp,
+                    format!("within-t1 = [{lo}, {hi}]: give [LOW, HIGH] with 0 ≤ LOW ≤ HIGH"),
+                )),
+                _ => Ok(()),
+            }
         }
         Expect::Packet {
             at,
@@ -734,6 +733,34 @@ fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result
             }
             bounds(c, sp, *min, *max)
         }
+        _ => unreachable!("only expectations on packets are checked here"),
+    }
+}
+
+/// An expectation on what a diagnosis step found: the step is in the file.
+fn expect_of_field_check(
+    c: &Checker,
+    n: &Names,
+    rec: &Recorded,
+    e: &Spanned<Expect>,
+) -> Result<(), FileError> {
+    let sp = e.span();
+    match e.get_ref() {
+        Expect::StunAddress { host, router, .. } => {
+            known(c, &n.routers, "router", router, sp.clone())?;
+            let what = "host with a stun-check step";
+            known(c, &rec.stun_checked, what, host, sp)
+        }
+        Expect::NatType { host, .. } => {
+            let what = "host with a classify-nat step";
+            known(c, &rec.classified, what, host, sp)
+        }
+        Expect::UdpReachable {
+            host,
+            probe,
+            reached,
+        } => udp_reachable(c, rec, sp, host, probe.as_deref(), *reached),
+        _ => unreachable!("only expectations on diagnosis steps are checked here"),
     }
 }
 
