@@ -23,7 +23,7 @@ use crate::scenario::file::{Component, ContactDef, MediaDef, Step};
 use crate::scenario::judge::{self, Check};
 use crate::scenario::observed::{Call, MediaPath, Observed, Phone};
 use crate::scenario::{report, Outcome, RunOptions, Scenario, Verdict};
-use crate::sip::{ContactSource, Event, Media, Proxy, Timers, Ua};
+use crate::sip::{ContactSource, Event, Proxy, Timers, Ua};
 use crate::stun::{BindingClient, ClientConfig, ServerConfig, StunServer};
 use crate::trace::Trace;
 
@@ -354,15 +354,7 @@ fn start(s: &Scenario, w: &mut World) -> Result<BTreeMap<String, PhoneMedia>> {
                 } else {
                     media_local
                 };
-                cfg.media = Media {
-                    address: sdp.ip(),
-                    port: sdp.port(),
-                };
-                if let Some(ext) = externip {
-                    cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
-                    cfg.external_media = Some((*ext).into());
-                    cfg.localnet = crate::scenario::localnets(localnet);
-                }
+                crate::scenario::file::set_phone_addresses(&mut cfg, sdp, *externip, localnet);
                 media.insert(
                     user.clone(),
                     PhoneMedia {

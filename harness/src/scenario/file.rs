@@ -961,6 +961,28 @@ impl Component {
     }
 }
 
+/// Sets a phone's SDP address to `sdp` (its media socket, its STUN mapping or its TURN relay)
+/// and, with Asterisk-style `externip`, its Contact and media address to the external one
+/// outside `localnet`: the last of a phone's settings, once its media path is known.
+pub fn set_phone_addresses(
+    cfg: &mut crate::sip::UaConfig,
+    sdp: std::net::SocketAddr,
+    externip: Option<Ipv4Addr>,
+    localnet: &[String],
+) {
+    cfg.media = crate::sip::Media {
+        address: sdp.ip(),
+        port: sdp.port(),
+    };
+    if let Some(ext) = externip {
+        let port = cfg.local.port();
+        cfg.contact =
+            crate::sip::ContactSource::External(std::net::SocketAddr::new(ext.into(), port));
+        cfg.external_media = Some(ext.into());
+        cfg.localnet = super::localnets(localnet);
+    }
+}
+
 /// The host and SIP port of the registrar a phone's `proxy =` names (see
 /// [`Component::registrar`]).
 pub fn registrar_of<'a>(

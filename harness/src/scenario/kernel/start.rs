@@ -13,7 +13,7 @@ use crate::rtp::MediaConfig;
 use crate::scenario::file::{Component, ContactDef, MediaDef};
 use crate::scenario::Scenario;
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{ContactSource, Media, Timers};
+use crate::sip::{ContactSource, Timers};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Node, Topology};
 use crate::turn::driver::{RelayedMediaTask, TurnServerTask};
@@ -204,15 +204,7 @@ async fn phone(
     let stun = stun.filter(|_| *media == MediaDef::Stun);
     let how = (*latching, Duration::from_millis(*media_ms));
     let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
-    cfg.media = Media {
-        address: sdp.ip(),
-        port: sdp.port(),
-    };
-    if let Some(ext) = externip {
-        cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
-        cfg.external_media = Some((*ext).into());
-        cfg.localnet = crate::scenario::localnets(localnet);
-    }
+    crate::scenario::file::set_phone_addresses(&mut cfg, sdp, *externip, localnet);
     let (ua, _) = UaTask::spawn(node, cfg).await?;
     let host = host.clone();
     Ok((user, Phone { ua, host, media }))
