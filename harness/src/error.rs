@@ -15,6 +15,8 @@ pub enum Error {
         package: &'static str,
     },
     /// The topology description contradicts itself.
+    #[error("{file}: not run on the model: {why}")]
+    ModelRefused { file: String, why: String },
     #[error("invalid topology: {0}")]
     Topology(String),
     #[error(transparent)]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod import;
 pub mod junit;
 pub mod machine;
+pub mod model;
 pub mod names;
 mod netlink;
 pub mod netns;

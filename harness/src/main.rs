@@ -440,6 +440,11 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     #[allow(clippy::option_option)]
     report: Option<Option<PathBuf>>,
+    /// Play the files in one process on the NAT model, in virtual time (no root, no
+    /// namespaces, no sleeping); a file that needs what the model cannot run (an external
+    /// program) is listed as refused, with the reason.
+    #[arg(long)]
+    model: bool,
 }
 
 async fn run(a: RunArgs) -> Result<bool> {
@@ -458,6 +463,9 @@ async fn run(a: RunArgs) -> Result<bool> {
         out_dir: Some(a.out.clone()),
         keep: a.keep,
     };
+    if a.model {
+        return run_model(&scenarios, &opts, a.quiet);
+    }
     // Waiting for Enter makes sense for one topology at a time.
     let jobs = if a.keep {
         1
@@ -512,6 +520,44 @@ async fn run(a: RunArgs) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(passed == named.len())
+}
+
+/// `harness run --model`: each file on the NAT model, one after another (a file takes
+/// milliseconds); refused files are listed with their reason and do not fail the run.
+fn run_model(scenarios: &[Scenario], opts: &RunOptions, quiet: bool) -> Result<bool> {
+    let started = std::time::Instant::now();
+    let (mut passed, mut failed, mut refused) = (0, 0, Vec::new());
+    for s in scenarios {
+        if let Some(why) = harness::model::refusal(s) {
+            refused.push(format!("{}: {why}", s.name()));
+            continue;
+        }
+        let r = harness::model::run(s, opts).map_err(|e| e.to_string());
+        match &r {
+            Ok(o) if o.verdict == Verdict::Pass => passed += 1,
+            _ => failed += 1,
+        }
+        let out = opts
+            .out_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("runs"));
+        print!(
+            "{}",
+            report_one(s, &r, quiet, out, passed + failed, scenarios.len())
+        );
+    }
+    if !refused.is_empty() {
+        println!("\nrefused by the model ({}):", refused.len());
+        for line in &refused {
+            println!("  {line}");
+        }
+    }
+    println!(
+        "\nmodel: {passed} passed, {failed} failed, {} refused in {:.3} s",
+        refused.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(failed == 0)
 }
 
 /// The run reports (`--report`): one page per scenario, and an index when several ran. Returns

@@ -18,10 +18,40 @@ pub fn kernel_available() -> bool {
             if ci {
                 panic!("kernel test cannot run under CI: {e}");
             }
-            eprintln!("\n!!! SKIPPING KERNEL TEST: {e}\n");
+            skipped_loudly(&e.to_string());
             false
         }
     }
+}
+
+/// Says once per `cargo test` run (not once per test, not once per test binary) that kernel
+/// tests were skipped and why, in a banner nobody can miss; the model tests
+/// (`model_catalogue`, `model_properties`) and unit tests still ran. "Once" is kept by a marker
+/// file named after the process that started the test binaries (cargo), created atomically by
+/// the first binary that skips.
+fn skipped_loudly(why: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let marker = std::env::temp_dir().join(format!(
+            "snh-kernel-tests-skipped-{}",
+            std::os::unix::process::parent_id()
+        ));
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok();
+        if first {
+            let bar = "!".repeat(78);
+            // Written to the stream itself, not through `eprintln!`, which libtest captures
+            // and shows only for failing tests: a passing skipped test would say nothing.
+            let banner = format!(
+                "\n{bar}\n!!! KERNEL TESTS SKIPPED: {why}\n!!! Only unit and model tests ran. \
+                 Run as root for the kernel tests; under CI=true this is a failure.\n{bar}\n"
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+        }
+    });
 }
 
 /// Fails the calling test (under CI) or returns from it (elsewhere) when the kernel is unusable.

@@ -910,6 +910,130 @@ impl Component {
             _ => None,
         }
     }
+
+    /// When a backend starts it: servers first (STUN, TURN), then registrars and proxies, then
+    /// programs, phones last, since phones talk to the others as soon as they register.
+    pub fn start_order(&self) -> u8 {
+        match self {
+            Component::StunServer { .. } | Component::TurnServer { .. } => 0,
+            Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
+            Component::Command { .. } => 2,
+            Component::Ua { .. } => 3,
+        }
+    }
+
+    /// A `proxy` component's settings, serving on `addr` (its host's first address).
+    pub fn proxy_config(
+        &self,
+        addr: Ipv4Addr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sip::ProxyConfig> {
+        let Component::Proxy {
+            port, users, ping, ..
+        } = self
+        else {
+            return None;
+        };
+        let local = std::net::SocketAddr::new(addr.into(), *port);
+        let nat = self.proxy_nat_handling()?;
+        let mut cfg = crate::sip::ProxyConfig::new(local, &addr.to_string(), nat);
+        cfg.timers = timers;
+        cfg.users = users.clone();
+        cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Some(cfg)
+    }
+
+    /// An `sbc` component's settings, serving on `addr` (its host's first address).
+    pub fn sbc_config(
+        &self,
+        addr: Ipv4Addr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sbc::SbcConfig> {
+        let Component::Sbc {
+            port, ping, users, ..
+        } = self
+        else {
+            return None;
+        };
+        let sip = std::net::SocketAddr::new(addr.into(), *port);
+        let mut cfg = crate::sbc::SbcConfig::new(sip, &addr.to_string());
+        cfg.timers = timers;
+        cfg.users = users.clone();
+        cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Some(cfg)
+    }
+
+    /// A phone's SIP settings as its `ua` component gives them, on socket `local`, registering
+    /// with `proxy`: what both backends start a phone with, before its Contact and media
+    /// addresses (which depend on STUN, TURN or `externip`) are filled in. `None` for another
+    /// kind of component.
+    pub fn ua_config(
+        &self,
+        user: &str,
+        local: std::net::SocketAddr,
+        proxy: std::net::SocketAddr,
+        timers: crate::sip::Timers,
+    ) -> Option<crate::sip::UaConfig> {
+        let Component::Ua {
+            rport,
+            keepalive,
+            expires_secs,
+            answer_after_ms,
+            provisional_interval_ms,
+            password,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut cfg = crate::sip::UaConfig::new(user, &proxy.ip().to_string(), local, proxy);
+        cfg.timers = timers;
+        cfg.rport = *rport;
+        cfg.expires = std::time::Duration::from_secs(*expires_secs);
+        cfg.answer_after = Some(std::time::Duration::from_millis(*answer_after_ms));
+        cfg.ring_every = provisional_interval_ms.map(std::time::Duration::from_millis);
+        cfg.password = password.clone();
+        cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+        super::phone::configure(self, &mut cfg);
+        Some(cfg)
+    }
+}
+
+/// Sets a phone's SDP address to `sdp` (its media socket, its STUN mapping or its TURN relay)
+/// and, with Asterisk-style `externip`, its Contact and media address to the external one
+/// outside `localnet`: the last of a phone's settings, once its media path is known.
+pub fn set_phone_addresses(
+    cfg: &mut crate::sip::UaConfig,
+    sdp: std::net::SocketAddr,
+    externip: Option<Ipv4Addr>,
+    localnet: &[String],
+) {
+    cfg.media = crate::sip::Media {
+        address: sdp.ip(),
+        port: sdp.port(),
+    };
+    if let Some(ext) = externip {
+        let port = cfg.local.port();
+        cfg.contact =
+            crate::sip::ContactSource::External(std::net::SocketAddr::new(ext.into(), port));
+        cfg.external_media = Some(ext.into());
+        cfg.localnet = super::localnets(localnet);
+    }
+}
+
+/// The host and SIP port of the registrar a phone's `proxy =` names (see
+/// [`Component::registrar`]).
+pub fn registrar_of<'a>(
+    components: &'a [Spanned<Component>],
+    proxy: &str,
+) -> Option<(&'a str, u16)> {
+    components
+        .iter()
+        .map(|c| c.get_ref())
+        .find_map(|c| match c.registrar() {
+            Some((name, port)) if name == proxy => Some((c.host(), port)),
+            _ => None,
+        })
 }
 
 /// `[[step]]`: the timeline, run in order.

@@ -471,6 +471,11 @@ impl BindingClient {
         self.mapped
     }
 
+    /// The socket its requests leave from (a virtual network delivers the answers there).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     fn on_outcome(&mut self, outcome: Outcome, now: Instant) {
         let settled = match outcome {
             Outcome::Sent {

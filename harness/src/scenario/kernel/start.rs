@@ -13,7 +13,7 @@ use crate::rtp::MediaConfig;
 use crate::scenario::file::{Component, ContactDef, MediaDef};
 use crate::scenario::Scenario;
 use crate::sip::driver::{ProxyTask, UaTask};
-use crate::sip::{ContactSource, Media, ProxyConfig, Timers, UaConfig};
+use crate::sip::{ContactSource, Timers};
 use crate::stun::{ServerConfig, StunServerTask};
 use crate::topology::{Node, Topology};
 use crate::turn::driver::{RelayedMediaTask, TurnServerTask};
@@ -40,14 +40,8 @@ pub(in crate::scenario) async fn start(
         capture: Some(capture),
     };
     // Servers first, phones last: phones talk to them as soon as they register.
-    let order = |c: &Component| match c {
-        Component::StunServer { .. } | Component::TurnServer { .. } => 0,
-        Component::Proxy { .. } | Component::Sbc { .. } | Component::Kamailio { .. } => 1,
-        Component::Command { .. } => 2,
-        Component::Ua { .. } => 3,
-    };
     let mut comps: Vec<&Component> = s.file.components.iter().map(|c| c.get_ref()).collect();
-    comps.sort_by_key(|c| order(c));
+    comps.sort_by_key(|c| c.start_order());
     for comp in comps {
         start_one(s, &mut r, comp).await?;
     }
@@ -69,33 +63,16 @@ async fn start_one(s: &Scenario, r: &mut Running, comp: &Component) -> Result<()
             }
             r.turn.push(TurnServerTask::serve(node, cfg).await?.0);
         }
-        Component::Sbc {
-            port, ping, users, ..
-        } => {
-            let sip = SocketAddr::new(node.addr().into(), *port);
-            let mut cfg = crate::sbc::SbcConfig::new(sip, &node.addr().to_string());
-            cfg.timers = timers;
-            cfg.users = users.clone();
-            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Component::Sbc { .. } => {
+            let cfg = comp.sbc_config(node.addr(), timers).expect("an sbc");
             r.sbcs.push(crate::sbc::SbcTask::serve(node, cfg).await?.0);
         }
         Component::Kamailio { host, .. } => {
             let k = kamailio(s, node, comp).await?;
             r.kamailios.insert(host.clone(), k);
         }
-        Component::Proxy {
-            host,
-            port,
-            users,
-            ping,
-            ..
-        } => {
-            let local = SocketAddr::new(node.addr().into(), *port);
-            let nat = comp.proxy_nat_handling().expect("a proxy");
-            let mut cfg = ProxyConfig::new(local, &node.addr().to_string(), nat);
-            cfg.timers = timers;
-            cfg.users = users.clone();
-            cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        Component::Proxy { host, .. } => {
+            let cfg = comp.proxy_config(node.addr(), timers).expect("a proxy");
             let (task, _) = ProxyTask::spawn(node, cfg).await?;
             r.proxies.insert(host.clone(), task);
         }
@@ -167,15 +144,7 @@ fn registrar_addr(s: &Scenario, topo: &Topology, proxy: &str) -> Result<SocketAd
     if let Ok(a) = proxy.parse() {
         return Ok(a);
     }
-    let (host, port) = s
-        .file
-        .components
-        .iter()
-        .map(|c| c.get_ref())
-        .find_map(|c| match c.registrar() {
-            Some((name, port)) if name == proxy => Some((c.host(), port)),
-            _ => None,
-        })
+    let (host, port) = super::super::file::registrar_of(&s.file.components, proxy)
         .ok_or_else(|| io_err(format!("no registrar called `{proxy}`")))?;
     Ok(SocketAddr::new(first_addr(topo, host)?.into(), port))
 }
@@ -193,14 +162,8 @@ async fn phone(
         user,
         port,
         proxy,
-        rport,
         contact,
         stun_server,
-        keepalive,
-        expires_secs,
-        answer_after_ms,
-        provisional_interval_ms,
-        password,
         media_port,
         media,
         turn_server,
@@ -218,14 +181,9 @@ async fn phone(
     let user = user.clone().unwrap_or_else(|| host.clone());
     let proxy_addr = registrar_addr(s, topo, proxy)?;
     let local = SocketAddr::new(node.addr().into(), *port);
-    let mut cfg = UaConfig::new(&user, &proxy_addr.ip().to_string(), local, proxy_addr);
-    cfg.timers = timers;
-    cfg.rport = *rport;
-    cfg.expires = Duration::from_secs(*expires_secs);
-    cfg.answer_after = Some(Duration::from_millis(*answer_after_ms));
-    cfg.ring_every = provisional_interval_ms.map(Duration::from_millis);
-    cfg.password = password.clone();
-    cfg.keepalive = keepalive.as_ref().map(|k| k.keepalive());
+    let mut cfg = comp
+        .ua_config(&user, local, proxy_addr, timers)
+        .expect("a ua component");
     let stun: Option<SocketAddr> = match stun_server {
         Some(h) => Some(SocketAddr::new(first_addr(topo, h)?.into(), 3478)),
         None => None,
@@ -249,16 +207,7 @@ async fn phone(
     let stun = stun.filter(|_| *media == MediaDef::Stun);
     let how = (*latching, Duration::from_millis(*media_ms));
     let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
-    cfg.media = Media {
-        address: sdp.ip(),
-        port: sdp.port(),
-    };
-    if let Some(ext) = externip {
-        cfg.contact = ContactSource::External(SocketAddr::new((*ext).into(), *port));
-        cfg.external_media = Some((*ext).into());
-        cfg.localnet = crate::scenario::localnets(localnet);
-    }
-    crate::scenario::phone::configure(comp, &mut cfg);
+    crate::scenario::file::set_phone_addresses(&mut cfg, sdp, *externip, localnet);
     let (ua, _) = UaTask::spawn(node, cfg).await?;
     let host = host.clone();
     Ok((user, Phone { ua, host, media }))
