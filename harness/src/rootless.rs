@@ -47,11 +47,6 @@ pub fn enter() -> Mode {
     MODE.get_or_init(enter_once).clone()
 }
 
-/// What [`enter`] decided, without entering (for messages).
-pub fn mode() -> Mode {
-    enter()
-}
-
 fn enter_once() -> Mode {
     raise_fd_limit();
     if nix::unistd::geteuid().is_root() {
