@@ -79,6 +79,18 @@ fn a_wrong_type_is_named() {
 }
 
 #[test]
+fn a_run_of_quotes_in_a_broken_table_is_located_not_a_panic() {
+    // toml_write 0.1 counts a run of quotes in a u8; 300 of them once panicked the locator.
+    let quotes = "\\\"".repeat(300);
+    let (e, line) = broken(
+        "proxy = \"server\"",
+        &format!("proxy = \"server\"\nnote = \"{quotes}\""),
+    );
+    assert!(e.contains("unknown field `note`"), "{e}");
+    assert_eq!(line, 29, "{e}");
+}
+
+#[test]
 fn an_unknown_nat_type_lists_the_valid_ones() {
     let (e, line) = broken("nat = \"port-restricted-cone\"", "nat = \"full-cone-ish\"");
     assert!(

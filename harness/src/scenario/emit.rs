@@ -89,9 +89,70 @@ pub struct IncomingCall {
 /// A TOML value as it is written in a file: `"text"` quoted and escaped, enums by their serde
 /// names (`"outbound-only"`), numbers and booleans bare.
 fn value(v: impl Serialize) -> String {
-    toml::Value::try_from(v)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|e| unreachable!("every value written here is TOML: {e}"))
+    let v = toml::Value::try_from(v)
+        .unwrap_or_else(|e| unreachable!("every value written here is TOML: {e}"));
+    let mut out = String::new();
+    write_value(&mut out, &v);
+    out
+}
+
+/// Written here rather than by `toml`'s serializer: strings in an imported file come from a
+/// customer's capture, and toml_write 0.1 counts a run of quotes in a `u8` (a panic on 256 of
+/// them in a debug build, a wrongly quoted file in a release one).
+fn write_value(out: &mut String, v: &toml::Value) {
+    use std::fmt::Write;
+    match v {
+        toml::Value::String(s) => basic_string(out, s),
+        toml::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        toml::Value::Table(t) => {
+            out.push('{');
+            for (i, (k, item)) in t.iter().enumerate() {
+                out.push_str(if i > 0 { ", " } else { " " });
+                let bare = !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if bare {
+                    out.push_str(k);
+                } else {
+                    basic_string(out, k);
+                }
+                out.push_str(" = ");
+                write_value(out, item);
+            }
+            out.push_str(if t.is_empty() { "}" } else { " }" });
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+fn basic_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The `nat = …` value for `nat`: the name of a NAT type when it is exactly that type, otherwise
@@ -416,6 +477,24 @@ mod tests {
     use super::*;
     use crate::scenario::file::{Component, Expect, Step};
     use crate::scenario::Scenario;
+
+    #[test]
+    fn a_string_from_a_capture_reads_back_as_written_whatever_it_holds() {
+        let odd = format!(
+            "{}\\ \u{1}\ttab 'single' é{}",
+            "\"".repeat(300),
+            "'".repeat(300)
+        );
+        let v = value(std::collections::BTreeMap::from([
+            ("a b", vec![odd.clone()]),
+            ("plain", vec![]),
+        ]));
+        let back: toml::Table = toml::from_str(&format!("x = {v}")).unwrap();
+        let t = back["x"].as_table().unwrap();
+        assert_eq!(t["a b"].as_array().unwrap()[0].as_str(), Some(odd.as_str()));
+        assert!(t["plain"].as_array().unwrap().is_empty());
+        assert_eq!(value("outbound-only"), "\"outbound-only\"");
+    }
 
     fn case(nat: NatBehaviour) -> IncomingCall {
         IncomingCall {

@@ -1407,25 +1407,33 @@ pub fn parse(file: &str, text: &str) -> Result<ScenarioFile, FileError> {
 /// table that keeps it from being read: the table is read alone, then without each field in
 /// turn; the field whose absence makes it readable (or only missing) is the culprit.
 fn bad_field(text: &str) -> Option<(std::ops::Range<usize>, String)> {
+    // Spans come from toml_edit; the trial reads go through `toml::Value`, never back through
+    // a serializer: toml_write 0.1 counts a run of quotes in a `u8` and overflows on 256 of
+    // them (found by the fuzz target `scenario`), and a message about the user's file must
+    // not panic on what the user wrote.
     let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let values: toml::Table = toml::from_str(text).ok()?;
     fn fails<T: serde::de::DeserializeOwned>(
-        t: &toml_edit::Table,
+        t: &toml::Table,
         without: Option<&str>,
     ) -> Option<String> {
-        let mut d = toml_edit::DocumentMut::new();
-        for (k, v) in t.iter().filter(|(k, _)| Some(*k) != without) {
-            d.insert(k, v.clone());
+        let mut t = t.clone();
+        if let Some(k) = without {
+            t.remove(k);
         }
-        toml::from_str::<T>(&d.to_string())
+        toml::Value::Table(t)
+            .try_into::<T>()
             .err()
             .map(|e| e.message().to_string())
     }
     fn culprit<T: serde::de::DeserializeOwned>(
-        t: &toml_edit::Table,
+        spans: &toml_edit::Table,
+        t: &toml::Table,
     ) -> Option<(std::ops::Range<usize>, String)> {
         fails::<T>(t, None)?;
         let tag = ["kind", "action"];
-        t.iter()
+        spans
+            .iter()
             .map(|(k, _)| k)
             .filter(|k| !tag.contains(k))
             .find(|k| match fails::<T>(t, Some(k)) {
@@ -1433,12 +1441,15 @@ fn bad_field(text: &str) -> Option<(std::ops::Range<usize>, String)> {
                 Some(m) => m.contains(&format!("missing field `{k}`")),
             })
             .and_then(|k| {
-                let span = t.get(k)?.span().or_else(|| t.key(k)?.span())?;
+                let span = spans.get(k)?.span().or_else(|| spans.key(k)?.span())?;
                 Some((span, k.to_string()))
             })
     }
     for (section, check) in [
-        ("router", culprit::<RouterDef> as fn(&toml_edit::Table) -> _),
+        (
+            "router",
+            culprit::<RouterDef> as fn(&toml_edit::Table, &toml::Table) -> _,
+        ),
         ("host", culprit::<HostDef>),
         ("component", culprit::<Component>),
         ("step", culprit::<Step>),
@@ -1447,7 +1458,13 @@ fn bad_field(text: &str) -> Option<(std::ops::Range<usize>, String)> {
         let Some(tables) = doc.get(section).and_then(|i| i.as_array_of_tables()) else {
             continue;
         };
-        if let Some(found) = tables.iter().find_map(check) {
+        let Some(read) = values.get(section).and_then(toml::Value::as_array) else {
+            continue;
+        };
+        let pairs = tables
+            .iter()
+            .zip(read.iter().filter_map(toml::Value::as_table));
+        if let Some(found) = pairs.into_iter().find_map(|(s, t)| check(s, t)) {
             return Some(found);
         }
     }
