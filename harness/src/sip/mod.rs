@@ -18,6 +18,7 @@
 //! [`ping::NatPinger`] keeps registered phones' NAT bindings open).
 
 pub mod driver;
+pub mod framing;
 pub mod message;
 pub mod ping;
 pub mod proxy;
