@@ -17,6 +17,7 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::{HeadersExt, ToTypedHeader};
 use rsip::{Method, Request, Response, SipMessage};
 
+use crate::machine::Transport;
 use crate::sip::message::{self, status, Via};
 use crate::sip::ping::{NatPinger, Ping, PingTarget};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
@@ -94,6 +95,9 @@ pub struct ProxyConfig {
     pub max_expires: Duration,
     /// NAT pings to registered phones ([`crate::sip::ping`]); `None`: none.
     pub ping: Option<Ping>,
+    /// Stream transports it also listens on at `local` (TCP), besides UDP. A phone registered
+    /// over one is sent its requests down the connection it registered on.
+    pub streams: Vec<Transport>,
     pub seed: u64,
 }
 
@@ -108,6 +112,7 @@ impl ProxyConfig {
             users: BTreeMap::new(),
             max_expires: Duration::from_secs(3600),
             ping: None,
+            streams: Vec::new(),
             seed: 2,
         }
     }
@@ -245,6 +250,28 @@ impl Proxy {
     }
 
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.handle_message(from, Transport::Udp, bytes, now);
+    }
+
+    /// The transport of what goes to `dest`: the stream flow a message came from, else UDP.
+    pub fn transport_to(&self, dest: SocketAddr) -> Transport {
+        self.layer.transport_to(dest)
+    }
+
+    /// A message (or keep-alive) arrived from `from` over `transport`; a stream flow's messages
+    /// come framed by the driver. What goes back to `from` takes the same flow (RFC 3261
+    /// §18.2.2: responses down the connection the request came on; RFC 5923/5626: requests to
+    /// a phone down the connection it registered on).
+    pub fn handle_message(
+        &mut self,
+        from: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        if transport.is_reliable() {
+            self.layer.set_flow(from, transport);
+        }
         if message::is_keepalive(bytes) {
             if bytes.len() >= 4 {
                 // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
@@ -283,7 +310,11 @@ impl Proxy {
                 };
                 via.stamp(from, self.config.nat.honour_rport);
                 message::set_top_via(&mut req, &via);
-                let reply_to = via.response_target().unwrap_or(from);
+                let reply_to = if transport.is_reliable() {
+                    from
+                } else {
+                    via.response_target().unwrap_or(from)
+                };
                 if self.fixes_contact() && req.method == Method::Invite {
                     fix_contact(&mut req, from);
                 }
@@ -423,6 +454,12 @@ impl Proxy {
             },
             ContactHandling::Source => from,
         };
+        let transport = self.layer.transport_to(from);
+        if transport.is_reliable() {
+            // Requests for this phone take the flow it registered on (its source address),
+            // or, for a Contact stored as written, a new connection to it.
+            self.layer.set_flow(target, transport);
+        }
         let mut uri = contact.clone();
         if self.fixes_contact() {
             uri.host_with_port = from.into();
@@ -543,7 +580,8 @@ impl Proxy {
             all.insert(0, Header::RecordRoute(headers::RecordRoute::new(rr)));
             req.headers = all.into();
         }
-        let via = Via::udp(self.config.local, self.ids.branch(), false);
+        let via =
+            Via::udp(self.config.local, self.ids.branch(), false).over(self.transport_to(target));
         message::push_via(&mut req, &via);
         let Some(client) = self.layer.send_request(req.clone(), target, now) else {
             return;
@@ -573,7 +611,8 @@ impl Proxy {
             Ok(t) => t,
             Err(_) => return,
         };
-        let via = Via::udp(self.config.local, self.ids.branch(), false);
+        let via =
+            Via::udp(self.config.local, self.ids.branch(), false).over(self.transport_to(target));
         message::push_via(&mut req, &via);
         self.layer.send_stateless(req, target);
     }

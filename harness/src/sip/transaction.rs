@@ -1,4 +1,4 @@
-//! RFC 3261 §17 transactions over UDP as sans-IO state machines: client
+//! RFC 3261 §17 transactions over UDP, TCP and TLS as sans-IO state machines: client
 //! INVITE (Timers A, B, D), client non-INVITE (E, F, K), server INVITE
 //! (G, H, I, absorbing the ACK of a non-2xx) and server non-INVITE (J).
 //!
@@ -18,6 +18,7 @@ use rsip::prelude::HeadersExt;
 use rsip::{Method, Request, Response, SipMessage};
 
 use crate::sip::message::{self, serialize, status};
+use crate::machine::Transport;
 use crate::sip::{after, earliest, Transmit};
 
 /// RFC 3261 timer base values (§17.1.1.1, Table 4). Everything else is
@@ -105,6 +106,10 @@ struct Schedule {
     timeout_at: Option<Instant>,
     /// Timer D / K / I / J.
     linger_until: Option<Instant>,
+    /// Over TCP or TLS (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2): the transport
+    /// delivers or fails, so nothing is retransmitted and nothing lingers for retransmissions
+    /// (Timers A, E, G off; D, I, J, K zero). Timers B, F and H still run.
+    reliable: bool,
 }
 
 /// What fired at one [`Schedule::fire`].
@@ -125,7 +130,18 @@ impl Schedule {
             retransmit_at: None,
             timeout_at: None,
             linger_until: None,
+            reliable: false,
         }
+    }
+
+    /// Starts lingering (Timer D, I, J or K) for `d`, or not at all over a reliable transport.
+    fn linger(&mut self, now: Instant, d: Duration) {
+        self.linger_until = Some(if self.reliable { now } else { after(now, d) });
+    }
+
+    /// Arms the retransmission timer (A, E or G) unless the transport is reliable.
+    fn retransmit_in(&mut self, now: Instant, d: Duration) {
+        self.retransmit_at = (!self.reliable).then(|| after(now, d));
     }
 
     /// Stops retransmitting and the transaction timeout (a final response, or an ACK).
@@ -275,6 +291,13 @@ impl ClientTransaction {
         Some(tx)
     }
 
+    /// The same transaction over TCP or TLS: no retransmissions, no lingering.
+    pub fn over_reliable_transport(mut self) -> Self {
+        self.schedule.reliable = true;
+        self.schedule.retransmit_at = None;
+        self
+    }
+
     fn is_invite(&self) -> bool {
         self.key.method == "INVITE"
     }
@@ -308,7 +331,7 @@ impl ClientTransaction {
                         self.schedule.stop();
                     } else {
                         self.schedule.interval = self.timers.t2;
-                        self.schedule.retransmit_at = Some(after(now, self.timers.t2));
+                        self.schedule.retransmit_in(now, self.timers.t2);
                     }
                 }
                 self.out.events.push_back(ClientEvent::Response(response));
@@ -324,9 +347,9 @@ impl ClientTransaction {
                         let ack = serialize(non_2xx_ack(&self.request, &response));
                         self.out.send(ack.clone());
                         self.ack = Some(ack);
-                        self.schedule.linger_until = Some(after(now, self.timers.d));
+                        self.schedule.linger(now, self.timers.d);
                     } else {
-                        self.schedule.linger_until = Some(after(now, self.timers.t4));
+                        self.schedule.linger(now, self.timers.t4);
                     }
                     self.state = ClientState::Completed;
                 }
@@ -476,6 +499,12 @@ impl ServerTransaction {
         })
     }
 
+    /// The same transaction over TCP or TLS: no retransmissions, no lingering.
+    pub fn over_reliable_transport(mut self) -> Self {
+        self.schedule.reliable = true;
+        self
+    }
+
     pub fn key(&self) -> &Key {
         &self.key
     }
@@ -520,14 +549,14 @@ impl ServerTransaction {
             // layer keeps the terminated transaction for 64·T1 so the
             // INVITE's retransmissions are still absorbed.
             self.state = ServerState::Terminated;
-            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger(now, self.timers.timeout());
         } else if invite {
             self.state = ServerState::Completed;
-            self.schedule.retransmit_at = Some(after(now, self.timers.t1));
+            self.schedule.retransmit_in(now, self.timers.t1);
             self.schedule.timeout_at = Some(after(now, self.timers.timeout()));
         } else {
             self.state = ServerState::Completed;
-            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger(now, self.timers.timeout());
         }
     }
 
@@ -538,7 +567,7 @@ impl ServerTransaction {
             if self.state == ServerState::Completed {
                 self.state = ServerState::Confirmed;
                 self.schedule.stop();
-                self.schedule.linger_until = Some(after(now, self.timers.t4));
+                self.schedule.linger(now, self.timers.t4);
             }
             return;
         }
@@ -605,6 +634,8 @@ pub enum TransactionEvent {
 pub struct TransactionLayer {
     local: SocketAddr,
     timers: Timers,
+    /// Peers reached over a stream flow (TCP, TLS), by address; everything else is UDP.
+    flows: HashMap<SocketAddr, Transport>,
     clients: HashMap<Key, ClientTransaction>,
     servers: HashMap<Key, ServerTransaction>,
     transmits: VecDeque<Transmit>,
@@ -616,6 +647,7 @@ impl TransactionLayer {
         Self {
             local,
             timers,
+            flows: HashMap::new(),
             clients: HashMap::new(),
             servers: HashMap::new(),
             transmits: VecDeque::new(),
@@ -625,6 +657,21 @@ impl TransactionLayer {
 
     pub fn timers(&self) -> Timers {
         self.timers
+    }
+
+    /// From now on, what goes to `remote` goes over `transport` (a message arrived from it on a
+    /// TCP connection, or a phone's configured transport to its proxy); UDP forgets it.
+    pub fn set_flow(&mut self, remote: SocketAddr, transport: Transport) {
+        if transport == Transport::Udp {
+            self.flows.remove(&remote);
+        } else {
+            self.flows.insert(remote, transport);
+        }
+    }
+
+    /// The transport towards `remote`: the stream flow known for it, else UDP.
+    pub fn transport_to(&self, remote: SocketAddr) -> Transport {
+        self.flows.get(&remote).copied().unwrap_or_default()
     }
 
     /// Whether a transaction still has something to send or is owed something by a timer: a
@@ -655,7 +702,10 @@ impl TransactionLayer {
         destination: SocketAddr,
         now: Instant,
     ) -> Option<Key> {
-        let tx = ClientTransaction::new(request, self.local, destination, self.timers, now)?;
+        let mut tx = ClientTransaction::new(request, self.local, destination, self.timers, now)?;
+        if self.transport_to(destination).is_reliable() {
+            tx = tx.over_reliable_transport();
+        }
         let key = tx.key.clone();
         self.clients.insert(key.clone(), tx);
         self.collect();
@@ -700,7 +750,10 @@ impl TransactionLayer {
 
     /// Creates the server transaction for a new request; responses go to `reply_to`.
     pub fn accept(&mut self, request: &Request, reply_to: SocketAddr) -> Option<Key> {
-        let tx = ServerTransaction::new(request.clone(), self.local, reply_to, self.timers)?;
+        let mut tx = ServerTransaction::new(request.clone(), self.local, reply_to, self.timers)?;
+        if self.transport_to(reply_to).is_reliable() {
+            tx = tx.over_reliable_transport();
+        }
         let key = tx.key.clone();
         self.servers.insert(key.clone(), tx);
         Some(key)
