@@ -509,6 +509,13 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         ),
         ("net/netfilter/nf_conntrack_udp_timeout_stream".into(), secs),
     ];
+    let mut sysctls = sysctls;
+    if let Some(tcp) = nat.tcp_timeout_secs {
+        sysctls.push((
+            "net/netfilter/nf_conntrack_tcp_timeout_established".into(),
+            tcp.to_string(),
+        ));
+    }
     Ok(Ruleset {
         prelude,
         prelude_fresh,

@@ -49,6 +49,18 @@ const REFUSED: &[(&str, &str, &str)] = &[
          a NAT from a later one (its private Contact after the restart)",
         "cannot tell who is behind a NAT",
     ),
+    (
+        "tcp-binding-expiry",
+        "the phone registers over TCP, which diagnose and import do not read yet: the server \
+         capture shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
+        "tcp-binding-expiry-fix-keepalive",
+        "the phone registers over TCP, which diagnose and import do not read yet: the server \
+         capture shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
 ];
 
 /// Catalogue files with no server capture to import, and why.

@@ -174,7 +174,7 @@ impl Model {
                     from: *p.src.ip(),
                     icmp,
                 }),
-                Payload::Rtcp { .. } | Payload::Udp { .. } => {}
+                Payload::Rtcp { .. } | Payload::Udp { .. } | Payload::Tcp { .. } => {}
             }
         }
         m
