@@ -436,7 +436,12 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             b.rule("post_nat", vec![wan_out(), udp(), drop()]);
         }
     }
-    // TCP and ICMP get a plain port-preserving mapping: SIP over TCP and ping still work.
+    // TCP and ICMP get a plain mapping to the public address: port-preserving, except that a
+    // NAT allocating random ports (`masquerade random`, the symmetric type) randomises TCP source
+    // ports too, as Linux does for every protocol, so SIP over TCP meets the port a real
+    // symmetric NAT gives it. Hashed ports and port blocks are UDP-only here.
+    let tcp_flags = (nat.ports == PortAllocation::Random)
+        .then(|| HashSet::from([stmt::NATFlag::FullyRandom]));
     b.rule(
         "post_nat",
         vec![
@@ -445,7 +450,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
                 addr: Some(s(&ports.public.to_string())),
                 family: Some(stmt::NATFamily::IP),
                 port: None,
-                flags: None,
+                flags: tcp_flags,
             })),
         ],
     );
