@@ -10,6 +10,7 @@
 
 pub mod driver;
 pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Instant;

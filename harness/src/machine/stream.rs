@@ -1,4 +1,4 @@
-//! The stream flows (TCP, later TLS) of a machine running in the [`super::driver`]: listening,
+//! The stream flows (TCP, and TLS over it with [`super::tls`]'s certificates) of a machine running in the [`super::driver`]: listening,
 //! connecting, one connection per peer, framing what each reads into messages, and writing
 //! what the machine sends down the connection it names.
 //!
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -134,9 +134,15 @@ impl Streams {
         };
         for &(addr, transport) in &listen.streams {
             let listener = node.tcp_listen(addr).await?;
+            let tls = match transport {
+                Transport::Tls => Some(tokio_rustls::TlsAcceptor::from(
+                    crate::machine::tls::server_config(addr.ip())?,
+                )),
+                _ => None,
+            };
             let tx = me.tx.clone();
             me.tasks
-                .push(tokio::spawn(accept(listener, addr, transport, tx)));
+                .push(tokio::spawn(accept(listener, transport, tls, tx)));
         }
         Ok(me)
     }
@@ -204,9 +210,6 @@ impl Streams {
         if self.connections.contains_key(&remote) {
             return self.write(remote, payload).await;
         }
-        if transport == Transport::Tls {
-            return Written::Failed(format!("TLS to {remote}: not supported yet"));
-        }
         let first = !self.waiting.contains_key(&remote);
         self.waiting
             .entry(remote)
@@ -222,8 +225,21 @@ impl Streams {
                 let opened = tokio::time::timeout(CONNECT_TIMEOUT, connect(netns, source, remote))
                     .await
                     .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+                let opened = match opened {
+                    Ok(tcp) => {
+                        let local = tcp.local_addr().unwrap_or(source);
+                        match transport {
+                            Transport::Tls => tls_client(tcp, remote).await,
+                            _ => Ok(Box::new(tcp) as Box<dyn Stream>),
+                        }
+                        .map(|s| (s, local))
+                    }
+                    Err(e) => Err(e),
+                };
                 match opened {
-                    Ok(stream) => opened_stream(stream, remote, transport, true, &tx),
+                    Ok((stream, local)) => {
+                        opened_stream(stream, local, remote, transport, true, &tx)
+                    }
                     Err(e) => {
                         let _ = tx.send(StreamInput::ConnectFailed {
                             remote,
@@ -251,17 +267,48 @@ impl Streams {
     }
 }
 
-/// Accepts connections for as long as the machine runs.
+/// A byte stream a flow runs on: a TCP connection, or TLS over one.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Stream for S {}
+
+/// The TLS client side over `tcp`, checking the server's certificate against `remote`'s address.
+async fn tls_client(tcp: TcpStream, remote: SocketAddr) -> io::Result<Box<dyn Stream>> {
+    let config = crate::machine::tls::client_config().map_err(io::Error::other)?;
+    let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(tls))
+}
+
+/// Accepts connections for as long as the machine runs; over TLS, completes the handshake
+/// first (in its own task: a peer that never finishes it must not hold up the next).
 async fn accept(
     listener: TcpListener,
-    local: SocketAddr,
     transport: Transport,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     tx: mpsc::UnboundedSender<StreamInput>,
 ) {
-    while let Ok((stream, remote)) = listener.accept().await {
-        let _ = stream.set_nodelay(true);
-        let _ = local;
-        opened_stream(stream, remote, transport, false, &tx);
+    while let Ok((tcp, remote)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(remote);
+        match &tls {
+            None => opened_stream(Box::new(tcp), local, remote, transport, false, &tx),
+            Some(acceptor) => {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(s) => opened_stream(Box::new(s), local, remote, transport, false, &tx),
+                        Err(e) => {
+                            let _ = tx.send(StreamInput::Closed {
+                                remote,
+                                why: format!("TLS handshake with {remote}: {e}"),
+                            });
+                        }
+                    }
+                });
+            }
+        }
         if tx.is_closed() {
             return;
         }
@@ -270,14 +317,14 @@ async fn accept(
 
 /// Splits a new connection, starts its reader and hands the writer to the loop.
 fn opened_stream(
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
+    local: SocketAddr,
     remote: SocketAddr,
     transport: Transport,
     client: bool,
     tx: &mpsc::UnboundedSender<StreamInput>,
 ) {
-    let local = stream.local_addr().unwrap_or(remote);
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     let rtx = tx.clone();
     let reader = tokio::spawn(async move {
         let mut decoder = if client {

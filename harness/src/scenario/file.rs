@@ -594,6 +594,9 @@ pub enum TransportDef {
     Udp,
     /// RFC 3261 §18 over TCP: Content-Length framing, connection reuse.
     Tcp,
+    /// TCP under TLS (RFC 3261 §26.2) on the registrar's SIP port + 1 (5061), with
+    /// certificates made for the run: a router's SIP ALG cannot read or rewrite it.
+    Tls,
 }
 
 impl From<TransportDef> for crate::machine::Transport {
@@ -601,6 +604,7 @@ impl From<TransportDef> for crate::machine::Transport {
         match t {
             TransportDef::Udp => crate::machine::Transport::Udp,
             TransportDef::Tcp => crate::machine::Transport::Tcp,
+            TransportDef::Tls => crate::machine::Transport::Tls,
         }
     }
 }
@@ -654,8 +658,9 @@ pub enum Component {
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
-        /// Stream transports it also listens on, at the same address and port (`["tcp"]`); it
-        /// always serves UDP. A phone registered over TCP gets its requests down the connection
+        /// Stream transports it also listens on (`["tcp", "tls"]`): TCP on its port, TLS on
+        /// the next (5061), with a certificate for its address made for the run; it always
+        /// serves UDP. A phone registered over TCP gets its requests down the connection
         /// it registered on (RFC 5923 connection reuse), as no new connection could reach it
         /// behind a NAT.
         #[serde(default)]
@@ -674,9 +679,10 @@ pub enum Component {
         /// first address and SIP port), a `command` declared with `plays = "registrar"` (by the
         /// command's name), or `IP:PORT`.
         proxy: String,
-        /// How it talks to its proxy: `udp` (default), or `tcp`: one connection from its SIP
-        /// port that it keeps open (RFC 5626 flow), with `;transport=tcp` in its Contact. The
-        /// proxy must list the transport in its `transports`.
+        /// How it talks to its proxy: `udp` (default), `tcp`: one connection from its SIP port
+        /// that it keeps open (RFC 5626 flow), with `;transport=tcp` in its Contact, or `tls`:
+        /// the same under TLS to the proxy's port + 1 (5061). The proxy must list the transport
+        /// in its `transports`.
         #[serde(default)]
         transport: TransportDef,
         /// Put `;rport` in Via (RFC 3581), asking the server to answer to the source port.

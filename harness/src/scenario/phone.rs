@@ -24,5 +24,7 @@ pub fn configure(comp: &Component, cfg: &mut UaConfig) {
     }
     if let Component::Ua { transport, .. } = comp {
         cfg.transport = (*transport).into();
+        // Its proxy serves TLS on the next port (5061).
+        cfg.proxy = crate::sip::proxy::listen_address(cfg.proxy, cfg.transport);
     }
 }

@@ -145,7 +145,10 @@ impl<M: Component> SipTask<M> {
         let local = sockets.addresses()[0];
         if let Some(listen) = streams {
             let listen = Listen {
-                streams: listen.iter().map(|t| (local, *t)).collect(),
+                streams: listen
+                    .iter()
+                    .map(|t| (crate::sip::proxy::listen_address(local, *t), *t))
+                    .collect(),
             };
             sockets = sockets.with_streams(node, &listen).await?;
         }

@@ -95,7 +95,8 @@ pub struct ProxyConfig {
     pub max_expires: Duration,
     /// NAT pings to registered phones ([`crate::sip::ping`]); `None`: none.
     pub ping: Option<Ping>,
-    /// Stream transports it also listens on at `local` (TCP), besides UDP. A phone registered
+    /// Stream transports it also listens on, besides UDP: TCP at `local`, TLS at the next port
+    /// ([`listen_address`]). A phone registered
     /// over one is sent its requests down the connection it registered on.
     pub streams: Vec<Transport>,
     pub seed: u64,
@@ -121,6 +122,15 @@ impl ProxyConfig {
     pub fn with_user(mut self, user: &str, password: &str) -> Self {
         self.users.insert(user.into(), password.into());
         self
+    }
+}
+
+/// Where a proxy at `local` (its UDP address) listens for `transport`: the same address for TCP,
+/// the next port for TLS (5061 for 5060, RFC 3261 §26.2's default for `sips`).
+pub fn listen_address(local: SocketAddr, transport: Transport) -> SocketAddr {
+    match transport {
+        Transport::Tls => SocketAddr::new(local.ip(), local.port().wrapping_add(1)),
+        Transport::Udp | Transport::Tcp => local,
     }
 }
 
@@ -580,8 +590,13 @@ impl Proxy {
             all.insert(0, Header::RecordRoute(headers::RecordRoute::new(rr)));
             req.headers = all.into();
         }
-        let via =
-            Via::udp(self.config.local, self.ids.branch(), false).over(self.transport_to(target));
+        let transport = self.transport_to(target);
+        let via = Via::udp(
+            listen_address(self.config.local, transport),
+            self.ids.branch(),
+            false,
+        )
+        .over(transport);
         message::push_via(&mut req, &via);
         let Some(client) = self.layer.send_request(req.clone(), target, now) else {
             return;
@@ -611,8 +626,13 @@ impl Proxy {
             Ok(t) => t,
             Err(_) => return,
         };
-        let via =
-            Via::udp(self.config.local, self.ids.branch(), false).over(self.transport_to(target));
+        let transport = self.transport_to(target);
+        let via = Via::udp(
+            listen_address(self.config.local, transport),
+            self.ids.branch(),
+            false,
+        )
+        .over(transport);
         message::push_via(&mut req, &via);
         self.layer.send_stateless(req, target);
     }

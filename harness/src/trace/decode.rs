@@ -456,6 +456,14 @@ pub fn decode_tcp(l4: &[u8]) -> Option<Payload> {
     if looks_like_sip(data) {
         return Some(Payload::Sip(Box::new(sip_summary(data))));
     }
+    // A TLS record header (RFC 8446 §5.1): content type 20–23, legacy version 3.x. What it
+    // carries is opaque on the wire, to the ladder as to a router's SIP ALG.
+    if data.len() >= 5 && (20..=23).contains(&data[0]) && data[1] == 3 {
+        return Some(Payload::Tls {
+            content_type: data[0],
+            len: data.len(),
+        });
+    }
     Some(Payload::Tcp {
         flags,
         len: data.len(),

@@ -49,6 +49,9 @@ pub enum Payload {
     /// A TCP segment that is not a SIP message or keep-alive: a connection opened (SYN),
     /// closed (FIN) or reset (RST), or `len` bytes of something else. `flags` as on the wire.
     Tcp { flags: u8, len: usize },
+    /// A TCP segment starting with a TLS record (SIP over TLS): opaque; `content_type` 22
+    /// handshake, 23 application data; `len` the segment's bytes.
+    Tls { content_type: u8, len: usize },
     /// An ICMP error, e.g. `port unreachable` — on the internet core they never appear.
     Icmp(IcmpSummary),
 }
@@ -97,6 +100,14 @@ impl Payload {
             }
             Payload::KeepAlive => "keep-alive (CRLF)".into(),
             Payload::Udp { len } => format!("UDP {len} bytes"),
+            // A handshake's length moves with its signatures' DER encoding from run to run;
+            // what it carries after is SIP, whose length is the message's plus a fixed overhead.
+            Payload::Tls { content_type, len } => match content_type {
+                20 => "TLS change cipher spec".into(),
+                21 => "TLS alert".into(),
+                22 => "TLS handshake".into(),
+                _ => format!("TLS application data {len} bytes"),
+            },
             Payload::Tcp { flags, len } => {
                 let names: Vec<&str> = [
                     (decode::TCP_SYN, "SYN"),

@@ -1,0 +1,145 @@
+//! Test certificates for SIP over TLS (RFC 3261 §26.2, port 5061), made when a run first needs
+//! them and never written to disk: one certificate authority per process, and a server
+//! certificate per address it serves, signed by it. Servers present their certificate; clients
+//! trust the authority and check the server's IP address against the certificate's subject
+//! alternative name, as a phone provisioned with its operator's CA does.
+//!
+//! Nothing here is secret beyond the run: the keys live in memory only (rcgen, ring).
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::error::{Error, Result};
+
+/// The run's certificate authority.
+struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        what: format!("TLS test certificates: {what}: {e}"),
+        source: std::io::ErrorKind::Other.into(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn authority() -> Result<&'static Authority> {
+    static CA: OnceLock<std::result::Result<Authority, String>> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "sip-nat-harness test CA (this run only)");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        Ok(Authority { cert, key })
+    })
+    .as_ref()
+    .map_err(|e| tls_error("make the authority", e))
+}
+
+/// What a TLS server at `ip` presents: a certificate for that address, signed by the run's
+/// authority.
+pub fn server_config(ip: IpAddr) -> Result<Arc<rustls::ServerConfig>> {
+    let ca = authority()?;
+    let key = KeyPair::generate().map_err(|e| tls_error("server key", e))?;
+    let mut params =
+        CertificateParams::new(vec![ip.to_string()]).map_err(|e| tls_error("server name", e))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, ip.to_string());
+    let cert = params
+        .signed_by(&key, &ca.cert, &ca.key)
+        .map_err(|e| tls_error("sign the server certificate", e))?;
+    let chain = vec![cert.der().clone(), ca.cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("server protocol versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error("server certificate", e))?;
+    Ok(Arc::new(config))
+}
+
+/// What a TLS client trusts: the run's authority only.
+pub fn client_config() -> Result<Arc<rustls::ClientConfig>> {
+    let ca = authority()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.cert.der().to_vec()))
+        .map_err(|e| tls_error("trust the authority", e))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("client protocol versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_trusting_the_run_authority_accepts_a_server_certificate_for_its_address() {
+        let ip: IpAddr = "203.0.113.10".parse().unwrap();
+        let server = server_config(ip).expect("server config");
+        let client = client_config().expect("client config");
+        let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+        let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..8 {
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets().expect("server accepts the handshake");
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()
+                .expect("client accepts the certificate");
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        // The same certificate does not pass for another address.
+        let other = rustls::pki_types::ServerName::IpAddress(
+            "203.0.113.11".parse::<IpAddr>().unwrap().into(),
+        );
+        let mut c = rustls::ClientConnection::new(client, other).unwrap();
+        let mut s = rustls::ServerConnection::new(server_config(ip).unwrap()).unwrap();
+        let mut failed = false;
+        for _ in 0..8 {
+            buf.clear();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let _ = s.read_tls(&mut &buf[..]);
+            let _ = s.process_new_packets();
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let _ = c.read_tls(&mut &buf[..]);
+            if c.process_new_packets().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "a certificate for another address must be refused");
+    }
+}
