@@ -440,8 +440,8 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
     // NAT allocating random ports (`masquerade random`, the symmetric type) randomises TCP source
     // ports too, as Linux does for every protocol, so SIP over TCP meets the port a real
     // symmetric NAT gives it. Hashed ports and port blocks are UDP-only here.
-    let tcp_flags = (nat.ports == PortAllocation::Random)
-        .then(|| HashSet::from([stmt::NATFlag::FullyRandom]));
+    let tcp_flags =
+        (nat.ports == PortAllocation::Random).then(|| HashSet::from([stmt::NATFlag::FullyRandom]));
     b.rule(
         "post_nat",
         vec![

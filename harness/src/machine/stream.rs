@@ -80,7 +80,9 @@ impl Drop for Connection {
 /// What a write did, for the driver's history and counters.
 pub(super) enum Written {
     /// Went down the connection from `local`.
-    Sent { local: SocketAddr },
+    Sent {
+        local: SocketAddr,
+    },
     /// Waits for a connect in progress.
     Queued,
     Failed(String),
@@ -122,7 +124,10 @@ impl Streams {
         // duplicated at once, so the copy outlives nothing it depends on.
         let netns = unsafe { BorrowedFd::borrow_raw(node.netns().fd()) }
             .try_clone_to_owned()
-            .map_err(Error::io(format!("duplicate the namespace of {}", node.name())))?;
+            .map_err(Error::io(format!(
+                "duplicate the namespace of {}",
+                node.name()
+            )))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut me = Self {
             netns,

@@ -36,11 +36,15 @@ fn authority() -> Result<&'static Authority> {
     CA.get_or_init(|| {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "sip-nat-harness test CA (this run only)");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            "sip-nat-harness test CA (this run only)",
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         Ok(Authority { cert, key })
     })
@@ -106,7 +110,8 @@ mod tests {
                 c.write_tls(&mut buf).unwrap();
             }
             s.read_tls(&mut &buf[..]).unwrap();
-            s.process_new_packets().expect("server accepts the handshake");
+            s.process_new_packets()
+                .expect("server accepts the handshake");
             buf.clear();
             while s.wants_write() {
                 s.write_tls(&mut buf).unwrap();

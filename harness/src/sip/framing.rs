@@ -325,7 +325,10 @@ mod tests {
                 b"BYE x SIP/2.0\r\nContent-Length: 99999999999\r\n\r\n",
                 FramingError::BodyTooLong(99_999_999_999),
             ),
-            (b"\x16\x03\x01\x00", FramingError::Garbage("\u{16}\u{3}\u{1}\0".into())),
+            (
+                b"\x16\x03\x01\x00",
+                FramingError::Garbage("\u{16}\u{3}\u{1}\0".into()),
+            ),
             (&[b'A'; MAX_HEADER + 1], FramingError::HeaderTooLong),
         ];
         for (input, want) in cases {

@@ -776,11 +776,7 @@ fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_ans
 /// bob `after` the registration, behind a NAT whose bindings last 2 s.
 fn tcp_call_after(keepalive: Option<KeepAlive>, after: Duration) -> (Net, String) {
     let mut net = Net::new();
-    let home = net.router(
-        port_preserving().with_udp_timeout(2),
-        HOME_IP,
-        "10.0.0.0",
-    );
+    let home = net.router(port_preserving().with_udp_timeout(2), HOME_IP, "10.0.0.0");
     net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
     net.add_ua(
@@ -814,8 +810,15 @@ fn a_tcp_phone_gets_its_invite_down_the_flow_it_registered_on_without_retransmis
     // One INVITE towards bob's flow (the NAT's public side of his connection), not Timer A's
     // doubling series: TCP delivers or fails.
     let public_bob = format!("{HOME_IP}:5060");
-    assert_eq!(sent_offsets(&net, "proxy", "INVITE", &public_bob), [Duration::ZERO], "{ladder}");
-    assert_eq!(net.proxy("proxy").transport_to(addr(&public_bob)), Transport::Tcp);
+    assert_eq!(
+        sent_offsets(&net, "proxy", "INVITE", &public_bob),
+        [Duration::ZERO],
+        "{ladder}"
+    );
+    assert_eq!(
+        net.proxy("proxy").transport_to(addr(&public_bob)),
+        Transport::Tcp
+    );
 }
 
 #[test]
@@ -823,11 +826,19 @@ fn a_tcp_flow_idle_past_the_nat_timeout_loses_the_invite_once_and_the_caller_get
     let (net, call) = tcp_call_after(None, Duration::from_secs(3));
     let ladder = net.ladder_text();
     assert!(
-        net.events_of("alice").iter().any(|(_, e)| *e == Event::CallFailed { call_id: call.clone(), status: 408 }),
+        net.events_of("alice").iter().any(|(_, e)| *e
+            == Event::CallFailed {
+                call_id: call.clone(),
+                status: 408
+            }),
         "{ladder}"
     );
     let public_bob = format!("{HOME_IP}:5060");
-    assert_eq!(sent_offsets(&net, "proxy", "INVITE", &public_bob), [Duration::ZERO], "{ladder}");
+    assert_eq!(
+        sent_offsets(&net, "proxy", "INVITE", &public_bob),
+        [Duration::ZERO],
+        "{ladder}"
+    );
 }
 
 #[test]
@@ -838,7 +849,9 @@ fn crlf_pings_on_the_tcp_flow_keep_it_open_and_the_late_call_connects() {
     );
     let ladder = net.ladder_text();
     assert!(
-        net.events_of("bob").iter().any(|(_, e)| matches!(e, Event::IncomingCall { call_id, .. } if *call_id == call)),
+        net.events_of("bob")
+            .iter()
+            .any(|(_, e)| matches!(e, Event::IncomingCall { call_id, .. } if *call_id == call)),
         "{ladder}"
     );
     let pongs = net

@@ -17,8 +17,8 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::HeadersExt;
 use rsip::{Method, Request, Response, SipMessage};
 
-use crate::sip::message::{self, serialize, status};
 use crate::machine::Transport;
+use crate::sip::message::{self, serialize, status};
 use crate::sip::{after, earliest, Transmit};
 
 /// RFC 3261 timer base values (§17.1.1.1, Table 4). Everything else is

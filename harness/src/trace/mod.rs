@@ -13,9 +13,8 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime};
 
 pub use decode::{
-    decode_frame, decode_icmp, decode_tcp, decode_udp, stun_of, stun_summary, tcp_of,
-    turn_carried, udp_of,
-    IcmpSummary, SipSummary, StunSummary, TurnCarrier,
+    decode_frame, decode_icmp, decode_tcp, decode_udp, stun_of, stun_summary, tcp_of, turn_carried,
+    udp_of, IcmpSummary, SipSummary, StunSummary, TurnCarrier,
 };
 pub use ladder::Ladder;
 
