@@ -82,6 +82,9 @@ pub struct SbcConfig {
     /// per call in progress.
     pub relay_ip: IpAddr,
     pub relay_ports: RangeInclusive<u16>,
+    /// Stream transports it also serves (TCP on the SIP port, TLS on the next), as its proxy
+    /// does ([`ProxyConfig::streams`]).
+    pub streams: Vec<crate::machine::Transport>,
     pub seed: u64,
 }
 
@@ -98,6 +101,7 @@ impl SbcConfig {
             ping: Some(Ping::Options(Duration::from_secs(15))),
             relay_ip: sip.ip(),
             relay_ports: 40000..=40063,
+            streams: Vec::new(),
             seed: 3,
         }
     }
@@ -114,6 +118,7 @@ impl SbcConfig {
             users: self.users.clone(),
             max_expires: self.max_expires,
             ping: self.ping,
+            streams: self.streams.clone(),
             seed: self.seed,
             ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FAR_END)
         }
@@ -375,6 +380,30 @@ impl Machine for Sbc {
         } else {
             self.relay.handle_datagram(local, from, bytes);
             self.drain_relay();
+        }
+    }
+
+    /// A framed message on a stream flow (TCP, TLS) to the SIP side.
+    fn handle_stream_message(
+        &mut self,
+        _local: SocketAddr,
+        from: SocketAddr,
+        transport: crate::machine::Transport,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        if let Some(bytes) = self.inbound(bytes) {
+            self.proxy.handle_message(from, transport, &bytes, now);
+        }
+        self.drain_proxy();
+    }
+
+    /// SIP to a peer known as a stream flow takes it; relayed media is UDP.
+    fn transport_of(&self, t: &Transmit) -> crate::machine::Transport {
+        if t.source == self.config.sip {
+            self.proxy.transport_to(t.destination)
+        } else {
+            crate::machine::Transport::Udp
         }
     }
 

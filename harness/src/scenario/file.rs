@@ -754,6 +754,10 @@ pub enum Component {
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
+        /// Stream transports it also serves, as a `proxy`'s `transports`: `["tcp"]`,
+        /// `["tls"]` (5061). A phone registered over one is reached down its connection.
+        #[serde(default)]
+        transports: Vec<TransportDef>,
     },
     /// Kamailio (Debian `kamailio`) with nathelper as the far-end registrar/proxy, on port 5060.
     Kamailio {
@@ -1003,7 +1007,11 @@ impl Component {
         timers: crate::sip::Timers,
     ) -> Option<crate::sbc::SbcConfig> {
         let Component::Sbc {
-            port, ping, users, ..
+            port,
+            ping,
+            users,
+            transports,
+            ..
         } = self
         else {
             return None;
@@ -1013,6 +1021,11 @@ impl Component {
         cfg.timers = timers;
         cfg.users = users.clone();
         cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        cfg.streams = transports
+            .iter()
+            .map(|t| crate::machine::Transport::from(*t))
+            .filter(|t| t.is_reliable())
+            .collect();
         Some(cfg)
     }
 

@@ -361,9 +361,30 @@ impl Proxy {
                 })
         });
         while let Some(t) = self.pinger.poll_transmit() {
-            self.layer.send_raw(t.payload, t.destination);
+            let payload = self.over_flow(t.payload, t.destination);
+            self.layer.send_raw(payload, t.destination);
         }
         self.stats.pings_sent = self.pinger.stats().pings_sent;
+    }
+
+    /// A ping's request with its Via saying the transport it takes: the pinger writes UDP, and
+    /// a phone registered over TCP is pinged down its connection.
+    fn over_flow(&self, payload: Vec<u8>, destination: SocketAddr) -> Vec<u8> {
+        let transport = self.transport_to(destination);
+        if !transport.is_reliable() {
+            return payload;
+        }
+        let Ok(SipMessage::Request(mut req)) = message::parse(&payload) else {
+            return payload; // A CRLF ping.
+        };
+        let Ok(via) = message::top_via(&req) else {
+            return payload;
+        };
+        let sent_by = listen_address(self.config.local, transport);
+        let mut via = via.over(transport);
+        via.port = Some(sent_by.port());
+        message::set_top_via(&mut req, &via);
+        message::serialize(req)
     }
 
     #[must_use]
