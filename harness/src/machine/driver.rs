@@ -247,7 +247,7 @@ where
         let mut sent = Sent::default();
         if let Some(streams) = self.streams.as_mut() {
             for (remote, payload, written) in streams.flush().await {
-                self.count_stream_write(&mut sent, remote, payload, written);
+                self.count_write(&mut sent, remote, payload, written);
             }
         }
         while let Some(t) = self.machine.poll_transmit() {
@@ -265,7 +265,7 @@ where
                 let written = streams
                     .send(t.source, t.destination, transport, &t.payload)
                     .await;
-                self.count_stream_write(&mut sent, t.destination, t.payload, written);
+                self.count_write(&mut sent, t.destination, t.payload, written);
                 continue;
             }
             let Some((local, sock)) = self.sockets.iter().find(|(a, _)| *a == t.source) else {
@@ -277,36 +277,17 @@ where
                     source: io::ErrorKind::AddrNotAvailable.into(),
                 });
             };
-            match sock.send_to(&t.payload, t.destination).await {
-                Ok(_) => {
-                    sent.count += 1;
-                    if self.record == Record::History {
-                        sent.datagrams.push(Datagram {
-                            node: self.node.clone(),
-                            at: Instant::now(),
-                            direction: Direction::Sent,
-                            local: *local,
-                            remote: t.destination,
-                            payload: t.payload,
-                        });
-                    }
-                }
-                Err(e) => {
-                    sent.errors += 1;
-                    sent.last_error = Some(format!("send to {}: {e}", t.destination));
-                }
-            }
+            let written = match sock.send_to(&t.payload, t.destination).await {
+                Ok(_) => Written::Sent { local: *local },
+                Err(e) => Written::Failed(format!("send to {}: {e}", t.destination)),
+            };
+            self.count_write(&mut sent, t.destination, t.payload, written);
         }
         Ok(sent)
     }
 
-    fn count_stream_write(
-        &self,
-        sent: &mut Sent,
-        remote: SocketAddr,
-        payload: Vec<u8>,
-        written: Written,
-    ) {
+    /// Counts what one send did, and keeps the message in the history if asked to.
+    fn count_write(&self, sent: &mut Sent, remote: SocketAddr, payload: Vec<u8>, written: Written) {
         match written {
             Written::Sent { local } => {
                 sent.count += 1;

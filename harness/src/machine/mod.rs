@@ -140,7 +140,8 @@ macro_rules! impl_one_socket_machine {
                 bytes: &[u8],
                 now: std::time::Instant,
             ) {
-                <$t>::handle_message(self, from, transport, bytes, now)
+                <$t>::note_flow(self, from, transport);
+                <$t>::handle_datagram(self, from, bytes, now)
             }
             fn transport_of(&self, t: &$crate::machine::Transmit) -> $crate::machine::Transport {
                 <$t>::transport_to(self, t.destination)

@@ -393,7 +393,8 @@ impl Machine for Sbc {
         now: Instant,
     ) {
         if let Some(bytes) = self.inbound(bytes) {
-            self.proxy.handle_message(from, transport, &bytes, now);
+            self.proxy.note_flow(from, transport);
+            self.proxy.handle_datagram(from, &bytes, now);
         }
         self.drain_proxy();
     }

@@ -259,29 +259,22 @@ impl Proxy {
         self.config.nat.contact == ContactHandling::Source
     }
 
-    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
-        self.handle_message(from, Transport::Udp, bytes, now);
-    }
-
     /// The transport of what goes to `dest`: the stream flow a message came from, else UDP.
     pub fn transport_to(&self, dest: SocketAddr) -> Transport {
         self.layer.transport_to(dest)
     }
 
-    /// A message (or keep-alive) arrived from `from` over `transport`; a stream flow's messages
-    /// come framed by the driver. What goes back to `from` takes the same flow (RFC 3261
-    /// §18.2.2: responses down the connection the request came on; RFC 5923/5626: requests to
-    /// a phone down the connection it registered on).
-    pub fn handle_message(
-        &mut self,
-        from: SocketAddr,
-        transport: Transport,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        if transport.is_reliable() {
-            self.layer.set_flow(from, transport);
-        }
+    /// The next message from `from` came over `transport` (a stream flow's, framed by the
+    /// driver): what goes back to `from` takes the same flow (RFC 3261 §18.2.2: responses down
+    /// the connection the request came on; RFC 5923/5626: requests to a phone down the
+    /// connection it registered on).
+    pub fn note_flow(&mut self, from: SocketAddr, transport: Transport) {
+        self.layer.note_flow(from, transport);
+    }
+
+    /// A message (or keep-alive) from `from`: a datagram, or a stream flow's message after
+    /// [`Self::note_flow`].
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if message::is_keepalive(bytes) {
             if bytes.len() >= 4 {
                 // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
@@ -320,7 +313,7 @@ impl Proxy {
                 };
                 via.stamp(from, self.config.nat.honour_rport);
                 message::set_top_via(&mut req, &via);
-                let reply_to = if transport.is_reliable() {
+                let reply_to = if self.transport_to(from).is_reliable() {
                     from
                 } else {
                     via.response_target().unwrap_or(from)
@@ -611,13 +604,7 @@ impl Proxy {
             all.insert(0, Header::RecordRoute(headers::RecordRoute::new(rr)));
             req.headers = all.into();
         }
-        let transport = self.transport_to(target);
-        let via = Via::udp(
-            listen_address(self.config.local, transport),
-            self.ids.branch(),
-            false,
-        )
-        .over(transport);
+        let via = self.own_via(target);
         message::push_via(&mut req, &via);
         let Some(client) = self.layer.send_request(req.clone(), target, now) else {
             return;
@@ -642,18 +629,20 @@ impl Proxy {
         );
     }
 
+    /// The Via the proxy adds to a request it forwards to `target`: its address on the
+    /// transport the request takes.
+    fn own_via(&mut self, target: SocketAddr) -> Via {
+        let transport = self.transport_to(target);
+        let sent_by = listen_address(self.config.local, transport);
+        Via::udp(sent_by, self.ids.branch(), false).over(transport)
+    }
+
     fn forward_stateless(&mut self, mut req: Request, now: Instant) {
         let target = match self.route(&mut req, now) {
             Ok(t) => t,
             Err(_) => return,
         };
-        let transport = self.transport_to(target);
-        let via = Via::udp(
-            listen_address(self.config.local, transport),
-            self.ids.branch(),
-            false,
-        )
-        .over(transport);
+        let via = self.own_via(target);
         message::push_via(&mut req, &via);
         self.layer.send_stateless(req, target);
     }

@@ -809,12 +809,7 @@ fn a_tcp_phone_gets_its_invite_down_the_flow_it_registered_on_without_retransmis
     );
     // One INVITE towards bob's flow (the NAT's public side of his connection), not Timer A's
     // doubling series: TCP delivers or fails.
-    let public_bob = format!("{HOME_IP}:5060");
-    assert_eq!(
-        sent_offsets(&net, "proxy", "INVITE", &public_bob),
-        [Duration::ZERO],
-        "{ladder}"
-    );
+    let public_bob = one_invite_to_bobs_flow(&net);
     assert_eq!(
         net.proxy("proxy").transport_to(addr(&public_bob)),
         Transport::Tcp
@@ -833,12 +828,19 @@ fn a_tcp_flow_idle_past_the_nat_timeout_loses_the_invite_once_and_the_caller_get
             }),
         "{ladder}"
     );
+    one_invite_to_bobs_flow(&net);
+}
+
+/// Asserts the proxy sent bob's flow (his router's public side) exactly one INVITE; that address.
+fn one_invite_to_bobs_flow(net: &Net) -> String {
     let public_bob = format!("{HOME_IP}:5060");
     assert_eq!(
-        sent_offsets(&net, "proxy", "INVITE", &public_bob),
+        sent_offsets(net, "proxy", "INVITE", &public_bob),
         [Duration::ZERO],
-        "{ladder}"
+        "{}",
+        net.ladder_text()
     );
+    public_bob
 }
 
 #[test]

@@ -669,6 +669,14 @@ impl TransactionLayer {
         }
     }
 
+    /// A message arrived from `remote` over `transport`: a stream flow is remembered (UDP
+    /// changes nothing, so a peer's stream flow outlives a stray datagram from it).
+    pub fn note_flow(&mut self, remote: SocketAddr, transport: Transport) {
+        if transport.is_reliable() {
+            self.flows.insert(remote, transport);
+        }
+    }
+
     /// The transport towards `remote`: the stream flow known for it, else UDP.
     pub fn transport_to(&self, remote: SocketAddr) -> Transport {
         self.flows.get(&remote).copied().unwrap_or_default()
@@ -926,6 +934,55 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(sent, expected);
         assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
         assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn over_a_reliable_transport_an_invite_is_sent_once_and_still_times_out_at_64_t1() {
+        let t1 = Duration::from_millis(10);
+        let now = Instant::now();
+        let mut tx = ClientTransaction::new(
+            req(INVITE),
+            addr("192.0.2.10:5060"),
+            addr("192.0.2.20:5060"),
+            Timers::scaled(t1),
+            now,
+        )
+        .unwrap()
+        .over_reliable_transport();
+        assert_eq!(run(&mut tx, now, Duration::from_secs(10)), [Duration::ZERO]);
+        assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
+        assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn a_layer_sends_to_a_known_flow_reliably_and_answers_its_error_once_until_timer_h() {
+        let t1 = Duration::from_millis(10);
+        let now = Instant::now();
+        let peer = addr("192.0.2.10:5060");
+        let mut layer = TransactionLayer::new(addr("192.0.2.20:5060"), Timers::scaled(t1));
+        layer.set_flow(peer, Transport::Tcp);
+        assert_eq!(layer.transport_to(peer), Transport::Tcp);
+        assert_eq!(layer.transport_to(addr("192.0.2.11:5060")), Transport::Udp);
+        let invite = req(INVITE);
+        let key = layer.accept(&invite, peer).unwrap();
+        layer.respond(&key, message::response(&invite, 486, Some("t")), now);
+        assert!(layer.poll_transmit().is_some());
+        // No Timer G over TCP: the 486 is not repeated while the ACK is awaited.
+        let mut at = now;
+        while let Some(next) = layer.poll_timeout() {
+            at = next;
+            layer.handle_timeout(at);
+            assert!(
+                layer.poll_transmit().is_none(),
+                "retransmitted at {:?}",
+                at - now
+            );
+        }
+        assert_eq!(at - now, t1 * 64, "Timer H still runs");
+        assert!(matches!(
+            layer.poll_event(),
+            Some(TransactionEvent::NoAck { .. })
+        ));
     }
 
     #[test]

@@ -679,23 +679,15 @@ impl Ua {
         }
     }
 
-    /// A datagram arrived on the UA's socket.
-    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
-        self.handle_message(from, Transport::Udp, bytes, now);
+    /// The next message from `from` came over `transport` (a stream flow's, framed by the
+    /// driver): what goes back to `from` takes the same flow.
+    pub fn note_flow(&mut self, from: SocketAddr, transport: Transport) {
+        self.layer.note_flow(from, transport);
     }
 
-    /// A message (or keep-alive) arrived from `from` over `transport`; a stream flow's messages
-    /// come framed by the driver. Over a stream, what goes back to `from` takes the same flow.
-    pub fn handle_message(
-        &mut self,
-        from: SocketAddr,
-        transport: Transport,
-        bytes: &[u8],
-        now: Instant,
-    ) {
-        if transport.is_reliable() {
-            self.layer.set_flow(from, transport);
-        }
+    /// A datagram arrived on the UA's socket, or a stream flow's message after
+    /// [`Self::note_flow`].
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if message::is_keepalive(bytes) {
             return; // RFC 5626 pong, or a ping we do not answer.
         }
