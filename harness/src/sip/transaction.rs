@@ -918,40 +918,27 @@ Content-Length: 0\r\n\r\n";
     }
 
     #[test]
-    fn an_unanswered_invite_is_retransmitted_at_doubling_intervals_and_times_out_at_64_t1() {
+    fn an_unanswered_invite_is_resent_doubling_over_udp_sent_once_over_tcp_and_times_out_at_64_t1()
+    {
         let t1 = Duration::from_millis(10);
-        let now = Instant::now();
-        let mut tx = ClientTransaction::new(
-            req(INVITE),
-            addr("192.0.2.10:5060"),
-            addr("192.0.2.20:5060"),
-            Timers::scaled(t1),
-            now,
-        )
-        .unwrap();
-        let sent = run(&mut tx, now, Duration::from_secs(10));
-        let expected: Vec<Duration> = [0, 1, 3, 7, 15, 31, 63].iter().map(|k| t1 * *k).collect();
-        assert_eq!(sent, expected);
-        assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
-        assert!(tx.is_terminated());
-    }
-
-    #[test]
-    fn over_a_reliable_transport_an_invite_is_sent_once_and_still_times_out_at_64_t1() {
-        let t1 = Duration::from_millis(10);
-        let now = Instant::now();
-        let mut tx = ClientTransaction::new(
-            req(INVITE),
-            addr("192.0.2.10:5060"),
-            addr("192.0.2.20:5060"),
-            Timers::scaled(t1),
-            now,
-        )
-        .unwrap()
-        .over_reliable_transport();
-        assert_eq!(run(&mut tx, now, Duration::from_secs(10)), [Duration::ZERO]);
-        assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
-        assert!(tx.is_terminated());
+        let doubling: Vec<Duration> = [0, 1, 3, 7, 15, 31, 63].iter().map(|k| t1 * *k).collect();
+        for (reliable, expected) in [(false, doubling), (true, vec![Duration::ZERO])] {
+            let now = Instant::now();
+            let mut tx = ClientTransaction::new(
+                req(INVITE),
+                addr("192.0.2.10:5060"),
+                addr("192.0.2.20:5060"),
+                Timers::scaled(t1),
+                now,
+            )
+            .unwrap();
+            if reliable {
+                tx = tx.over_reliable_transport();
+            }
+            assert_eq!(run(&mut tx, now, Duration::from_secs(10)), expected);
+            assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
+            assert!(tx.is_terminated());
+        }
     }
 
     #[test]
