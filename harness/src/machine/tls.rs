@@ -95,27 +95,26 @@ pub fn client_config() -> Result<Arc<rustls::ClientConfig>> {
 mod tests {
     use super::*;
 
-    /// Runs a client and a server handshake against each other in memory; the first error.
+    /// Moves what `from` has to send into `to` and lets `to` process it; whether `to` accepted.
+    fn pump<A, B>(
+        from: &mut rustls::ConnectionCommon<A>,
+        to: &mut rustls::ConnectionCommon<B>,
+    ) -> bool {
+        let mut buf = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut buf).unwrap();
+        }
+        let _ = to.read_tls(&mut &buf[..]);
+        to.process_new_packets().is_ok()
+    }
+
+    /// Runs a client and a server handshake against each other in memory; whether it completed.
     fn handshake(client: Arc<rustls::ClientConfig>, to: IpAddr, server_ip: IpAddr) -> bool {
         let name = rustls::pki_types::ServerName::IpAddress(to.into());
         let mut c = rustls::ClientConnection::new(client, name).unwrap();
         let mut s = rustls::ServerConnection::new(server_config(server_ip).unwrap()).unwrap();
-        let mut buf = Vec::new();
         for _ in 0..8 {
-            buf.clear();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            let _ = s.read_tls(&mut &buf[..]);
-            if s.process_new_packets().is_err() {
-                return false;
-            }
-            buf.clear();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            let _ = c.read_tls(&mut &buf[..]);
-            if c.process_new_packets().is_err() {
+            if !pump(&mut c, &mut s) || !pump(&mut s, &mut c) {
                 return false;
             }
         }

@@ -273,19 +273,19 @@ mod tests {
         assert_eq!(frames(&mut d), vec![Ok(Frame::Message(INVITE.to_vec()))]);
     }
 
+    /// Feeds `chunks` to a server decoder; what it cut, and the decoder.
+    fn fed(chunks: &[&[u8]]) -> (Vec<Result<Frame, FramingError>>, StreamDecoder) {
+        let mut d = StreamDecoder::server();
+        for c in chunks {
+            d.handle_bytes(c);
+        }
+        (frames(&mut d), d)
+    }
+
     #[test]
     fn a_ping_and_a_pong_between_messages_are_keepalives_not_messages() {
-        let mut d = StreamDecoder::server();
-        d.handle_bytes(b"\r\n\r\n\r\n");
-        d.handle_bytes(REGISTER);
-        assert_eq!(
-            frames(&mut d),
-            vec![
-                Ok(Frame::Ping),
-                Ok(Frame::Pong),
-                Ok(Frame::Message(REGISTER.to_vec()))
-            ]
-        );
+        let want = [Frame::Ping, Frame::Pong, Frame::Message(REGISTER.to_vec())];
+        assert_eq!(fed(&[b"\r\n\r\n\r\n", REGISTER]).0, want.map(Ok));
     }
 
     #[test]
@@ -302,13 +302,11 @@ mod tests {
 
     #[test]
     fn a_message_without_content_length_kills_the_stream_once() {
-        let mut d = StreamDecoder::server();
-        d.handle_bytes(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n\r\n");
-        d.handle_bytes(REGISTER);
-        assert_eq!(
-            frames(&mut d),
-            vec![Err(FramingError::MissingContentLength)]
-        );
+        let (got, d) = fed(&[
+            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n\r\n",
+            REGISTER,
+        ]);
+        assert_eq!(got, vec![Err(FramingError::MissingContentLength)]);
         assert!(d.is_broken());
         assert_eq!(d.stats().bad_framing, 1);
         assert_eq!(d.buffered(), 0);

@@ -779,15 +779,12 @@ fn tcp_call_after(keepalive: Option<KeepAlive>, after: Duration) -> (Net, String
     let home = net.router(port_preserving().with_udp_timeout(2), HOME_IP, "10.0.0.0");
     net.add_proxy("proxy", proxy(NatHandling::FAR_END));
     net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
-    net.add_ua(
-        "bob",
-        Ua::new(UaConfig {
-            transport: Transport::Tcp,
-            keepalive,
-            ..phone("bob", BOB_PRIVATE, 22)
-        }),
-        Some(home),
-    );
+    let bob = UaConfig {
+        transport: Transport::Tcp,
+        keepalive,
+        ..phone("bob", BOB_PRIVATE, 22)
+    };
+    net.add_ua("bob", Ua::new(bob), Some(home));
     for who in ["alice", "bob"] {
         net.ua(who, |ua, now| ua.register(now));
     }
@@ -800,12 +797,10 @@ fn tcp_call_after(keepalive: Option<KeepAlive>, after: Duration) -> (Net, String
 #[test]
 fn a_tcp_phone_gets_its_invite_down_the_flow_it_registered_on_without_retransmissions() {
     let (mut net, call) = tcp_call_after(None, Duration::from_millis(100));
-    let ladder = net.ladder_text();
-    assert!(
-        net.events_of("alice")
-            .iter()
-            .any(|(_, e)| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call)),
-        "{ladder}"
+    assert_event(
+        &net,
+        "alice",
+        |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
     );
     // One INVITE towards bob's flow (the NAT's public side of his connection), not Timer A's
     // doubling series: TCP delivers or fails.
@@ -819,16 +814,18 @@ fn a_tcp_phone_gets_its_invite_down_the_flow_it_registered_on_without_retransmis
 #[test]
 fn a_tcp_flow_idle_past_the_nat_timeout_loses_the_invite_once_and_the_caller_gets_408() {
     let (net, call) = tcp_call_after(None, Duration::from_secs(3));
-    let ladder = net.ladder_text();
-    assert!(
-        net.events_of("alice").iter().any(|(_, e)| *e
-            == Event::CallFailed {
-                call_id: call.clone(),
-                status: 408
-            }),
-        "{ladder}"
+    assert_event(
+        &net,
+        "alice",
+        |e| matches!(e, Event::CallFailed { call_id, status: 408 } if *call_id == call),
     );
     one_invite_to_bobs_flow(&net);
+}
+
+/// Asserts `who` reported an event `matches` accepts (showing the ladder if not).
+fn assert_event(net: &Net, who: &str, matches: impl Fn(&Event) -> bool) {
+    let seen = net.events_of(who).iter().any(|(_, e)| matches(e));
+    assert!(seen, "{}", net.ladder_text());
 }
 
 /// Asserts the proxy sent bob's flow (his router's public side) exactly one INVITE; that address.
@@ -849,17 +846,15 @@ fn crlf_pings_on_the_tcp_flow_keep_it_open_and_the_late_call_connects() {
         Some(KeepAlive::Crlf(Duration::from_millis(900))),
         Duration::from_secs(3),
     );
-    let ladder = net.ladder_text();
-    assert!(
-        net.events_of("bob")
-            .iter()
-            .any(|(_, e)| matches!(e, Event::IncomingCall { call_id, .. } if *call_id == call)),
-        "{ladder}"
+    assert_event(
+        &net,
+        "bob",
+        |e| matches!(e, Event::IncomingCall { call_id, .. } if *call_id == call),
     );
     let pongs = net
         .ladder
         .iter()
         .filter(|h| h.what == "CRLF" && h.fate == Fate::Delivered("bob"))
         .count();
-    assert!(pongs >= 3, "{ladder}");
+    assert!(pongs >= 3, "{}", net.ladder_text());
 }
