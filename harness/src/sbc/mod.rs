@@ -13,7 +13,7 @@
 //!
 //! - **Contact to itself.** Every Contact the proxy relays (requests and responses, except
 //!   REGISTER's) is rewritten to the SBC's SIP address with the fixed target kept in
-//!   `;alias=IP~PORT~1` ([`rewrite::set_contact_alias`]); an in-dialog request whose
+//!   `;alias=IP~PORT~PROTO` ([`rewrite::set_contact_alias`]); an in-dialog request whose
 //!   Request-URI comes back to the SBC with an alias goes to that target
 //!   ([`rewrite::handle_ruri_alias`], Kamailio's names). So ACK/BYE/re-INVITE come through the
 //!   SBC even from a peer that ignores Record-Route, and reach the phone through its NAT binding.
@@ -332,9 +332,12 @@ impl Sbc {
         if message::cseq(&msg).is_ok_and(|(_, m)| m == Method::Register) {
             return payload;
         }
+        let sip = self.config.sip;
+        let proxy = &self.proxy;
+        let transport_of = |a| proxy.transport_to(a);
         let changed = match &mut msg {
-            SipMessage::Request(r) => rewrite::set_contact_alias(r, self.config.sip),
-            SipMessage::Response(r) => rewrite::set_contact_alias(r, self.config.sip),
+            SipMessage::Request(r) => rewrite::set_contact_alias(r, sip, transport_of),
+            SipMessage::Response(r) => rewrite::set_contact_alias(r, sip, transport_of),
         };
         if !changed {
             return payload;
