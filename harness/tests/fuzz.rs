@@ -357,8 +357,18 @@ fn targets() -> Vec<Target> {
                 seeds: sip.clone(),
                 max_len: 4096,
             },
-            run: Box::new(|_, b| {
+            run: Box::new(|rng, b| {
                 let _ = harness::sip::message::parse(b);
+                // The same bytes as a TCP stream, cut at a random place (RFC 3261 §18.3 framing).
+                let cut = rng.below(b.len() + 1);
+                let mut d = harness::sip::framing::StreamDecoder::server();
+                d.handle_bytes(&b[..cut]);
+                d.handle_bytes(&b[cut..]);
+                while let Some(f) = d.poll_frame() {
+                    if let Ok(f) = f {
+                        let _ = harness::sip::message::parse(&f.into_bytes());
+                    }
+                }
             }),
         },
         Target {

@@ -195,6 +195,13 @@ pub struct NatBehaviour {
     /// it is firmware- and configuration-specific, not a property of a kind of device.
     #[serde(default)]
     pub drop_fragments: bool,
+    /// Lifetime of an idle established TCP connection's binding, in whole seconds: conntrack's
+    /// per-namespace `nf_conntrack_tcp_timeout_established`. `None` keeps the kernel's default
+    /// (432000 s, five days); consumer routers and carrier NATs cut idle TCP far sooner (RFC
+    /// 5382 REQ-5 asks for at least 2 h 4 min, the field sees minutes), which kills a phone's
+    /// SIP-over-TCP flow unless it sends keep-alives (RFC 5626 §4.4.1).
+    #[serde(default)]
+    pub tcp_timeout_secs: Option<u32>,
 }
 
 fn default_ports() -> PortAllocation {
@@ -245,6 +252,7 @@ impl NatBehaviour {
             blocked_udp_ports: None,
             input: default_input(),
             drop_fragments: false,
+            tcp_timeout_secs: None,
         }
     }
 
@@ -378,6 +386,11 @@ impl NatBehaviour {
         if self.udp_timeout_secs == 0 {
             return Err(Error::Invalid(
                 "udp-timeout-secs must be at least 1: conntrack counts whole seconds".into(),
+            ));
+        }
+        if self.tcp_timeout_secs == Some(0) {
+            return Err(Error::Invalid(
+                "tcp-timeout-secs must be at least 1: conntrack counts whole seconds".into(),
             ));
         }
         let (lo, hi) = self.port_range;

@@ -436,13 +436,36 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
             b.rule("post_nat", vec![wan_out(), udp(), drop()]);
         }
     }
-    // TCP and ICMP get a plain port-preserving mapping: SIP over TCP and ping still work.
+    // TCP and ICMP get a plain mapping to the public address: port-preserving, except that a
+    // NAT allocating random ports (`masquerade random`, the symmetric type) randomises TCP source
+    // ports too (from its port range), as Linux does for every protocol, so SIP over TCP meets
+    // the port a real symmetric NAT gives it. Hashed ports and port blocks are UDP-only here.
+    let public = || s(&ports.public.to_string());
+    if nat.ports == PortAllocation::Random {
+        let (lo, hi) = nat.port_range;
+        b.rule(
+            "post_nat",
+            vec![
+                wan_out(),
+                eq(meta(expr::MetaKey::L4proto), s("tcp")),
+                Statement::SNAT(Some(stmt::NAT {
+                    addr: Some(public()),
+                    family: Some(stmt::NATFamily::IP),
+                    // From the same range as its UDP ports.
+                    port: Some(Expression::Range(Box::new(expr::Range {
+                        range: [Expression::Number(lo.into()), Expression::Number(hi.into())],
+                    }))),
+                    flags: Some(HashSet::from([stmt::NATFlag::FullyRandom])),
+                })),
+            ],
+        );
+    }
     b.rule(
         "post_nat",
         vec![
             wan_out(),
             Statement::SNAT(Some(stmt::NAT {
-                addr: Some(s(&ports.public.to_string())),
+                addr: Some(public()),
                 family: Some(stmt::NATFamily::IP),
                 port: None,
                 flags: None,
@@ -509,6 +532,13 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
         ),
         ("net/netfilter/nf_conntrack_udp_timeout_stream".into(), secs),
     ];
+    let mut sysctls = sysctls;
+    if let Some(tcp) = nat.tcp_timeout_secs {
+        sysctls.push((
+            "net/netfilter/nf_conntrack_tcp_timeout_established".into(),
+            tcp.to_string(),
+        ));
+    }
     Ok(Ruleset {
         prelude,
         prelude_fresh,

@@ -49,6 +49,36 @@ const REFUSED: &[(&str, &str, &str)] = &[
          a NAT from a later one (its private Contact after the restart)",
         "cannot tell who is behind a NAT",
     ),
+    (
+        "tcp-binding-expiry",
+        "the phone registers over TCP, which diagnose and import do not read yet: the server \
+         capture shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
+        "tcp-binding-expiry-fix-keepalive",
+        "the phone registers over TCP, which diagnose and import do not read yet: the server \
+         capture shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
+        "408-outgoing-no-rport-fix-tcp",
+        "SIPp calls over TCP, which diagnose and import do not read yet: the server capture \
+         shows only the callee's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
+        "408-fragmented-invite-fix-tcp",
+        "the phone speaks TCP, which diagnose and import do not read yet: the server capture \
+         shows only the callee's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
+        "alg-break-digest-fix-tls",
+        "the phone speaks TLS, which a capture cannot read (nor can import): the server capture \
+         shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
 ];
 
 /// Catalogue files with no server capture to import, and why.

@@ -1041,11 +1041,13 @@ async fn lab(case: &Case) -> Result<Lab> {
                 cfg.users = users.clone();
                 proxy = Some(RegistrarTask::Proxy(ProxyTask::spawn(node, cfg).await?.0));
             }
+            // The emitted cases are UDP only: no `transports`.
             Component::Sbc {
                 host,
                 port,
                 ping,
                 users,
+                ..
             } => {
                 let node = topo.node(host)?;
                 let sip = SocketAddr::new(node.addr().into(), *port);

@@ -174,7 +174,10 @@ impl Model {
                     from: *p.src.ip(),
                     icmp,
                 }),
-                Payload::Rtcp { .. } | Payload::Udp { .. } => {}
+                Payload::Rtcp { .. }
+                | Payload::Udp { .. }
+                | Payload::Tcp { .. }
+                | Payload::Tls { .. } => {}
             }
         }
         m

@@ -58,7 +58,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::machine::Machine;
+use crate::machine::stream::{Listen, StreamInput, Streams, Written};
+use crate::machine::{Machine, Transport};
 use crate::topology::Node;
 
 /// Largest UDP payload: a truncated read would turn a malformed-datagram count into a lie.
@@ -111,6 +112,9 @@ pub struct WireStats {
     pub recv_errors: u64,
     /// The last send or receive error, for a failure message.
     pub last_error: Option<String>,
+    /// Stream flows (TCP, TLS) that ended: closed or reset by the peer, framing lost, or a
+    /// connect that failed.
+    pub streams_ended: u64,
 }
 
 /// What a task keeps for its handle besides the snapshot and the wire counters.
@@ -127,6 +131,7 @@ pub enum Record {
 #[derive(Debug)]
 pub struct Sockets {
     list: Vec<(SocketAddr, UdpSocket)>,
+    streams: Option<Streams>,
 }
 
 impl Sockets {
@@ -142,7 +147,17 @@ impl Sockets {
             )))?;
             list.push((bound, sock));
         }
-        Ok(Self { list })
+        Ok(Self {
+            list,
+            streams: None,
+        })
+    }
+
+    /// Also listens for stream flows (TCP) inside `node`, and lets the machine open them
+    /// ([`crate::machine::stream`]).
+    pub async fn with_streams(mut self, node: &Node, listen: &Listen) -> Result<Self> {
+        self.streams = Some(Streams::listen(node, listen).await?);
+        Ok(self)
     }
 
     /// The bound addresses, in the order they were asked for.
@@ -162,6 +177,8 @@ enum Input<M> {
     },
     Timeout(Instant),
     Command(Command<M>),
+    /// Something from the stream flows: a framed message, a connection opened or ended.
+    Stream(StreamInput),
     /// A receive error that says nothing about a datagram to feed.
     RecvError(io::Error),
     /// Every handle is gone.
@@ -182,6 +199,7 @@ struct Driver<M: Machine> {
     node: String,
     machine: M,
     sockets: Vec<(SocketAddr, UdpSocket)>,
+    streams: Option<Streams>,
     events: Option<mpsc::UnboundedSender<Stamped<M::Event>>>,
     record: Record,
     buf: Vec<u8>,
@@ -204,6 +222,7 @@ where
             node: node.name().to_string(),
             machine,
             sockets: sockets.list,
+            streams: sockets.streams,
             events: None,
             record,
             buf: vec![0; MAX_DATAGRAM],
@@ -222,10 +241,33 @@ where
             .collect()
     }
 
-    /// Sends every queued transmit from the socket it names.
+    /// Sends every queued transmit from the socket it names, or down the stream flow the
+    /// machine says it takes; first what waited for a connection that is now open.
     async fn send_queued(&mut self) -> Result<Sent> {
         let mut sent = Sent::default();
+        if let Some(streams) = self.streams.as_mut() {
+            for (remote, payload, written) in streams.flush().await {
+                self.count_write(&mut sent, remote, payload, written);
+            }
+        }
         while let Some(t) = self.machine.poll_transmit() {
+            let transport = self.machine.transport_of(&t);
+            if transport != Transport::Udp {
+                let Some(streams) = self.streams.as_mut() else {
+                    sent.errors += 1;
+                    sent.last_error = Some(format!(
+                        "{} to {}: this machine has no stream flows",
+                        transport.via_name(),
+                        t.destination
+                    ));
+                    continue;
+                };
+                let written = streams
+                    .send(t.source, t.destination, transport, &t.payload)
+                    .await;
+                self.count_write(&mut sent, t.destination, t.payload, written);
+                continue;
+            }
             let Some((local, sock)) = self.sockets.iter().find(|(a, _)| *a == t.source) else {
                 return Err(Error::Io {
                     what: format!(
@@ -235,27 +277,37 @@ where
                     source: io::ErrorKind::AddrNotAvailable.into(),
                 });
             };
-            match sock.send_to(&t.payload, t.destination).await {
-                Ok(_) => {
-                    sent.count += 1;
-                    if self.record == Record::History {
-                        sent.datagrams.push(Datagram {
-                            node: self.node.clone(),
-                            at: Instant::now(),
-                            direction: Direction::Sent,
-                            local: *local,
-                            remote: t.destination,
-                            payload: t.payload,
-                        });
-                    }
-                }
-                Err(e) => {
-                    sent.errors += 1;
-                    sent.last_error = Some(format!("send to {}: {e}", t.destination));
-                }
-            }
+            let written = match sock.send_to(&t.payload, t.destination).await {
+                Ok(_) => Written::Sent { local: *local },
+                Err(e) => Written::Failed(format!("send to {}: {e}", t.destination)),
+            };
+            self.count_write(&mut sent, t.destination, t.payload, written);
         }
         Ok(sent)
+    }
+
+    /// Counts what one send did, and keeps the message in the history if asked to.
+    fn count_write(&self, sent: &mut Sent, remote: SocketAddr, payload: Vec<u8>, written: Written) {
+        match written {
+            Written::Sent { local } => {
+                sent.count += 1;
+                if self.record == Record::History {
+                    sent.datagrams.push(Datagram {
+                        node: self.node.clone(),
+                        at: Instant::now(),
+                        direction: Direction::Sent,
+                        local,
+                        remote,
+                        payload,
+                    });
+                }
+            }
+            Written::Queued => {}
+            Written::Failed(why) => {
+                sent.errors += 1;
+                sent.last_error = Some(why);
+            }
+        }
     }
 
     /// Hands events to the channel; stops cloning for nobody once its receiver is gone.
@@ -288,10 +340,18 @@ where
         };
         let Driver {
             sockets,
+            streams,
             buf,
             first,
             ..
         } = self;
+        let has_streams = streams.is_some();
+        let stream = async {
+            match streams {
+                Some(s) => s.rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let recv = poll_fn(|cx| poll_recv_any(sockets, buf, *first, cx));
         tokio::select! {
             biased;
@@ -303,6 +363,7 @@ where
                 Ok((socket, from, len)) => Input::Datagram { socket, from, len },
                 Err(e) => Input::RecvError(e),
             },
+            Some(s) = stream, if has_streams => Input::Stream(s),
             // Never tell the machine it is earlier than the deadline it asked for.
             () = sleep, if deadline.is_some() => Input::Timeout(
                 Instant::now().max(deadline.unwrap_or_else(Instant::now)),
@@ -357,6 +418,42 @@ where
                 }
                 Ok(Some(Fed::RecvError(format!("recv: {e}"))))
             }
+            Input::Stream(input) => {
+                let mut input = Some(input);
+                if let Some(streams) = self.streams.as_mut() {
+                    streams.on_input(&mut input);
+                }
+                Ok(Some(match input {
+                    Some(StreamInput::Frame {
+                        local,
+                        remote,
+                        transport,
+                        frame: Ok(frame),
+                    }) => {
+                        self.now = Instant::now();
+                        let payload = frame.into_bytes();
+                        self.machine
+                            .handle_stream_message(local, remote, transport, &payload, self.now);
+                        Fed::Received((self.record == Record::History).then(|| Datagram {
+                            node: self.node.clone(),
+                            at: self.now,
+                            direction: Direction::Received,
+                            local,
+                            remote,
+                            payload,
+                        }))
+                    }
+                    Some(StreamInput::Frame {
+                        remote,
+                        frame: Err(e),
+                        ..
+                    }) => Fed::StreamEnded(format!("stream from {remote}: {e}")),
+                    Some(
+                        StreamInput::Closed { why, .. } | StreamInput::ConnectFailed { why, .. },
+                    ) => Fed::StreamEnded(why),
+                    Some(StreamInput::Opened { .. }) | None => Fed::Nothing,
+                }))
+            }
             Input::Closed => Ok(None),
         }
     }
@@ -366,6 +463,8 @@ where
 enum Fed {
     Received(Option<Datagram>),
     RecvError(String),
+    /// A stream flow ended (or lost its framing), and why.
+    StreamEnded(String),
     Nothing,
 }
 
@@ -621,6 +720,10 @@ where
             }),
             Some(Fed::RecvError(why)) => observed.send_modify(|o| {
                 o.wire.recv_errors += 1;
+                o.wire.last_error = Some(why);
+            }),
+            Some(Fed::StreamEnded(why)) => observed.send_modify(|o| {
+                o.wire.streams_ended += 1;
                 o.wire.last_error = Some(why);
             }),
         }

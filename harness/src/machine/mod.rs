@@ -9,6 +9,8 @@
 //! which protocol it speaks.
 
 pub mod driver;
+pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -24,6 +26,35 @@ pub struct Transmit {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub payload: Vec<u8>,
+}
+
+/// How a message travels between a machine and a peer. UDP is a datagram per message; TCP and
+/// TLS are stream flows (one connection per peer) that the driver frames into messages
+/// ([`crate::sip::framing`]) before the machine sees them, so the machine still takes one
+/// message at a time and only needs to know which transport it came on and goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The name in a Via (`SIP/2.0/TCP`) and in scenario files (lower case there).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// RFC 3261 §17: over a reliable transport a transaction does not retransmit (Timers A, E,
+    /// G off) and does not linger for retransmissions (D, I, J, K zero).
+    pub fn is_reliable(self) -> bool {
+        self != Transport::Udp
+    }
 }
 
 /// The sans-IO surface of every protocol machine, so one driver ([`driver::MachineTask`]) and
@@ -47,6 +78,25 @@ pub trait Machine {
     /// Every local address the machine sends from or listens on right now (a TURN server's
     /// grows and shrinks with its allocations).
     fn local_addresses(&self) -> Vec<SocketAddr>;
+    /// A whole message (or a keep-alive) arrived on the stream flow (TCP or TLS connection)
+    /// from `from`, framed by the driver. A machine that only speaks UDP takes it as a datagram.
+    fn handle_stream_message(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        let _ = transport;
+        self.handle_datagram(local, from, bytes, now);
+    }
+    /// Which transport `t` goes out on: UDP unless the machine knows its destination as a
+    /// stream flow. Asked by the driver for every transmit.
+    fn transport_of(&self, t: &Transmit) -> Transport {
+        let _ = t;
+        Transport::Udp
+    }
 }
 
 /// Implements [`Machine`] for a machine that owns one socket and has inherent
@@ -81,6 +131,20 @@ macro_rules! impl_one_socket_machine {
             fn local_addresses(&self) -> Vec<std::net::SocketAddr> {
                 let $m = self;
                 vec![$local]
+            }
+            fn handle_stream_message(
+                &mut self,
+                _local: std::net::SocketAddr,
+                from: std::net::SocketAddr,
+                transport: $crate::machine::Transport,
+                bytes: &[u8],
+                now: std::time::Instant,
+            ) {
+                <$t>::note_flow(self, from, transport);
+                <$t>::handle_datagram(self, from, bytes, now)
+            }
+            fn transport_of(&self, t: &$crate::machine::Transmit) -> $crate::machine::Transport {
+                <$t>::transport_to(self, t.destination)
             }
         }
     };

@@ -19,7 +19,7 @@ use super::net::{Fate, Net};
 use crate::error::{Error, Result};
 use crate::rtp::{MediaConfig, MediaReport, MediaStream};
 use crate::sbc::Sbc;
-use crate::scenario::file::{Component, ContactDef, MediaDef, Step};
+use crate::scenario::file::{Component, ContactDef, MediaDef, Step, TransportDef};
 use crate::scenario::judge::{self, Check};
 use crate::scenario::observed::{Call, MediaPath, Observed, Phone};
 use crate::scenario::{report, Outcome, RunOptions, Scenario, Verdict};
@@ -51,6 +51,13 @@ pub fn refusal(s: &Scenario) -> Option<String> {
             } => {
                 return Some(format!(
                     "{host} relays media through TURN, not played on the model yet"
+                ))
+            }
+            Component::Ua {
+                transport, host, ..
+            } if *transport != TransportDef::Udp => {
+                return Some(format!(
+                    "{host} speaks SIP over TCP: the model carries datagrams and has no TCP"
                 ))
             }
             _ => {}

@@ -53,8 +53,26 @@ impl SbcTask {
                 config.sip.port()
             )));
         }
+        let listen = crate::machine::stream::Listen {
+            streams: config
+                .streams
+                .iter()
+                .map(|t| (crate::sip::proxy::listen_address(config.sip, *t), *t))
+                .collect(),
+        };
         let sbc = Sbc::new(config);
         let locals: Vec<SocketAddr> = sbc.local_addresses();
-        Self::spawn(node, sbc, &locals, Sbc::snapshot, |_, _| {}).await
+        let mut sockets = crate::machine::Sockets::bind(node, &locals).await?;
+        if !listen.streams.is_empty() {
+            sockets = sockets.with_streams(node, &listen).await?;
+        }
+        Ok(Self::launch(
+            node,
+            sbc,
+            sockets,
+            Sbc::snapshot,
+            |_, _| {},
+            crate::machine::driver::Record::Nothing,
+        ))
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! - **Contact to itself.** Every Contact the proxy relays (requests and responses, except
 //!   REGISTER's) is rewritten to the SBC's SIP address with the fixed target kept in
-//!   `;alias=IP~PORT~1` ([`rewrite::set_contact_alias`]); an in-dialog request whose
+//!   `;alias=IP~PORT~PROTO` ([`rewrite::set_contact_alias`]); an in-dialog request whose
 //!   Request-URI comes back to the SBC with an alias goes to that target
 //!   ([`rewrite::handle_ruri_alias`], Kamailio's names). So ACK/BYE/re-INVITE come through the
 //!   SBC even from a peer that ignores Record-Route, and reach the phone through its NAT binding.
@@ -82,6 +82,9 @@ pub struct SbcConfig {
     /// per call in progress.
     pub relay_ip: IpAddr,
     pub relay_ports: RangeInclusive<u16>,
+    /// Stream transports it also serves (TCP on the SIP port, TLS on the next), as its proxy
+    /// does ([`ProxyConfig::streams`]).
+    pub streams: Vec<crate::machine::Transport>,
     pub seed: u64,
 }
 
@@ -98,6 +101,7 @@ impl SbcConfig {
             ping: Some(Ping::Options(Duration::from_secs(15))),
             relay_ip: sip.ip(),
             relay_ports: 40000..=40063,
+            streams: Vec::new(),
             seed: 3,
         }
     }
@@ -114,6 +118,7 @@ impl SbcConfig {
             users: self.users.clone(),
             max_expires: self.max_expires,
             ping: self.ping,
+            streams: self.streams.clone(),
             seed: self.seed,
             ..ProxyConfig::new(self.sip, &self.domain, NatHandling::FAR_END)
         }
@@ -327,9 +332,12 @@ impl Sbc {
         if message::cseq(&msg).is_ok_and(|(_, m)| m == Method::Register) {
             return payload;
         }
+        let sip = self.config.sip;
+        let proxy = &self.proxy;
+        let transport_of = |a| proxy.transport_to(a);
         let changed = match &mut msg {
-            SipMessage::Request(r) => rewrite::set_contact_alias(r, self.config.sip),
-            SipMessage::Response(r) => rewrite::set_contact_alias(r, self.config.sip),
+            SipMessage::Request(r) => rewrite::set_contact_alias(r, sip, transport_of),
+            SipMessage::Response(r) => rewrite::set_contact_alias(r, sip, transport_of),
         };
         if !changed {
             return payload;
@@ -375,6 +383,31 @@ impl Machine for Sbc {
         } else {
             self.relay.handle_datagram(local, from, bytes);
             self.drain_relay();
+        }
+    }
+
+    /// A framed message on a stream flow (TCP, TLS) to the SIP side.
+    fn handle_stream_message(
+        &mut self,
+        _local: SocketAddr,
+        from: SocketAddr,
+        transport: crate::machine::Transport,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        if let Some(bytes) = self.inbound(bytes) {
+            self.proxy.note_flow(from, transport);
+            self.proxy.handle_datagram(from, &bytes, now);
+        }
+        self.drain_proxy();
+    }
+
+    /// SIP to a peer known as a stream flow takes it; relayed media is UDP.
+    fn transport_of(&self, t: &Transmit) -> crate::machine::Transport {
+        if t.source == self.config.sip {
+            self.proxy.transport_to(t.destination)
+        } else {
+            crate::machine::Transport::Udp
         }
     }
 

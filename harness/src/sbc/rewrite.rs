@@ -9,6 +9,7 @@ use rsip::param::{OtherParam, OtherParamValue};
 use rsip::prelude::{HeadersExt, ToTypedHeader};
 use rsip::{Param, Request};
 
+use crate::machine::Transport;
 use crate::sip::message;
 use crate::sip::ua::parse_sdp;
 
@@ -46,8 +47,14 @@ pub fn rewrite_sdp(body: &[u8], relay: SocketAddr) -> Option<(Vec<u8>, SocketAdd
     Some((out.into_bytes(), announced))
 }
 
-fn alias_value(target: SocketAddr) -> String {
-    format!("{}~{}~1", target.ip(), target.port())
+/// `IP~PORT~PROTO`, PROTO as Kamailio numbers transports: 1 UDP, 2 TCP, 3 TLS.
+fn alias_value(target: SocketAddr, transport: Transport) -> String {
+    let proto = match transport {
+        Transport::Udp => 1,
+        Transport::Tcp => 2,
+        Transport::Tls => 3,
+    };
+    format!("{}~{}~{proto}", target.ip(), target.port())
 }
 
 fn parse_alias(value: &str) -> Option<SocketAddr> {
@@ -71,11 +78,16 @@ pub fn alias_of(uri: &rsip::Uri) -> Option<SocketAddr> {
     })
 }
 
-/// Points the first Contact at `sbc`, keeping where it pointed before in `;alias=IP~PORT~1`, so
-/// in-dialog requests come to the SBC and the SBC knows where to send them on (what Kamailio's
-/// `set_contact_alias` does, with the host replaced too). Returns whether the message changed: a
-/// Contact that already points at `sbc`, or has no IP host, is left alone.
-pub fn set_contact_alias(msg: &mut impl HeadersExt, sbc: SocketAddr) -> bool {
+/// Points the first Contact at `sbc`, keeping where it pointed before in `;alias=IP~PORT~PROTO`
+/// (PROTO the transport `transport_of` names for that address), so in-dialog requests come to
+/// the SBC and the SBC knows where to send them on (what Kamailio's `set_contact_alias` does,
+/// with the host replaced too). Returns whether the message changed: a Contact that already
+/// points at `sbc`, or has no IP host, is left alone.
+pub fn set_contact_alias(
+    msg: &mut impl HeadersExt,
+    sbc: SocketAddr,
+    transport_of: impl Fn(SocketAddr) -> Transport,
+) -> bool {
     let Ok(h) = msg.contact_header_mut() else {
         return false;
     };
@@ -92,7 +104,10 @@ pub fn set_contact_alias(msg: &mut impl HeadersExt, sbc: SocketAddr) -> bool {
     typed.uri.host_with_port = sbc.into();
     typed.uri.params.push(Param::Other(
         OtherParam::new(ALIAS),
-        Some(OtherParamValue::new(alias_value(target))),
+        Some(OtherParamValue::new(alias_value(
+            target,
+            transport_of(target),
+        ))),
     ));
     *h = typed.into();
     true
@@ -148,13 +163,21 @@ mod tests {
     fn a_contact_aliased_to_the_sbc_round_trips_through_the_request_uri() {
         let sbc: SocketAddr = "203.0.113.10:5060".parse().unwrap();
         let mut req = invite("sip:bob@198.51.100.1:40123", "sip:bob@example.com");
-        assert!(set_contact_alias(&mut req, sbc));
+        assert!(set_contact_alias(&mut req, sbc, |_| Transport::Udp));
         let contact = message::contact_uri(&req).unwrap();
         assert_eq!(
             contact.to_string(),
             "sip:bob@203.0.113.10:5060;alias=198.51.100.1~40123~1"
         );
-        assert!(!set_contact_alias(&mut req, sbc), "idempotent");
+        assert!(
+            !set_contact_alias(&mut req, sbc, |_| Transport::Udp),
+            "idempotent"
+        );
+        // A phone on a TCP flow is aliased with Kamailio's TCP code.
+        let mut tcp = invite("sip:bob@198.51.100.1:40123", "sip:bob@example.com");
+        assert!(set_contact_alias(&mut tcp, sbc, |_| Transport::Tcp));
+        let contact = message::contact_uri(&tcp).unwrap().to_string();
+        assert!(contact.ends_with("~40123~2"), "{contact}");
         // Survives the wire.
         let again = match message::parse(&message::serialize(req)).unwrap() {
             SipMessage::Request(r) => r,

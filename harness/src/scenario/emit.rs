@@ -174,6 +174,7 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         blocked_udp_ports,
         input,
         drop_fragments,
+        tcp_timeout_secs,
     } = nat;
     let named = NatType::ALL
         .into_iter()
@@ -198,6 +199,11 @@ pub fn nat_value(nat: &NatBehaviour) -> String {
         "udp-timeout-secs",
         *udp_timeout_secs == base.udp_timeout_secs,
         value(udp_timeout_secs),
+    );
+    differs(
+        "tcp-timeout-secs",
+        *tcp_timeout_secs == base.tcp_timeout_secs,
+        tcp_timeout_secs.map(value).unwrap_or_default(),
     );
     differs("refresh", *refresh == base.refresh, value(refresh));
     differs(

@@ -312,6 +312,11 @@ struct NatTable {
     ports: Option<PortAllocation>,
     /// Lifetime of an idle UDP binding, whole seconds (conntrack counts seconds); default 30.
     udp_timeout_secs: Option<u32>,
+    /// Lifetime of an idle established TCP connection through the NAT, whole seconds
+    /// (conntrack's `nf_conntrack_tcp_timeout_established` in the router's namespace); default
+    /// the kernel's five days. A phone registered over TCP stays callable only while its
+    /// connection's binding lives: keep-alives (`keepalive = { type = "crlf", … }`) below it.
+    tcp_timeout_secs: Option<u32>,
     /// Which packets refresh a binding: `both` directions (Linux) or `outbound-only`.
     refresh: Option<Refresh>,
     /// Whether inside hosts reach each other through the public address (RFC 4787 REQ-9).
@@ -371,6 +376,9 @@ impl NatTable {
         }
         if let Some(v) = self.udp_timeout_secs {
             b.udp_timeout_secs = v;
+        }
+        if self.tcp_timeout_secs.is_some() {
+            b.tcp_timeout_secs = self.tcp_timeout_secs;
         }
         if let Some(v) = self.refresh {
             b.refresh = v;
@@ -578,6 +586,29 @@ pub struct ReadyDef {
     pub delay_ms: Option<u64>,
 }
 
+/// A SIP transport in a scenario file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportDef {
+    #[default]
+    Udp,
+    /// RFC 3261 §18 over TCP: Content-Length framing, connection reuse.
+    Tcp,
+    /// TCP under TLS (RFC 3261 §26.2) on the registrar's SIP port + 1 (5061), with
+    /// certificates made for the run: a router's SIP ALG cannot read or rewrite it.
+    Tls,
+}
+
+impl From<TransportDef> for crate::machine::Transport {
+    fn from(t: TransportDef) -> Self {
+        match t {
+            TransportDef::Udp => crate::machine::Transport::Udp,
+            TransportDef::Tcp => crate::machine::Transport::Tcp,
+            TransportDef::Tls => crate::machine::Transport::Tls,
+        }
+    }
+}
+
 /// The transport of a readiness port.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -627,6 +658,13 @@ pub enum Component {
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
+        /// Stream transports it also listens on (`["tcp", "tls"]`): TCP on its port, TLS on
+        /// the next (5061), with a certificate for its address made for the run; it always
+        /// serves UDP. A phone registered over TCP gets its requests down the connection
+        /// it registered on (RFC 5923 connection reuse), as no new connection could reach it
+        /// behind a NAT.
+        #[serde(default)]
+        transports: Vec<TransportDef>,
     },
     /// A SIP phone.
     Ua {
@@ -641,6 +679,12 @@ pub enum Component {
         /// first address and SIP port), a `command` declared with `plays = "registrar"` (by the
         /// command's name), or `IP:PORT`.
         proxy: String,
+        /// How it talks to its proxy: `udp` (default), `tcp`: one connection from its SIP port
+        /// that it keeps open (RFC 5626 flow), with `;transport=tcp` in its Contact, or `tls`:
+        /// the same under TLS to the proxy's port + 1 (5061). The proxy must list the transport
+        /// in its `transports`.
+        #[serde(default)]
+        transport: TransportDef,
         /// Put `;rport` in Via (RFC 3581), asking the server to answer to the source port.
         #[serde(default = "yes")]
         rport: bool,
@@ -710,6 +754,10 @@ pub enum Component {
         /// Users that must authenticate, with their passwords.
         #[serde(default)]
         users: BTreeMap<String, String>,
+        /// Stream transports it also serves, as a `proxy`'s `transports`: `["tcp"]`,
+        /// `["tls"]` (5061). A phone registered over one is reached down its connection.
+        #[serde(default)]
+        transports: Vec<TransportDef>,
     },
     /// Kamailio (Debian `kamailio`) with nathelper as the far-end registrar/proxy, on port 5060.
     Kamailio {
@@ -929,7 +977,11 @@ impl Component {
         timers: crate::sip::Timers,
     ) -> Option<crate::sip::ProxyConfig> {
         let Component::Proxy {
-            port, users, ping, ..
+            port,
+            users,
+            ping,
+            transports,
+            ..
         } = self
         else {
             return None;
@@ -940,6 +992,11 @@ impl Component {
         cfg.timers = timers;
         cfg.users = users.clone();
         cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        cfg.streams = transports
+            .iter()
+            .map(|t| crate::machine::Transport::from(*t))
+            .filter(|t| t.is_reliable())
+            .collect();
         Some(cfg)
     }
 
@@ -950,7 +1007,11 @@ impl Component {
         timers: crate::sip::Timers,
     ) -> Option<crate::sbc::SbcConfig> {
         let Component::Sbc {
-            port, ping, users, ..
+            port,
+            ping,
+            users,
+            transports,
+            ..
         } = self
         else {
             return None;
@@ -960,6 +1021,11 @@ impl Component {
         cfg.timers = timers;
         cfg.users = users.clone();
         cfg.ping = ping.as_ref().and_then(|k| k.ping());
+        cfg.streams = transports
+            .iter()
+            .map(|t| crate::machine::Transport::from(*t))
+            .filter(|t| t.is_reliable())
+            .collect();
         Some(cfg)
     }
 

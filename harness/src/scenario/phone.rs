@@ -1,5 +1,5 @@
 //! What a `ua` component's keys make of its [`UaConfig`] beyond what the runner sets itself: the
-//! SDP it offers. No IO.
+//! SDP it offers and the transport it registers over. No IO.
 
 use super::file::Component;
 use crate::sip::sdp::Offer;
@@ -21,5 +21,10 @@ pub fn offer(comp: &Component) -> Option<Offer> {
 pub fn configure(comp: &Component, cfg: &mut UaConfig) {
     if let Some(offer) = offer(comp) {
         cfg.offer = offer;
+    }
+    if let Component::Ua { transport, .. } = comp {
+        cfg.transport = (*transport).into();
+        // Its proxy serves TLS on the next port (5061).
+        cfg.proxy = crate::sip::proxy::listen_address(cfg.proxy, cfg.transport);
     }
 }

@@ -12,7 +12,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::capture::Frame;
-use crate::trace::{decode_frame, turn_carried, udp_of, Entry, Payload};
+use crate::trace::{decode_frame, tcp_of, turn_carried, udp_of, Entry, Payload};
 
 /// A `from`/`to` filter: an address, or an address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub fn matching(frames: &[Frame], q: &PacketQuery) -> Vec<Match> {
             continue;
         }
         let summary = payload.summary();
-        let sip_text = match (&payload, udp_of(f)) {
+        let sip_text = match (&payload, udp_of(f).or_else(|| tcp_of(f))) {
             (Payload::Sip(_), Some((_, _, body))) => {
                 Some(String::from_utf8_lossy(body).into_owned())
             }

@@ -9,7 +9,8 @@
 //! handle's history (for [`SipTask::wait_for`] and for counting what really left the socket),
 //! and counters ([`SipTask::stats`], [`SipTask::wire_stats`]).
 //!
-//! UDP only; a send error (a route that refuses) is counted, not fatal, because a SIP element
+//! UDP, and TCP when the machine's configuration asks for it (the driver frames the stream
+//! flows, see [`crate::machine::stream`]); a send error (a route that refuses) is counted, not fatal, because a SIP element
 //! keeps serving other transactions when one destination is unreachable.
 
 use std::fmt;
@@ -21,6 +22,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::machine::driver::{MachineTask, Record, Sockets, Stamped, Waited};
+use crate::machine::stream::Listen;
+use crate::machine::Transport;
 use crate::sip::proxy::Binding;
 use crate::sip::ua::UaStats;
 use crate::sip::{
@@ -130,14 +133,25 @@ impl<M: Component> fmt::Debug for SipTask<M> {
 
 impl<M: Component> SipTask<M> {
     /// Binds `local` in `node` (port 0: the kernel's pick) and starts the machine `make` builds
-    /// for the address really bound.
+    /// for the address really bound. `streams`: it may open stream flows (TCP), and listens
+    /// for them at the bound address over each transport listed.
     async fn start(
         node: &Node,
         local: SocketAddr,
+        streams: Option<&[Transport]>,
         make: impl FnOnce(SocketAddr) -> M,
     ) -> Result<(Self, EventReceiver)> {
-        let sockets = Sockets::bind(node, &[local]).await?;
+        let mut sockets = Sockets::bind(node, &[local]).await?;
         let local = sockets.addresses()[0];
+        if let Some(listen) = streams {
+            let listen = Listen {
+                streams: listen
+                    .iter()
+                    .map(|t| (crate::sip::proxy::listen_address(local, *t), *t))
+                    .collect(),
+            };
+            sockets = sockets.with_streams(node, &listen).await?;
+        }
         let snapshot = |m: &M| m.component_stats().clone();
         let (task, events) = MachineTask::launch(
             node,
@@ -242,7 +256,8 @@ impl SipTask<Ua> {
     /// Binds `config.local` in `node` (port 0: the kernel's pick, which then goes into Via and
     /// Contact) and starts the phone. It does nothing until told to register or call.
     pub async fn spawn(node: &Node, mut config: UaConfig) -> Result<(Self, EventReceiver)> {
-        Self::start(node, config.local, |local| {
+        let streams = config.transport.is_reliable().then_some(&[][..]);
+        Self::start(node, config.local, streams, |local| {
             config.local = local;
             Ua::new(config)
         })
@@ -308,7 +323,9 @@ impl SipTask<Proxy> {
                 source: io::ErrorKind::InvalidInput.into(),
             });
         }
-        Self::start(node, config.local, |local| {
+        let streams = config.streams.clone();
+        let streams = (!streams.is_empty()).then_some(&streams[..]);
+        Self::start(node, config.local, streams, |local| {
             config.local = local;
             Proxy::new(config)
         })

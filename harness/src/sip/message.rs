@@ -217,6 +217,12 @@ impl Via {
         }
     }
 
+    /// The same Via with another transport (`SIP/2.0/TCP`).
+    pub fn over(mut self, transport: crate::machine::Transport) -> Self {
+        self.transport = transport.via_name().into();
+        self
+    }
+
     /// Parses a Via header value with rsip's tokenizer.
     pub fn parse(value: &str) -> Result<Self, MessageError> {
         let typed = headers::Via::new(value)

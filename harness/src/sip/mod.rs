@@ -1,5 +1,7 @@
-//! Sans-IO SIP over UDP (RFC 3261, RFC 3581 rport, RFC 5626 CRLF keep-alives):
-//! message helpers, transactions, a user agent and a registrar/proxy.
+//! Sans-IO SIP over UDP, TCP and TLS (RFC 3261, RFC 3581 rport, RFC 5626 CRLF keep-alives and
+//! flows, RFC 5923 connection reuse): message helpers, stream framing, transactions, a user agent
+//! and a registrar/proxy. A stream flow's messages arrive framed ([`framing`]) with their
+//! transport; the machines only need to know which transport a peer is reached over.
 //!
 //! Nothing in here opens a socket, sleeps or reads the clock. Every machine
 //! is driven like the STUN ones ([`crate::stun`]) and like quinn-proto and
@@ -18,6 +20,7 @@
 //! [`ping::NatPinger`] keeps registered phones' NAT bindings open).
 
 pub mod driver;
+pub mod framing;
 pub mod message;
 pub mod ping;
 pub mod proxy;
@@ -42,7 +45,7 @@ pub use ua::{ContactSource, KeepAlive, Media, Ua, UaConfig};
 
 /// The one sans-IO surface of every machine of the harness, and the datagram it hands out. The
 /// UA and the proxy own one UDP socket each, whose address they know from their configuration.
-pub use crate::machine::{Machine, Transmit};
+pub use crate::machine::{Machine, Transmit, Transport};
 
 crate::machine::impl_one_socket_machine!(Ua, Event, |m| m.config().local);
 crate::machine::impl_one_socket_machine!(Proxy, Event, |m| m.config().local);

@@ -17,6 +17,7 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::{HeadersExt, ToTypedHeader};
 use rsip::{Method, Request, Response, SipMessage};
 
+use crate::machine::Transport;
 use crate::sip::message::{self, status, Via};
 use crate::sip::ping::{NatPinger, Ping, PingTarget};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
@@ -94,6 +95,10 @@ pub struct ProxyConfig {
     pub max_expires: Duration,
     /// NAT pings to registered phones ([`crate::sip::ping`]); `None`: none.
     pub ping: Option<Ping>,
+    /// Stream transports it also listens on, besides UDP: TCP at `local`, TLS at the next port
+    /// ([`listen_address`]). A phone registered
+    /// over one is sent its requests down the connection it registered on.
+    pub streams: Vec<Transport>,
     pub seed: u64,
 }
 
@@ -108,6 +113,7 @@ impl ProxyConfig {
             users: BTreeMap::new(),
             max_expires: Duration::from_secs(3600),
             ping: None,
+            streams: Vec::new(),
             seed: 2,
         }
     }
@@ -116,6 +122,15 @@ impl ProxyConfig {
     pub fn with_user(mut self, user: &str, password: &str) -> Self {
         self.users.insert(user.into(), password.into());
         self
+    }
+}
+
+/// Where a proxy at `local` (its UDP address) listens for `transport`: the same address for TCP,
+/// the next port for TLS (5061 for 5060, RFC 3261 §26.2's default for `sips`).
+pub fn listen_address(local: SocketAddr, transport: Transport) -> SocketAddr {
+    match transport {
+        Transport::Tls => SocketAddr::new(local.ip(), local.port().wrapping_add(1)),
+        Transport::Udp | Transport::Tcp => local,
     }
 }
 
@@ -244,6 +259,21 @@ impl Proxy {
         self.config.nat.contact == ContactHandling::Source
     }
 
+    /// The transport of what goes to `dest`: the stream flow a message came from, else UDP.
+    pub fn transport_to(&self, dest: SocketAddr) -> Transport {
+        self.layer.transport_to(dest)
+    }
+
+    /// The next message from `from` came over `transport` (a stream flow's, framed by the
+    /// driver): what goes back to `from` takes the same flow (RFC 3261 §18.2.2: responses down
+    /// the connection the request came on; RFC 5923/5626: requests to a phone down the
+    /// connection it registered on).
+    pub fn note_flow(&mut self, from: SocketAddr, transport: Transport) {
+        self.layer.note_flow(from, transport);
+    }
+
+    /// A message (or keep-alive) from `from`: a datagram, or a stream flow's message after
+    /// [`Self::note_flow`].
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if message::is_keepalive(bytes) {
             if bytes.len() >= 4 {
@@ -283,7 +313,11 @@ impl Proxy {
                 };
                 via.stamp(from, self.config.nat.honour_rport);
                 message::set_top_via(&mut req, &via);
-                let reply_to = via.response_target().unwrap_or(from);
+                let reply_to = if self.transport_to(from).is_reliable() {
+                    from
+                } else {
+                    via.response_target().unwrap_or(from)
+                };
                 if self.fixes_contact() && req.method == Method::Invite {
                     fix_contact(&mut req, from);
                 }
@@ -320,9 +354,30 @@ impl Proxy {
                 })
         });
         while let Some(t) = self.pinger.poll_transmit() {
-            self.layer.send_raw(t.payload, t.destination);
+            let payload = self.over_flow(t.payload, t.destination);
+            self.layer.send_raw(payload, t.destination);
         }
         self.stats.pings_sent = self.pinger.stats().pings_sent;
+    }
+
+    /// A ping's request with its Via saying the transport it takes: the pinger writes UDP, and
+    /// a phone registered over TCP is pinged down its connection.
+    fn over_flow(&self, payload: Vec<u8>, destination: SocketAddr) -> Vec<u8> {
+        let transport = self.transport_to(destination);
+        if !transport.is_reliable() {
+            return payload;
+        }
+        let Ok(SipMessage::Request(mut req)) = message::parse(&payload) else {
+            return payload; // A CRLF ping.
+        };
+        let Ok(via) = message::top_via(&req) else {
+            return payload;
+        };
+        let sent_by = listen_address(self.config.local, transport);
+        let mut via = via.over(transport);
+        via.port = Some(sent_by.port());
+        message::set_top_via(&mut req, &via);
+        message::serialize(req)
     }
 
     #[must_use]
@@ -423,6 +478,12 @@ impl Proxy {
             },
             ContactHandling::Source => from,
         };
+        let transport = self.layer.transport_to(from);
+        if transport.is_reliable() {
+            // Requests for this phone take the flow it registered on (its source address),
+            // or, for a Contact stored as written, a new connection to it.
+            self.layer.set_flow(target, transport);
+        }
         let mut uri = contact.clone();
         if self.fixes_contact() {
             uri.host_with_port = from.into();
@@ -543,7 +604,7 @@ impl Proxy {
             all.insert(0, Header::RecordRoute(headers::RecordRoute::new(rr)));
             req.headers = all.into();
         }
-        let via = Via::udp(self.config.local, self.ids.branch(), false);
+        let via = self.own_via(target);
         message::push_via(&mut req, &via);
         let Some(client) = self.layer.send_request(req.clone(), target, now) else {
             return;
@@ -568,12 +629,20 @@ impl Proxy {
         );
     }
 
+    /// The Via the proxy adds to a request it forwards to `target`: its address on the
+    /// transport the request takes.
+    fn own_via(&mut self, target: SocketAddr) -> Via {
+        let transport = self.transport_to(target);
+        let sent_by = listen_address(self.config.local, transport);
+        Via::udp(sent_by, self.ids.branch(), false).over(transport)
+    }
+
     fn forward_stateless(&mut self, mut req: Request, now: Instant) {
         let target = match self.route(&mut req, now) {
             Ok(t) => t,
             Err(_) => return,
         };
-        let via = Via::udp(self.config.local, self.ids.branch(), false);
+        let via = self.own_via(target);
         message::push_via(&mut req, &via);
         self.layer.send_stateless(req, target);
     }

@@ -199,6 +199,9 @@ impl Net {
 
     fn route(&mut self, from: usize, t: Transmit) {
         let now = self.now;
+        // A stream flow is carried like a datagram through the NAT model (its binding stands
+        // for the connection's conntrack entry); the receiver is told the transport.
+        let transport = self.hosts[from].node.machine().transport_of(&t);
         let mut src = t.source;
         let mut hop = Hop {
             at: now - self.start,
@@ -257,7 +260,7 @@ impl Net {
                 self.hosts[i]
                     .node
                     .machine()
-                    .handle_datagram(local, src, &t.payload, now);
+                    .handle_stream_message(local, src, transport, &t.payload, now);
             }
             Err(why) => {
                 hop.fate = Fate::Dropped(why);

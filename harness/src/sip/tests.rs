@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sim_nat::{Filtering, Mapping, NatBehaviour, PortAllocation};
 
+use crate::machine::Transport;
 use crate::sip::testnet::{addr, Fate, Net};
 use crate::sip::{
     ContactSource, Event, KeepAlive, NatHandling, Proxy, ProxyConfig, Timers, Ua, UaConfig,
@@ -769,4 +770,91 @@ fn the_plain_proxys_pings_keep_bob_callable_but_on_an_outbound_only_nat_only_ans
         "OPTIONS to bob's far-end address: {}",
         net.ladder_text()
     );
+}
+
+/// Bob registered over TCP (behind his home NAT) with `keepalive`, alice over UDP; alice calls
+/// bob `after` the registration, behind a NAT whose bindings last 2 s.
+fn tcp_call_after(keepalive: Option<KeepAlive>, after: Duration) -> (Net, String) {
+    let mut net = Net::new();
+    let home = net.router(port_preserving().with_udp_timeout(2), HOME_IP, "10.0.0.0");
+    net.add_proxy("proxy", proxy(NatHandling::FAR_END));
+    net.add_ua("alice", Ua::new(phone("alice", ALICE, 11)), None);
+    let bob = UaConfig {
+        transport: Transport::Tcp,
+        keepalive,
+        ..phone("bob", BOB_PRIVATE, 22)
+    };
+    net.add_ua("bob", Ua::new(bob), Some(home));
+    for who in ["alice", "bob"] {
+        net.ua(who, |ua, now| ua.register(now));
+    }
+    net.run_for(after);
+    let call = net.ua("alice", |ua, now| ua.call("bob", now)).unwrap();
+    net.run_for(T1 * 70);
+    (net, call)
+}
+
+#[test]
+fn a_tcp_phone_gets_its_invite_down_the_flow_it_registered_on_without_retransmissions() {
+    let (mut net, call) = tcp_call_after(None, Duration::from_millis(100));
+    assert_event(
+        &net,
+        "alice",
+        |e| matches!(e, Event::CallEstablished { call_id, .. } if *call_id == call),
+    );
+    // One INVITE towards bob's flow (the NAT's public side of his connection), not Timer A's
+    // doubling series: TCP delivers or fails.
+    let public_bob = one_invite_to_bobs_flow(&net);
+    assert_eq!(
+        net.proxy("proxy").transport_to(addr(&public_bob)),
+        Transport::Tcp
+    );
+}
+
+#[test]
+fn a_tcp_flow_idle_past_the_nat_timeout_loses_the_invite_once_and_the_caller_gets_408() {
+    let (net, call) = tcp_call_after(None, Duration::from_secs(3));
+    assert_event(
+        &net,
+        "alice",
+        |e| matches!(e, Event::CallFailed { call_id, status: 408 } if *call_id == call),
+    );
+    one_invite_to_bobs_flow(&net);
+}
+
+/// Asserts `who` reported an event `matches` accepts (showing the ladder if not).
+fn assert_event(net: &Net, who: &str, matches: impl Fn(&Event) -> bool) {
+    let seen = net.events_of(who).iter().any(|(_, e)| matches(e));
+    assert!(seen, "{}", net.ladder_text());
+}
+
+/// Asserts the proxy sent bob's flow (his router's public side) exactly one INVITE; that address.
+fn one_invite_to_bobs_flow(net: &Net) -> String {
+    let public_bob = format!("{HOME_IP}:5060");
+    assert_eq!(
+        sent_offsets(net, "proxy", "INVITE", &public_bob),
+        [Duration::ZERO],
+        "{}",
+        net.ladder_text()
+    );
+    public_bob
+}
+
+#[test]
+fn crlf_pings_on_the_tcp_flow_keep_it_open_and_the_late_call_connects() {
+    let (net, call) = tcp_call_after(
+        Some(KeepAlive::Crlf(Duration::from_millis(900))),
+        Duration::from_secs(3),
+    );
+    assert_event(
+        &net,
+        "bob",
+        |e| matches!(e, Event::IncomingCall { call_id, .. } if *call_id == call),
+    );
+    let pongs = net
+        .ladder
+        .iter()
+        .filter(|h| h.what == "CRLF" && h.fate == Fate::Delivered("bob"))
+        .count();
+    assert!(pongs >= 3, "{}", net.ladder_text());
 }

@@ -1,4 +1,4 @@
-//! RFC 3261 §17 transactions over UDP as sans-IO state machines: client
+//! RFC 3261 §17 transactions over UDP, TCP and TLS as sans-IO state machines: client
 //! INVITE (Timers A, B, D), client non-INVITE (E, F, K), server INVITE
 //! (G, H, I, absorbing the ACK of a non-2xx) and server non-INVITE (J).
 //!
@@ -17,6 +17,7 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::HeadersExt;
 use rsip::{Method, Request, Response, SipMessage};
 
+use crate::machine::Transport;
 use crate::sip::message::{self, serialize, status};
 use crate::sip::{after, earliest, Transmit};
 
@@ -105,6 +106,10 @@ struct Schedule {
     timeout_at: Option<Instant>,
     /// Timer D / K / I / J.
     linger_until: Option<Instant>,
+    /// Over TCP or TLS (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2): the transport
+    /// delivers or fails, so nothing is retransmitted and nothing lingers for retransmissions
+    /// (Timers A, E, G off; D, I, J, K zero). Timers B, F and H still run.
+    reliable: bool,
 }
 
 /// What fired at one [`Schedule::fire`].
@@ -125,7 +130,18 @@ impl Schedule {
             retransmit_at: None,
             timeout_at: None,
             linger_until: None,
+            reliable: false,
         }
+    }
+
+    /// Starts lingering (Timer D, I, J or K) for `d`, or not at all over a reliable transport.
+    fn linger(&mut self, now: Instant, d: Duration) {
+        self.linger_until = Some(if self.reliable { now } else { after(now, d) });
+    }
+
+    /// Arms the retransmission timer (A, E or G) unless the transport is reliable.
+    fn retransmit_in(&mut self, now: Instant, d: Duration) {
+        self.retransmit_at = (!self.reliable).then(|| after(now, d));
     }
 
     /// Stops retransmitting and the transaction timeout (a final response, or an ACK).
@@ -275,6 +291,13 @@ impl ClientTransaction {
         Some(tx)
     }
 
+    /// The same transaction over TCP or TLS: no retransmissions, no lingering.
+    pub fn over_reliable_transport(mut self) -> Self {
+        self.schedule.reliable = true;
+        self.schedule.retransmit_at = None;
+        self
+    }
+
     fn is_invite(&self) -> bool {
         self.key.method == "INVITE"
     }
@@ -308,7 +331,7 @@ impl ClientTransaction {
                         self.schedule.stop();
                     } else {
                         self.schedule.interval = self.timers.t2;
-                        self.schedule.retransmit_at = Some(after(now, self.timers.t2));
+                        self.schedule.retransmit_in(now, self.timers.t2);
                     }
                 }
                 self.out.events.push_back(ClientEvent::Response(response));
@@ -324,9 +347,9 @@ impl ClientTransaction {
                         let ack = serialize(non_2xx_ack(&self.request, &response));
                         self.out.send(ack.clone());
                         self.ack = Some(ack);
-                        self.schedule.linger_until = Some(after(now, self.timers.d));
+                        self.schedule.linger(now, self.timers.d);
                     } else {
-                        self.schedule.linger_until = Some(after(now, self.timers.t4));
+                        self.schedule.linger(now, self.timers.t4);
                     }
                     self.state = ClientState::Completed;
                 }
@@ -476,6 +499,12 @@ impl ServerTransaction {
         })
     }
 
+    /// The same transaction over TCP or TLS: no retransmissions, no lingering.
+    pub fn over_reliable_transport(mut self) -> Self {
+        self.schedule.reliable = true;
+        self
+    }
+
     pub fn key(&self) -> &Key {
         &self.key
     }
@@ -520,14 +549,14 @@ impl ServerTransaction {
             // layer keeps the terminated transaction for 64·T1 so the
             // INVITE's retransmissions are still absorbed.
             self.state = ServerState::Terminated;
-            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger(now, self.timers.timeout());
         } else if invite {
             self.state = ServerState::Completed;
-            self.schedule.retransmit_at = Some(after(now, self.timers.t1));
+            self.schedule.retransmit_in(now, self.timers.t1);
             self.schedule.timeout_at = Some(after(now, self.timers.timeout()));
         } else {
             self.state = ServerState::Completed;
-            self.schedule.linger_until = Some(after(now, self.timers.timeout()));
+            self.schedule.linger(now, self.timers.timeout());
         }
     }
 
@@ -538,7 +567,7 @@ impl ServerTransaction {
             if self.state == ServerState::Completed {
                 self.state = ServerState::Confirmed;
                 self.schedule.stop();
-                self.schedule.linger_until = Some(after(now, self.timers.t4));
+                self.schedule.linger(now, self.timers.t4);
             }
             return;
         }
@@ -605,6 +634,8 @@ pub enum TransactionEvent {
 pub struct TransactionLayer {
     local: SocketAddr,
     timers: Timers,
+    /// Peers reached over a stream flow (TCP, TLS), by address; everything else is UDP.
+    flows: HashMap<SocketAddr, Transport>,
     clients: HashMap<Key, ClientTransaction>,
     servers: HashMap<Key, ServerTransaction>,
     transmits: VecDeque<Transmit>,
@@ -616,6 +647,7 @@ impl TransactionLayer {
         Self {
             local,
             timers,
+            flows: HashMap::new(),
             clients: HashMap::new(),
             servers: HashMap::new(),
             transmits: VecDeque::new(),
@@ -625,6 +657,29 @@ impl TransactionLayer {
 
     pub fn timers(&self) -> Timers {
         self.timers
+    }
+
+    /// From now on, what goes to `remote` goes over `transport` (a message arrived from it on a
+    /// TCP connection, or a phone's configured transport to its proxy); UDP forgets it.
+    pub fn set_flow(&mut self, remote: SocketAddr, transport: Transport) {
+        if transport == Transport::Udp {
+            self.flows.remove(&remote);
+        } else {
+            self.flows.insert(remote, transport);
+        }
+    }
+
+    /// A message arrived from `remote` over `transport`: a stream flow is remembered (UDP
+    /// changes nothing, so a peer's stream flow outlives a stray datagram from it).
+    pub fn note_flow(&mut self, remote: SocketAddr, transport: Transport) {
+        if transport.is_reliable() {
+            self.flows.insert(remote, transport);
+        }
+    }
+
+    /// The transport towards `remote`: the stream flow known for it, else UDP.
+    pub fn transport_to(&self, remote: SocketAddr) -> Transport {
+        self.flows.get(&remote).copied().unwrap_or_default()
     }
 
     /// Whether a transaction still has something to send or is owed something by a timer: a
@@ -655,7 +710,10 @@ impl TransactionLayer {
         destination: SocketAddr,
         now: Instant,
     ) -> Option<Key> {
-        let tx = ClientTransaction::new(request, self.local, destination, self.timers, now)?;
+        let mut tx = ClientTransaction::new(request, self.local, destination, self.timers, now)?;
+        if self.transport_to(destination).is_reliable() {
+            tx = tx.over_reliable_transport();
+        }
         let key = tx.key.clone();
         self.clients.insert(key.clone(), tx);
         self.collect();
@@ -700,7 +758,10 @@ impl TransactionLayer {
 
     /// Creates the server transaction for a new request; responses go to `reply_to`.
     pub fn accept(&mut self, request: &Request, reply_to: SocketAddr) -> Option<Key> {
-        let tx = ServerTransaction::new(request.clone(), self.local, reply_to, self.timers)?;
+        let mut tx = ServerTransaction::new(request.clone(), self.local, reply_to, self.timers)?;
+        if self.transport_to(reply_to).is_reliable() {
+            tx = tx.over_reliable_transport();
+        }
         let key = tx.key.clone();
         self.servers.insert(key.clone(), tx);
         Some(key)
@@ -857,22 +918,58 @@ Content-Length: 0\r\n\r\n";
     }
 
     #[test]
-    fn an_unanswered_invite_is_retransmitted_at_doubling_intervals_and_times_out_at_64_t1() {
+    fn an_unanswered_invite_is_resent_doubling_over_udp_sent_once_over_tcp_and_times_out_at_64_t1()
+    {
+        let t1 = Duration::from_millis(10);
+        let doubling: Vec<Duration> = [0, 1, 3, 7, 15, 31, 63].iter().map(|k| t1 * *k).collect();
+        for (reliable, expected) in [(false, doubling), (true, vec![Duration::ZERO])] {
+            let now = Instant::now();
+            let mut tx = ClientTransaction::new(
+                req(INVITE),
+                addr("192.0.2.10:5060"),
+                addr("192.0.2.20:5060"),
+                Timers::scaled(t1),
+                now,
+            )
+            .unwrap();
+            if reliable {
+                tx = tx.over_reliable_transport();
+            }
+            assert_eq!(run(&mut tx, now, Duration::from_secs(10)), expected);
+            assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
+            assert!(tx.is_terminated());
+        }
+    }
+
+    #[test]
+    fn a_layer_sends_to_a_known_flow_reliably_and_answers_its_error_once_until_timer_h() {
         let t1 = Duration::from_millis(10);
         let now = Instant::now();
-        let mut tx = ClientTransaction::new(
-            req(INVITE),
-            addr("192.0.2.10:5060"),
-            addr("192.0.2.20:5060"),
-            Timers::scaled(t1),
-            now,
-        )
-        .unwrap();
-        let sent = run(&mut tx, now, Duration::from_secs(10));
-        let expected: Vec<Duration> = [0, 1, 3, 7, 15, 31, 63].iter().map(|k| t1 * *k).collect();
-        assert_eq!(sent, expected);
-        assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
-        assert!(tx.is_terminated());
+        let peer = addr("192.0.2.10:5060");
+        let mut layer = TransactionLayer::new(addr("192.0.2.20:5060"), Timers::scaled(t1));
+        layer.set_flow(peer, Transport::Tcp);
+        assert_eq!(layer.transport_to(peer), Transport::Tcp);
+        assert_eq!(layer.transport_to(addr("192.0.2.11:5060")), Transport::Udp);
+        let invite = req(INVITE);
+        let key = layer.accept(&invite, peer).unwrap();
+        layer.respond(&key, message::response(&invite, 486, Some("t")), now);
+        assert!(layer.poll_transmit().is_some());
+        // No Timer G over TCP: the 486 is not repeated while the ACK is awaited.
+        let mut at = now;
+        while let Some(next) = layer.poll_timeout() {
+            at = next;
+            layer.handle_timeout(at);
+            assert!(
+                layer.poll_transmit().is_none(),
+                "retransmitted at {:?}",
+                at - now
+            );
+        }
+        assert_eq!(at - now, t1 * 64, "Timer H still runs");
+        assert!(matches!(
+            layer.poll_event(),
+            Some(TransactionEvent::NoAck { .. })
+        ));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::{HasHeaders, HeadersExt, ToTypedHeader};
 use rsip::{Method, Request, Response, SipMessage};
 
+use crate::machine::Transport;
 use crate::sip::message::{self, status, MessageError, Via};
 use crate::sip::transaction::{Key, Timers, TransactionEvent, TransactionLayer};
 use crate::sip::{after, earliest, Event, Ids, Transmit};
@@ -80,6 +81,9 @@ pub struct UaConfig {
     pub password: Option<String>,
     /// Outbound proxy and registrar: every request goes here.
     pub proxy: SocketAddr,
+    /// How it talks to the proxy: UDP, or one TCP/TLS connection it opens and keeps (RFC 5626
+    /// flow), down which the proxy also sends it requests.
+    pub transport: Transport,
     pub timers: Timers,
     /// Put `;rport` in Via (RFC 3581).
     pub rport: bool,
@@ -121,6 +125,7 @@ impl UaConfig {
             domain: domain.into(),
             password: None,
             proxy,
+            transport: Transport::Udp,
             timers: Timers::default(),
             rport: true,
             contact: ContactSource::Local,
@@ -257,8 +262,10 @@ impl Ua {
             refresh_at: None,
             registered: false,
         };
+        let mut layer = TransactionLayer::new(config.local, config.timers);
+        layer.set_flow(config.proxy, config.transport);
         Self {
-            layer: TransactionLayer::new(config.local, config.timers),
+            layer,
             config,
             ids,
             discovered: None,
@@ -359,8 +366,13 @@ impl Ua {
     }
 
     fn contact_value_to(&self, dest: IpAddr) -> String {
+        // RFC 3261 §19.1.4: a Contact reached over TCP says so, or it means UDP.
+        let transport = match self.config.transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.via_name().to_ascii_lowercase()),
+        };
         format!(
-            "<sip:{}@{}>",
+            "<sip:{}@{}{transport}>",
             self.config.user,
             self.contact_address_to(dest)
         )
@@ -368,6 +380,13 @@ impl Ua {
 
     fn new_via(&mut self) -> Via {
         Via::udp(self.contact_address(), self.ids.branch(), self.config.rport)
+            .over(self.config.transport)
+    }
+
+    /// The transport of what goes to `dest`: the configured one towards the proxy, and to a
+    /// peer whose request came over a stream flow, that flow.
+    pub fn transport_to(&self, dest: SocketAddr) -> Transport {
+        self.layer.transport_to(dest)
     }
 
     /// A request with the headers every request needs.
@@ -660,7 +679,14 @@ impl Ua {
         }
     }
 
-    /// A datagram arrived on the UA's socket.
+    /// The next message from `from` came over `transport` (a stream flow's, framed by the
+    /// driver): what goes back to `from` takes the same flow.
+    pub fn note_flow(&mut self, from: SocketAddr, transport: Transport) {
+        self.layer.note_flow(from, transport);
+    }
+
+    /// A datagram arrived on the UA's socket, or a stream flow's message after
+    /// [`Self::note_flow`].
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if message::is_keepalive(bytes) {
             return; // RFC 5626 pong, or a ping we do not answer.
@@ -1040,8 +1066,9 @@ impl Ua {
     }
 
     fn on_request(&mut self, req: Request, from: SocketAddr, now: Instant) {
-        // Answer where RFC 3261 §18.2.2 / RFC 3581 say.
+        // Answer where RFC 3261 §18.2.2 / RFC 3581 say: down the same connection over a stream.
         let reply_to = match message::top_via(&req) {
+            _ if self.layer.transport_to(from).is_reliable() => from,
             Ok(mut via) => {
                 via.stamp(from, true);
                 via.response_target().unwrap_or(from)

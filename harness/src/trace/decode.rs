@@ -419,7 +419,64 @@ pub fn udp_of(f: &Frame) -> Option<(SocketAddrV4, SocketAddrV4, &[u8])> {
     }
 }
 
-/// Decodes one frame; `None` for what a SIP ladder has no use for (ARP, IPv6, TCP).
+/// The data of the TCP segment in a frame, if it carries one: `(source, destination, data)`.
+pub fn tcp_of(f: &Frame) -> Option<(SocketAddrV4, SocketAddrV4, &[u8])> {
+    match ipv4_of(&f.bytes)? {
+        (6, s, d, l4) if l4.len() >= 20 => {
+            let offset = usize::from(l4[12] >> 4) * 4;
+            Some((
+                SocketAddrV4::new(s, u16::from_be_bytes([l4[0], l4[1]])),
+                SocketAddrV4::new(d, u16::from_be_bytes([l4[2], l4[3]])),
+                l4.get(offset..).unwrap_or(&[]),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Decodes a TCP segment (`l4` from its header on): the SIP message or keep-alive it starts
+/// with, the connection's opening, closing or reset, or its length; `None` for a bare
+/// acknowledgement, which says nothing a ladder shows.
+///
+/// A segment is read on its own, not reassembled into the stream: SIP over TCP from the
+/// harness's machines and from SIPp writes each message in one segment, so the first message of
+/// a segment is the message; one that spans segments shows its first segment's headers (and a
+/// short body), and a second message in the same segment is not shown.
+pub fn decode_tcp(l4: &[u8]) -> Option<Payload> {
+    let offset = usize::from(*l4.get(12)? >> 4) * 4;
+    let flags = *l4.get(13)?;
+    let data = l4.get(offset..).unwrap_or(&[]);
+    if data.is_empty() {
+        return (flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0)
+            .then_some(Payload::Tcp { flags, len: 0 });
+    }
+    if data == b"\r\n" || data == b"\r\n\r\n" {
+        return Some(Payload::KeepAlive);
+    }
+    if looks_like_sip(data) {
+        return Some(Payload::Sip(Box::new(sip_summary(data))));
+    }
+    // A TLS record header (RFC 8446 §5.1): content type 20–23, legacy version 3.x. What it
+    // carries is opaque on the wire, to the ladder as to a router's SIP ALG.
+    if data.len() >= 5 && (20..=23).contains(&data[0]) && data[1] == 3 {
+        return Some(Payload::Tls {
+            content_type: data[0],
+            len: data.len(),
+        });
+    }
+    Some(Payload::Tcp {
+        flags,
+        len: data.len(),
+    })
+}
+
+/// TCP header flags (RFC 9293 §3.1) a ladder names.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Decodes one frame; `None` for what a SIP ladder has no use for (ARP, IPv6, bare TCP ACKs).
 pub fn decode_frame(f: &Frame) -> Option<Entry> {
     let (proto, src_ip, dst_ip, l4) = ipv4_of(&f.bytes)?;
     let (src, dst, payload) = match proto {
@@ -432,6 +489,11 @@ pub fn decode_frame(f: &Frame) -> Option<Entry> {
             SocketAddrV4::new(src_ip, 0),
             SocketAddrV4::new(dst_ip, 0),
             decode_icmp(l4)?,
+        ),
+        6 if l4.len() >= 20 => (
+            SocketAddrV4::new(src_ip, u16::from_be_bytes([l4[0], l4[1]])),
+            SocketAddrV4::new(dst_ip, u16::from_be_bytes([l4[2], l4[3]])),
+            decode_tcp(l4)?,
         ),
         _ => return None,
     };

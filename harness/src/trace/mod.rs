@@ -13,8 +13,8 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime};
 
 pub use decode::{
-    decode_frame, decode_icmp, decode_udp, stun_of, stun_summary, turn_carried, udp_of,
-    IcmpSummary, SipSummary, StunSummary, TurnCarrier,
+    decode_frame, decode_icmp, decode_tcp, decode_udp, stun_of, stun_summary, tcp_of, turn_carried,
+    udp_of, IcmpSummary, SipSummary, StunSummary, TurnCarrier,
 };
 pub use ladder::Ladder;
 
@@ -45,6 +45,12 @@ pub enum Payload {
     KeepAlive,
     /// Anything else on UDP.
     Udp { len: usize },
+    /// A TCP segment that is not a SIP message or keep-alive: a connection opened (SYN),
+    /// closed (FIN) or reset (RST), or `len` bytes of something else. `flags` as on the wire.
+    Tcp { flags: u8, len: usize },
+    /// A TCP segment starting with a TLS record (SIP over TLS): opaque; `content_type` 22
+    /// handshake, 23 application data; `len` the segment's bytes.
+    Tls { content_type: u8, len: usize },
     /// An ICMP error, e.g. `port unreachable` — on the internet core they never appear.
     Icmp(IcmpSummary),
 }
@@ -93,6 +99,30 @@ impl Payload {
             }
             Payload::KeepAlive => "keep-alive (CRLF)".into(),
             Payload::Udp { len } => format!("UDP {len} bytes"),
+            // A handshake's length moves with its signatures' DER encoding from run to run;
+            // what it carries after is SIP, whose length is the message's plus a fixed overhead.
+            Payload::Tls { content_type, len } => match content_type {
+                20 => "TLS change cipher spec".into(),
+                21 => "TLS alert".into(),
+                22 => "TLS handshake".into(),
+                _ => format!("TLS application data {len} bytes"),
+            },
+            Payload::Tcp { flags, len } => {
+                let names: Vec<&str> = [
+                    (decode::TCP_SYN, "SYN"),
+                    (decode::TCP_FIN, "FIN"),
+                    (decode::TCP_RST, "RST"),
+                    (decode::TCP_ACK, "ACK"),
+                ]
+                .into_iter()
+                .filter(|(bit, _)| flags & bit != 0)
+                .map(|(_, name)| name)
+                .collect();
+                match len {
+                    0 => format!("TCP [{}]", names.join(" ")),
+                    n => format!("TCP [{}] {n} bytes", names.join(" ")),
+                }
+            }
             Payload::Icmp(s) => format!("ICMP {s}"),
         }
     }
