@@ -1,0 +1,432 @@
+//! A phone's media with ICE, as one sans-IO machine on one socket (its RTP port): it gathers a
+//! server-reflexive candidate from a STUN server and a relayed one from a TURN server, runs the
+//! [`IceAgent`] once the peer's SDP is known, and streams RTP over the pair the agent selects —
+//! straight from the socket, or through the TURN allocation when the selected local candidate
+//! is the relayed one. Everything shares the socket, as on a real ICE phone: STUN answers from
+//! the STUN server go to the binding client, TURN traffic to the TURN client (whose Data is
+//! checks or RTP from the peer), other STUN to the agent, RTP to the stream.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::agent::{IceAgent, IceConfig, IceEvent, Role};
+use super::candidate::{Candidate, CandidateKind, IceDescription};
+use crate::machine::{Machine, Transmit};
+use crate::rtp::{MediaConfig, MediaEvent, MediaStats, MediaStream};
+use crate::stun::{BindingClient, ClientConfig};
+use crate::turn::{TurnClient, TurnClientConfig};
+
+/// What an [`IceMedia`] is built from.
+#[derive(Debug, Clone)]
+pub struct IceMediaConfig {
+    /// The phone's RTP socket: its host candidate, and the base of its server-reflexive one.
+    pub local: SocketAddr,
+    /// Where the server-reflexive candidate comes from.
+    pub stun_server: Option<SocketAddr>,
+    /// Where the relayed candidate comes from (`local` must be the config's `local`).
+    pub turn: Option<TurnClientConfig>,
+    pub ice: IceConfig,
+    /// The stream; its `local` and `destination` are set here.
+    pub media: MediaConfig,
+}
+
+/// What it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IceMediaEvent {
+    /// Gathering is over: these are the candidates the SDP offers.
+    Gathered(Vec<Candidate>),
+    Ice(IceEvent),
+    Turn(crate::turn::Event),
+    Stun(crate::stun::Event),
+    Media(MediaEvent),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct IceMedia {
+    local: SocketAddr,
+    stun: Option<BindingClient>,
+    stun_done: bool,
+    turn: Option<TurnClient>,
+    turn_done: bool,
+    ice: IceConfig,
+    agent: Option<IceAgent>,
+    pending_remote: Option<(IceDescription, Role)>,
+    permitted: BTreeSet<IpAddr>,
+    stream: MediaStream,
+    start_requested: bool,
+    consent_lost: bool,
+    failed: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<IceMediaEvent>,
+}
+
+impl IceMedia {
+    pub fn new(config: IceMediaConfig) -> Self {
+        let stun = config
+            .stun_server
+            .map(|s| BindingClient::new(config.local, s, ClientConfig::default()));
+        let stream = MediaStream::new(MediaConfig {
+            local: config.local,
+            destination: None,
+            source: crate::rtp::RtpSource::Symmetric,
+            ..config.media
+        });
+        IceMedia {
+            local: config.local,
+            stun_done: stun.is_none(),
+            stun,
+            turn_done: config.turn.is_none(),
+            turn: config.turn.map(TurnClient::new),
+            ice: config.ice,
+            agent: None,
+            pending_remote: None,
+            permitted: BTreeSet::new(),
+            stream,
+            start_requested: false,
+            consent_lost: false,
+            failed: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Starts gathering: a Binding request to the STUN server, an Allocate to the TURN server.
+    pub fn gather(&mut self, now: Instant) {
+        if let Some(s) = &mut self.stun {
+            s.bind(now);
+        }
+        if let Some(t) = &mut self.turn {
+            t.allocate(now);
+        }
+        self.pump(now);
+    }
+
+    /// Our ICE attributes for the SDP, once gathered.
+    pub fn description(&self) -> Option<&IceDescription> {
+        self.agent.as_ref().map(IceAgent::local_description)
+    }
+
+    /// The candidate the SDP's `c=`/`m=` name (RFC 8445 §5.1.4: the one most likely to work
+    /// for a peer without ICE): relayed, else server-reflexive, else host.
+    pub fn default_candidate(&self) -> Option<SocketAddr> {
+        let d = self.description()?;
+        [
+            CandidateKind::Relayed,
+            CandidateKind::ServerReflexive,
+            CandidateKind::Host,
+        ]
+        .into_iter()
+        .find_map(|k| d.candidates.iter().find(|c| c.kind == k))
+        .map(|c| c.address)
+    }
+
+    pub fn agent(&self) -> Option<&IceAgent> {
+        self.agent.as_ref()
+    }
+
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(TurnClient::relayed)
+    }
+
+    pub fn stats(&self) -> MediaStats {
+        self.stream.stats().clone()
+    }
+
+    pub fn stream(&self) -> &MediaStream {
+        &self.stream
+    }
+
+    /// Gathering is over (each server answered or gave up).
+    pub fn is_gathered(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    pub fn consent_lost(&self) -> bool {
+        self.consent_lost
+    }
+
+    /// Every pair failed.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The peer's ICE attributes (from its SDP) and our role: checks start.
+    pub fn set_remote(&mut self, remote: IceDescription, role: Role, now: Instant) {
+        self.pending_remote = Some((remote, role));
+        self.pump(now);
+    }
+
+    /// Streams once a pair is selected.
+    pub fn start_media(&mut self, now: Instant) {
+        self.start_requested = true;
+        self.pump(now);
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        let mut c = vec![Candidate::gathered(
+            CandidateKind::Host,
+            self.local,
+            self.local,
+        )];
+        let turn_mapped = self.turn.as_ref().and_then(TurnClient::mapped);
+        let mapped = self
+            .stun
+            .as_ref()
+            .and_then(BindingClient::mapped)
+            .or(turn_mapped);
+        if let Some(m) = mapped.filter(|m| *m != self.local) {
+            c.push(Candidate::gathered(
+                CandidateKind::ServerReflexive,
+                m,
+                self.local,
+            ));
+        }
+        if let (Some(r), Some(m)) = (self.relayed(), turn_mapped) {
+            let mut relay = Candidate::gathered(CandidateKind::Relayed, r, r);
+            relay.related = Some(m);
+            c.push(relay);
+        }
+        c
+    }
+
+    /// Where a datagram from base `source` really leaves: the host socket, or the TURN
+    /// allocation for the relayed base.
+    fn send_from(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        if Some(source) == self.relayed() {
+            if let Some(t) = &mut self.turn {
+                let _ = t.send_to(destination, payload, now);
+            }
+        } else {
+            self.transmits.push_back(Transmit {
+                source: self.local,
+                destination,
+                payload: payload.to_vec(),
+            });
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        if let Some(s) = &mut self.stun {
+            while let Some(e) = s.poll_event() {
+                if matches!(
+                    e,
+                    crate::stun::Event::Mapped { .. }
+                        | crate::stun::Event::Timeout { .. }
+                        | crate::stun::Event::Error { .. }
+                ) {
+                    self.stun_done = true;
+                }
+                self.events.push_back(IceMediaEvent::Stun(e));
+            }
+        }
+        let mut relayed_in = Vec::new();
+        if let Some(t) = &mut self.turn {
+            while let Some(e) = t.poll_event() {
+                match e {
+                    crate::turn::Event::Data { peer, data } => relayed_in.push((peer, data)),
+                    e => {
+                        if matches!(
+                            e,
+                            crate::turn::Event::Allocated { .. }
+                                | crate::turn::Event::Failed {
+                                    method: "Allocate",
+                                    ..
+                                }
+                        ) {
+                            self.turn_done = true;
+                        }
+                        self.events.push_back(IceMediaEvent::Turn(e));
+                    }
+                }
+            }
+        }
+        let relayed = self.relayed();
+        for (peer, data) in relayed_in {
+            let checked = match (&mut self.agent, relayed) {
+                (Some(a), Some(r)) if crate::stun::is_stun(&data) => {
+                    a.handle_stun(r, peer, &data, now)
+                }
+                _ => false,
+            };
+            if !checked && crate::rtp::is_rtp(&data) {
+                self.stream.handle_datagram(self.local, peer, &data, now);
+            }
+        }
+        if self.agent.is_none() && self.stun_done && self.turn_done {
+            let candidates = self.candidates();
+            self.events
+                .push_back(IceMediaEvent::Gathered(candidates.clone()));
+            self.agent = Some(IceAgent::new(
+                self.ice.clone(),
+                candidates,
+                Role::Controlled,
+            ));
+        }
+        if let (Some(a), Some((remote, role))) = (&mut self.agent, self.pending_remote.take()) {
+            a.set_remote(remote, role, now);
+        }
+        self.permit(now);
+        self.drain_agent(now);
+        if self.start_requested && !self.consent_lost && self.selected().is_some() {
+            self.stream.start(now);
+        }
+        let route = self.selected().map(|(l, _)| l.base);
+        while let Some(t) = self.stream.poll_transmit() {
+            // RFC 7675: no consent, no media; and nothing before a pair is selected.
+            if let (Some(base), false) = (route, self.consent_lost) {
+                self.send_from(base, t.destination, &t.payload, now);
+            }
+        }
+        while let Some(e) = self.stream.poll_event() {
+            self.events.push_back(IceMediaEvent::Media(e));
+        }
+        if let Some(s) = &mut self.stun {
+            while let Some(t) = s.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+        }
+        if let Some(t) = &mut self.turn {
+            while let Some(t) = t.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+        }
+    }
+
+    /// TURN permissions for every remote address a relayed check may go to (RFC 8656 §9: the
+    /// relay drops what comes from, and refuses to send to, an address without one).
+    fn permit(&mut self, now: Instant) {
+        let (Some(a), Some(t)) = (&self.agent, &mut self.turn) else {
+            return;
+        };
+        if t.relayed().is_none() {
+            return;
+        }
+        for ip in a.remote_addresses().into_iter().map(|r| r.ip()) {
+            if self.permitted.insert(ip) {
+                t.create_permission(ip, now);
+            }
+        }
+    }
+
+    fn drain_agent(&mut self, now: Instant) {
+        let Some(a) = &mut self.agent else { return };
+        let mut out = Vec::new();
+        while let Some(t) = a.poll_transmit() {
+            out.push(t);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = a.poll_event() {
+            events.push(e);
+        }
+        for t in out {
+            self.send_from(t.source, t.destination, &t.payload, now);
+        }
+        for e in events {
+            match &e {
+                IceEvent::Selected { remote, .. } => self.stream.set_destination(remote.address),
+                IceEvent::ConsentLost { .. } => self.consent_lost = true,
+                IceEvent::Failed => self.failed = true,
+                _ => {}
+            }
+            self.events.push_back(IceMediaEvent::Ice(e));
+        }
+        if let Some(t) = &mut self.turn {
+            while let Some(tx) = t.poll_transmit() {
+                self.transmits.push_back(tx);
+            }
+        }
+    }
+
+    /// The selected pair: (local, remote).
+    pub fn selected(&self) -> Option<(Candidate, Candidate)> {
+        let p = self.agent.as_ref()?.selected()?;
+        Some((p.local.clone(), p.remote.clone()))
+    }
+}
+
+impl Machine for IceMedia {
+    type Event = IceMediaEvent;
+
+    fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let turn_server = self.turn.as_ref().map(TurnClient::server);
+        let stun_server = self.stun_server();
+        if Some(from) == turn_server {
+            if let Some(t) = &mut self.turn {
+                t.handle_datagram(local, from, bytes, now);
+            }
+        } else if crate::stun::is_stun(bytes) {
+            let agent = self
+                .agent
+                .as_mut()
+                .is_some_and(|a| a.handle_stun(self.local, from, bytes, now));
+            if !agent && Some(from) == stun_server {
+                if let Some(s) = &mut self.stun {
+                    s.handle_datagram(local, from, bytes, now);
+                }
+            }
+        } else if crate::rtp::is_rtp(bytes) {
+            self.stream.handle_datagram(self.local, from, bytes, now);
+        }
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(s) = &mut self.stun {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+        if let Some(t) = &mut self.turn {
+            if t.poll_timeout().is_some_and(|t| t <= now) {
+                t.handle_timeout(now);
+            }
+        }
+        if let Some(a) = &mut self.agent {
+            if a.poll_timeout().is_some_and(|t| t <= now) {
+                a.handle_timeout(now);
+            }
+        }
+        if self.stream.poll_timeout().is_some_and(|t| t <= now) {
+            self.stream.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<IceMediaEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.stun.as_ref().and_then(|s| s.poll_timeout()),
+            self.turn.as_ref().and_then(|t| t.poll_timeout()),
+            self.agent.as_ref().and_then(IceAgent::poll_timeout),
+            self.stream.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn local_addresses(&self) -> Vec<SocketAddr> {
+        vec![self.local]
+    }
+}
+
+impl IceMedia {
+    fn stun_server(&self) -> Option<SocketAddr> {
+        self.stun.as_ref().map(BindingClient::server)
+    }
+}
