@@ -225,6 +225,22 @@ impl IceAgent {
             .iter()
             .position(|r| r.address == c.address)
         {
+            // §7.3.1.3: a peer-reflexive candidate the peer's SDP then names is the signalled one.
+            let learnt = self.remote_candidates[i].kind == CandidateKind::PeerReflexive;
+            if learnt && c.kind != CandidateKind::PeerReflexive {
+                self.remote_candidates[i] = c.clone();
+                for p in self
+                    .pairs
+                    .iter_mut()
+                    .filter(|p| p.remote.address == c.address)
+                {
+                    p.remote = c.clone();
+                }
+                for j in 0..self.pairs.len() {
+                    self.pairs[j].priority =
+                        self.priority_of(&self.pairs[j].local, &self.pairs[j].remote);
+                }
+            }
             return i;
         }
         // Pairs with every local candidate checks leave from: host and relayed. A server-reflexive

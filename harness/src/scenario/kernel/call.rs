@@ -116,6 +116,16 @@ pub(super) async fn from_phone(
             format!("media: {report}"),
         ));
     }
+    for user in [from, to] {
+        if let Some(path) = media::ice_path(r, user) {
+            let host = r.phones[user].host.clone();
+            if let Some((l, rem)) = &path.selected {
+                t.notes
+                    .push((r.clock.now(), host, format!("ICE: media over {l} ↔ {rem}")));
+            }
+            t.ice.push(path);
+        }
+    }
     let (from, to) = (from.to_string(), to.to_string());
     t.calls.push(Call {
         from,
