@@ -1,16 +1,17 @@
-//! A full ICE agent (RFC 8445) for one media stream with one component, as a sans-IO machine:
+//! A full ICE agent (RFC 8445) for one media stream (RTP, and RTCP as a second component when
+//! the phone offers it), as a sans-IO machine:
 //! connectivity checks with STUN short-term credentials, triggered checks, peer-reflexive
 //! candidates, role conflicts, regular nomination, and consent freshness (RFC 7675) on the
 //! selected pair. It never opens a socket or reads the clock: checks leave as [`Transmit`]s whose
 //! `source` is the *base* of the local candidate (the host socket, or a TURN relayed address that
 //! the caller sends through its allocation), answers come in through [`IceAgent::handle_stun`].
 //!
-//! Simplifications, each harmless with one stream and one component: every pair starts Waiting
+//! Simplifications, each harmless with one stream: every pair starts Waiting
 //! (the frozen algorithm only orders foundations across streams), a check in progress is not
 //! cancelled by a triggered one, and the check list is not pruned of pairs a valid one makes
 //! redundant.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -133,9 +134,11 @@ pub struct IceAgent {
     checks: HashMap<TransactionId, Check>,
     triggered: VecDeque<(usize, bool)>,
     next_check: Option<Instant>,
-    first_valid: Option<Instant>,
-    nominating: Option<usize>,
-    selected: Option<usize>,
+    /// Per component: when its first pair became valid, the pair being nominated, the pair
+    /// selected.
+    first_valid: BTreeMap<u8, Instant>,
+    nominating: BTreeMap<u8, usize>,
+    selected: BTreeMap<u8, usize>,
     consent: Option<Consent>,
     failed: bool,
     rng: SplitMix,
@@ -174,15 +177,35 @@ impl IceAgent {
             checks: HashMap::new(),
             triggered: VecDeque::new(),
             next_check: None,
-            first_valid: None,
-            nominating: None,
-            selected: None,
+            first_valid: BTreeMap::new(),
+            nominating: BTreeMap::new(),
+            selected: BTreeMap::new(),
             consent: None,
             failed: false,
             rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// An agent for a new session of a phone whose SDP keeps offering `local` (the harness's
+    /// phone writes its ICE attributes once, when it starts): same credentials and gathered
+    /// candidates, nothing learnt from the previous peer.
+    pub fn renewed(&self) -> Self {
+        let mut local = self.local.clone();
+        local
+            .candidates
+            .retain(|c| c.kind != CandidateKind::PeerReflexive);
+        let mut config = self.config.clone();
+        config.seed = config.seed.wrapping_add(1);
+        let mut agent = IceAgent::new(config, local.candidates.clone(), self.role);
+        agent.local = local;
+        agent
+    }
+
+    /// Whether it has been given a peer (a session ran or runs).
+    pub fn has_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// What our SDP says: credentials and candidates.
@@ -198,9 +221,14 @@ impl IceAgent {
         &self.pairs
     }
 
-    /// The pair media goes over, once nominated.
+    /// The pair RTP goes over (component 1), once nominated.
     pub fn selected(&self) -> Option<&Pair> {
-        self.selected.map(|i| &self.pairs[i])
+        self.selected_for(1)
+    }
+
+    /// The pair component `component` goes over, once nominated.
+    pub fn selected_for(&self, component: u8) -> Option<&Pair> {
+        self.selected.get(&component).map(|i| &self.pairs[*i])
     }
 
     /// The peer's credentials and candidates (from its SDP), and our role in the call: the
@@ -357,9 +385,12 @@ impl IceAgent {
             self.respond(base, from, reply, None);
             return true;
         }
-        // RFC 8445 §7.3.1.1: a role conflict is settled by the larger tie-breaker.
-        match (self.role, msg.ice_controlling(), msg.ice_controlled()) {
-            (Role::Controlling, Some(theirs), _) => {
+        // RFC 8445 §7.3.1.1: a role conflict is settled by the larger tie-breaker. Before the
+        // peer's SDP arrives our role is not settled yet (the offer/answer decides it), so a
+        // check that early is answered without a verdict on roles.
+        let role = self.remote.as_ref().map(|_| self.role);
+        match (role, msg.ice_controlling(), msg.ice_controlled()) {
+            (Some(Role::Controlling), Some(theirs), _) => {
                 if self.tie_breaker >= theirs {
                     let reply = msg.reply(Class::ErrorResponse).with(Attribute::ErrorCode {
                         code: 487,
@@ -371,7 +402,7 @@ impl IceAgent {
                 }
                 self.switch_role(Role::Controlled);
             }
-            (Role::Controlled, _, Some(theirs)) => {
+            (Some(Role::Controlled), _, Some(theirs)) => {
                 if self.tie_breaker >= theirs {
                     self.switch_role(Role::Controlling);
                 } else {
@@ -391,12 +422,6 @@ impl IceAgent {
             .with(Attribute::XorMappedAddress(from));
         let key = self.local.pwd.clone();
         self.respond(base, from, reply, Some(key.as_bytes()));
-        // §7.3.1.3: a source we do not know is a peer-reflexive remote candidate.
-        let known = self.remote_candidates.iter().any(|c| c.address == from);
-        if !known {
-            let prio = msg.ice_priority().unwrap_or(0);
-            self.add_remote(Candidate::peer_reflexive(from, from, prio));
-        }
         let Some(local) = self
             .local
             .candidates
@@ -408,6 +433,15 @@ impl IceAgent {
         else {
             return true;
         };
+        // §7.3.1.3: a source we do not know is a peer-reflexive remote candidate, of the
+        // component of the candidate the request arrived at.
+        let known = self.remote_candidates.iter().any(|c| c.address == from);
+        if !known {
+            let prio = msg.ice_priority().unwrap_or(0);
+            let mut c = Candidate::peer_reflexive(from, from, prio);
+            c.component = local.component;
+            self.add_remote(c);
+        }
         let remote = self
             .remote_candidates
             .iter()
@@ -530,7 +564,8 @@ impl IceAgent {
                 remote: self.pairs[v].remote.clone(),
             });
         }
-        self.first_valid.get_or_insert(now);
+        let component = self.pairs[v].local.component;
+        self.first_valid.entry(component).or_insert(now);
         match self.role {
             Role::Controlling if check.nominate => {
                 self.pairs[v].nominated = true;
@@ -548,18 +583,23 @@ impl IceAgent {
     }
 
     fn select(&mut self, v: usize, now: Instant) {
+        let component = self.pairs[v].local.component;
         let better = self
             .selected
-            .is_none_or(|s| s != v && self.pairs[v].priority > self.pairs[s].priority);
+            .get(&component)
+            .is_none_or(|s| *s != v && self.pairs[v].priority > self.pairs[*s].priority);
         if !better {
             return;
         }
-        self.selected = Some(v);
-        self.nominating = None;
-        self.consent = Some(Consent {
-            next: now + self.consent_interval(),
-            last_answer: now,
-        });
+        self.selected.insert(component, v);
+        self.nominating.remove(&component);
+        // Consent is kept on the RTP pair (RFC 7675 §5.1 asks it per stream, for what is sent).
+        if component == 1 {
+            self.consent = Some(Consent {
+                next: now + self.consent_interval(),
+                last_answer: now,
+            });
+        }
         self.events.push_back(IceEvent::Selected {
             local: self.pairs[v].local.clone(),
             remote: self.pairs[v].remote.clone(),
@@ -665,7 +705,8 @@ impl IceAgent {
                     self.pairs[c.pair].state = PairState::Failed;
                 }
                 if c.nominate {
-                    self.nominating = None;
+                    let component = self.pairs[c.pair].local.component;
+                    self.nominating.remove(&component);
                 }
                 continue;
             }
@@ -684,42 +725,51 @@ impl IceAgent {
     /// `nomination_wait` after the first valid one, the best valid pair is checked again with
     /// USE-CANDIDATE.
     fn nominate(&mut self, now: Instant) {
-        if self.role != Role::Controlling || self.selected.is_some() || self.nominating.is_some() {
+        if self.role != Role::Controlling {
             return;
         }
-        let Some((best, prio)) = self
-            .pairs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.valid)
-            .max_by_key(|(_, p)| p.priority)
-            .map(|(i, p)| (i, p.priority))
-        else {
-            return;
-        };
-        let pending_better = self.pairs.iter().any(|p| {
-            !p.valid
-                && p.priority > prio
-                && matches!(p.state, PairState::Waiting | PairState::InProgress)
-        });
-        let waited = self
-            .first_valid
-            .is_some_and(|t| now >= t + self.config.nomination_wait);
-        if !pending_better || waited {
-            self.nominating = Some(best);
-            self.triggered.push_front((best, true));
-            // A nomination does not wait behind the pacing of ordinary checks.
-            self.next_check = Some(now);
+        let components: Vec<u8> = self.first_valid.keys().copied().collect();
+        for component in components {
+            if self.selected.contains_key(&component) || self.nominating.contains_key(&component) {
+                continue;
+            }
+            let of = |p: &Pair| p.local.component == component;
+            let Some((best, prio)) = self
+                .pairs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.valid && of(p))
+                .max_by_key(|(_, p)| p.priority)
+                .map(|(i, p)| (i, p.priority))
+            else {
+                continue;
+            };
+            let pending_better = self.pairs.iter().any(|p| {
+                of(p)
+                    && !p.valid
+                    && p.priority > prio
+                    && matches!(p.state, PairState::Waiting | PairState::InProgress)
+            });
+            let waited = self
+                .first_valid
+                .get(&component)
+                .is_some_and(|t| now >= *t + self.config.nomination_wait);
+            if !pending_better || waited {
+                self.nominating.insert(component, best);
+                self.triggered.push_front((best, true));
+                // A nomination does not wait behind the pacing of ordinary checks.
+                self.next_check = Some(now);
+            }
         }
     }
 
     fn keep_consent(&mut self, now: Instant) {
-        let (Some(s), Some(c)) = (self.selected, self.consent) else {
+        let (Some(s), Some(c)) = (self.selected.get(&1).copied(), self.consent) else {
             return;
         };
         if now >= c.last_answer + self.config.consent_timeout {
             self.consent = None;
-            self.selected = None;
+            self.selected.clear();
             self.events.push_back(IceEvent::ConsentLost {
                 local: self.pairs[s].local.clone(),
                 remote: self.pairs[s].remote.clone(),
@@ -768,12 +818,13 @@ impl IceAgent {
             .flat_map(|c| [c.next, c.last_answer + self.config.consent_timeout]);
         let nomination = self
             .first_valid
-            .filter(|_| {
+            .iter()
+            .filter(|(c, _)| {
                 self.role == Role::Controlling
-                    && self.selected.is_none()
-                    && self.nominating.is_none()
+                    && !self.selected.contains_key(c)
+                    && !self.nominating.contains_key(c)
             })
-            .map(|t| t + self.config.nomination_wait);
+            .map(|(_, t)| *t + self.config.nomination_wait);
         self.next_check
             .into_iter()
             .chain(checks)

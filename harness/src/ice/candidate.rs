@@ -56,8 +56,7 @@ impl fmt::Display for CandidateKind {
     }
 }
 
-/// One transport address a peer may be reached at (UDP, one component: the harness's phone
-/// streams RTP only, RTCP is not checked).
+/// One transport address a peer may be reached at (UDP; component 1 is RTP, 2 is RTCP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub kind: CandidateKind,
@@ -105,6 +104,13 @@ impl Candidate {
             component: 1,
             related,
         }
+    }
+
+    /// The same candidate for another component (RTCP is 2): its priority follows.
+    pub fn for_component(mut self, component: u8) -> Self {
+        self.priority = priority(self.kind, 65535, component);
+        self.component = component;
+        self
     }
 
     /// A peer-reflexive candidate learnt from a check, with the priority the check carried.
@@ -186,7 +192,7 @@ fn foundation(kind: CandidateKind, base: IpAddr) -> String {
 }
 
 /// What one side's SDP says about ICE (RFC 8839): credentials and candidates of its first audio
-/// section, component 1.
+/// section, RTP (component 1) and RTCP (component 2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IceDescription {
     pub ufrag: String,
@@ -221,7 +227,7 @@ impl IceDescription {
             } else if line == "a=ice-lite" {
                 d.lite = true;
             } else if line.starts_with("a=candidate:") {
-                if let Some(c) = Candidate::parse(line).filter(|c| c.component == 1) {
+                if let Some(c) = Candidate::parse(line).filter(|c| matches!(c.component, 1 | 2)) {
                     d.candidates.push(c);
                 }
             }

@@ -18,6 +18,8 @@ pub struct IceMediaState {
     pub description: Option<IceDescription>,
     /// The SDP `c=`/`m=` address (the default candidate).
     pub default: Option<SocketAddr>,
+    /// The SDP `a=rtcp` address (the default RTCP candidate).
+    pub default_rtcp: Option<SocketAddr>,
     /// The pair media goes over: (local, remote).
     pub selected: Option<(Candidate, Candidate)>,
     pub consent_lost: bool,
@@ -39,6 +41,7 @@ impl IceMediaTask {
             |m| IceMediaState {
                 description: m.description().cloned(),
                 default: m.default_candidate(),
+                default_rtcp: m.default_rtcp(),
                 selected: m.selected(),
                 consent_lost: m.consent_lost(),
                 failed: m.failed(),

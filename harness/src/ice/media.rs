@@ -22,6 +22,10 @@ use crate::turn::{TurnClient, TurnClientConfig};
 pub struct IceMediaConfig {
     /// The phone's RTP socket: its host candidate, and the base of its server-reflexive one.
     pub local: SocketAddr,
+    /// Its RTCP socket (RTP + 1), checked as ICE component 2 with host and server-reflexive
+    /// candidates (no relay): peers such as baresip refuse an offer whose RTCP address no
+    /// candidate names (`a=ice-mismatch`). `None`: RTP only.
+    pub rtcp: Option<SocketAddr>,
     /// Where the server-reflexive candidate comes from.
     pub stun_server: Option<SocketAddr>,
     /// Where the relayed candidate comes from (`local` must be the config's `local`).
@@ -46,8 +50,11 @@ pub enum IceMediaEvent {
 #[derive(Debug)]
 pub struct IceMedia {
     local: SocketAddr,
+    rtcp: Option<SocketAddr>,
     stun: Option<BindingClient>,
     stun_done: bool,
+    rtcp_stun: Option<BindingClient>,
+    rtcp_stun_done: bool,
     turn: Option<TurnClient>,
     turn_done: bool,
     ice: IceConfig,
@@ -55,6 +62,8 @@ pub struct IceMedia {
     pending_remote: Option<(IceDescription, Role)>,
     permitted: BTreeSet<IpAddr>,
     stream: MediaStream,
+    /// What each call's stream is made from.
+    media: MediaConfig,
     start_requested: bool,
     consent_lost: bool,
     failed: bool,
@@ -67,16 +76,24 @@ impl IceMedia {
         let stun = config
             .stun_server
             .map(|s| BindingClient::new(config.local, s, ClientConfig::default()));
-        let stream = MediaStream::new(MediaConfig {
+        let rtcp_stun = config
+            .stun_server
+            .zip(config.rtcp)
+            .map(|(s, l)| BindingClient::new(l, s, ClientConfig::default()));
+        let media = MediaConfig {
             local: config.local,
             destination: None,
             source: crate::rtp::RtpSource::Symmetric,
             ..config.media
-        });
+        };
+        let stream = MediaStream::new(media.clone());
         IceMedia {
             local: config.local,
+            rtcp: config.rtcp,
             stun_done: stun.is_none(),
             stun,
+            rtcp_stun_done: rtcp_stun.is_none(),
+            rtcp_stun,
             turn_done: config.turn.is_none(),
             turn: config.turn.map(TurnClient::new),
             ice: config.ice,
@@ -84,6 +101,7 @@ impl IceMedia {
             pending_remote: None,
             permitted: BTreeSet::new(),
             stream,
+            media,
             start_requested: false,
             consent_lost: false,
             failed: false,
@@ -95,6 +113,9 @@ impl IceMedia {
     /// Starts gathering: a Binding request to the STUN server, an Allocate to the TURN server.
     pub fn gather(&mut self, now: Instant) {
         if let Some(s) = &mut self.stun {
+            s.bind(now);
+        }
+        if let Some(s) = &mut self.rtcp_stun {
             s.bind(now);
         }
         if let Some(t) = &mut self.turn {
@@ -118,8 +139,25 @@ impl IceMedia {
             CandidateKind::Host,
         ]
         .into_iter()
-        .find_map(|k| d.candidates.iter().find(|c| c.kind == k))
+        .find_map(|k| {
+            d.candidates
+                .iter()
+                .find(|c| c.kind == k && c.component == 1)
+        })
         .map(|c| c.address)
+    }
+
+    /// The RTCP candidate the SDP's `a=rtcp` names: server-reflexive, else host.
+    pub fn default_rtcp(&self) -> Option<SocketAddr> {
+        let d = self.description()?;
+        [CandidateKind::ServerReflexive, CandidateKind::Host]
+            .into_iter()
+            .find_map(|k| {
+                d.candidates
+                    .iter()
+                    .find(|c| c.kind == k && c.component == 2)
+            })
+            .map(|c| c.address)
     }
 
     pub fn agent(&self) -> Option<&IceAgent> {
@@ -154,6 +192,15 @@ impl IceMedia {
 
     /// The peer's ICE attributes (from its SDP) and our role: checks start.
     pub fn set_remote(&mut self, remote: IceDescription, role: Role, now: Instant) {
+        // A later call is a new session: a fresh agent (same SDP attributes) and a fresh stream.
+        if let Some(a) = self.agent.as_ref().filter(|a| a.has_remote()) {
+            self.agent = Some(a.renewed());
+            self.media.seed = self.media.seed.wrapping_add(1);
+            self.stream = MediaStream::new(self.media.clone());
+            self.start_requested = false;
+            self.consent_lost = false;
+            self.failed = false;
+        }
         self.pending_remote = Some((remote, role));
         self.pump(now);
     }
@@ -188,6 +235,14 @@ impl IceMedia {
             relay.related = Some(m);
             c.push(relay);
         }
+        if let Some(rtcp) = self.rtcp {
+            c.push(Candidate::gathered(CandidateKind::Host, rtcp, rtcp).for_component(2));
+            let mapped = self.rtcp_stun.as_ref().and_then(BindingClient::mapped);
+            if let Some(m) = mapped.filter(|m| *m != rtcp) {
+                let srflx = Candidate::gathered(CandidateKind::ServerReflexive, m, rtcp);
+                c.push(srflx.for_component(2));
+            }
+        }
         c
     }
 
@@ -204,6 +259,12 @@ impl IceMedia {
             if let Some(t) = &mut self.turn {
                 let _ = t.send_to(destination, payload, now);
             }
+        } else if Some(source) == self.rtcp {
+            self.transmits.push_back(Transmit {
+                source,
+                destination,
+                payload: payload.to_vec(),
+            });
         } else {
             self.transmits.push_back(Transmit {
                 source: self.local,
@@ -223,6 +284,19 @@ impl IceMedia {
                         | crate::stun::Event::Error { .. }
                 ) {
                     self.stun_done = true;
+                }
+                self.events.push_back(IceMediaEvent::Stun(e));
+            }
+        }
+        if let Some(s) = &mut self.rtcp_stun {
+            while let Some(e) = s.poll_event() {
+                if matches!(
+                    e,
+                    crate::stun::Event::Mapped { .. }
+                        | crate::stun::Event::Timeout { .. }
+                        | crate::stun::Event::Error { .. }
+                ) {
+                    self.rtcp_stun_done = true;
                 }
                 self.events.push_back(IceMediaEvent::Stun(e));
             }
@@ -260,7 +334,7 @@ impl IceMedia {
                 self.stream.handle_datagram(self.local, peer, &data, now);
             }
         }
-        if self.agent.is_none() && self.stun_done && self.turn_done {
+        if self.agent.is_none() && self.stun_done && self.rtcp_stun_done && self.turn_done {
             let candidates = self.candidates();
             self.events
                 .push_back(IceMediaEvent::Gathered(candidates.clone()));
@@ -288,7 +362,7 @@ impl IceMedia {
         while let Some(e) = self.stream.poll_event() {
             self.events.push_back(IceMediaEvent::Media(e));
         }
-        if let Some(s) = &mut self.stun {
+        for s in [&mut self.stun, &mut self.rtcp_stun].into_iter().flatten() {
             while let Some(t) = s.poll_transmit() {
                 self.transmits.push_back(t);
             }
@@ -331,7 +405,9 @@ impl IceMedia {
         }
         for e in events {
             match &e {
-                IceEvent::Selected { remote, .. } => self.stream.set_destination(remote.address),
+                IceEvent::Selected { remote, .. } if remote.component == 1 => {
+                    self.stream.set_destination(remote.address)
+                }
                 IceEvent::ConsentLost { .. } => self.consent_lost = true,
                 IceEvent::Failed => self.failed = true,
                 _ => {}
@@ -358,7 +434,8 @@ impl Machine for IceMedia {
     fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         let turn_server = self.turn.as_ref().map(TurnClient::server);
         let stun_server = self.stun_server();
-        if Some(from) == turn_server {
+        let rtcp = Some(local) == self.rtcp;
+        if Some(from) == turn_server && !rtcp {
             if let Some(t) = &mut self.turn {
                 t.handle_datagram(local, from, bytes, now);
             }
@@ -366,20 +443,23 @@ impl Machine for IceMedia {
             let agent = self
                 .agent
                 .as_mut()
-                .is_some_and(|a| a.handle_stun(self.local, from, bytes, now));
-            if !agent && Some(from) == stun_server {
-                if let Some(s) = &mut self.stun {
-                    s.handle_datagram(local, from, bytes, now);
-                }
+                .is_some_and(|a| a.handle_stun(local, from, bytes, now));
+            let client = if rtcp {
+                &mut self.rtcp_stun
+            } else {
+                &mut self.stun
+            };
+            if let (false, true, Some(s)) = (agent, Some(from) == stun_server, client) {
+                s.handle_datagram(local, from, bytes, now);
             }
-        } else if crate::rtp::is_rtp(bytes) {
+        } else if crate::rtp::is_rtp(bytes) && !rtcp {
             self.stream.handle_datagram(self.local, from, bytes, now);
         }
         self.pump(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if let Some(s) = &mut self.stun {
+        for s in [&mut self.stun, &mut self.rtcp_stun].into_iter().flatten() {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
@@ -411,6 +491,7 @@ impl Machine for IceMedia {
     fn poll_timeout(&self) -> Option<Instant> {
         [
             self.stun.as_ref().and_then(|s| s.poll_timeout()),
+            self.rtcp_stun.as_ref().and_then(|s| s.poll_timeout()),
             self.turn.as_ref().and_then(|t| t.poll_timeout()),
             self.agent.as_ref().and_then(IceAgent::poll_timeout),
             self.stream.poll_timeout(),
@@ -421,7 +502,7 @@ impl Machine for IceMedia {
     }
 
     fn local_addresses(&self) -> Vec<SocketAddr> {
-        vec![self.local]
+        std::iter::once(self.local).chain(self.rtcp).collect()
     }
 }
 

@@ -174,9 +174,10 @@ fn an_sdp_without_ice_credentials_is_not_ice_and_one_with_them_gives_its_candida
     assert_eq!(d.ufrag, "abcd");
     assert_eq!(
         d.candidates.len(),
-        1,
-        "RTCP and the video section are not ours"
+        2,
+        "RTP and RTCP; the video section is not ours"
     );
+    assert_eq!(d.candidates[1].component, 2);
 }
 
 #[test]

@@ -46,9 +46,11 @@ pub fn refusal(s: &Scenario) -> Option<String> {
             }
             Component::Ua {
                 ice: true, host, ..
-            } => return Some(format!(
+            } => {
+                return Some(format!(
                 "{host} does ICE (connectivity checks over real NATs), not played on the model yet"
-            )),
+            ))
+            }
             Component::Ua {
                 media: MediaDef::Turn,
                 host,

@@ -153,6 +153,8 @@ pub struct Timeline {
 /// The candidate pair an ICE phone's media went over in a call (`None`: no pair was nominated).
 #[derive(Debug, Clone)]
 pub struct IcePath {
+    /// The call's index in [`Timeline::calls`].
+    pub call: usize,
     pub user: String,
     /// (local, remote).
     pub selected: Option<(crate::ice::Candidate, crate::ice::Candidate)>,

@@ -130,8 +130,18 @@ fn media_snapshot(o: &Observed) -> String {
             report.callee_to_caller.direction,
             report.verdict
         ));
+        let call = o
+            .timeline
+            .calls
+            .iter()
+            .rposition(|c| c.from == caller && c.media.is_some());
         for user in [caller, callee] {
-            if let Some(p) = o.timeline.last_ice(user) {
+            let path = o
+                .timeline
+                .ice
+                .iter()
+                .find(|p| Some(p.call) == call && p.user == user);
+            if let Some(p) = path {
                 out.push_str(&format!("  {}\n", ice_line(p, &o.moved_ports)));
             }
         }

@@ -284,12 +284,17 @@ pub(super) async fn to_program(
 }
 
 /// The pair `user`'s ICE media went over; `None` unless it is an ICE phone.
-pub(super) fn ice_path(r: &Running, user: &str) -> Option<crate::scenario::observed::IcePath> {
+pub(super) fn ice_path(
+    r: &Running,
+    user: &str,
+    call: usize,
+) -> Option<crate::scenario::observed::IcePath> {
     let PhoneMedia::Ice { task, .. } = &r.phones.get(user)?.media else {
         return None;
     };
     let st = task.state();
     Some(crate::scenario::observed::IcePath {
+        call,
         user: user.to_string(),
         selected: st.selected,
         consent_lost: st.consent_lost,

@@ -309,6 +309,7 @@ async fn ice_media(
     media.latching = latching;
     let config = crate::ice::IceMediaConfig {
         local,
+        rtcp: Some(SocketAddr::new(local.ip(), local.port().wrapping_add(1))),
         stun_server: stun,
         turn,
         ice: crate::ice::IceConfig::default(),
@@ -322,9 +323,10 @@ async fn ice_media(
         .map_err(|s| io_err(format!("{user}: ICE gathering did not finish: {s:?}")))?;
     let description = st.description.expect("waited for it");
     let sdp = st.default.expect("a gathered agent has a host candidate");
-    Ok((
-        sdp,
-        description.sdp_attributes(),
-        PhoneMedia::Ice { task, duration },
-    ))
+    let mut attributes = description.sdp_attributes();
+    if let Some(rtcp) = st.default_rtcp {
+        // RFC 3605: where RTCP goes when it is not RTP + 1 on the `c=` address.
+        attributes.insert(0, format!("rtcp:{} IN IP4 {}", rtcp.port(), rtcp.ip()));
+    }
+    Ok((sdp, attributes, PhoneMedia::Ice { task, duration }))
 }
