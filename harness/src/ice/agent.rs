@@ -137,6 +137,9 @@ pub struct IceAgent {
     /// Per component: when its first pair became valid, the pair being nominated, the pair
     /// selected.
     first_valid: BTreeMap<u8, Instant>,
+    /// When the last paced check left: nomination waits until the list has been sent and had
+    /// time to answer.
+    last_check: Option<Instant>,
     nominating: BTreeMap<u8, usize>,
     selected: BTreeMap<u8, usize>,
     consent: Option<Consent>,
@@ -178,6 +181,7 @@ impl IceAgent {
             triggered: VecDeque::new(),
             next_check: None,
             first_valid: BTreeMap::new(),
+            last_check: None,
             nominating: BTreeMap::new(),
             selected: BTreeMap::new(),
             consent: None,
@@ -680,6 +684,7 @@ impl IceAgent {
             });
             if let Some((i, nominate)) = next {
                 self.send_check(i, nominate, false, now);
+                self.last_check = Some(now);
                 self.next_check = Some(now + self.config.pacing);
             }
         }
@@ -721,9 +726,12 @@ impl IceAgent {
         }
     }
 
-    /// Regular nomination (§8.1.1): once no better pair is still being checked, or
-    /// `nomination_wait` after the first valid one, the best valid pair is checked again with
-    /// USE-CANDIDATE.
+    /// Regular nomination (§8.1.1): once no better pair is still being checked, or once every
+    /// pair has been checked and `nomination_wait` has passed since the last check left (pairs
+    /// towards unreachable addresses would otherwise hold it for their whole retransmission
+    /// schedule), the best valid pair is checked again with USE-CANDIDATE. Waiting for the whole
+    /// list, not just for the first valid pair, makes the choice the same whichever answer comes
+    /// first.
     fn nominate(&mut self, now: Instant) {
         if self.role != Role::Controlling {
             return;
@@ -750,11 +758,14 @@ impl IceAgent {
                     && p.priority > prio
                     && matches!(p.state, PairState::Waiting | PairState::InProgress)
             });
-            let waited = self
-                .first_valid
-                .get(&component)
-                .is_some_and(|t| now >= *t + self.config.nomination_wait);
-            if !pending_better || waited {
+            let all_sent = !self
+                .pairs
+                .iter()
+                .any(|p| of(p) && p.state == PairState::Waiting);
+            let quiet = self
+                .last_check
+                .is_some_and(|t| now >= t + self.config.nomination_wait);
+            if !pending_better || (all_sent && quiet) {
                 self.nominating.insert(component, best);
                 self.triggered.push_front((best, true));
                 // A nomination does not wait behind the pacing of ordinary checks.
@@ -818,13 +829,16 @@ impl IceAgent {
             .flat_map(|c| [c.next, c.last_answer + self.config.consent_timeout]);
         let nomination = self
             .first_valid
-            .iter()
-            .filter(|(c, _)| {
+            .keys()
+            .filter(|c| {
                 self.role == Role::Controlling
                     && !self.selected.contains_key(c)
                     && !self.nominating.contains_key(c)
             })
-            .map(|(_, t)| *t + self.config.nomination_wait);
+            .filter_map(|_| self.last_check)
+            .map(|t| t + self.config.nomination_wait)
+            .filter(|t| self.next_check.is_none_or(|n| *t > n))
+            .min();
         self.next_check
             .into_iter()
             .chain(checks)

@@ -22,9 +22,10 @@ use crate::turn::{TurnClient, TurnClientConfig};
 pub struct IceMediaConfig {
     /// The phone's RTP socket: its host candidate, and the base of its server-reflexive one.
     pub local: SocketAddr,
-    /// Its RTCP socket (RTP + 1), checked as ICE component 2 with host and server-reflexive
-    /// candidates (no relay): peers such as baresip refuse an offer whose RTCP address no
-    /// candidate names (`a=ice-mismatch`). `None`: RTP only.
+    /// Its RTCP socket (RTP + 1), checked as ICE component 2 with candidates of its own (a
+    /// second TURN allocation for the relayed one): peers such as baresip refuse an offer whose
+    /// RTCP address no candidate names (`a=ice-mismatch`), and do not finish ICE until RTCP has
+    /// a nominated pair too. `None`: RTP only.
     pub rtcp: Option<SocketAddr>,
     /// Where the server-reflexive candidate comes from.
     pub stun_server: Option<SocketAddr>,
@@ -57,6 +58,9 @@ pub struct IceMedia {
     rtcp_stun_done: bool,
     turn: Option<TurnClient>,
     turn_done: bool,
+    rtcp_turn: Option<TurnClient>,
+    rtcp_turn_done: bool,
+    rtcp_permitted: BTreeSet<IpAddr>,
     ice: IceConfig,
     agent: Option<IceAgent>,
     pending_remote: Option<(IceDescription, Role)>,
@@ -80,6 +84,11 @@ impl IceMedia {
             .stun_server
             .zip(config.rtcp)
             .map(|(s, l)| BindingClient::new(l, s, ClientConfig::default()));
+        let rtcp_turn = config.turn.clone().zip(config.rtcp).map(|(mut c, local)| {
+            c.local = local;
+            c.seed = c.seed.wrapping_add(1);
+            TurnClient::new(c)
+        });
         let media = MediaConfig {
             local: config.local,
             destination: None,
@@ -95,6 +104,9 @@ impl IceMedia {
             rtcp_stun_done: rtcp_stun.is_none(),
             rtcp_stun,
             turn_done: config.turn.is_none(),
+            rtcp_turn_done: rtcp_turn.is_none(),
+            rtcp_turn,
+            rtcp_permitted: BTreeSet::new(),
             turn: config.turn.map(TurnClient::new),
             ice: config.ice,
             agent: None,
@@ -118,7 +130,7 @@ impl IceMedia {
         if let Some(s) = &mut self.rtcp_stun {
             s.bind(now);
         }
-        if let Some(t) = &mut self.turn {
+        for t in [&mut self.turn, &mut self.rtcp_turn].into_iter().flatten() {
             t.allocate(now);
         }
         self.pump(now);
@@ -147,17 +159,21 @@ impl IceMedia {
         .map(|c| c.address)
     }
 
-    /// The RTCP candidate the SDP's `a=rtcp` names: server-reflexive, else host.
+    /// The RTCP candidate the SDP's `a=rtcp` names: relayed, else server-reflexive, else host.
     pub fn default_rtcp(&self) -> Option<SocketAddr> {
         let d = self.description()?;
-        [CandidateKind::ServerReflexive, CandidateKind::Host]
-            .into_iter()
-            .find_map(|k| {
-                d.candidates
-                    .iter()
-                    .find(|c| c.kind == k && c.component == 2)
-            })
-            .map(|c| c.address)
+        [
+            CandidateKind::Relayed,
+            CandidateKind::ServerReflexive,
+            CandidateKind::Host,
+        ]
+        .into_iter()
+        .find_map(|k| {
+            d.candidates
+                .iter()
+                .find(|c| c.kind == k && c.component == 2)
+        })
+        .map(|c| c.address)
     }
 
     pub fn agent(&self) -> Option<&IceAgent> {
@@ -166,6 +182,11 @@ impl IceMedia {
 
     pub fn relayed(&self) -> Option<SocketAddr> {
         self.turn.as_ref().and_then(TurnClient::relayed)
+    }
+
+    /// The RTCP socket's relayed address.
+    fn rtcp_relayed(&self) -> Option<SocketAddr> {
+        self.rtcp_turn.as_ref().and_then(TurnClient::relayed)
     }
 
     pub fn stats(&self) -> MediaStats {
@@ -242,6 +263,12 @@ impl IceMedia {
                 let srflx = Candidate::gathered(CandidateKind::ServerReflexive, m, rtcp);
                 c.push(srflx.for_component(2));
             }
+            let mapped = self.rtcp_turn.as_ref().and_then(TurnClient::mapped);
+            if let (Some(r), Some(m)) = (self.rtcp_relayed(), mapped) {
+                let mut relay = Candidate::gathered(CandidateKind::Relayed, r, r).for_component(2);
+                relay.related = Some(m);
+                c.push(relay);
+            }
         }
         c
     }
@@ -257,6 +284,10 @@ impl IceMedia {
     ) {
         if Some(source) == self.relayed() {
             if let Some(t) = &mut self.turn {
+                let _ = t.send_to(destination, payload, now);
+            }
+        } else if source == self.rtcp_relayed().unwrap_or(self.local) && source != self.local {
+            if let Some(t) = &mut self.rtcp_turn {
                 let _ = t.send_to(destination, payload, now);
             }
         } else if Some(source) == self.rtcp {
@@ -322,6 +353,34 @@ impl IceMedia {
                 }
             }
         }
+        let mut rtcp_in = Vec::new();
+        if let Some(t) = &mut self.rtcp_turn {
+            while let Some(e) = t.poll_event() {
+                match e {
+                    crate::turn::Event::Data { peer, data } => rtcp_in.push((peer, data)),
+                    e => {
+                        if matches!(
+                            e,
+                            crate::turn::Event::Allocated { .. }
+                                | crate::turn::Event::Failed {
+                                    method: "Allocate",
+                                    ..
+                                }
+                        ) {
+                            self.rtcp_turn_done = true;
+                        }
+                        self.events.push_back(IceMediaEvent::Turn(e));
+                    }
+                }
+            }
+        }
+        // What reaches the RTCP relay is checks (RTCP itself is not read).
+        let rtcp_relayed = self.rtcp_relayed();
+        if let (Some(a), Some(r)) = (&mut self.agent, rtcp_relayed) {
+            for (peer, data) in rtcp_in.iter().filter(|(_, d)| crate::stun::is_stun(d)) {
+                a.handle_stun(r, *peer, data, now);
+            }
+        }
         let relayed = self.relayed();
         for (peer, data) in relayed_in {
             let checked = match (&mut self.agent, relayed) {
@@ -334,7 +393,9 @@ impl IceMedia {
                 self.stream.handle_datagram(self.local, peer, &data, now);
             }
         }
-        if self.agent.is_none() && self.stun_done && self.rtcp_stun_done && self.turn_done {
+        let gathered =
+            self.stun_done && self.rtcp_stun_done && self.turn_done && self.rtcp_turn_done;
+        if self.agent.is_none() && gathered {
             let candidates = self.candidates();
             self.events
                 .push_back(IceMediaEvent::Gathered(candidates.clone()));
@@ -367,7 +428,7 @@ impl IceMedia {
                 self.transmits.push_back(t);
             }
         }
-        if let Some(t) = &mut self.turn {
+        for t in [&mut self.turn, &mut self.rtcp_turn].into_iter().flatten() {
             while let Some(t) = t.poll_transmit() {
                 self.transmits.push_back(t);
             }
@@ -377,15 +438,20 @@ impl IceMedia {
     /// TURN permissions for every remote address a relayed check may go to (RFC 8656 §9: the
     /// relay drops what comes from, and refuses to send to, an address without one).
     fn permit(&mut self, now: Instant) {
-        let (Some(a), Some(t)) = (&self.agent, &mut self.turn) else {
-            return;
-        };
-        if t.relayed().is_none() {
-            return;
-        }
-        for ip in a.remote_addresses().into_iter().map(|r| r.ip()) {
-            if self.permitted.insert(ip) {
-                t.create_permission(ip, now);
+        let Some(a) = &self.agent else { return };
+        let ips: Vec<IpAddr> = a.remote_addresses().into_iter().map(|r| r.ip()).collect();
+        let turns = [
+            (&mut self.turn, &mut self.permitted),
+            (&mut self.rtcp_turn, &mut self.rtcp_permitted),
+        ];
+        for (turn, permitted) in turns {
+            let Some(t) = turn.as_mut().filter(|t| t.relayed().is_some()) else {
+                continue;
+            };
+            for ip in &ips {
+                if permitted.insert(*ip) {
+                    t.create_permission(*ip, now);
+                }
             }
         }
     }
@@ -414,7 +480,7 @@ impl IceMedia {
             }
             self.events.push_back(IceMediaEvent::Ice(e));
         }
-        if let Some(t) = &mut self.turn {
+        for t in [&mut self.turn, &mut self.rtcp_turn].into_iter().flatten() {
             while let Some(tx) = t.poll_transmit() {
                 self.transmits.push_back(tx);
             }
@@ -435,8 +501,13 @@ impl Machine for IceMedia {
         let turn_server = self.turn.as_ref().map(TurnClient::server);
         let stun_server = self.stun_server();
         let rtcp = Some(local) == self.rtcp;
-        if Some(from) == turn_server && !rtcp {
-            if let Some(t) = &mut self.turn {
+        if Some(from) == turn_server {
+            let t = if rtcp {
+                &mut self.rtcp_turn
+            } else {
+                &mut self.turn
+            };
+            if let Some(t) = t {
                 t.handle_datagram(local, from, bytes, now);
             }
         } else if crate::stun::is_stun(bytes) {
@@ -464,7 +535,7 @@ impl Machine for IceMedia {
                 s.handle_timeout(now);
             }
         }
-        if let Some(t) = &mut self.turn {
+        for t in [&mut self.turn, &mut self.rtcp_turn].into_iter().flatten() {
             if t.poll_timeout().is_some_and(|t| t <= now) {
                 t.handle_timeout(now);
             }
@@ -493,6 +564,7 @@ impl Machine for IceMedia {
             self.stun.as_ref().and_then(|s| s.poll_timeout()),
             self.rtcp_stun.as_ref().and_then(|s| s.poll_timeout()),
             self.turn.as_ref().and_then(|t| t.poll_timeout()),
+            self.rtcp_turn.as_ref().and_then(|t| t.poll_timeout()),
             self.agent.as_ref().and_then(IceAgent::poll_timeout),
             self.stream.poll_timeout(),
         ]

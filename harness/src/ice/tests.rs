@@ -335,3 +335,53 @@ fn two_controlling_agents_settle_the_conflict_and_still_select_a_pair() {
     assert_ne!(net.a.role(), net.b.role());
     assert!(net.a.selected().is_some() && net.b.selected().is_some());
 }
+
+#[test]
+fn a_peer_reflexive_remote_that_the_sdp_then_names_becomes_the_signalled_candidate() {
+    // B's checks reach A before B's SDP does (the callee checks as soon as it answers).
+    let a = IceAgent::new(config(11), vec![host("10.0.0.1:4000")], Role::Controlling);
+    let b = IceAgent::new(config(12), vec![host("10.0.0.2:4000")], Role::Controlled);
+    let mut net = Net::new(a, b, addr("10.0.0.1:4000"));
+    let da = net.a.local_description().clone();
+    net.b.set_remote(da, Role::Controlled, net.now);
+    net.run(Duration::from_millis(40));
+    let learnt = net
+        .a
+        .pairs()
+        .iter()
+        .find(|p| p.remote.address == addr("10.0.0.2:4000"));
+    assert_eq!(
+        learnt.map(|p| p.remote.kind),
+        Some(CandidateKind::PeerReflexive)
+    );
+    let db = net.b.local_description().clone();
+    net.a.set_remote(db, Role::Controlling, net.now);
+    net.run(Duration::from_secs(2));
+    let sa = net.a.selected().expect("A selected");
+    assert_eq!(sa.remote.kind, CandidateKind::Host, "the SDP's word wins");
+}
+
+#[test]
+fn rtcp_is_nominated_as_its_own_component() {
+    let rtcp = |a: &str| host(a).for_component(2);
+    let a = IceAgent::new(
+        config(13),
+        vec![host("10.0.0.1:4000"), rtcp("10.0.0.1:4001")],
+        Role::Controlling,
+    );
+    let b = IceAgent::new(
+        config(14),
+        vec![host("10.0.0.2:4000"), rtcp("10.0.0.2:4001")],
+        Role::Controlled,
+    );
+    let mut net = Net::new(a, b, addr("10.0.0.1:4000"));
+    net.start();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.a.pairs().len(), 2, "RTP with RTP, RTCP with RTCP");
+    let r = net.b.selected_for(2).expect("B's RTCP pair");
+    assert_eq!(r.remote.address, addr("10.0.0.1:4001"));
+    assert_eq!(
+        net.b.selected().unwrap().remote.address,
+        addr("10.0.0.1:4000")
+    );
+}
