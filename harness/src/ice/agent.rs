@@ -349,9 +349,9 @@ impl IceAgent {
             return false;
         }
         match msg.class {
-            Class::Request => self.on_request(&msg, base, from, now),
+            Class::Request => self.on_request(&msg, (base, from), now),
             Class::SuccessResponse | Class::ErrorResponse => {
-                self.on_response(&msg, base, from, now)
+                self.on_response(&msg, (base, from), now)
             }
             Class::Indication => false,
         }
@@ -367,13 +367,8 @@ impl IceAgent {
         }
     }
 
-    fn on_request(
-        &mut self,
-        msg: &Message,
-        base: SocketAddr,
-        from: SocketAddr,
-        now: Instant,
-    ) -> bool {
+    /// A check from the peer, arriving at `base` from `from`.
+    fn on_request(&mut self, msg: &Message, (base, from): Path, now: Instant) -> bool {
         let ours = msg
             .username()
             .is_some_and(|u| u.split(':').next() == Some(self.local.ufrag.as_str()));
@@ -393,33 +388,27 @@ impl IceAgent {
         // peer's SDP arrives our role is not settled yet (the offer/answer decides it), so a
         // check that early is answered without a verdict on roles.
         let role = self.remote.as_ref().map(|_| self.role);
-        match (role, msg.ice_controlling(), msg.ice_controlled()) {
-            (Some(Role::Controlling), Some(theirs), _) => {
-                if self.tie_breaker >= theirs {
-                    let reply = msg.reply(Class::ErrorResponse).with(Attribute::ErrorCode {
-                        code: 487,
-                        reason: "Role Conflict".into(),
-                    });
-                    let key = self.local.pwd.clone();
-                    self.respond(base, from, reply, Some(key.as_bytes()));
-                    return true;
-                }
-                self.switch_role(Role::Controlled);
+        // `Some(true)`: we keep our role and the peer must change (487); `Some(false)`: we change.
+        let we_win = match (role, msg.ice_controlling(), msg.ice_controlled()) {
+            (Some(Role::Controlling), Some(theirs), _) => Some(self.tie_breaker >= theirs),
+            (Some(Role::Controlled), _, Some(theirs)) => Some(self.tie_breaker < theirs),
+            _ => None,
+        };
+        match we_win {
+            Some(true) => {
+                let reply = msg.reply(Class::ErrorResponse).with(Attribute::ErrorCode {
+                    code: 487,
+                    reason: "Role Conflict".into(),
+                });
+                let key = self.local.pwd.clone();
+                self.respond(base, from, reply, Some(key.as_bytes()));
+                return true;
             }
-            (Some(Role::Controlled), _, Some(theirs)) => {
-                if self.tie_breaker >= theirs {
-                    self.switch_role(Role::Controlling);
-                } else {
-                    let reply = msg.reply(Class::ErrorResponse).with(Attribute::ErrorCode {
-                        code: 487,
-                        reason: "Role Conflict".into(),
-                    });
-                    let key = self.local.pwd.clone();
-                    self.respond(base, from, reply, Some(key.as_bytes()));
-                    return true;
-                }
-            }
-            _ => {}
+            Some(false) => self.switch_role(match self.role {
+                Role::Controlling => Role::Controlled,
+                Role::Controlled => Role::Controlling,
+            }),
+            None => {}
         }
         let reply = msg
             .reply(Class::SuccessResponse)
@@ -489,13 +478,8 @@ impl IceAgent {
             .map(|(i, _)| i)
     }
 
-    fn on_response(
-        &mut self,
-        msg: &Message,
-        base: SocketAddr,
-        from: SocketAddr,
-        now: Instant,
-    ) -> bool {
+    /// The answer to one of our checks, arriving at `base` from `from`.
+    fn on_response(&mut self, msg: &Message, (base, from): Path, now: Instant) -> bool {
         let Some(check) = self.checks.remove(&msg.transaction_id) else {
             return false;
         };
@@ -847,6 +831,9 @@ impl IceAgent {
             .min()
     }
 }
+
+/// Where a STUN message arrived: (our base, the peer's address).
+type Path = (SocketAddr, SocketAddr);
 
 /// An ICE attribute the codec keeps raw (RFC 8445 §16.1).
 fn ice_attr(typ: u16, value: &[u8]) -> Attribute {

@@ -144,36 +144,27 @@ impl IceMedia {
     /// The candidate the SDP's `c=`/`m=` name (RFC 8445 §5.1.4: the one most likely to work
     /// for a peer without ICE): relayed, else server-reflexive, else host.
     pub fn default_candidate(&self) -> Option<SocketAddr> {
-        let d = self.description()?;
-        [
-            CandidateKind::Relayed,
-            CandidateKind::ServerReflexive,
-            CandidateKind::Host,
-        ]
-        .into_iter()
-        .find_map(|k| {
-            d.candidates
-                .iter()
-                .find(|c| c.kind == k && c.component == 1)
-        })
-        .map(|c| c.address)
+        self.default_of(1)
     }
 
-    /// The RTCP candidate the SDP's `a=rtcp` names: relayed, else server-reflexive, else host.
+    /// The RTCP candidate the SDP's `a=rtcp` names, chosen the same way.
     pub fn default_rtcp(&self) -> Option<SocketAddr> {
+        self.default_of(2)
+    }
+
+    fn default_of(&self, component: u8) -> Option<SocketAddr> {
         let d = self.description()?;
-        [
+        let kinds = [
             CandidateKind::Relayed,
             CandidateKind::ServerReflexive,
             CandidateKind::Host,
-        ]
-        .into_iter()
-        .find_map(|k| {
+        ];
+        let of = |k| {
             d.candidates
                 .iter()
-                .find(|c| c.kind == k && c.component == 2)
-        })
-        .map(|c| c.address)
+                .find(|c: &&Candidate| c.kind == k && c.component == component)
+        };
+        kinds.into_iter().find_map(of).map(|c| c.address)
     }
 
     pub fn agent(&self) -> Option<&IceAgent> {
@@ -286,7 +277,7 @@ impl IceMedia {
             if let Some(t) = &mut self.turn {
                 let _ = t.send_to(destination, payload, now);
             }
-        } else if source == self.rtcp_relayed().unwrap_or(self.local) && source != self.local {
+        } else if Some(source) == self.rtcp_relayed() {
             if let Some(t) = &mut self.rtcp_turn {
                 let _ = t.send_to(destination, payload, now);
             }
@@ -306,74 +297,12 @@ impl IceMedia {
     }
 
     fn pump(&mut self, now: Instant) {
-        if let Some(s) = &mut self.stun {
-            while let Some(e) = s.poll_event() {
-                if matches!(
-                    e,
-                    crate::stun::Event::Mapped { .. }
-                        | crate::stun::Event::Timeout { .. }
-                        | crate::stun::Event::Error { .. }
-                ) {
-                    self.stun_done = true;
-                }
-                self.events.push_back(IceMediaEvent::Stun(e));
-            }
-        }
-        if let Some(s) = &mut self.rtcp_stun {
-            while let Some(e) = s.poll_event() {
-                if matches!(
-                    e,
-                    crate::stun::Event::Mapped { .. }
-                        | crate::stun::Event::Timeout { .. }
-                        | crate::stun::Event::Error { .. }
-                ) {
-                    self.rtcp_stun_done = true;
-                }
-                self.events.push_back(IceMediaEvent::Stun(e));
-            }
-        }
-        let mut relayed_in = Vec::new();
-        if let Some(t) = &mut self.turn {
-            while let Some(e) = t.poll_event() {
-                match e {
-                    crate::turn::Event::Data { peer, data } => relayed_in.push((peer, data)),
-                    e => {
-                        if matches!(
-                            e,
-                            crate::turn::Event::Allocated { .. }
-                                | crate::turn::Event::Failed {
-                                    method: "Allocate",
-                                    ..
-                                }
-                        ) {
-                            self.turn_done = true;
-                        }
-                        self.events.push_back(IceMediaEvent::Turn(e));
-                    }
-                }
-            }
-        }
-        let mut rtcp_in = Vec::new();
-        if let Some(t) = &mut self.rtcp_turn {
-            while let Some(e) = t.poll_event() {
-                match e {
-                    crate::turn::Event::Data { peer, data } => rtcp_in.push((peer, data)),
-                    e => {
-                        if matches!(
-                            e,
-                            crate::turn::Event::Allocated { .. }
-                                | crate::turn::Event::Failed {
-                                    method: "Allocate",
-                                    ..
-                                }
-                        ) {
-                            self.rtcp_turn_done = true;
-                        }
-                        self.events.push_back(IceMediaEvent::Turn(e));
-                    }
-                }
-            }
-        }
+        self.stun_done |= drain_stun(&mut self.stun, &mut self.events);
+        self.rtcp_stun_done |= drain_stun(&mut self.rtcp_stun, &mut self.events);
+        let (allocated, relayed_in) = drain_turn(&mut self.turn, &mut self.events);
+        self.turn_done |= allocated;
+        let (allocated, rtcp_in) = drain_turn(&mut self.rtcp_turn, &mut self.events);
+        self.rtcp_turn_done |= allocated;
         // What reaches the RTCP relay is checks (RTCP itself is not read).
         let rtcp_relayed = self.rtcp_relayed();
         if let (Some(a), Some(r)) = (&mut self.agent, rtcp_relayed) {
@@ -582,4 +511,45 @@ impl IceMedia {
     fn stun_server(&self) -> Option<SocketAddr> {
         self.stun.as_ref().map(BindingClient::server)
     }
+}
+
+/// Drains a binding client's events into `events`; whether its transaction has settled.
+fn drain_stun(client: &mut Option<BindingClient>, events: &mut VecDeque<IceMediaEvent>) -> bool {
+    let mut settled = false;
+    while let Some(e) = client.as_mut().and_then(BindingClient::poll_event) {
+        settled |= matches!(
+            e,
+            crate::stun::Event::Mapped { .. }
+                | crate::stun::Event::Timeout { .. }
+                | crate::stun::Event::Error { .. }
+        );
+        events.push_back(IceMediaEvent::Stun(e));
+    }
+    settled
+}
+
+/// Drains a TURN client's events: what arrived through the relay is returned, the rest goes to
+/// `events`; with whether its Allocate has settled.
+fn drain_turn(
+    client: &mut Option<TurnClient>,
+    events: &mut VecDeque<IceMediaEvent>,
+) -> (bool, Vec<(SocketAddr, Vec<u8>)>) {
+    let (mut settled, mut data) = (false, Vec::new());
+    while let Some(e) = client.as_mut().and_then(TurnClient::poll_event) {
+        match e {
+            crate::turn::Event::Data { peer, data: d } => data.push((peer, d)),
+            e => {
+                settled |= matches!(
+                    e,
+                    crate::turn::Event::Allocated { .. }
+                        | crate::turn::Event::Failed {
+                            method: "Allocate",
+                            ..
+                        }
+                );
+                events.push_back(IceMediaEvent::Turn(e));
+            }
+        }
+    }
+    (settled, data)
 }

@@ -195,17 +195,19 @@ async fn phone(
         cfg.contact = ContactSource::External(mapped);
     }
     let media_local = SocketAddr::new(node.addr().into(), *media_port);
+    // An ICE phone gathers a relayed candidate whenever it has a TURN server.
+    let wants_turn = *media == MediaDef::Turn || *ice && turn_server.is_some();
+    let turn = match wants_turn {
+        true => Some(turn_client(
+            topo,
+            &user,
+            media_local,
+            turn_server,
+            turn_password,
+        )?),
+        false => None,
+    };
     if *ice {
-        let turn = match turn_server {
-            Some(_) => Some(turn_client(
-                topo,
-                &user,
-                media_local,
-                turn_server,
-                turn_password,
-            )?),
-            None => None,
-        };
         let duration = Duration::from_millis(*media_ms);
         let (sdp, attributes, media) =
             ice_media(node, &user, media_local, stun, turn, (*latching, duration)).await?;
@@ -215,16 +217,6 @@ async fn phone(
         let host = host.clone();
         return Ok((user, Phone { ua, host, media }));
     }
-    let turn = match media {
-        MediaDef::Turn => Some(turn_client(
-            topo,
-            &user,
-            media_local,
-            turn_server,
-            turn_password,
-        )?),
-        MediaDef::Local | MediaDef::Stun => None,
-    };
     let stun = stun.filter(|_| *media == MediaDef::Stun);
     let how = (*latching, Duration::from_millis(*media_ms));
     let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
