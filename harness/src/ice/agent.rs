@@ -212,6 +212,11 @@ impl IceAgent {
         self.remote.is_some()
     }
 
+    /// The peer's ufrag in the session it runs.
+    pub fn remote_ufrag(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.ufrag.as_str())
+    }
+
     /// What our SDP says: credentials and candidates.
     pub fn local_description(&self) -> &IceDescription {
         &self.local

@@ -204,17 +204,39 @@ impl IceMedia {
 
     /// The peer's ICE attributes (from its SDP) and our role: checks start.
     pub fn set_remote(&mut self, remote: IceDescription, role: Role, now: Instant) {
-        // A later call is a new session: a fresh agent (same SDP attributes) and a fresh stream.
-        if let Some(a) = self.agent.as_ref().filter(|a| a.has_remote()) {
-            self.agent = Some(a.renewed());
-            self.media.seed = self.media.seed.wrapping_add(1);
-            self.stream = MediaStream::new(self.media.clone());
-            self.start_requested = false;
-            self.consent_lost = false;
-            self.failed = false;
+        if self.agent.as_ref().is_some_and(IceAgent::has_remote) {
+            self.new_session();
         }
         self.pending_remote = Some((remote, role));
         self.pump(now);
+    }
+
+    /// A later call is a new session: a fresh agent (same SDP attributes) and a fresh stream.
+    fn new_session(&mut self) {
+        if let Some(a) = &self.agent {
+            self.agent = Some(a.renewed());
+        }
+        self.media.seed = self.media.seed.wrapping_add(1);
+        self.stream = MediaStream::new(self.media.clone());
+        self.start_requested = false;
+        self.consent_lost = false;
+        self.failed = false;
+    }
+
+    /// A check naming another peer ufrag than the running session's comes from the next call's
+    /// peer, whose checks can arrive before its SDP has reached us: that starts a new session
+    /// (the old agent would judge it by the old call's role).
+    fn new_session_if_other_peer(&mut self, bytes: &[u8]) {
+        let Some(current) = self.agent.as_ref().and_then(IceAgent::remote_ufrag) else {
+            return;
+        };
+        let Ok(msg) = crate::stun::Message::decode(bytes) else {
+            return;
+        };
+        let theirs = msg.username().and_then(|u| u.split(':').nth(1));
+        if msg.class == crate::stun::Class::Request && theirs.is_some_and(|t| t != current) {
+            self.new_session();
+        }
     }
 
     /// Streams once a pair is selected.
@@ -303,6 +325,11 @@ impl IceMedia {
         self.turn_done |= allocated;
         let (allocated, rtcp_in) = drain_turn(&mut self.rtcp_turn, &mut self.events);
         self.rtcp_turn_done |= allocated;
+        for (_, data) in rtcp_in.iter().chain(&relayed_in) {
+            if crate::stun::is_stun(data) {
+                self.new_session_if_other_peer(data);
+            }
+        }
         // What reaches the RTCP relay is checks (RTCP itself is not read).
         let rtcp_relayed = self.rtcp_relayed();
         if let (Some(a), Some(r)) = (&mut self.agent, rtcp_relayed) {
@@ -440,6 +467,7 @@ impl Machine for IceMedia {
                 t.handle_datagram(local, from, bytes, now);
             }
         } else if crate::stun::is_stun(bytes) {
+            self.new_session_if_other_peer(bytes);
             let agent = self
                 .agent
                 .as_mut()
