@@ -11,6 +11,7 @@ pub mod capture;
 pub mod catalogue;
 pub mod diagnose;
 pub mod error;
+pub mod ice;
 pub mod import;
 pub mod junit;
 pub mod machine;

@@ -111,6 +111,13 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("baresip-calls-baresip-port-restricted", "baresip calls baresip: media-only failure (who sends first); a server capture has no media", &["command", "media"]),
     ("baresip-calls-baresip-port-restricted-caller", "baresip calls baresip: media-only failure (who sends first); a server capture has no media", &["command", "media"]),
     ("coturn-relays-our-phones", "coturn: external program relaying media, which a server capture does not see", &["command", "media"]),
+    ("baresip-ice-calls-both-ways", "baresip with ICE: external program (imported as the harness's phone); checks and media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
+    ("baresip-ice-port-restricted-nat", "baresip with ICE: external program (imported as the harness's phone); checks and media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
+    ("baresip-ice-symmetric-nats-relay", "baresip with ICE and TURN: external program (imported as the harness's phone); checks and relayed media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
+    ("ice-symmetric-nats-coturn", "coturn: external program relaying ICE checks and media, which a server capture does not see", &["command", "ice", "media"]),
+    ("ice-symmetric-nats-picks-relay", "ICE: checks and media go phone to phone or through TURN, which a server capture does not see", &["ice", "media", "turn-server"]),
+    ("ice-full-cone-nats-picks-direct", "ICE: checks and media go phone to phone, which a server capture does not see", &["ice", "media", "turn-server"]),
+    ("one-way-audio-who-sends-first-fix-ice", "ICE: the checks that heal the collision and the media are not in a server capture", &["ice", "media", "turn-server"]),
     ("no-audio-symmetric-stun", "media-only failure: a server capture has no media", &["media"]),
     ("no-audio-symmetric-stun-fix-turn", "TURN relays media, which a server capture does not see", &["media", "turn-server"]),
     ("one-way-audio-private-sdp", "media-only failure: a server capture has no media (the -fix-latching twin asks for audio)", &["media"]),
@@ -164,6 +171,7 @@ fn load(path: &Path) -> Result<Scenario> {
 fn beyond_signalling(s: &Scenario) -> BTreeSet<&'static str> {
     let expects = s.file.expects.iter().filter_map(|e| match e.get_ref() {
         Expect::Media { .. } => Some("media"),
+        Expect::Ice { .. } => Some("ice"),
         Expect::ExitCode { .. } => Some("exit-code"),
         Expect::Log { .. } => Some("log"),
         Expect::StunAddress { .. } => Some("stun-address"),

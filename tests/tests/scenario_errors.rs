@@ -815,3 +815,21 @@ fn an_mtu_below_ipv4s_minimum_names_the_host() {
         "{e}"
     );
 }
+
+#[test]
+fn an_ice_phone_with_its_own_media_setting_or_an_ice_expectation_on_a_plain_phone_is_refused() {
+    let (e, line) = broken(
+        "host = \"bob\"\nproxy = \"server\"",
+        "host = \"bob\"\nproxy = \"server\"\nice = true\nmedia = \"stun\"",
+    );
+    assert!(e.contains("ice = true") && e.contains("media"), "{e}");
+    assert_eq!(line, 25, "the phone's table");
+    let (e, _) = broken(
+        "[[expect]]\nkind = \"registered\"",
+        "[[expect]]\nkind = \"ice\"\nua = \"bob\"\nlocal = \"relay\"\n\n[[expect]]\nkind = \"registered\"",
+    );
+    assert!(
+        e.contains("not an ICE phone") && e.contains("ice = true"),
+        "{e}"
+    );
+}

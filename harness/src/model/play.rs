@@ -45,6 +45,13 @@ pub fn refusal(s: &Scenario) -> Option<String> {
                 return Some(format!("TURN (on {host}) is not played on the model yet"))
             }
             Component::Ua {
+                ice: true, host, ..
+            } => {
+                return Some(format!(
+                "{host} does ICE (connectivity checks over real NATs), not played on the model yet"
+            ))
+            }
+            Component::Ua {
                 media: MediaDef::Turn,
                 host,
                 ..

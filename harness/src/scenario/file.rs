@@ -690,7 +690,8 @@ pub enum Component {
         rport: bool,
         #[serde(default = "local_contact")]
         contact: ContactDef,
-        /// With `contact = "stun"`: the host running the STUN server.
+        /// With `contact = "stun"`, `media = "stun"` or `ice = true`: the host running the STUN
+        /// server.
         stun_server: Option<String>,
         /// Keep-alives on the SIP flow: `{ type = "crlf" | "options" | "stun", interval-ms = N }`.
         keepalive: Option<KeepAliveDef>,
@@ -740,6 +741,14 @@ pub enum Component {
         /// video desk phone or softphone does; about 900 bytes of SDP. No video is sent.
         #[serde(default)]
         video: bool,
+        /// ICE (RFC 8445): gather a host candidate, a server-reflexive one from `stun-server`
+        /// and a relayed one from `turn-server` (with `turn-password`), offer them in SDP
+        /// (`a=candidate`, `a=ice-ufrag`, `a=ice-pwd`; `c=`/`m=` name the relayed one, else the
+        /// server-reflexive one), check the pairs with the peer and stream over the nominated
+        /// one, keeping consent (RFC 7675). The caller is the controlling agent. With `media =
+        /// "local"` (the default) only.
+        #[serde(default)]
+        ice: bool,
     },
     /// A session border controller: registrar + proxy doing far-end NAT traversal, Contact
     /// rewritten to itself, NAT pings to registered phones, and a latching media relay.
@@ -915,6 +924,31 @@ pub enum MediaDef {
     Stun,
     /// A TURN relayed address (needs `turn-server`).
     Turn,
+}
+
+/// An ICE candidate type, as SDP names it (RFC 8839 §5.1).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CandidateKindDef {
+    /// The phone's own interface address.
+    Host,
+    /// Its NAT mapping as the STUN server saw it.
+    Srflx,
+    /// A mapping a connectivity check found (a NAT that maps per destination).
+    Prflx,
+    /// A TURN relayed address.
+    Relay,
+}
+
+impl CandidateKindDef {
+    pub fn kind(self) -> crate::ice::CandidateKind {
+        match self {
+            CandidateKindDef::Host => crate::ice::CandidateKind::Host,
+            CandidateKindDef::Srflx => crate::ice::CandidateKind::ServerReflexive,
+            CandidateKindDef::Prflx => crate::ice::CandidateKind::PeerReflexive,
+            CandidateKindDef::Relay => crate::ice::CandidateKind::Relayed,
+        }
+    }
 }
 
 /// A call's media as judged from both ends.
@@ -1320,6 +1354,15 @@ pub enum Expect {
         ua: String,
         /// Whether it received an INVITE.
         value: bool,
+    },
+    /// Which candidate pair an ICE phone's media went over in its last call: the types of its
+    /// local and remote candidates (`host`, `srflx`, `prflx`, `relay`); a side left out
+    /// matches any type, and with both left out a pair must merely have been nominated.
+    Ice {
+        /// The ICE phone (`ice = true`).
+        ua: String,
+        local: Option<CandidateKindDef>,
+        remote: Option<CandidateKindDef>,
     },
     /// Which way audio flowed in the last call `from` placed (≥ 95 % of packets = working).
     Media {

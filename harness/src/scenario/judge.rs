@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sim_nat::{Filtering, Mapping};
 
-use super::file::{Expect, MediaVerdictDef, Statuses, StunVsWan};
+use super::file::{CandidateKindDef, Expect, MediaVerdictDef, Statuses, StunVsWan};
 use super::observed::{Observed, Phone};
 use super::seen::{Address, PacketQuery};
 use super::Scenario;
@@ -43,6 +43,7 @@ fn expectation(s: &Scenario, o: &Observed, e: &Expect) -> Check {
             phone_fact(o, ua, (*value, what), ("rang", Phone::rang))
         }
         Expect::Media { from, value } => media(o, from, value),
+        Expect::Ice { ua, local, remote } => ice(o, ua, *local, *remote),
         Expect::ExitCode { command, code } => {
             let got = o.commands.get(command).and_then(|p| p.exit);
             (
@@ -176,6 +177,33 @@ fn media(o: &Observed, from: &str, value: &MediaVerdictDef) -> Check {
         got.map_or("no media ran (no established call)".into(), |g| {
             g.to_string()
         }),
+    )
+}
+
+fn ice(
+    o: &Observed,
+    ua: &str,
+    local: Option<CandidateKindDef>,
+    remote: Option<CandidateKindDef>,
+) -> Check {
+    let name = |k: Option<CandidateKindDef>| k.map_or("any".to_string(), |k| k.kind().to_string());
+    let path = o.timeline.last_ice(ua);
+    let pair = path.and_then(|p| p.selected.as_ref());
+    let fits = |want: Option<CandidateKindDef>, got: crate::ice::CandidateKind| {
+        want.is_none_or(|w| w.kind() == got)
+    };
+    (
+        format!(
+            "{ua}'s ICE media went over a {} ↔ {} pair",
+            name(local),
+            name(remote)
+        ),
+        pair.is_some_and(|(l, r)| fits(local, l.kind) && fits(remote, r.kind)),
+        match (path, pair) {
+            (None, _) => "no ICE call ran".into(),
+            (Some(_), None) => "no pair was nominated".into(),
+            (Some(_), Some((l, r))) => format!("{l} ↔ {r}"),
+        },
     )
 }
 

@@ -178,6 +178,8 @@ struct Names {
     routers: BTreeSet<String>,
     /// Our phones' SIP users.
     uas: BTreeSet<String>,
+    /// Of those, the ones doing ICE.
+    ice: BTreeSet<String>,
     /// Hosts running our `proxy` (what `set-nat-handling` changes).
     proxies: BTreeSet<String>,
     /// What a phone's `proxy =` may name: name → whether a command plays it.
@@ -238,6 +240,7 @@ fn component(
             host,
             user,
             provisional_interval_ms,
+            ice,
             ..
         } => {
             if *provisional_interval_ms == Some(0) {
@@ -249,6 +252,9 @@ fn component(
             let u = user.clone().unwrap_or_else(|| host.clone());
             if n.external_users.contains(&u) || !n.uas.insert(u.clone()) {
                 return Err(c.err(span, format!("two phones are called `{u}`")));
+            }
+            if *ice {
+                n.ice.insert(u);
             }
         }
         Component::Command { .. } => command(c, n, comp.get_ref(), span, vars)?,
@@ -435,11 +441,18 @@ fn phone(c: &Checker, n: &Names, comp: &Spanned<Component>) -> Result<(), FileEr
         turn_server,
         externip,
         localnet,
+        ice,
         ..
     } = comp.get_ref()
     else {
         return Ok(());
     };
+    if *ice && *media != file::MediaDef::Local {
+        return Err(c.err(
+            comp.span(),
+            "ice = true gathers its own candidates (from `stun-server` and `turn-server`): leave `media` at \"local\"".to_string(),
+        ));
+    }
     // A STUN or TURN server may be ours (a component) or a program the scenario runs (coturn
     // as a command): any host will do.
     let names_node = |s: &Option<String>| s.as_ref().is_some_and(|s| n.nodes.contains(s));
@@ -684,6 +697,17 @@ fn expect(c: &Checker, n: &Names, rec: &Recorded, e: &Spanned<Expect>) -> Result
         }
         Expect::Registered { ua, .. } | Expect::Rang { ua, .. } => {
             known(c, &n.uas, "phone", ua, sp)
+        }
+        Expect::Ice { ua, .. } => {
+            known(c, &n.uas, "phone", ua, sp.clone())?;
+            if n.ice.contains(ua) {
+                Ok(())
+            } else {
+                Err(c.err(
+                    sp,
+                    format!("`{ua}` is not an ICE phone: give its `ua` component `ice = true`"),
+                ))
+            }
         }
         Expect::ExitCode { command, .. } => known(c, &n.commands, "command", command, sp),
         Expect::Log {

@@ -108,6 +108,8 @@ pub enum MediaPath {
     Direct,
     /// Through a TURN allocation.
     Relayed,
+    /// Over the pair ICE nominated ([`Timeline::ice`] says which).
+    Ice,
 }
 
 /// An external program (a `command` component) that was started.
@@ -142,8 +144,22 @@ pub struct Timeline {
     pub exits: BTreeMap<String, Option<i32>>,
     /// The runner's own lines for the ladder: `(when, host, text)`.
     pub notes: Vec<(SystemTime, String, String)>,
+    /// Which candidate pair each ICE phone's media went over, per call, in order.
+    pub ice: Vec<IcePath>,
     /// A step that could not be carried out (the run stops there and fails).
     pub error: Option<String>,
+}
+
+/// The candidate pair an ICE phone's media went over in a call (`None`: no pair was nominated).
+#[derive(Debug, Clone)]
+pub struct IcePath {
+    /// The call's index in [`Timeline::calls`].
+    pub call: usize,
+    pub user: String,
+    /// (local, remote).
+    pub selected: Option<(crate::ice::Candidate, crate::ice::Candidate)>,
+    /// RFC 7675 consent expired during the call: media stopped.
+    pub consent_lost: bool,
 }
 
 /// One call a phone or a program placed.
@@ -183,6 +199,11 @@ impl Timeline {
             }
         }
         out
+    }
+
+    /// The pair `user`'s media went over in its last ICE call.
+    pub fn last_ice(&self, user: &str) -> Option<&IcePath> {
+        self.ice.iter().rev().find(|p| p.user == user)
     }
 
     /// The last `stun-check` from `host`.

@@ -117,6 +117,7 @@ fn media_snapshot(o: &Observed) -> String {
     let how = |user: &str| match o.phones.get(user).map(|p| p.media) {
         Some(MediaPath::Relayed) => "via TURN",
         Some(MediaPath::Direct) => "direct",
+        Some(MediaPath::Ice) => "ICE",
         None => "seen at its interface",
     };
     let mut out = String::new();
@@ -129,8 +130,55 @@ fn media_snapshot(o: &Observed) -> String {
             report.callee_to_caller.direction,
             report.verdict
         ));
+        let call = o
+            .timeline
+            .calls
+            .iter()
+            .rposition(|c| c.from == caller && c.media.is_some());
+        for user in [caller, callee] {
+            let path = o
+                .timeline
+                .ice
+                .iter()
+                .find(|p| Some(p.call) == call && p.user == user);
+            if let Some(p) = path {
+                out.push_str(&format!("  {}\n", ice_line(p, &o.moved_ports)));
+            }
+        }
     }
     out
+}
+
+/// Which pair an ICE phone's media went over, with the ports a run draws (those a NAT moved,
+/// TURN relay and other ports ≥ 30000) as `{p}`.
+fn ice_line(p: &super::observed::IcePath, moved: &[std::net::SocketAddrV4]) -> String {
+    let at = |a: std::net::SocketAddr| {
+        let drawn = match a {
+            std::net::SocketAddr::V4(v4) => moved.contains(&v4),
+            std::net::SocketAddr::V6(_) => false,
+        };
+        if drawn || a.port() >= 30000 {
+            format!("{}:{{p}}", a.ip())
+        } else {
+            a.to_string()
+        }
+    };
+    match &p.selected {
+        Some((l, r)) => format!(
+            "ICE {}: {} {} ↔ {} {}{}",
+            p.user,
+            l.kind,
+            at(l.address),
+            r.kind,
+            at(r.address),
+            if p.consent_lost {
+                " (consent lost)"
+            } else {
+                ""
+            }
+        ),
+        None => format!("ICE {}: no pair nominated", p.user),
+    }
 }
 
 /// What the diagnosis steps found, redacted for a snapshot.

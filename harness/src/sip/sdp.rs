@@ -233,6 +233,24 @@ pub fn answer(offer: &[u8], session: u64, ip: IpAddr, port: u16) -> String {
     sdp
 }
 
+/// `sdp` with `lines` (attribute values, without `a=`) at the end of its first audio section:
+/// media-level attributes such as ICE's (RFC 8839 §5) belong to the stream they describe.
+pub fn with_audio_attributes(sdp: String, lines: &[String]) -> String {
+    if lines.is_empty() {
+        return sdp;
+    }
+    let added: String = lines.iter().map(|l| format!("a={l}\r\n")).collect();
+    let Some(audio) = sdp.find("m=audio ") else {
+        return sdp + &added;
+    };
+    let end = sdp[audio..]
+        .find("\r\nm=")
+        .map_or(sdp.len(), |i| audio + i + 2);
+    let mut out = sdp;
+    out.insert_str(end, &added);
+    out
+}
+
 fn header(session: u64, ip: IpAddr) -> String {
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
     format!("v=0\r\no=- {session} 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\n")
@@ -287,6 +305,23 @@ mod tests {
         };
         let e = unknown.check().unwrap_err();
         assert!(e.contains("`G723`") && e.contains("opus"), "{e}");
+    }
+
+    #[test]
+    fn ice_attributes_go_to_the_audio_section_before_a_video_one() {
+        let offer = Offer {
+            codecs: vec!["PCMU".into()],
+            video: true,
+        }
+        .render(1, IP, 4000);
+        let lines = vec!["ice-ufrag:abcd".to_string()];
+        let sdp = with_audio_attributes(offer, &lines);
+        assert!(
+            sdp.contains("a=rtpmap:0 PCMU/8000\r\na=ice-ufrag:abcd\r\nm=video"),
+            "{sdp}"
+        );
+        let plain = with_audio_attributes(Offer::default().render(1, IP, 4000), &lines);
+        assert!(plain.ends_with("a=ice-ufrag:abcd\r\n"), "{plain}");
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct UaConfig {
     pub localnet: Vec<(Ipv4Addr, u8)>,
     /// What its INVITEs offer: codecs and video (the size of its SDP).
     pub offer: crate::sip::sdp::Offer,
+    /// Attribute lines (without `a=`) added to the audio section of its offers and answers: an
+    /// ICE phone's `ice-ufrag`, `ice-pwd` and `candidate` lines (RFC 8839).
+    pub media_attributes: Vec<String>,
     /// Seeds branches, tags and Call-IDs (fixed in tests: reproducible traces).
     pub seed: u64,
 }
@@ -140,6 +143,7 @@ impl UaConfig {
             external_media: None,
             localnet: Vec::new(),
             offer: Default::default(),
+            media_attributes: Vec::new(),
             seed: seed_of(user, local),
         }
     }
@@ -629,11 +633,11 @@ impl Ua {
     fn sdp(&mut self, dest: IpAddr, offer: Option<&[u8]>) -> Vec<u8> {
         let m = self.media_to(dest);
         let session = self.ids.next_u64() % 1_000_000_000;
-        match offer {
+        let sdp = match offer {
             None => self.config.offer.render(session, m.address, m.port),
             Some(offer) => crate::sip::sdp::answer(offer, session, m.address, m.port),
-        }
-        .into_bytes()
+        };
+        crate::sip::sdp::with_audio_attributes(sdp, &self.config.media_attributes).into_bytes()
     }
 
     /// A STUN Binding request to the registrar on the SIP flow (RFC 5626 §4.4.2); its answer is

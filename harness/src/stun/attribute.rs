@@ -40,6 +40,14 @@ pub mod attr_type {
     pub const FINGERPRINT: u16 = 0x8028;
     pub const RESPONSE_ORIGIN: u16 = 0x802B;
     pub const OTHER_ADDRESS: u16 = 0x802C;
+    /// ICE (RFC 8445 §16.1): the priority a peer-reflexive candidate found by the check gets.
+    pub const PRIORITY: u16 = 0x0024;
+    /// ICE: the controlling agent nominates the pair this check is sent on.
+    pub const USE_CANDIDATE: u16 = 0x0025;
+    /// ICE: the sender is the controlled agent; the value is its tie-breaker.
+    pub const ICE_CONTROLLED: u16 = 0x8029;
+    /// ICE: the sender is the controlling agent; the value is its tie-breaker.
+    pub const ICE_CONTROLLING: u16 = 0x802A;
 }
 
 /// A decoded attribute. Address attributes hold the *un-XORed* address, so
@@ -182,6 +190,37 @@ impl Message {
             _ => None,
         });
         peers.collect()
+    }
+
+    /// The raw value of an attribute the codec keeps undecoded (the ICE ones).
+    fn raw(&self, typ: u16) -> Option<&[u8]> {
+        self.attributes.iter().find_map(|a| match a {
+            Attribute::Unknown { typ: t, value } if *t == typ => Some(value.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// ICE: PRIORITY (RFC 8445 §7.1.1).
+    pub fn ice_priority(&self) -> Option<u32> {
+        let v: [u8; 4] = self.raw(attr_type::PRIORITY)?.try_into().ok()?;
+        Some(u32::from_be_bytes(v))
+    }
+
+    /// ICE: whether USE-CANDIDATE is present (RFC 8445 §7.1.2).
+    pub fn use_candidate(&self) -> bool {
+        self.raw(attr_type::USE_CANDIDATE).is_some()
+    }
+
+    /// ICE: ICE-CONTROLLING's tie-breaker (RFC 8445 §7.1.3).
+    pub fn ice_controlling(&self) -> Option<u64> {
+        let v: [u8; 8] = self.raw(attr_type::ICE_CONTROLLING)?.try_into().ok()?;
+        Some(u64::from_be_bytes(v))
+    }
+
+    /// ICE: ICE-CONTROLLED's tie-breaker (RFC 8445 §7.1.3).
+    pub fn ice_controlled(&self) -> Option<u64> {
+        let v: [u8; 8] = self.raw(attr_type::ICE_CONTROLLED)?.try_into().ok()?;
+        Some(u64::from_be_bytes(v))
     }
 
     /// XOR-MAPPED-ADDRESS, else the classic MAPPED-ADDRESS.

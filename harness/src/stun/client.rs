@@ -466,6 +466,11 @@ impl BindingClient {
         }
     }
 
+    /// The STUN server it asks.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
     /// Last mapped address learned, if any.
     pub fn mapped(&self) -> Option<SocketAddr> {
         self.mapped

@@ -116,6 +116,17 @@ pub(super) async fn from_phone(
             format!("media: {report}"),
         ));
     }
+    let call = t.calls.len();
+    for user in [from, to] {
+        if let Some(path) = media::ice_path(r, user, call) {
+            let host = r.phones[user].host.clone();
+            if let Some((l, rem)) = &path.selected {
+                t.notes
+                    .push((r.clock.now(), host, format!("ICE: media over {l} ↔ {rem}")));
+            }
+            t.ice.push(path);
+        }
+    }
     let (from, to) = (from.to_string(), to.to_string());
     t.calls.push(Call {
         from,
@@ -262,6 +273,14 @@ pub(super) async fn from_program(
     };
     t.notes
         .push((r.clock.now(), host.clone(), format!("media: {report}")));
+    if let Some(path) = media::ice_path(r, to, t.calls.len() - 1) {
+        if let Some((l, rem)) = &path.selected {
+            let host = r.phones[to].host.clone();
+            t.notes
+                .push((r.clock.now(), host, format!("ICE: media over {l} ↔ {rem}")));
+        }
+        t.ice.push(path);
+    }
     if timing.hold > Duration::ZERO {
         tokio::time::sleep(timing.hold).await;
         let hang_up = hang_up.expect("checked: a call held for a while is hung up");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{io_err, PhoneMedia, Running};
 use crate::capture::{self, Direction, Frame, Vantage};
 use crate::error::Result;
+use crate::ice::{IceDescription, IceMediaTask, Role};
 use crate::rtp::{MediaConfig, MediaReport, MediaStats, MediaStream};
 use crate::topology::{Node, Topology};
 use crate::turn::driver::{MediaTask, RelayedMediaTask};
@@ -76,6 +77,7 @@ pub(super) async fn open_media(r: &Running, user: &str) -> Result<Option<OpenMed
 pub(super) enum Live<'a> {
     Direct(OpenMedia),
     Relayed(&'a RelayedMediaTask),
+    Ice(&'a IceMediaTask),
 }
 
 impl<'a> Live<'a> {
@@ -88,6 +90,23 @@ impl<'a> Live<'a> {
         open: Option<OpenMedia>,
     ) -> Result<(Live<'a>, Duration)> {
         match (open, &r.phones[user].media) {
+            (_, PhoneMedia::Ice { task, duration }) => {
+                // The offerer is the controlling agent (RFC 8445 §6.1.1).
+                let role = if rang(r, user) {
+                    Role::Controlled
+                } else {
+                    Role::Controlling
+                };
+                let remote = remote_ice(r, user).ok_or_else(|| {
+                    io_err(format!(
+                        "{user}: the peer's SDP has no ICE attributes (a=ice-ufrag, a=ice-pwd); \
+                         our ICE phone does not fall back to plain media"
+                    ))
+                })?;
+                task.call(move |m, now| m.set_remote(remote, role, now))
+                    .await?;
+                Ok((Live::Ice(task), *duration))
+            }
             (Some(open), PhoneMedia::Direct { duration, .. }) => {
                 open.task.call(move |m, _| m.set_destination(dest)).await?;
                 Ok((Live::Direct(open), *duration))
@@ -107,6 +126,15 @@ impl<'a> Live<'a> {
         match self {
             Live::Direct(o) => o.task.call(|m, now| m.start(now)).await,
             Live::Relayed(t) => t.call(|m, now| m.start_media(now)).await,
+            Live::Ice(t) => {
+                t.call(|m, now| m.start_media(now)).await?;
+                // Media flows once a pair is nominated; the caller's wait for the callee's first
+                // RTP then starts from there.
+                let _ = t
+                    .wait_for(|s| s.selected.is_some() || s.failed, Duration::from_secs(8))
+                    .await;
+                Ok(())
+            }
         }
     }
 
@@ -119,8 +147,56 @@ impl<'a> Live<'a> {
                 s
             }
             Live::Relayed(t) => t.state().stats,
+            Live::Ice(t) => t.state().stats,
         }
     }
+}
+
+/// Whether `user`'s phone was called (it rang) rather than calling: the callee is ICE's
+/// controlled agent.
+fn rang(r: &Running, user: &str) -> bool {
+    r.phones[user]
+        .ua
+        .events()
+        .iter()
+        .any(|e| matches!(&e.event, crate::sip::Event::IncomingCall { .. }))
+}
+
+/// The ICE attributes of the newest SDP `user`'s phone received (the offer a callee answered,
+/// the answer a caller got).
+pub(super) fn remote_ice(r: &Running, user: &str) -> Option<IceDescription> {
+    r.phones[user]
+        .ua
+        .datagrams()
+        .iter()
+        .rev()
+        .filter(|d| d.direction == crate::machine::Direction::Received)
+        .find_map(|d| IceDescription::parse(&String::from_utf8_lossy(&d.payload)))
+}
+
+/// Waits (at most 3 s) until an ICE check (a STUN Binding request) since `since` has left
+/// vantage `label`, to `to` if given, then one packet time: a callee's checks reach the
+/// caller's NAT before the caller's own, as when the caller learns the answer one round trip
+/// after the callee sent it (and "who sends first" then happens to ICE's checks too).
+pub(super) async fn first_check_left(
+    r: &Running,
+    label: &str,
+    to: Option<SocketAddr>,
+    since: SystemTime,
+) {
+    let left = |frames: &[Frame]| {
+        frames.iter().any(|f| {
+            f.at >= since
+                && f.direction == Direction::Out
+                && f.vantage.label() == label
+                && crate::trace::udp_of(f).is_some_and(|(_, d, p)| {
+                    p.starts_with(&[0x00, 0x01])
+                        && crate::stun::is_stun(p)
+                        && to.is_none_or(|to| SocketAddr::V4(d) == to)
+                })
+        })
+    };
+    until_seen(r, left).await
 }
 
 /// Streams RTP both ways between two phones in a call (caller sends to `to_callee`, the
@@ -131,8 +207,22 @@ pub(super) async fn between_phones(
     (to_callee, to_caller): (SocketAddr, SocketAddr),
     opened: OpenedMedia,
 ) -> Result<(MediaReport, Vec<OpenMedia>)> {
-    let (from_caller, caller_time) = Live::aim(r, caller, to_callee, opened.caller).await?;
-    let (from_callee, callee_time) = Live::aim(r, callee, to_caller, opened.callee).await?;
+    let callee_exit = exit_vantage(&r.topo, &r.phones[callee].host);
+    let (from_caller, caller_time, from_callee, callee_time) =
+        if matches!(r.phones[callee].media, PhoneMedia::Ice { .. }) {
+            // The callee checks first: it has the offer when it answers, the caller learns the
+            // answer one round trip later.
+            let since = SystemTime::now();
+            let (callee_live, callee_time) = Live::aim(r, callee, to_caller, opened.callee).await?;
+            let caller_srflx = ice_candidate(r, caller, crate::ice::CandidateKind::ServerReflexive);
+            first_check_left(r, &callee_exit, caller_srflx, since).await;
+            let (caller_live, caller_time) = Live::aim(r, caller, to_callee, opened.caller).await?;
+            (caller_live, caller_time, callee_live, callee_time)
+        } else {
+            let (a, at) = Live::aim(r, caller, to_callee, opened.caller).await?;
+            let (b, bt) = Live::aim(r, callee, to_caller, opened.callee).await?;
+            (a, at, b, bt)
+        };
     // The callee first: a phone streams as soon as it sends its 200 OK, the caller only once
     // that 200 arrives. Who sends first decides some NAT races (kernel-facts: an unreplied
     // inbound RTP flow makes masquerade move the other side's port), so the field's order is
@@ -141,7 +231,6 @@ pub(super) async fn between_phones(
     // caller's arrived there), so the caller waits (at most 3 s) until the callee's first RTP
     // has left the callee's side of the network — its outermost router's WAN, or its own
     // interface on the internet — then one packet time more.
-    let callee_exit = exit_vantage(&r.topo, &r.phones[callee].host);
     let since = SystemTime::now();
     from_callee.start().await?;
     first_rtp_left(r, &callee_exit, since).await;
@@ -192,6 +281,36 @@ pub(super) async fn to_program(
         MediaReport::new(&caller_stats, &callee_stats, WORKING),
         held,
     ))
+}
+
+/// The pair `user`'s ICE media went over; `None` unless it is an ICE phone.
+pub(super) fn ice_path(
+    r: &Running,
+    user: &str,
+    call: usize,
+) -> Option<crate::scenario::observed::IcePath> {
+    let PhoneMedia::Ice { task, .. } = &r.phones.get(user)?.media else {
+        return None;
+    };
+    let st = task.state();
+    Some(crate::scenario::observed::IcePath {
+        call,
+        user: user.to_string(),
+        selected: st.selected,
+        consent_lost: st.consent_lost,
+    })
+}
+
+/// `user`'s candidate of kind `kind`, if it is an ICE phone that gathered one.
+fn ice_candidate(r: &Running, user: &str, kind: crate::ice::CandidateKind) -> Option<SocketAddr> {
+    let PhoneMedia::Ice { task, .. } = &r.phones.get(user)?.media else {
+        return None;
+    };
+    let d = task.state().description?;
+    d.candidates
+        .iter()
+        .find(|c| c.kind == kind)
+        .map(|c| c.address)
 }
 
 /// Where a host's packets leave its side of the network: the WAN of the outermost router it sits

@@ -80,6 +80,11 @@ pub(super) enum PhoneMedia {
     },
     /// Through a TURN allocation made when the phone started.
     Relayed(RelayedMediaTask),
+    /// Over the candidate pair ICE nominates; candidates gathered when the phone started.
+    Ice {
+        task: crate::ice::IceMediaTask,
+        duration: Duration,
+    },
 }
 
 impl Running {

@@ -38,6 +38,7 @@ pub(in crate::scenario) async fn observe(
         let media = match p.media {
             PhoneMedia::Direct { .. } => MediaPath::Direct,
             PhoneMedia::Relayed(_) => MediaPath::Relayed,
+            PhoneMedia::Ice { .. } => MediaPath::Ice,
         };
         let host = p.host.clone();
         let events = events(p.ua.events());

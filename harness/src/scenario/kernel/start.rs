@@ -172,6 +172,7 @@ async fn phone(
         media_ms,
         externip,
         localnet,
+        ice,
         ..
     } = comp
     else {
@@ -194,16 +195,28 @@ async fn phone(
         cfg.contact = ContactSource::External(mapped);
     }
     let media_local = SocketAddr::new(node.addr().into(), *media_port);
-    let turn = match media {
-        MediaDef::Turn => Some(turn_client(
+    // An ICE phone gathers a relayed candidate whenever it has a TURN server.
+    let wants_turn = *media == MediaDef::Turn || *ice && turn_server.is_some();
+    let turn = match wants_turn {
+        true => Some(turn_client(
             topo,
             &user,
             media_local,
             turn_server,
             turn_password,
         )?),
-        MediaDef::Local | MediaDef::Stun => None,
+        false => None,
     };
+    if *ice {
+        let duration = Duration::from_millis(*media_ms);
+        let (sdp, attributes, media) =
+            ice_media(node, &user, media_local, stun, turn, (*latching, duration)).await?;
+        crate::scenario::file::set_phone_addresses(&mut cfg, sdp, *externip, localnet);
+        cfg.media_attributes = attributes;
+        let (ua, _) = UaTask::spawn(node, cfg).await?;
+        let host = host.clone();
+        return Ok((user, Phone { ua, host, media }));
+    }
     let stun = stun.filter(|_| *media == MediaDef::Stun);
     let how = (*latching, Duration::from_millis(*media_ms));
     let (sdp, media) = phone_media(node, media_local, how, stun, turn).await?;
@@ -271,4 +284,41 @@ async fn turn_media(
         .map_err(|s| io_err(format!("{user}: no TURN allocation: {s:?}")))?;
     let relayed = st.relayed.expect("waited for it");
     Ok((relayed, PhoneMedia::Relayed(task)))
+}
+
+/// A phone's ICE media, gathered now (a STUN Binding and a TURN allocation from its RTP port):
+/// the SDP's default address, its ICE attribute lines and the task.
+async fn ice_media(
+    node: &Node,
+    user: &str,
+    local: SocketAddr,
+    stun: Option<SocketAddr>,
+    turn: Option<TurnClientConfig>,
+    (latching, duration): (bool, Duration),
+) -> Result<(SocketAddr, Vec<String>, PhoneMedia)> {
+    let mut media = MediaConfig::pcmu(local, None);
+    media.duration = duration;
+    media.latching = latching;
+    let config = crate::ice::IceMediaConfig {
+        local,
+        rtcp: Some(SocketAddr::new(local.ip(), local.port().wrapping_add(1))),
+        stun_server: stun,
+        turn,
+        ice: crate::ice::IceConfig::default(),
+        media,
+    };
+    let (task, _) =
+        crate::ice::IceMediaTask::gather(node, crate::ice::IceMedia::new(config)).await?;
+    let st = task
+        .wait_for(|s| s.description.is_some(), Duration::from_secs(10))
+        .await
+        .map_err(|s| io_err(format!("{user}: ICE gathering did not finish: {s:?}")))?;
+    let description = st.description.expect("waited for it");
+    let sdp = st.default.expect("a gathered agent has a host candidate");
+    let mut attributes = description.sdp_attributes();
+    if let Some(rtcp) = st.default_rtcp {
+        // RFC 3605: where RTCP goes when it is not RTP + 1 on the `c=` address.
+        attributes.insert(0, format!("rtcp:{} IN IP4 {}", rtcp.port(), rtcp.ip()));
+    }
+    Ok((sdp, attributes, PhoneMedia::Ice { task, duration }))
 }
