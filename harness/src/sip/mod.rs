@@ -21,6 +21,7 @@ pub mod driver;
 pub mod message;
 pub mod ping;
 pub mod proxy;
+mod scan;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;

@@ -1,0 +1,274 @@
+//! Fast paths under `rsip`'s parsers for the well-formed messages our machines exchange, so the
+//! model plays thousands of cases a second (issue 17): `rsip`'s nom tokenizers format an error
+//! string echoing the rest of the datagram for every alternative they try, and its typed headers
+//! allocate a URI per look.
+//!
+//! Each function gives exactly what the `rsip` path in [`super::message`] gives, or `None` where it
+//! is not sure to, and the caller then takes the `rsip` path (so malformed or unusual input gets
+//! `rsip`'s answer and error, byte for byte). The grammars accepted here are strict subsets of
+//! `rsip`'s; `message.rs`'s tests hold both paths equal on generated and mutated messages.
+
+use std::net::IpAddr;
+
+use rsip::common::{method, status_code, uri, version};
+use rsip::headers::header;
+use rsip::message::{request, response};
+use rsip::prelude::HasHeaders as _;
+use rsip::{Method, SipMessage};
+
+use super::message::{Rport, Via};
+
+/// `rsip`'s `is_token`: ASCII alphanumerics and `-.!%*_+`'~`.
+fn is_token(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `rsip::SipMessage::try_from(bytes)` for a message whose request URI starts with `sip:` or
+/// `sips:` and whose header block ends in an empty line: the start line is read by `rsip`'s own
+/// tokenizers on that line alone (their errors echo a line, not the datagram), the headers are
+/// split as `rsip`'s `many0(header)` splits them, and `rsip` converts the tokens.
+pub fn message(bytes: &[u8]) -> Option<SipMessage> {
+    let line_end = find(bytes, b"\r\n")?;
+    let line = &bytes[..line_end];
+    let rest = &bytes[line_end + 2..];
+    let block_end = find(rest, b"\r\n\r\n")?;
+    if block_end == 0 {
+        return None;
+    }
+    let body = &rest[block_end + 4..];
+    let headers = headers(&rest[..block_end])?;
+    if line.starts_with(b"SIP/") {
+        let (rem, version) = version::Tokenizer::tokenize(line).ok()?;
+        let spaces = rem.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+        if spaces == 0 {
+            return None;
+        }
+        let (rem, status_code) = status_code::Tokenizer::tokenize(&rem[spaces..]).ok()?;
+        if !rem.is_empty() {
+            return None;
+        }
+        let t = response::Tokenizer {
+            version,
+            status_code,
+            headers,
+            body,
+        };
+        return t.try_into().ok().map(SipMessage::Response);
+    }
+    let (rem, method) = method::Tokenizer::tokenize(line).ok()?;
+    let rem = rem.strip_prefix(b" ")?;
+    let scheme = rem.get(..5)?.to_ascii_lowercase();
+    if !(scheme.starts_with(b"sip:") || scheme == b"sips:") {
+        // Elsewhere `rsip`'s scheme alternative `take_until("://")` reads past the line.
+        return None;
+    }
+    let (rem, uri) = uri::Tokenizer::tokenize(rem).ok()?;
+    let rem = rem.strip_prefix(b" ")?;
+    let (rem, version) = version::Tokenizer::tokenize(rem).ok()?;
+    if !rem.is_empty() {
+        return None;
+    }
+    let t = request::Tokenizer {
+        method,
+        uri,
+        version,
+        headers,
+        body,
+    };
+    t.try_into().ok().map(SipMessage::Request)
+}
+
+/// The header block as `rsip`'s `many0(header)` reads it: lines cut at "\r\n" only (a bare
+/// '\n' stays in a value), each a token name, ':', spaces or tabs, and the value.
+fn headers(block: &[u8]) -> Option<Vec<header::Tokenizer<'_>>> {
+    let mut out = Vec::with_capacity(16);
+    let mut rest = block;
+    while !rest.is_empty() {
+        let (line, next) = match find(rest, b"\r\n") {
+            Some(i) => (&rest[..i], &rest[i + 2..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        let name_len = line.iter().take_while(|b| is_token(**b)).count();
+        if name_len == 0 || line.get(name_len) != Some(&b':') {
+            return None;
+        }
+        let value = &line[name_len + 1..];
+        let spaces = value
+            .iter()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count();
+        out.push(header::Tokenizer {
+            name: &line[..name_len],
+            value: &value[spaces..],
+        });
+    }
+    Some(out)
+}
+
+/// [`Via::parse`] for `SIP/2.0/UDP` (or TCP, TLS) with an IPv4 sent-by, an optional port, and
+/// only `branch`, `received` and `rport` parameters, as our machines and common phones write it.
+pub fn via(value: &str) -> Option<Via> {
+    let rest = value.strip_prefix("SIP/2.0/")?;
+    let (transport, rest) = rest.split_once(' ')?;
+    if !matches!(transport, "UDP" | "TCP" | "TLS") {
+        return None;
+    }
+    let (sent_by, params) = match rest.find(';') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let (host, sent_port) = match sent_by.split_once(':') {
+        Some((h, p)) => (h, Some(port(p)?)),
+        None => (sent_by, None),
+    };
+    let ip: std::net::Ipv4Addr = host.parse().ok()?;
+    if ip.to_string() != host {
+        return None;
+    }
+    let mut via = Via {
+        transport: transport.to_string(),
+        host: host.to_string(),
+        port: sent_port,
+        branch: None,
+        received: None,
+        rport: Rport::Absent,
+        other: Vec::new(),
+    };
+    for (name, value) in params_of(params)? {
+        match (name, value) {
+            ("branch", Some(b)) if !b.is_empty() => via.branch = Some(b.to_string()),
+            ("received", Some(r)) => via.received = Some(r.parse::<IpAddr>().ok()?),
+            ("rport", None) => via.rport = Rport::Requested,
+            ("rport", Some(p)) => via.rport = Rport::Filled(port(p)?),
+            _ => return None,
+        }
+    }
+    Some(via)
+}
+
+/// A port as `rsip` and `Via::parse` read it (`u16::from_str`), digits only.
+fn port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `;name[=value]` parameters as `rsip`'s `many0(param)` reads them, the whole string consumed,
+/// names non-empty.
+fn params_of(s: &str) -> Option<Vec<(&str, Option<&str>)>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix(';')?;
+        let n = rest.bytes().take_while(|b| is_token(*b)).count();
+        if n == 0 {
+            return None;
+        }
+        let name = &rest[..n];
+        rest = &rest[n..];
+        let value = match rest.strip_prefix('=') {
+            Some(r) => {
+                let v = r.bytes().take_while(|b| is_token(*b)).count();
+                rest = &r[v..];
+                Some(&r[..v])
+            }
+            None => None,
+        };
+        out.push((name, value));
+    }
+    Some(out)
+}
+
+/// The `tag` of a From or To value `"Name" <sip:user@host:port;p=v>;tag=x;p=v`, as
+/// `typed().tag()` gives it; `None` (take `rsip`'s path) where the URI or a parameter is
+/// anything `rsip` might refuse.
+pub fn tag(value: &str) -> Option<Option<String>> {
+    let open = value.find('<')?;
+    let after = &value[open + 1..];
+    let close = after.find('>')?;
+    if !simple_uri(&after[..close]) {
+        return None;
+    }
+    let mut tag = None;
+    for (name, v) in params_of(&after[close + 1..])? {
+        if !convertible(name) {
+            return None;
+        }
+        if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+            tag = v.map(str::to_string);
+        }
+    }
+    Some(tag)
+}
+
+/// Whether `rsip` turns a parameter of this name into a `Param` whatever its value (its
+/// `transport` and `method` parameters parse theirs and may fail).
+fn convertible(name: &str) -> bool {
+    !name.eq_ignore_ascii_case("transport") && !name.eq_ignore_ascii_case("method")
+}
+
+/// `sip:[user@]host[:port](;name[=value])*` with a plain user, a dotted host and digits for a
+/// port: a URI `rsip` tokenizes and converts without fail.
+fn simple_uri(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("sip:") else {
+        return false;
+    };
+    let (addr, params) = match rest.find(';') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let hostport = match addr.split_once('@') {
+        Some((user, hp)) => {
+            let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'+';
+            if user.is_empty() || !user.bytes().all(plain) {
+                return false;
+            }
+            hp
+        }
+        None => addr,
+    };
+    let (host, port_ok) = match hostport.split_once(':') {
+        Some((h, p)) => (h, port(p).is_some()),
+        None => (hostport, true),
+    };
+    let hosty = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+    port_ok
+        && !host.is_empty()
+        && host.bytes().all(hosty)
+        && params_of(params).is_some_and(|ps| ps.iter().all(|(n, _)| convertible(n)))
+}
+
+/// `CSeq` as `rsip` reads it (`take_until(" ")`, `space1`, the rest; `u32` and `Method` parsed
+/// the same way); `None` where `rsip` would fail, so its error is the one reported.
+pub fn cseq(value: &str) -> Option<(u32, Method)> {
+    let (seq, rest) = value.split_once(' ')?;
+    let method = rest.trim_start_matches([' ', '\t']);
+    Some((seq.parse().ok()?, method.parse().ok()?))
+}
+
+/// `msg.to_string().into_bytes()`, written straight into one buffer (the same bytes: rsip's
+/// `Display` joins the start line, each header and "\r\n" between them, an empty line, and the
+/// body read lossily as UTF-8).
+pub fn serialize(msg: &SipMessage) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let body = msg.body();
+    let mut s = String::with_capacity(512 + body.len());
+    // Writing to a String cannot fail.
+    let _ = match msg {
+        SipMessage::Request(r) => write!(s, "{} {} {}\r\n", r.method, r.uri, r.version),
+        SipMessage::Response(r) => write!(s, "{} {}\r\n", r.version, r.status_code),
+    };
+    for h in msg.headers().iter() {
+        let _ = write!(s, "{h}\r\n");
+    }
+    s.push_str("\r\n");
+    s.push_str(&String::from_utf8_lossy(body));
+    s.into_bytes()
+}
+
