@@ -716,6 +716,14 @@ pub fn verdict(s: &Scenario) -> Result<(Verdict, Vec<Check>)> {
     Ok((verdict, checks))
 }
 
+/// The calls `s` places on the model, in order, each with its final status and, when it was
+/// established and a `media` expectation made the model play RTP, its media: what a
+/// differential property compares with the kernel's run. No records are kept.
+pub fn calls(s: &Scenario) -> Result<Vec<Call>> {
+    let (_, played, _) = play_all(s, false)?;
+    Ok(played.calls)
+}
+
 /// Runs `s` on the model and reports as [`crate::scenario::run`] does, through the same judge
 /// and report: verdict, checks, ladder, snapshot, trace, the NAT model's explanations, and one
 /// synthesized pcap per link under `opts.out_dir`.

@@ -444,10 +444,12 @@ pub fn to_tag(msg: &impl HeadersExt) -> Result<Option<String>, MessageError> {
 /// Adds a tag to To if it has none (a UAS creating a dialog).
 pub fn set_to_tag(msg: &mut impl HeadersExt, tag: &str) {
     if let Ok(h) = msg.to_header_mut() {
-        if let Ok(typed) = h.typed() {
-            if typed.tag().is_none() {
-                *h = headers::To::new(format!("{};tag={tag}", h.value()));
-            }
+        let untagged = match scan::tag(h.value()) {
+            Some(t) => t.is_none(),
+            None => h.typed().is_ok_and(|typed| typed.tag().is_none()),
+        };
+        if untagged {
+            *h = headers::To::new(format!("{};tag={tag}", h.value()));
         }
     }
 }
@@ -459,7 +461,11 @@ pub fn from_uri(msg: &impl HeadersExt) -> Option<rsip::Uri> {
 
 /// The URI of the first Contact.
 pub fn contact_uri(msg: &impl HeadersExt) -> Option<rsip::Uri> {
-    msg.contact_header().ok()?.typed().ok().map(|c| c.uri)
+    let h = msg.contact_header().ok()?;
+    match scan::contact_uri(h.value()) {
+        Some(uri) => uri,
+        None => h.typed().ok().map(|c| c.uri),
+    }
 }
 
 /// Rewrites the host and port of the first Contact (what Kamailio's
@@ -476,10 +482,19 @@ pub fn set_contact_address(msg: &mut impl HeadersExt, addr: SocketAddr) {
 /// Registration lifetime asked for: the Contact's `expires` parameter,
 /// else the Expires header.
 pub fn expires(msg: &impl HeadersExt) -> Option<u32> {
-    if let Some(Ok(c)) = msg.contact_header().ok().map(|c| c.typed()) {
-        if let Some(e) = c.expires() {
-            if let Ok(v) = e.value().parse() {
-                return Some(v);
+    if let Ok(h) = msg.contact_header() {
+        match scan::contact_expires(h.value()) {
+            Some(e) => {
+                if let Some(Ok(v)) = e.map(str::parse) {
+                    return Some(v);
+                }
+            }
+            None => {
+                if let Ok(c) = h.typed() {
+                    if let Some(Ok(v)) = c.expires().map(|e| e.value().parse()) {
+                        return Some(v);
+                    }
+                }
             }
         }
     }
@@ -816,6 +831,15 @@ Content-Length: 0\r\n\r\n";
                             prop_assert_eq!(typed, Some(fast));
                         }
                     }
+                    Header::Contact(c) => {
+                        if let Some(fast) = scan::contact_uri(c.value()) {
+                            prop_assert_eq!(c.typed().ok().map(|c| c.uri), fast);
+                        }
+                        if let Some(fast) = scan::contact_expires(c.value()) {
+                            let typed = c.typed().ok().map(|c| c.expires().map(|e| e.value().to_string()));
+                            prop_assert_eq!(typed, Some(fast.map(str::to_string)));
+                        }
+                    }
                     Header::CSeq(c) => {
                         if let Some(fast) = scan::cseq(c.value()) {
                             let typed = c.typed().ok().map(|t| (t.seq, t.method));
@@ -843,6 +867,7 @@ Content-Length: 0\r\n\r\n";
                 Header::From(v) => assert!(scan::tag(v.value()).is_some(), "{v}"),
                 Header::To(v) => assert!(scan::tag(v.value()).is_some(), "{v}"),
                 Header::CSeq(v) => assert!(scan::cseq(v.value()).is_some(), "{v}"),
+                Header::Contact(v) => assert!(scan::contact_uri(v.value()).is_some(), "{v}"),
                 _ => {}
             }
         }

@@ -12,9 +12,9 @@ use std::net::IpAddr;
 
 use rsip::common::{method, status_code, uri, version};
 use rsip::headers::header;
-use rsip::message::{request, response};
+use rsip::headers::UntypedHeader as _;
 use rsip::prelude::HasHeaders as _;
-use rsip::{Method, SipMessage};
+use rsip::{Header, Method, SipMessage};
 
 use super::message::{Rport, Via};
 
@@ -51,13 +51,12 @@ pub fn message(bytes: &[u8]) -> Option<SipMessage> {
         if !rem.is_empty() {
             return None;
         }
-        let t = response::Tokenizer {
-            version,
-            status_code,
-            headers,
-            body,
-        };
-        return t.try_into().ok().map(SipMessage::Response);
+        return Some(SipMessage::Response(rsip::Response {
+            version: version.try_into().ok()?,
+            status_code: status_code.try_into().ok()?,
+            headers: headers.into(),
+            body: body.to_vec(),
+        }));
     }
     let (rem, method) = method::Tokenizer::tokenize(line).ok()?;
     let rem = rem.strip_prefix(b" ")?;
@@ -72,19 +71,18 @@ pub fn message(bytes: &[u8]) -> Option<SipMessage> {
     if !rem.is_empty() {
         return None;
     }
-    let t = request::Tokenizer {
-        method,
-        uri,
-        version,
-        headers,
-        body,
-    };
-    t.try_into().ok().map(SipMessage::Request)
+    Some(SipMessage::Request(rsip::Request {
+        method: method.try_into().ok()?,
+        uri: uri.try_into().ok()?,
+        version: version.try_into().ok()?,
+        headers: headers.into(),
+        body: body.to_vec(),
+    }))
 }
 
 /// The header block as `rsip`'s `many0(header)` reads it: lines cut at "\r\n" only (a bare
 /// '\n' stays in a value), each a token name, ':', spaces or tabs, and the value.
-fn headers(block: &[u8]) -> Option<Vec<header::Tokenizer<'_>>> {
+fn headers(block: &[u8]) -> Option<Vec<Header>> {
     let mut out = Vec::with_capacity(16);
     let mut rest = block;
     while !rest.is_empty() {
@@ -102,12 +100,31 @@ fn headers(block: &[u8]) -> Option<Vec<header::Tokenizer<'_>>> {
             .iter()
             .take_while(|b| **b == b' ' || **b == b'\t')
             .count();
-        out.push(header::Tokenizer {
-            name: &line[..name_len],
-            value: &value[spaces..],
-        });
+        out.push(header(&line[..name_len], &value[spaces..])?);
     }
     Some(out)
+}
+
+/// One header as `rsip` converts its tokens (names compared without case, the value as UTF-8):
+/// the names our machines write map straight to their variant, the rest go through `rsip`.
+fn header(name: &[u8], value: &[u8]) -> Option<Header> {
+    use rsip::headers as h;
+    let v = || std::str::from_utf8(value).ok().map(str::to_string);
+    Some(match name {
+        b"Via" => Header::Via(h::Via::new(v()?)),
+        b"From" => Header::From(h::From::new(v()?)),
+        b"To" => Header::To(h::To::new(v()?)),
+        b"Call-ID" => Header::CallId(h::CallId::new(v()?)),
+        b"CSeq" => Header::CSeq(h::CSeq::new(v()?)),
+        b"Contact" => Header::Contact(h::Contact::new(v()?)),
+        b"Max-Forwards" => Header::MaxForwards(h::MaxForwards::new(v()?)),
+        b"Content-Length" => Header::ContentLength(h::ContentLength::new(v()?)),
+        b"Content-Type" => Header::ContentType(h::ContentType::new(v()?)),
+        b"Expires" => Header::Expires(h::Expires::new(v()?)),
+        b"Record-Route" => Header::RecordRoute(h::RecordRoute::new(v()?)),
+        b"Route" => Header::Route(h::Route::new(v()?)),
+        _ => header::Tokenizer { name, value }.try_into().ok()?,
+    })
 }
 
 /// [`Via::parse`] for `SIP/2.0/UDP` (or TCP, TLS) with an IPv4 sent-by, an optional port, and
@@ -126,10 +143,9 @@ pub fn via(value: &str) -> Option<Via> {
         Some((h, p)) => (h, Some(port(p)?)),
         None => (sent_by, None),
     };
-    let ip: std::net::Ipv4Addr = host.parse().ok()?;
-    if ip.to_string() != host {
-        return None;
-    }
+    // std's parser takes only the dotted-quad form without leading zeros, which is also how
+    // `rsip` prints the address back.
+    host.parse::<std::net::Ipv4Addr>().ok()?;
     let mut via = Via {
         transport: transport.to_string(),
         host: host.to_string(),
@@ -185,26 +201,48 @@ fn params_of(s: &str) -> Option<Vec<(&str, Option<&str>)>> {
     Some(out)
 }
 
-/// The `tag` of a From or To value `"Name" <sip:user@host:port;p=v>;tag=x;p=v`, as
-/// `typed().tag()` gives it; `None` (take `rsip`'s path) where the URI or a parameter is
-/// anything `rsip` might refuse.
-pub fn tag(value: &str) -> Option<Option<String>> {
+/// A name-addr value (`"Name" <sip:user@host:port;p=v>;p=v`, as From, To and Contact carry
+/// it) cut as `rsip`'s typed tokenizer cuts it, when `rsip` is sure to convert it: the URI
+/// simple ([`simple_uri`]) and every parameter convertible. The URI text and the parameters.
+fn name_addr(value: &str) -> Option<(&str, Vec<(&str, Option<&str>)>)> {
     let open = value.find('<')?;
     let after = &value[open + 1..];
     let close = after.find('>')?;
-    if !simple_uri(&after[..close]) {
+    let uri = &after[..close];
+    if !simple_uri(uri) {
         return None;
     }
-    let mut tag = None;
-    for (name, v) in params_of(&after[close + 1..])? {
-        if !convertible(name) {
-            return None;
-        }
-        if tag.is_none() && name.eq_ignore_ascii_case("tag") {
-            tag = v.map(str::to_string);
-        }
-    }
-    Some(tag)
+    let params = params_of(&after[close + 1..])?;
+    params
+        .iter()
+        .all(|(n, _)| convertible(n))
+        .then_some((uri, params))
+}
+
+/// The first parameter `name` with a value (`rsip` keeps a valueless one as another kind).
+fn param<'a>(params: &[(&str, Option<&'a str>)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find_map(|(n, v)| v.filter(|_| n.eq_ignore_ascii_case(name)))
+}
+
+/// The `tag` of a From or To value, as `typed().tag()` gives it; `None`: take `rsip`'s path.
+pub fn tag(value: &str) -> Option<Option<String>> {
+    let (_, params) = name_addr(value)?;
+    Some(param(&params, "tag").map(str::to_string))
+}
+
+/// A Contact value's URI, as `typed().map(|c| c.uri)` gives it; `None`: take `rsip`'s path.
+pub fn contact_uri(value: &str) -> Option<Option<rsip::Uri>> {
+    let (uri, _) = name_addr(value)?;
+    Some(rsip::Uri::try_from(uri).ok())
+}
+
+/// A Contact value's `expires` parameter, as `typed().expires()` gives it: `Some(None)` when it
+/// has none; `None`: take `rsip`'s path.
+pub fn contact_expires(value: &str) -> Option<Option<&str>> {
+    let (_, params) = name_addr(value)?;
+    Some(param(&params, "expires"))
 }
 
 /// Whether `rsip` turns a parameter of this name into a `Param` whatever its value (its
