@@ -14,9 +14,7 @@ use std::time::Duration;
 use sim_nat::{NatBehaviour, NatType, Refresh};
 
 use crate::rtp::MediaVerdict;
-use crate::scenario::emit::{
-    CallExpectation, Doc, IncomingCall, Registrar, Table, CALLER, PHONE,
-};
+use crate::scenario::emit::{CallExpectation, Doc, IncomingCall, Registrar, Table, CALLER, PHONE};
 use crate::scenario::{Scenario, Verdict};
 use crate::seeded::Rng;
 use crate::sip::{KeepAlive, Ping};
@@ -208,9 +206,7 @@ impl Case {
     /// The file of this case expecting `expect`: [`Case::incoming_call`], turned around and
     /// with media as the case says.
     pub fn doc(&self, expect: Observed) -> Doc {
-        let mut d = self
-            .incoming_call(expect.status == 200)
-            .to_doc();
+        let mut d = self.incoming_call(expect.status == 200).to_doc();
         d.summary = format!("{self}");
         let (caller, _) = self.parties();
         if self.direction == CallDirection::FromNatedPhone {
@@ -229,7 +225,10 @@ impl Case {
         }
         for t in &mut d.components {
             let ua = t.fields.iter().any(|(k, v)| k == "kind" && v == "\"ua\"");
-            let alice = t.fields.iter().any(|(k, v)| k == "host" && v == &format!("{CALLER:?}"));
+            let alice = t
+                .fields
+                .iter()
+                .any(|(k, v)| k == "host" && v == &format!("{CALLER:?}"));
             if !ua {
                 continue;
             }

@@ -407,9 +407,7 @@ pub fn cseq(msg: &impl HeadersExt) -> Result<(u32, Method), MessageError> {
     if let Some(c) = scan::cseq(h.value()) {
         return Ok(c);
     }
-    let typed = h
-        .typed()
-        .map_err(|e| bad("CSeq", e))?;
+    let typed = h.typed().map_err(|e| bad("CSeq", e))?;
     Ok((typed.seq, typed.method))
 }
 
@@ -421,9 +419,7 @@ pub fn from_tag(msg: &impl HeadersExt) -> Result<Option<String>, MessageError> {
     if let Some(t) = scan::tag(h.value()) {
         return Ok(t);
     }
-    let typed = h
-        .typed()
-        .map_err(|e| bad("From", e))?;
+    let typed = h.typed().map_err(|e| bad("From", e))?;
     Ok(typed.tag().map(|t| t.to_string()))
 }
 
@@ -435,9 +431,7 @@ pub fn to_tag(msg: &impl HeadersExt) -> Result<Option<String>, MessageError> {
     if let Some(t) = scan::tag(h.value()) {
         return Ok(t);
     }
-    let typed = h
-        .typed()
-        .map_err(|e| bad("To", e))?;
+    let typed = h.typed().map_err(|e| bad("To", e))?;
     Ok(typed.tag().map(|t| t.to_string()))
 }
 
@@ -836,7 +830,10 @@ Content-Length: 0\r\n\r\n";
                             prop_assert_eq!(c.typed().ok().map(|c| c.uri), fast);
                         }
                         if let Some(fast) = scan::contact_expires(c.value()) {
-                            let typed = c.typed().ok().map(|c| c.expires().map(|e| e.value().to_string()));
+                            let typed = c
+                                .typed()
+                                .ok()
+                                .map(|c| c.expires().map(|e| e.value().to_string()));
                             prop_assert_eq!(typed, Some(fast.map(str::to_string)));
                         }
                     }

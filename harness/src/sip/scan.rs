@@ -23,8 +23,16 @@ fn is_token(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The first "\r\n" in `hay`.
+fn find_crlf(hay: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let i = from + hay[from..].iter().position(|b| *b == b'\r')?;
+        if hay.get(i + 1) == Some(&b'\n') {
+            return Some(i);
+        }
+        from = i + 1;
+    }
 }
 
 /// `rsip::SipMessage::try_from(bytes)` for a message whose request URI starts with `sip:` or
@@ -32,18 +40,30 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// tokenizers on that line alone (their errors echo a line, not the datagram), the headers are
 /// split as `rsip`'s `many0(header)` splits them, and `rsip` converts the tokens.
 pub fn message(bytes: &[u8]) -> Option<SipMessage> {
-    let line_end = find(bytes, b"\r\n")?;
+    let line_end = find_crlf(bytes)?;
     let line = &bytes[..line_end];
     let rest = &bytes[line_end + 2..];
-    let block_end = find(rest, b"\r\n\r\n")?;
-    if block_end == 0 {
-        return None;
-    }
-    let body = &rest[block_end + 4..];
-    let headers = headers(&rest[..block_end])?;
+    // `rsip` takes the header block up to the first "\r\n\r\n" and cuts it at every "\r\n":
+    // the same cuts as walking the CRLFs until one is followed by another.
+    let mut headers = Vec::with_capacity(16);
+    let mut pos = 0;
+    let body = loop {
+        let i = pos + find_crlf(&rest[pos..])?;
+        if i == 0 {
+            return None;
+        }
+        headers.push(header_line(&rest[pos..i])?);
+        if rest[i + 2..].starts_with(b"\r\n") {
+            break &rest[i + 4..];
+        }
+        pos = i + 2;
+    };
     if line.starts_with(b"SIP/") {
         let (rem, version) = version::Tokenizer::tokenize(line).ok()?;
-        let spaces = rem.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+        let spaces = rem
+            .iter()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count();
         if spaces == 0 {
             return None;
         }
@@ -80,29 +100,19 @@ pub fn message(bytes: &[u8]) -> Option<SipMessage> {
     }))
 }
 
-/// The header block as `rsip`'s `many0(header)` reads it: lines cut at "\r\n" only (a bare
-/// '\n' stays in a value), each a token name, ':', spaces or tabs, and the value.
-fn headers(block: &[u8]) -> Option<Vec<Header>> {
-    let mut out = Vec::with_capacity(16);
-    let mut rest = block;
-    while !rest.is_empty() {
-        let (line, next) = match find(rest, b"\r\n") {
-            Some(i) => (&rest[..i], &rest[i + 2..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
-        let name_len = line.iter().take_while(|b| is_token(**b)).count();
-        if name_len == 0 || line.get(name_len) != Some(&b':') {
-            return None;
-        }
-        let value = &line[name_len + 1..];
-        let spaces = value
-            .iter()
-            .take_while(|b| **b == b' ' || **b == b'\t')
-            .count();
-        out.push(header(&line[..name_len], &value[spaces..])?);
+/// One header line as `rsip`'s header tokenizer reads it: a token name, ':', spaces or tabs,
+/// the value.
+fn header_line(line: &[u8]) -> Option<Header> {
+    let name_len = line.iter().take_while(|b| is_token(**b)).count();
+    if name_len == 0 || line.get(name_len) != Some(&b':') {
+        return None;
     }
-    Some(out)
+    let value = &line[name_len + 1..];
+    let spaces = value
+        .iter()
+        .take_while(|b| **b == b' ' || **b == b'\t')
+        .count();
+    header(&line[..name_len], &value[spaces..])
 }
 
 /// One header as `rsip` converts its tokens (names compared without case, the value as UTF-8):
@@ -155,15 +165,22 @@ pub fn via(value: &str) -> Option<Via> {
         rport: Rport::Absent,
         other: Vec::new(),
     };
-    for (name, value) in params_of(params)? {
+    params_of(params, |name, value| {
         match (name, value) {
             ("branch", Some(b)) if !b.is_empty() => via.branch = Some(b.to_string()),
-            ("received", Some(r)) => via.received = Some(r.parse::<IpAddr>().ok()?),
+            ("received", Some(r)) => match r.parse::<IpAddr>() {
+                Ok(ip) => via.received = Some(ip),
+                Err(_) => return false,
+            },
             ("rport", None) => via.rport = Rport::Requested,
-            ("rport", Some(p)) => via.rport = Rport::Filled(port(p)?),
-            _ => return None,
+            ("rport", Some(p)) => match port(p) {
+                Some(p) => via.rport = Rport::Filled(p),
+                None => return false,
+            },
+            _ => return false,
         }
-    }
+        true
+    })?;
     Some(via)
 }
 
@@ -176,9 +193,9 @@ fn port(s: &str) -> Option<u16> {
 }
 
 /// `;name[=value]` parameters as `rsip`'s `many0(param)` reads them, the whole string consumed,
-/// names non-empty.
-fn params_of(s: &str) -> Option<Vec<(&str, Option<&str>)>> {
-    let mut out = Vec::new();
+/// names non-empty: each handed to `each`, which says whether to go on. `None`: malformed, or
+/// `each` stopped.
+fn params_of<'a>(s: &'a str, mut each: impl FnMut(&'a str, Option<&'a str>) -> bool) -> Option<()> {
     let mut rest = s;
     while !rest.is_empty() {
         rest = rest.strip_prefix(';')?;
@@ -196,15 +213,18 @@ fn params_of(s: &str) -> Option<Vec<(&str, Option<&str>)>> {
             }
             None => None,
         };
-        out.push((name, value));
+        if !each(name, value) {
+            return None;
+        }
     }
-    Some(out)
+    Some(())
 }
 
 /// A name-addr value (`"Name" <sip:user@host:port;p=v>;p=v`, as From, To and Contact carry
 /// it) cut as `rsip`'s typed tokenizer cuts it, when `rsip` is sure to convert it: the URI
-/// simple ([`simple_uri`]) and every parameter convertible. The URI text and the parameters.
-fn name_addr(value: &str) -> Option<(&str, Vec<(&str, Option<&str>)>)> {
+/// simple ([`simple_uri`]) and every parameter convertible. The URI text, and the value of the
+/// first parameter named `wanted` that has one.
+fn name_addr<'a>(value: &'a str, wanted: &str) -> Option<(&'a str, Option<&'a str>)> {
     let open = value.find('<')?;
     let after = &value[open + 1..];
     let close = after.find('>')?;
@@ -212,37 +232,34 @@ fn name_addr(value: &str) -> Option<(&str, Vec<(&str, Option<&str>)>)> {
     if !simple_uri(uri) {
         return None;
     }
-    let params = params_of(&after[close + 1..])?;
-    params
-        .iter()
-        .all(|(n, _)| convertible(n))
-        .then_some((uri, params))
-}
-
-/// The first parameter `name` with a value (`rsip` keeps a valueless one as another kind).
-fn param<'a>(params: &[(&str, Option<&'a str>)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find_map(|(n, v)| v.filter(|_| n.eq_ignore_ascii_case(name)))
+    // `rsip` keeps a parameter without a value as another kind: the first with one counts.
+    let mut found = None;
+    params_of(&after[close + 1..], |n, v| {
+        if found.is_none() && v.is_some() && n.eq_ignore_ascii_case(wanted) {
+            found = v;
+        }
+        convertible(n)
+    })?;
+    Some((uri, found))
 }
 
 /// The `tag` of a From or To value, as `typed().tag()` gives it; `None`: take `rsip`'s path.
 pub fn tag(value: &str) -> Option<Option<String>> {
-    let (_, params) = name_addr(value)?;
-    Some(param(&params, "tag").map(str::to_string))
+    let (_, tag) = name_addr(value, "tag")?;
+    Some(tag.map(str::to_string))
 }
 
 /// A Contact value's URI, as `typed().map(|c| c.uri)` gives it; `None`: take `rsip`'s path.
 pub fn contact_uri(value: &str) -> Option<Option<rsip::Uri>> {
-    let (uri, _) = name_addr(value)?;
+    let (uri, _) = name_addr(value, "")?;
     Some(rsip::Uri::try_from(uri).ok())
 }
 
 /// A Contact value's `expires` parameter, as `typed().expires()` gives it: `Some(None)` when it
 /// has none; `None`: take `rsip`'s path.
 pub fn contact_expires(value: &str) -> Option<Option<&str>> {
-    let (_, params) = name_addr(value)?;
-    Some(param(&params, "expires"))
+    let (_, expires) = name_addr(value, "expires")?;
+    Some(expires)
 }
 
 /// Whether `rsip` turns a parameter of this name into a `Param` whatever its value (its
@@ -279,7 +296,7 @@ fn simple_uri(s: &str) -> bool {
     port_ok
         && !host.is_empty()
         && host.bytes().all(hosty)
-        && params_of(params).is_some_and(|ps| ps.iter().all(|(n, _)| convertible(n)))
+        && params_of(params, |n, _| convertible(n)).is_some()
 }
 
 /// `CSeq` as `rsip` reads it (`take_until(" ")`, `space1`, the rest; `u32` and `Method` parsed
@@ -303,10 +320,28 @@ pub fn serialize(msg: &SipMessage) -> Vec<u8> {
         SipMessage::Response(r) => write!(s, "{} {}\r\n", r.version, r.status_code),
     };
     for h in msg.headers().iter() {
-        let _ = write!(s, "{h}\r\n");
+        // The headers machines write most, without the formatting machinery; `rsip` writes
+        // each as "Name: value" with these names.
+        let (name, value) = match h {
+            Header::Via(v) => ("Via", v.value()),
+            Header::From(v) => ("From", v.value()),
+            Header::To(v) => ("To", v.value()),
+            Header::CallId(v) => ("Call-ID", v.value()),
+            Header::CSeq(v) => ("CSeq", v.value()),
+            Header::Contact(v) => ("Contact", v.value()),
+            Header::MaxForwards(v) => ("Max-Forwards", v.value()),
+            Header::ContentLength(v) => ("Content-Length", v.value()),
+            Header::ContentType(v) => ("Content-Type", v.value()),
+            h => {
+                let _ = write!(s, "{h}\r\n");
+                continue;
+            }
+        };
+        for part in [name, ": ", value, "\r\n"] {
+            s.push_str(part);
+        }
     }
     s.push_str("\r\n");
     s.push_str(&String::from_utf8_lossy(body));
     s.into_bytes()
 }
-
