@@ -183,3 +183,31 @@ pub mod lab;
 fn enter_rootless() {
     harness::rootless::enter();
 }
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_exited_runs_are_removed_and_the_live_run_s_is_kept() {
+        let dir = std::env::temp_dir().join(format!("snh-marker-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id();
+        let live = dir.join(format!("{MARKER}{me}-{}", start_time(me).unwrap()));
+        let reused = dir.join(format!("{MARKER}{me}-1"));
+        let gone = dir.join(format!("{MARKER}4194304-1"));
+        let old_style = dir.join(format!("{MARKER}{me}"));
+        let other = dir.join("something-else");
+        for f in [&live, &reused, &gone, &old_style, &other] {
+            std::fs::write(f, b"").unwrap();
+        }
+        remove_stale_markers(&dir);
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left, [live, other]);
+    }
+}

@@ -116,6 +116,11 @@ fn a_refresh_below_the_timeout_keeps_the_phone_reachable_on_the_model_and_the_ke
 /// the two differ.
 fn confirm_on_the_kernel(sample: &[Case]) {
     let verdicts: Vec<_> = sample.iter().map(Case::on_model).collect();
+    let mut kinds = std::collections::BTreeMap::new();
+    for v in &verdicts {
+        *kinds.entry(format!("{v:?}")).or_insert(0) += 1;
+    }
+    eprintln!("the model's outcomes the kernel must reproduce: {kinds:?}");
     let scenarios: Vec<Scenario> = sample
         .iter()
         .zip(&verdicts)

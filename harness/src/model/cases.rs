@@ -413,3 +413,46 @@ pub fn shrink(mut case: Case, fails: impl Fn(&Case) -> bool) -> Case {
         return case;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::file::{Expect, Step};
+
+    #[test]
+    fn a_case_turned_around_registers_both_phones_and_has_bob_call_alice_with_rtp() {
+        let mut rng = Rng::new(1);
+        let c = Case {
+            direction: CallDirection::FromNatedPhone,
+            media: MediaMode::Rtp { latching: true },
+            ..Case::random(&mut rng)
+        };
+        let s = c.scenario_expecting(Observed {
+            status: 200,
+            media: Some(MediaVerdict::CalleeToCaller),
+        });
+        let steps: Vec<String> = s
+            .file
+            .steps
+            .iter()
+            .filter_map(|st| match st.get_ref() {
+                Step::Register { ua, .. } => Some(format!("register {ua}")),
+                Step::Call { from, to, .. } => Some(format!("call {from} -> {to}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            ["register alice", "register bob", "call bob -> alice"]
+        );
+        assert!(s.file.expects.iter().any(|e| matches!(
+            e.get_ref(),
+            Expect::Media { from, value } if from == "bob"
+                && *value == crate::scenario::file::MediaVerdictDef::CalleeToCaller
+        )));
+        assert!(s.file.expects.iter().any(|e| matches!(
+            e.get_ref(),
+            Expect::Call { from, status } if from == "bob" && format!("{status:?}").contains("200")
+        )));
+    }
+}
