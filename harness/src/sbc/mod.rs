@@ -330,6 +330,10 @@ impl Sbc {
         if message::is_keepalive(&payload) {
             return payload;
         }
+        // Without a Contact header nothing changes: not worth parsing (most pings and answers).
+        if !message::may_have_contact(&payload) {
+            return payload;
+        }
         let Ok(mut msg) = message::parse(&payload) else {
             return payload;
         };
