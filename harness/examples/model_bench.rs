@@ -62,6 +62,19 @@ fn main() {
         })
     });
 
+    let ((), play_par, _) = timed(|| {
+        std::thread::scope(|s| {
+            for chunk in scenarios.chunks(n.div_ceil(threads)) {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter(|s| matches!(harness::model::verdict(s), Ok((Verdict::Pass, _))))
+                        .count()
+                });
+            }
+        })
+    });
+
     let claimed = cases.iter().filter(|c| c.claim() == Some(true)).count();
     let broken = cases
         .iter()
@@ -82,5 +95,9 @@ fn main() {
         "  play + judge only, 1 thread:                      {:>8.0}    {:>8.0}",
         rate(play),
         rate(play_cpu)
+    );
+    println!(
+        "  play + judge only, {threads} threads:                    {:>8.0}",
+        rate(play_par)
     );
 }

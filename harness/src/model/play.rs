@@ -244,7 +244,10 @@ impl World {
 /// model speed.
 fn is_sip_not_ping(payload: &[u8]) -> bool {
     let sip = payload.first().is_some_and(u8::is_ascii_uppercase);
-    let ping = payload.starts_with(b"OPTIONS ") || payload.windows(9).any(|w| w == b" OPTIONS\r\n");
+    let ping = payload.starts_with(b"OPTIONS ")
+        || (1..payload.len()).any(|i| {
+            payload[i] == b'O' && payload[i - 1] == b' ' && payload[i..].starts_with(b"OPTIONS\r\n")
+        });
     sip && !ping
 }
 

@@ -137,9 +137,12 @@ fn bad(header: &'static str, reason: impl ToString) -> MessageError {
 /// Whether `bytes` may hold a Contact header once parsed: "contact" in any case, or a line
 /// starting with the compact form `m`. `false` means [`parse`] would give no Contact.
 pub fn may_have_contact(bytes: &[u8]) -> bool {
-    let long = bytes
-        .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"contact"));
+    let long = bytes.iter().enumerate().any(|(i, b)| {
+        b.eq_ignore_ascii_case(&b'c')
+            && bytes
+                .get(i..i + 7)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"contact"))
+    });
     let compact = bytes.windows(3).any(|w| {
         w[0] == b'\n' && (w[1] == b'm' || w[1] == b'M') && matches!(w[2], b':' | b' ' | b'\t')
     });
@@ -329,12 +332,16 @@ impl Via {
 
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        // Pieces written as they are: this runs for every message a machine sends.
+        for part in ["SIP/2.0/", &self.transport, " ", &self.host] {
+            f.write_str(part)?;
+        }
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }
         if let Some(b) = &self.branch {
-            write!(f, ";branch={b}")?;
+            f.write_str(";branch=")?;
+            f.write_str(b)?;
         }
         if let Some(r) = self.received {
             write!(f, ";received={r}")?;
