@@ -120,20 +120,20 @@ fn header_line(line: &[u8]) -> Option<Header> {
 fn header(name: &[u8], value: &[u8]) -> Option<Header> {
     use rsip::headers as h;
     let v = || std::str::from_utf8(value).ok().map(str::to_string);
-    Some(match name {
-        b"Via" => Header::Via(h::Via::new(v()?)),
-        b"From" => Header::From(h::From::new(v()?)),
-        b"To" => Header::To(h::To::new(v()?)),
-        b"Call-ID" => Header::CallId(h::CallId::new(v()?)),
-        b"CSeq" => Header::CSeq(h::CSeq::new(v()?)),
-        b"Contact" => Header::Contact(h::Contact::new(v()?)),
-        b"Max-Forwards" => Header::MaxForwards(h::MaxForwards::new(v()?)),
-        b"Content-Length" => Header::ContentLength(h::ContentLength::new(v()?)),
-        b"Content-Type" => Header::ContentType(h::ContentType::new(v()?)),
-        b"Expires" => Header::Expires(h::Expires::new(v()?)),
-        b"Record-Route" => Header::RecordRoute(h::RecordRoute::new(v()?)),
-        b"Route" => Header::Route(h::Route::new(v()?)),
-        _ => header::Tokenizer { name, value }.try_into().ok()?,
+    // `name` written exactly as `rsip` writes it: straight to its variant.
+    macro_rules! known {
+        ($($text:literal => $variant:ident),* $(,)?) => {
+            match name {
+                $($text => Header::$variant(h::$variant::new(v()?)),)*
+                _ => header::Tokenizer { name, value }.try_into().ok()?,
+            }
+        };
+    }
+    Some(known! {
+        b"Via" => Via, b"From" => From, b"To" => To, b"Call-ID" => CallId, b"CSeq" => CSeq,
+        b"Contact" => Contact, b"Max-Forwards" => MaxForwards, b"Content-Length" => ContentLength,
+        b"Content-Type" => ContentType, b"Expires" => Expires, b"Record-Route" => RecordRoute,
+        b"Route" => Route,
     })
 }
 
