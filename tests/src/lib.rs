@@ -11,6 +11,8 @@ use tokio::net::UdpSocket;
 /// a green unit-test run, but never silently. Under `CI=true` a kernel test that cannot run is a
 /// failure, because a CI that skips them proves nothing.
 pub fn kernel_available() -> bool {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| remove_stale_markers(&std::env::temp_dir()));
     match harness::preflight::check() {
         Ok(()) => true,
         Err(e) => {
@@ -27,15 +29,18 @@ pub fn kernel_available() -> bool {
 /// Says once per `cargo test` run (not once per test, not once per test binary) that kernel
 /// tests were skipped and why, in a banner nobody can miss; the model tests
 /// (`model_catalogue`, `model_properties`) and unit tests still ran. "Once" is kept by a marker
-/// file named after the process that started the test binaries (cargo), created atomically by
-/// the first binary that skips.
+/// file named after the process that started the test binaries (cargo) and its start time,
+/// created atomically by the first binary that skips; markers of runs whose cargo is gone are
+/// removed, so at most the last run's marker is ever left in the temporary directory.
 fn skipped_loudly(why: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let marker = std::env::temp_dir().join(format!(
-            "snh-kernel-tests-skipped-{}",
-            std::os::unix::process::parent_id()
-        ));
+        let dir = std::env::temp_dir();
+        let cargo = std::os::unix::process::parent_id();
+        let Some(started) = start_time(cargo) else {
+            return;
+        };
+        let marker = dir.join(format!("{MARKER}{cargo}-{started}"));
         let first = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -52,6 +57,38 @@ fn skipped_loudly(why: &str) {
             let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
         }
     });
+}
+
+/// The name every "kernel tests skipped" marker starts with; `PID-STARTTIME` follows.
+const MARKER: &str = "snh-kernel-tests-skipped-";
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`, in clock ticks since boot): with the
+/// pid, it names one process, where a pid alone may be reused or name a zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Removes the markers of `cargo test` runs whose cargo has exited.
+fn remove_stale_markers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(MARKER)) else {
+            continue;
+        };
+        let live = rest
+            .split_once('-')
+            .and_then(|(pid, started)| Some((pid.parse().ok()?, started.parse().ok()?)))
+            .is_some_and(|(pid, started): (u32, u64)| start_time(pid) == Some(started));
+        if !live {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Fails the calling test (under CI) or returns from it (elsewhere) when the kernel is unusable.
@@ -145,4 +182,32 @@ pub mod lab;
 #[ctor::ctor]
 fn enter_rootless() {
     harness::rootless::enter();
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_exited_runs_are_removed_and_the_live_run_s_is_kept() {
+        let dir = std::env::temp_dir().join(format!("snh-marker-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id();
+        let live = dir.join(format!("{MARKER}{me}-{}", start_time(me).unwrap()));
+        let reused = dir.join(format!("{MARKER}{me}-1"));
+        let gone = dir.join(format!("{MARKER}4194304-1"));
+        let old_style = dir.join(format!("{MARKER}{me}"));
+        let other = dir.join("something-else");
+        for f in [&live, &reused, &gone, &old_style, &other] {
+            std::fs::write(f, b"").unwrap();
+        }
+        remove_stale_markers(&dir);
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left, [live, other]);
+    }
 }

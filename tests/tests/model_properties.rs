@@ -5,12 +5,14 @@
 //!    registrar and its pings × when the call comes) plays on `harness::model`: a case whose
 //!    phone refreshes below the timeout ([`Case::claim`]) must be reachable (the first INVITE
 //!    gets through). Failures are shrunk ([`shrink`]) and printed as scenario files.
-//! 2. The kernel confirms: every shrunk failure, plus [`CONFIRM`] random cases away from
-//!    timing boundaries (the model's verdict holds with the call moved ±150 ms and no refresh
-//!    interval within 150 ms of the timeout), are written as scenario files expecting the
-//!    *model's* verdict and run on the kernel, all at once. A kernel run that does not pass is a
+//! 2. The kernel confirms: every shrunk failure, plus [`CONFIRM`] random cases of any kind
+//!    ([`Case::random_any`]: either phone calls, with or without RTP, latching or not at the
+//!    public phone) away from timing boundaries (the model's outcome holds with the call moved
+//!    ±150 ms and no refresh interval within 150 ms of the timeout), are written as scenario
+//!    files expecting what the *model* observed (the call's status, and with media which way
+//!    audio flowed) and run on the kernel, all at once. A kernel run that does not pass is a
 //!    model/kernel disagreement: that is the differential property, over random cases the
-//!    property itself does not constrain (unreachable ones included).
+//!    property itself does not constrain (unreachable ones and one-way audio included).
 //!
 //! Without root the kernel half is skipped (loudly, once; a failure under `CI=true`), and the
 //! model half still runs. `MODEL_CASES` (default 2000, 500 in a debug build; the bench `model_bench` runs more, in
@@ -18,7 +20,7 @@
 
 use std::time::Instant;
 
-use harness::model::cases::{shrink, Case};
+use harness::model::cases::{shrink, CallDirection, Case, MediaMode};
 use harness::scenario::{self, RunOptions, Scenario, Verdict};
 use harness::seeded::Rng;
 
@@ -75,17 +77,31 @@ fn a_refresh_below_the_timeout_keeps_the_phone_reachable_on_the_model_and_the_ke
     for c in &shrunk {
         eprintln!("shrunk failure: {c}\n{}", c.incoming_call(true).to_toml());
     }
-    // The kernel's sample: every shrunk failure, then random cases away from boundaries.
+    // The kernel's sample: every shrunk failure, then random cases of any kind away from
+    // boundaries.
     let mut sample: Vec<Case> = shrunk.clone();
     let mut pick = Rng::new(seed ^ 0x6b65_726e);
     let mut tries = 0;
     while sample.len() < shrunk.len() + CONFIRM && tries < 100 * CONFIRM {
         tries += 1;
-        let c = cases[pick.below(cases.len())];
+        let c = Case::random_any(&mut pick);
         if !sample.contains(&c) && c.away_from_boundaries() {
             sample.push(c);
         }
     }
+    eprintln!(
+        "kernel sample: {} case(s), {} calling out from behind the NAT, {} with RTP ({} latching)",
+        sample.len(),
+        sample
+            .iter()
+            .filter(|c| c.direction == CallDirection::FromNatedPhone)
+            .count(),
+        sample.iter().filter(|c| c.media != MediaMode::Off).count(),
+        sample
+            .iter()
+            .filter(|c| c.media == MediaMode::Rtp { latching: true })
+            .count(),
+    );
     if tests::kernel_available() {
         confirm_on_the_kernel(&sample);
     }
@@ -99,11 +115,16 @@ fn a_refresh_below_the_timeout_keeps_the_phone_reachable_on_the_model_and_the_ke
 /// Runs each case on the kernel expecting the model's verdict; fails naming every case where
 /// the two differ.
 fn confirm_on_the_kernel(sample: &[Case]) {
-    let verdicts: Vec<bool> = sample.iter().map(Case::reachable_on_model).collect();
+    let verdicts: Vec<_> = sample.iter().map(Case::on_model).collect();
+    let mut kinds = std::collections::BTreeMap::new();
+    for v in &verdicts {
+        *kinds.entry(format!("{v:?}")).or_insert(0) += 1;
+    }
+    eprintln!("the model's outcomes the kernel must reproduce: {kinds:?}");
     let scenarios: Vec<Scenario> = sample
         .iter()
         .zip(&verdicts)
-        .map(|(c, v)| c.scenario(*v))
+        .map(|(c, v)| c.scenario_expecting(*v))
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -132,9 +153,9 @@ fn confirm_on_the_kernel(sample: &[Case]) {
         .filter_map(|((c, v), r)| match r {
             Ok(o) if o.verdict == Verdict::Pass => None,
             Ok(o) => Some(format!(
-                "{c}: model says reachable = {v}, kernel: {:?}\n{}",
+                "{c}: model says {v:?}, kernel: {:?}\n{}",
                 o.checks.iter().filter(|k| !k.1).collect::<Vec<_>>(),
-                c.incoming_call(*v).to_toml()
+                c.doc(*v).to_toml()
             )),
             Err(e) => Some(format!("{c}: kernel run failed: {e}")),
         })

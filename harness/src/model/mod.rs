@@ -12,4 +12,4 @@ pub mod play;
 pub mod wire;
 
 pub use net::{Fate, Net};
-pub use play::{refusal, run, verdict};
+pub use play::{calls, refusal, run, verdict};

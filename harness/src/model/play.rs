@@ -258,7 +258,10 @@ impl World {
 /// model speed.
 fn is_sip_not_ping(payload: &[u8]) -> bool {
     let sip = payload.first().is_some_and(u8::is_ascii_uppercase);
-    let ping = payload.starts_with(b"OPTIONS ") || payload.windows(9).any(|w| w == b" OPTIONS\r\n");
+    let ping = payload.starts_with(b"OPTIONS ")
+        || (1..payload.len()).any(|i| {
+            payload[i] == b'O' && payload[i - 1] == b' ' && payload[i..].starts_with(b"OPTIONS\r\n")
+        });
     sip && !ping
 }
 
@@ -728,6 +731,14 @@ pub fn verdict(s: &Scenario) -> Result<(Verdict, Vec<Check>)> {
         Verdict::Fail
     };
     Ok((verdict, checks))
+}
+
+/// The calls `s` places on the model, in order, each with its final status and, when it was
+/// established and a `media` expectation made the model play RTP, its media: what a
+/// differential property compares with the kernel's run. No records are kept.
+pub fn calls(s: &Scenario) -> Result<Vec<Call>> {
+    let (_, played, _) = play_all(s, false)?;
+    Ok(played.calls)
 }
 
 /// Runs `s` on the model and reports as [`crate::scenario::run`] does, through the same judge

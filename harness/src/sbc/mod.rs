@@ -231,16 +231,18 @@ impl Sbc {
     }
 
     /// What arrives on the SIP socket, before the proxy sees it: alias resolution, SDP to the
-    /// relay. `None`: consumed here.
-    fn inbound(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    /// relay. The proxy gets the bytes, rewritten or not, or (unchanged) the message as parsed
+    /// here, which is what it would parse from those bytes.
+    fn inbound(&mut self, bytes: &[u8]) -> Inbound {
         if message::is_keepalive(bytes) {
-            return Some(bytes.to_vec());
+            return Inbound::Bytes(bytes.to_vec());
         }
         // Malformed: the proxy counts and reports it.
         let Ok(msg) = message::parse(bytes) else {
-            return Some(bytes.to_vec());
+            return Inbound::Bytes(bytes.to_vec());
         };
-        let changed = match msg {
+        // Every rewrite below returns false only when it left the message as it was.
+        match msg {
             SipMessage::Request(mut req) => {
                 let mut changed = rewrite::handle_ruri_alias(&mut req, self.config.sip);
                 if changed {
@@ -252,7 +254,11 @@ impl Sbc {
                     Method::Bye | Method::Cancel => self.end(&call_id),
                     _ => {}
                 }
-                changed.then(|| message::serialize(req))
+                if changed {
+                    Inbound::Bytes(message::serialize(req))
+                } else {
+                    Inbound::Parsed(SipMessage::Request(req))
+                }
             }
             SipMessage::Response(mut resp) => {
                 let code = message::status(&resp);
@@ -268,10 +274,13 @@ impl Sbc {
                 } else if invite && code >= 300 {
                     self.end(&call_id);
                 }
-                changed.then(|| message::serialize(resp))
+                if changed {
+                    Inbound::Bytes(message::serialize(resp))
+                } else {
+                    Inbound::Parsed(SipMessage::Response(resp))
+                }
             }
-        };
-        Some(changed.unwrap_or_else(|| bytes.to_vec()))
+        }
     }
 
     /// An INVITE with SDP: a relay pair for the call (the first INVITE's sender is the caller),
@@ -326,6 +335,10 @@ impl Sbc {
         if message::is_keepalive(&payload) {
             return payload;
         }
+        // Without a Contact header nothing changes: not worth parsing (most pings and answers).
+        if !message::may_have_contact(&payload) {
+            return payload;
+        }
         let Ok(mut msg) = message::parse(&payload) else {
             return payload;
         };
@@ -376,8 +389,9 @@ impl Machine for Sbc {
     /// A datagram reached the socket bound to `local` (the SIP socket or a relay port).
     fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         if local == self.config.sip {
-            if let Some(bytes) = self.inbound(bytes) {
-                self.proxy.handle_datagram(from, &bytes, now);
+            match self.inbound(bytes) {
+                Inbound::Bytes(bytes) => self.proxy.handle_datagram(from, &bytes, now),
+                Inbound::Parsed(msg) => self.proxy.handle_message(from, msg, now),
             }
             self.drain_proxy();
         } else {
@@ -395,9 +409,10 @@ impl Machine for Sbc {
         bytes: &[u8],
         now: Instant,
     ) {
-        if let Some(bytes) = self.inbound(bytes) {
-            self.proxy.note_flow(from, transport);
-            self.proxy.handle_datagram(from, &bytes, now);
+        self.proxy.note_flow(from, transport);
+        match self.inbound(bytes) {
+            Inbound::Bytes(bytes) => self.proxy.handle_datagram(from, &bytes, now),
+            Inbound::Parsed(msg) => self.proxy.handle_message(from, msg, now),
         }
         self.drain_proxy();
     }
@@ -466,4 +481,12 @@ pub(crate) async fn until_answered(
         }
     }
     Err("no answer".into())
+}
+
+/// What the SBC hands its proxy for a datagram on the SIP socket.
+enum Inbound {
+    /// Bytes to parse: a keep-alive, a malformed datagram, or a message the SBC rewrote.
+    Bytes(Vec<u8>),
+    /// A message the SBC parsed and left unchanged.
+    Parsed(SipMessage),
 }

@@ -10,6 +10,8 @@ use rsip::headers::{self, Header, UntypedHeader};
 use rsip::prelude::{HasHeaders, HeadersExt, ToTypedHeader};
 use rsip::{Method, Request, Response, SipMessage, StatusCode};
 
+use super::scan;
+
 /// RFC 3261 §8.1.1.7: every branch we create starts with this cookie.
 pub const BRANCH_MAGIC: &str = "z9hG4bK";
 
@@ -64,10 +66,13 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, MessageError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(MessageError::Empty);
     }
-    let mut msg = SipMessage::try_from(bytes).map_err(|e| {
-        // rsip echoes the whole input; keep the log line short.
-        MessageError::Unparsable(e.to_string().chars().take(120).collect())
-    })?;
+    let mut msg = match scan::message(bytes) {
+        Some(m) => m,
+        None => SipMessage::try_from(bytes).map_err(|e| {
+            // rsip echoes the whole input; keep the log line short.
+            MessageError::Unparsable(e.to_string().chars().take(120).collect())
+        })?,
+    };
     normalize_headers(msg.headers_mut());
     validate(&mut msg)?;
     Ok(msg)
@@ -129,10 +134,33 @@ fn bad(header: &'static str, reason: impl ToString) -> MessageError {
     }
 }
 
+/// Whether `bytes` may hold a Contact header once parsed: "contact" in any case, or a line
+/// starting with the compact form `m`. `false` means [`parse`] would give no Contact.
+pub fn may_have_contact(bytes: &[u8]) -> bool {
+    let long = bytes.iter().enumerate().any(|(i, b)| {
+        b.eq_ignore_ascii_case(&b'c')
+            && bytes
+                .get(i..i + 7)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"contact"))
+    });
+    let compact = bytes.windows(3).any(|w| {
+        w[0] == b'\n' && (w[1] == b'm' || w[1] == b'M') && matches!(w[2], b':' | b' ' | b'\t')
+    });
+    long || compact
+}
+
 /// Maps compact header names (RFC 3261 §7.3.3) to their long forms, which
 /// rsip 0.4 does not know, and splits comma-joined Via values into one
 /// header each so "top Via" means the first hop.
 fn normalize_headers(headers: &mut rsip::Headers) {
+    let needed = headers.iter().any(|h| match h {
+        Header::Other(..) => true,
+        Header::Via(v) => v.value().contains(','),
+        _ => false,
+    });
+    if !needed {
+        return;
+    }
     let old: Vec<Header> = std::mem::take(headers).into();
     let mut out = Vec::with_capacity(old.len());
     for h in old {
@@ -169,7 +197,7 @@ pub fn serialize(msg: impl Into<SipMessage>) -> Vec<u8> {
         .unique_push(Header::ContentLength(headers::ContentLength::new(
             len.to_string(),
         )));
-    msg.to_string().into_bytes()
+    scan::serialize(&msg)
 }
 
 /// The RFC 3581 `rport` parameter of a Via.
@@ -223,8 +251,16 @@ impl Via {
         self
     }
 
-    /// Parses a Via header value with rsip's tokenizer.
+    /// Parses a Via header value (rsip's tokenizer, or the same answer from [`scan::via`]).
     pub fn parse(value: &str) -> Result<Self, MessageError> {
+        if let Some(via) = scan::via(value) {
+            return Ok(via);
+        }
+        Self::parse_with_rsip(value)
+    }
+
+    /// [`Via::parse`] with rsip's tokenizer only.
+    fn parse_with_rsip(value: &str) -> Result<Self, MessageError> {
         let typed = headers::Via::new(value)
             .typed()
             .map_err(|e| bad("Via", e))?;
@@ -302,12 +338,16 @@ impl Via {
 
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        // Pieces written as they are: this runs for every message a machine sends.
+        for part in ["SIP/2.0/", &self.transport, " ", &self.host] {
+            f.write_str(part)?;
+        }
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }
         if let Some(b) = &self.branch {
-            write!(f, ";branch={b}")?;
+            f.write_str(";branch=")?;
+            f.write_str(b)?;
         }
         if let Some(r) = self.received {
             write!(f, ";received={r}")?;
@@ -394,41 +434,49 @@ pub fn call_id(msg: &impl HeadersExt) -> Result<String, MessageError> {
 
 /// CSeq number and method.
 pub fn cseq(msg: &impl HeadersExt) -> Result<(u32, Method), MessageError> {
-    let typed = msg
+    let h = msg
         .cseq_header()
-        .map_err(|_| MessageError::MissingHeader("CSeq"))?
-        .typed()
-        .map_err(|e| bad("CSeq", e))?;
+        .map_err(|_| MessageError::MissingHeader("CSeq"))?;
+    if let Some(c) = scan::cseq(h.value()) {
+        return Ok(c);
+    }
+    let typed = h.typed().map_err(|e| bad("CSeq", e))?;
     Ok((typed.seq, typed.method))
 }
 
 /// The `tag` of From (`None` if absent).
 pub fn from_tag(msg: &impl HeadersExt) -> Result<Option<String>, MessageError> {
-    let typed = msg
+    let h = msg
         .from_header()
-        .map_err(|_| MessageError::MissingHeader("From"))?
-        .typed()
-        .map_err(|e| bad("From", e))?;
+        .map_err(|_| MessageError::MissingHeader("From"))?;
+    if let Some(t) = scan::tag(h.value()) {
+        return Ok(t);
+    }
+    let typed = h.typed().map_err(|e| bad("From", e))?;
     Ok(typed.tag().map(|t| t.to_string()))
 }
 
 /// The `tag` of To (`None` outside a dialog).
 pub fn to_tag(msg: &impl HeadersExt) -> Result<Option<String>, MessageError> {
-    let typed = msg
+    let h = msg
         .to_header()
-        .map_err(|_| MessageError::MissingHeader("To"))?
-        .typed()
-        .map_err(|e| bad("To", e))?;
+        .map_err(|_| MessageError::MissingHeader("To"))?;
+    if let Some(t) = scan::tag(h.value()) {
+        return Ok(t);
+    }
+    let typed = h.typed().map_err(|e| bad("To", e))?;
     Ok(typed.tag().map(|t| t.to_string()))
 }
 
 /// Adds a tag to To if it has none (a UAS creating a dialog).
 pub fn set_to_tag(msg: &mut impl HeadersExt, tag: &str) {
     if let Ok(h) = msg.to_header_mut() {
-        if let Ok(typed) = h.typed() {
-            if typed.tag().is_none() {
-                *h = headers::To::new(format!("{};tag={tag}", h.value()));
-            }
+        let untagged = match scan::tag(h.value()) {
+            Some(t) => t.is_none(),
+            None => h.typed().is_ok_and(|typed| typed.tag().is_none()),
+        };
+        if untagged {
+            *h = headers::To::new(format!("{};tag={tag}", h.value()));
         }
     }
 }
@@ -440,7 +488,11 @@ pub fn from_uri(msg: &impl HeadersExt) -> Option<rsip::Uri> {
 
 /// The URI of the first Contact.
 pub fn contact_uri(msg: &impl HeadersExt) -> Option<rsip::Uri> {
-    msg.contact_header().ok()?.typed().ok().map(|c| c.uri)
+    let h = msg.contact_header().ok()?;
+    match scan::contact_uri(h.value()) {
+        Some(uri) => uri,
+        None => h.typed().ok().map(|c| c.uri),
+    }
 }
 
 /// Rewrites the host and port of the first Contact (what Kamailio's
@@ -457,10 +509,19 @@ pub fn set_contact_address(msg: &mut impl HeadersExt, addr: SocketAddr) {
 /// Registration lifetime asked for: the Contact's `expires` parameter,
 /// else the Expires header.
 pub fn expires(msg: &impl HeadersExt) -> Option<u32> {
-    if let Some(Ok(c)) = msg.contact_header().ok().map(|c| c.typed()) {
-        if let Some(e) = c.expires() {
-            if let Ok(v) = e.value().parse() {
-                return Some(v);
+    if let Ok(h) = msg.contact_header() {
+        match scan::contact_expires(h.value()) {
+            Some(e) => {
+                if let Some(Ok(v)) = e.map(str::parse) {
+                    return Some(v);
+                }
+            }
+            None => {
+                if let Ok(c) = h.typed() {
+                    if let Some(Ok(v)) = c.expires().map(|e| e.value().parse()) {
+                        return Some(v);
+                    }
+                }
             }
         }
     }
@@ -734,7 +795,125 @@ Content-Length: 4\r\n\r\nabcd";
         })
     }
 
+    /// Messages in the shapes our machines send, for the fast paths' equivalence tests.
+    const RESPONSE: &str = "SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-1-2;received=203.0.113.1;rport=40001\r\n\
+Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bKp1\r\n\
+From: <sip:alice@203.0.113.10>;tag=a1\r\n\
+To: \"Bob\" <sip:bob@203.0.113.10:5060;user=phone>;tag=b2\r\n\
+Call-ID: c1@192.168.1.10\r\n\
+CSeq: 2 REGISTER\r\n\
+Contact: <sip:alice@192.168.1.10:5060>;expires=60\r\n\
+Content-Length: 0\r\n\r\n";
+
+    /// Interesting bytes to splice into header values and start lines.
+    fn edits(base: &'static str) -> impl Strategy<Value = Vec<u8>> {
+        let alphabet: &[u8] = b";=<>:@. \t\r\n/\"SIPsipUDPtag0123456789abz-";
+        let len = base.len();
+        prop::collection::vec((0..len, prop::sample::select(alphabet), 0u8..3), 1..6).prop_map(
+            move |edits| {
+                let mut b = base.as_bytes().to_vec();
+                for (pos, byte, op) in edits {
+                    let pos = pos.min(b.len().saturating_sub(1));
+                    match op {
+                        0 => b[pos] = byte,
+                        1 => b.insert(pos, byte),
+                        _ => {
+                            b.remove(pos);
+                        }
+                    }
+                    if b.is_empty() {
+                        break;
+                    }
+                }
+                b
+            },
+        )
+    }
+
+    /// Where the fast paths answer, they answer what rsip answers.
+    fn same_as_rsip(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if parse(bytes).is_ok_and(|m| m.contact_header().is_ok()) {
+            prop_assert!(may_have_contact(bytes));
+        }
+        if let Some(fast) = scan::message(bytes) {
+            prop_assert_eq!(SipMessage::try_from(bytes).ok(), Some(fast.clone()));
+            prop_assert_eq!(scan::serialize(&fast), fast.to_string().into_bytes());
+        }
+        if let Ok(msg) = SipMessage::try_from(bytes) {
+            prop_assert_eq!(scan::serialize(&msg), msg.to_string().into_bytes());
+            for h in msg.headers().iter() {
+                match h {
+                    Header::Via(v) => {
+                        if let Some(fast) = scan::via(v.value()) {
+                            prop_assert_eq!(Via::parse_with_rsip(v.value()), Ok(fast));
+                        }
+                    }
+                    Header::From(f) => {
+                        if let Some(fast) = scan::tag(f.value()) {
+                            let typed = f.typed().ok().map(|t| t.tag().map(|t| t.to_string()));
+                            prop_assert_eq!(typed, Some(fast));
+                        }
+                    }
+                    Header::To(t) => {
+                        if let Some(fast) = scan::tag(t.value()) {
+                            let typed = t.typed().ok().map(|t| t.tag().map(|t| t.to_string()));
+                            prop_assert_eq!(typed, Some(fast));
+                        }
+                    }
+                    Header::Contact(c) => {
+                        if let Some(fast) = scan::contact_uri(c.value()) {
+                            prop_assert_eq!(c.typed().ok().map(|c| c.uri), fast);
+                        }
+                        if let Some(fast) = scan::contact_expires(c.value()) {
+                            let typed = c
+                                .typed()
+                                .ok()
+                                .map(|c| c.expires().map(|e| e.value().to_string()));
+                            prop_assert_eq!(typed, Some(fast.map(str::to_string)));
+                        }
+                    }
+                    Header::CSeq(c) => {
+                        if let Some(fast) = scan::cseq(c.value()) {
+                            let typed = c.typed().ok().map(|t| (t.seq, t.method));
+                            prop_assert_eq!(typed, Some(fast));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_fast_paths_take_the_messages_our_machines_send() {
+        for raw in [INVITE, RESPONSE] {
+            let fast = scan::message(raw.as_bytes()).expect("the fast path takes it");
+            assert_eq!(Ok(fast), SipMessage::try_from(raw.as_bytes()));
+            same_as_rsip(raw.as_bytes()).unwrap();
+        }
+        let msg = parse(RESPONSE.as_bytes()).unwrap();
+        for h in msg.headers().iter() {
+            match h {
+                Header::Via(v) => assert!(scan::via(v.value()).is_some(), "{v}"),
+                Header::From(v) => assert!(scan::tag(v.value()).is_some(), "{v}"),
+                Header::To(v) => assert!(scan::tag(v.value()).is_some(), "{v}"),
+                Header::CSeq(v) => assert!(scan::cseq(v.value()).is_some(), "{v}"),
+                Header::Contact(v) => assert!(scan::contact_uri(v.value()).is_some(), "{v}"),
+                _ => {}
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_paths_agree_with_rsip_on_edited_messages(
+            bytes in prop_oneof![edits(INVITE), edits(RESPONSE), mutated()]
+        ) {
+            same_as_rsip(&bytes)?;
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse(&bytes);

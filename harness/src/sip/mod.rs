@@ -24,6 +24,7 @@ pub mod framing;
 pub mod message;
 pub mod ping;
 pub mod proxy;
+mod scan;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;

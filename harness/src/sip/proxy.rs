@@ -306,7 +306,19 @@ impl Proxy {
                 self.events
                     .push_back(Event::MalformedDatagram { from, error });
             }
-            Ok(SipMessage::Request(mut req)) => {
+            Ok(msg) => {
+                self.handle_message(from, msg, now);
+                return;
+            }
+        }
+        self.drain_layer(now);
+    }
+
+    /// A datagram from `from` that [`message::parse`] already turned into `msg` (an SBC in front
+    /// parsed it and left it unchanged): what [`Proxy::handle_datagram`] does with it.
+    pub fn handle_message(&mut self, from: SocketAddr, msg: SipMessage, now: Instant) {
+        match msg {
+            SipMessage::Request(mut req) => {
                 self.stats.requests += 1;
                 let Ok(mut via) = message::top_via(&req) else {
                     return;
@@ -325,7 +337,7 @@ impl Proxy {
                     self.on_request(req, from, reply_to, now);
                 }
             }
-            Ok(SipMessage::Response(mut resp)) => {
+            SipMessage::Response(mut resp) => {
                 self.stats.responses += 1;
                 if self.pinger.handle_response(&resp) {
                     self.stats.pongs = self.pinger.stats().pongs;
