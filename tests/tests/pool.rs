@@ -185,3 +185,47 @@ async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_pr
     ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
     Ok(())
 }
+
+/// A topology given back on one runtime serves a test on another (each catalogue test has its
+/// own): its netlink connections are reopened there. Asked for the same wiring with another NAT,
+/// the pool hands it over with that NAT's table, exactly as a fresh bring-up loads it.
+#[test]
+fn a_topology_moves_to_the_next_runtime_and_takes_on_the_next_users_nat() -> Result<()> {
+    require_kernel!();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let pool = Pool::new();
+    let first_run = runtime()?.block_on(async {
+        let topo = pool
+            .take(shapes::home_lan(NatType::FullCone).spec().clone())
+            .await?;
+        let run = topo.run_id().to_string();
+        alice_seen_by_server(&topo).await?;
+        pool.give_back(topo).await?;
+        anyhow::Ok(run)
+    })?;
+    runtime()?.block_on(async {
+        let symmetric = shapes::home_lan(NatType::Symmetric).spec().clone();
+        let topo = pool.take(symmetric.clone()).await?;
+        ensure!(topo.run_id() == first_run, "the pooled topology was not reused");
+        let list_table = ["nft", "-t", "list", "table", "ip", sim_nat::TABLE];
+        let listed = shows(&topo, "home", &list_table).await?;
+        let fresh = harness::Topology::build(symmetric).await?;
+        let expected = shows(&fresh, "home", &list_table).await?;
+        ensure!(
+            listed == expected,
+            "the reused router's table:\n{listed}\na fresh symmetric one:\n{expected}"
+        );
+        let seen = alice_seen_by_server(&topo).await?;
+        ensure!(seen.ip() == sa("203.0.113.1", 0).ip(), "alice seen as {seen}");
+        // Its netlink works on this runtime: the reset flushes neighbours through it.
+        pool.give_back(topo).await?;
+        anyhow::Ok(())
+    })?;
+    ensure!(pool.counts().renatted == 1, "{:?}", pool.counts());
+    Ok(())
+}

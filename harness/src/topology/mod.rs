@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::Once;
 
 pub use node::{NatHistory, Node, Role};
-pub use pool::{Pool, Reset};
+pub use pool::{Pool, PoolCounts, Reset};
 use sim_nat::NatBehaviour;
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,

@@ -461,20 +461,26 @@ impl Node {
             Ok(listing) if listing == pristine => {}
             _ => return Ok(false),
         }
-        let mut alg = self.alg.lock().await;
-        if let Some(old) = alg.take() {
-            old.stop().await;
-        }
-        if let sim_nat::SipAlg::Emulated(faults) = &nat.sip_alg {
-            *alg = Some(crate::alg::EmulatedAlg::start(self, faults.iter().copied()).await?);
-        }
-        drop(alg);
+        self.restart_alg().await?;
         self.nat_history
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((since, nat.clone()));
         Ok(true)
+    }
+
+    /// Stops the emulated ALG, if any, and starts the one the current NAT asks for, on the
+    /// calling runtime, with none of the old one's state.
+    pub(crate) async fn restart_alg(&self) -> Result<()> {
+        let mut alg = self.alg.lock().await;
+        if let Some(old) = alg.take() {
+            old.stop().await;
+        }
+        if let Some(sim_nat::SipAlg::Emulated(faults)) = self.nat().map(|n| n.sip_alg) {
+            *alg = Some(crate::alg::EmulatedAlg::start(self, faults.iter().copied()).await?);
+        }
+        Ok(())
     }
 
     /// Equivalent to `ip netns exec NS nft -f -` with `script` on stdin, loaded in-process.

@@ -9,7 +9,7 @@
 //! still holds — makes [`Pool::give_back`] drop the topology instead of reusing it.
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -18,14 +18,43 @@ use super::node::{Node, Role};
 use super::timeline::{Recorder, Stage, Timeline};
 use super::{Topology, TopologySpec};
 use crate::error::{Error, Result};
+use crate::netlink::Netlink;
 
 /// How long a killed process may take to leave its namespace.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
 
-/// Idle topologies, reset and ready for a user of the same spec.
-#[derive(Debug, Default)]
+/// Idle topologies, reset and ready for a user of the same shape.
+#[derive(Debug)]
 pub struct Pool {
     idle: Mutex<Vec<Topology>>,
+    /// Most idle topologies kept; giving back one more drops the longest idle.
+    capacity: usize,
+    counts: Mutex<PoolCounts>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+/// Idle topologies a pool keeps unless told otherwise: each holds a worker thread and a few
+/// descriptors per namespace.
+const DEFAULT_CAPACITY: usize = 16;
+
+/// What a pool did, for a suite's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Topologies brought up because no idle one had the shape asked for.
+    pub built: usize,
+    /// Takes served by an idle topology.
+    pub reused: usize,
+    /// ... of which the NAT behaviours had to be changed (same wiring, other NATs).
+    pub renatted: usize,
+    /// Topologies given back whose reset failed (a socket still held …): dropped.
+    pub refused: usize,
+    /// Idle topologies dropped to stay within the capacity.
+    pub evicted: usize,
 }
 
 /// What a reset found and undid.
@@ -40,34 +69,77 @@ impl Pool {
         Pool::default()
     }
 
-    /// A topology for `spec`: an idle one of the same spec if there is one, else a new one.
+    /// A pool that keeps at most `capacity` idle topologies.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            capacity,
+            counts: Mutex::new(PoolCounts::default()),
+        }
+    }
+
+    /// The process-wide pool a test suite shares across its tests (`RunOptions::reuse`).
+    /// Its idle topologies live until [`Pool::clear`], an interrupt (the handler removes every
+    /// namespace of the process) or, after a SIGKILL, the next reap.
+    pub fn shared() -> &'static Pool {
+        static SHARED: OnceLock<Pool> = OnceLock::new();
+        SHARED.get_or_init(Pool::new)
+    }
+
+    /// A topology for `spec`: an idle one of the same spec if there is one, else an idle one
+    /// wired the same way whose NAT behaviours are changed to `spec`'s, else a new one. A reused
+    /// topology's netlink connections are reopened on the caller's runtime (the previous user's
+    /// may be gone with its runtime).
     pub async fn take(&self, spec: TopologySpec) -> Result<Topology> {
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let shape = wiring(&spec);
             idle.iter()
                 .position(|t| t.spec == spec)
-                .map(|i| idle.swap_remove(i))
+                .or_else(|| idle.iter().position(|t| wiring(&t.spec) == shape))
+                .map(|i| idle.remove(i))
         };
         match reused {
-            Some(t) => Ok(t),
+            Some(mut t) => {
+                let renat = t.spec != spec;
+                t.rebind().await?;
+                if renat {
+                    t.adopt_nats(spec).await?;
+                }
+                let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                counts.reused += 1;
+                counts.renatted += usize::from(renat);
+                Ok(t)
+            }
             None => {
                 let t = Topology::build(spec).await?;
                 // What later resets compare the NAT tables against.
                 try_join_all(t.nodes.iter().map(Node::record_pristine_nat)).await?;
+                self.counts.lock().unwrap_or_else(|e| e.into_inner()).built += 1;
                 Ok(t)
             }
         }
     }
 
-    /// Resets `topo` and keeps it for the next [`Pool::take`] of its spec. When the reset fails
+    /// Resets `topo` and keeps it for the next [`Pool::take`] of its shape. When the reset fails
     /// (a socket its user still holds, a process that would not die) the topology is dropped,
     /// which removes it, and the error says what was left.
     pub async fn give_back(&self, mut topo: Topology) -> Result<Reset> {
-        let reset = topo.reset().await?;
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(topo);
+        let reset = match topo.reset().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.counts.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+                return Err(e);
+            }
+        };
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(topo);
+            let over = idle.len().saturating_sub(self.capacity);
+            idle.drain(..over).collect::<Vec<_>>()
+        };
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).evicted += evicted.len();
+        drop(evicted);
         Ok(reset)
     }
 
@@ -75,6 +147,33 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// What this pool has done so far.
+    pub fn counts(&self) -> PoolCounts {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every idle topology, which removes their namespaces.
+    pub fn clear(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
+    }
+}
+
+/// What a topology's wiring depends on: the spec without its NAT behaviours, except whether a
+/// router has one at all and the extra public addresses of a NAT's address pool (both change
+/// what bring-up made beyond the ruleset).
+fn wiring(spec: &TopologySpec) -> (TopologySpec, Vec<(bool, Vec<std::net::Ipv4Addr>)>) {
+    let nats = spec
+        .routers
+        .iter()
+        .map(|r| (r.nat.is_some(), super::spec::pool_extra(r)))
+        .collect();
+    let mut bare = spec.clone();
+    for r in &mut bare.routers {
+        r.nat = None;
+    }
+    (bare, nats)
 }
 
 impl Topology {
@@ -84,6 +183,37 @@ impl Topology {
         let out = self.reset_steps(&rec).await;
         self.reset_timeline = rec.finish();
         out
+    }
+
+    /// Makes this reset topology `spec`'s, whose wiring is the same: each NAT router gets its
+    /// behaviour in `spec` (a full reload of its table).
+    async fn adopt_nats(&mut self, spec: TopologySpec) -> Result<()> {
+        let rec = Recorder::new();
+        self.spec = spec;
+        let spec = &self.spec;
+        try_join_all(
+            self.nodes
+                .iter()
+                .filter(|n| n.role == Role::Router)
+                .map(|n| {
+                    let nat = spec.router(&n.name).and_then(|r| r.nat.clone());
+                    let rec = &rec;
+                    async move { n.restore_nat(nat.as_ref(), rec).await }
+                }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reopens every node's netlink connection on the calling runtime: the one a pooled
+    /// topology's previous user drove it on may have ended. (The emulated ALG's reader is a
+    /// thread of its own, bound to no runtime.)
+    async fn rebind(&mut self) -> Result<()> {
+        let fresh = try_join_all(self.nodes.iter().map(|n| Netlink::open(&n.ns))).await?;
+        for (n, netlink) in self.nodes.iter_mut().zip(fresh) {
+            n.netlink = netlink;
+        }
+        Ok(())
     }
 
     /// Where the last [`Topology::reset`] spent its time, step by step.
