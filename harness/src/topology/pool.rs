@@ -22,6 +22,8 @@ use crate::netlink::Netlink;
 
 /// How long a killed process may take to leave its namespace.
 const EXIT_WAIT: Duration = Duration::from_secs(1);
+/// How long the sockets of aborted tasks may take to close.
+const SOCKET_GRACE: Duration = Duration::from_millis(200);
 
 /// Idle topologies, reset and ready for a user of the same shape.
 #[derive(Debug)]
@@ -237,20 +239,29 @@ impl Topology {
                 .time(Stage::Kill, "all", kill_processes(&self.nodes))
                 .await?,
         };
-        let open = try_join_all(self.nodes.iter().map(|n| {
-            rec.time(Stage::Sockets, &n.name, async move {
-                Ok::<_, Error>((n, n.run(open_sockets).await?))
-            })
-        }))
-        .await?;
-        if let Some((n, sockets)) = open.into_iter().find(|(_, s)| !s.is_empty()) {
-            return Err(Error::Topology(format!(
-                "`{}` still has {} open socket(s) ({}): its user holds them, so the \
-                 topology cannot be reused",
-                n.name,
-                sockets.len(),
-                sockets.join(", ")
-            )));
+        // An aborted task drops its future (and its sockets, captures included) when a worker
+        // of its runtime next gets to it, not inside `abort()`: give that a moment.
+        let deadline = Instant::now() + SOCKET_GRACE;
+        loop {
+            let open = try_join_all(self.nodes.iter().map(|n| {
+                rec.time(Stage::Sockets, &n.name, async move {
+                    Ok::<_, Error>((n, n.run(open_sockets).await?))
+                })
+            }))
+            .await?;
+            let Some((n, sockets)) = open.into_iter().find(|(_, s)| !s.is_empty()) else {
+                break;
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::Topology(format!(
+                    "`{}` still has {} open socket(s) ({}) {SOCKET_GRACE:?} after its tasks \
+                     were aborted: its user holds them, so the topology cannot be reused",
+                    n.name,
+                    sockets.len(),
+                    sockets.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let spec = &self.spec;
         try_join_all(self.nodes.iter().map(|n| reset_node(n, spec, rec))).await?;
