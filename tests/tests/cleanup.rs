@@ -148,6 +148,41 @@ fn ctrl_c_leaves_nothing_behind() -> Result<()> {
     Ok(())
 }
 
+/// A topology idle in the process-wide pool belongs to a static, which no unwinding drops: the
+/// pool removes what it holds when the process exits, on a panic or a return from `main`.
+#[test]
+fn a_panic_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    let _serial = serial();
+    let m = marker();
+    let (mut child, idle_run) = start_child("pooled-panic", &m)?;
+    ensure!(!namespaces_of(&idle_run).is_empty(), "no idle topology to remove");
+    let status = wait_exit(&mut child)?;
+    ensure!(!status.success(), "the child must have panicked");
+    all_gone(&idle_run, &m)?;
+    Ok(())
+}
+
+#[test]
+fn ctrl_c_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    let _serial = serial();
+    let m = marker();
+    let (mut child, idle_run) = start_child("pooled-wait", &m)?;
+    ensure!(!namespaces_of(&idle_run).is_empty(), "no idle topology to remove");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = wait_exit(&mut child)?;
+    ensure!(
+        status.code() == Some(130),
+        "interrupted run exits 130, got {status:?}"
+    );
+    all_gone(&idle_run, &m)?;
+    Ok(())
+}
+
 #[test]
 fn the_reaper_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
     require_kernel!();

@@ -80,12 +80,21 @@ impl Pool {
         }
     }
 
-    /// The process-wide pool a test suite shares across its tests (`RunOptions::reuse`).
-    /// Its idle topologies live until [`Pool::clear`], an interrupt (the handler removes every
-    /// namespace of the process) or, after a SIGKILL, the next reap.
+    /// The process-wide pool a test suite shares across its tests ([`crate::scenario::run_with`]).
+    /// Its idle topologies live until [`Pool::clear`], the process's exit (a static is never
+    /// dropped, so an `atexit` handler removes every namespace left: after `main` returns or
+    /// panics, or `exit`), an interrupt (the signal handler does the same) or, after a SIGKILL,
+    /// the next reap.
     pub fn shared() -> &'static Pool {
         static SHARED: OnceLock<Pool> = OnceLock::new();
-        SHARED.get_or_init(Pool::new)
+        SHARED.get_or_init(|| {
+            extern "C" fn remove_all_at_exit() {
+                crate::registry::cleanup_all();
+            }
+            // SAFETY: registers a plain `extern "C" fn` without arguments, as atexit(3) expects.
+            unsafe { libc::atexit(remove_all_at_exit) };
+            Pool::new()
+        })
     }
 
     /// A topology for `spec`: an idle one of the same spec if there is one, else an idle one
