@@ -811,7 +811,12 @@ async fn bench() -> anyhow::Result<()> {
                     100.0 * wall.med / b.total.med
                 );
             }
-            println!("{:<34} {:>9} {:>9.2}", format!("= whole {what}"), "", b.total.med);
+            println!(
+                "{:<34} {:>9} {:>9.2}",
+                format!("= whole {what}"),
+                "",
+                b.total.med
+            );
         }
         println!(
             "(sum: the stage's steps added up, overlapping ones whole; wall: time during which \

@@ -156,7 +156,10 @@ fn a_panic_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
     let _serial = serial();
     let m = marker();
     let (mut child, idle_run) = start_child("pooled-panic", &m)?;
-    ensure!(!namespaces_of(&idle_run).is_empty(), "no idle topology to remove");
+    ensure!(
+        !namespaces_of(&idle_run).is_empty(),
+        "no idle topology to remove"
+    );
     let status = wait_exit(&mut child)?;
     ensure!(!status.success(), "the child must have panicked");
     all_gone(&idle_run, &m)?;
@@ -169,7 +172,10 @@ fn ctrl_c_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
     let _serial = serial();
     let m = marker();
     let (mut child, idle_run) = start_child("pooled-wait", &m)?;
-    ensure!(!namespaces_of(&idle_run).is_empty(), "no idle topology to remove");
+    ensure!(
+        !namespaces_of(&idle_run).is_empty(),
+        "no idle topology to remove"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

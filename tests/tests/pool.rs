@@ -162,9 +162,15 @@ async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_pr
 
     pool.give_back(topo).await?;
     let topo = pool.take(spec.clone()).await?;
-    ensure!(topo.run_id() == first_run, "the pooled topology was not reused");
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
     let now = read_timeout(&topo).await?;
-    ensure!(now == timeout, "udp timeout {now:?}, the spec says {timeout:?}");
+    ensure!(
+        now == timeout,
+        "udp timeout {now:?}, the spec says {timeout:?}"
+    );
     for node in ["alice", "home", "internet", "server"] {
         let left = shows(&topo, node, &["ip", "-4", "neigh", "show"]).await?;
         ensure!(left.trim().is_empty(), "{node} kept neighbours: {left}");
@@ -172,10 +178,18 @@ async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_pr
     let from = alice_seen_by_server(&topo).await?;
     ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
 
-    shows(&topo, "home", &["nft", "add", "chain", "ip", table, "by_hand"]).await?;
+    shows(
+        &topo,
+        "home",
+        &["nft", "add", "chain", "ip", table, "by_hand"],
+    )
+    .await?;
     pool.give_back(topo).await?;
     let topo = pool.take(spec).await?;
-    ensure!(topo.run_id() == first_run, "the pooled topology was not reused");
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
     let listed = shows(&topo, "home", &list_table).await?;
     ensure!(
         listed == loaded,
@@ -211,7 +225,10 @@ fn a_topology_moves_to_the_next_runtime_and_takes_on_the_next_users_nat() -> Res
     runtime()?.block_on(async {
         let symmetric = shapes::home_lan(NatType::Symmetric).spec().clone();
         let topo = pool.take(symmetric.clone()).await?;
-        ensure!(topo.run_id() == first_run, "the pooled topology was not reused");
+        ensure!(
+            topo.run_id() == first_run,
+            "the pooled topology was not reused"
+        );
         let list_table = ["nft", "-t", "list", "table", "ip", sim_nat::TABLE];
         let listed = shows(&topo, "home", &list_table).await?;
         let fresh = harness::Topology::build(symmetric).await?;
@@ -221,7 +238,10 @@ fn a_topology_moves_to_the_next_runtime_and_takes_on_the_next_users_nat() -> Res
             "the reused router's table:\n{listed}\na fresh symmetric one:\n{expected}"
         );
         let seen = alice_seen_by_server(&topo).await?;
-        ensure!(seen.ip() == sa("203.0.113.1", 0).ip(), "alice seen as {seen}");
+        ensure!(
+            seen.ip() == sa("203.0.113.1", 0).ip(),
+            "alice seen as {seen}"
+        );
         // Its netlink works on this runtime: the reset flushes neighbours through it.
         pool.give_back(topo).await?;
         anyhow::Ok(())

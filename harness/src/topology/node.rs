@@ -514,9 +514,7 @@ fn learnt_sets(rules: &sim_nat::Ruleset) -> Vec<String> {
         .objects
         .iter()
         .filter_map(|o| match o {
-            NfObject::CmdObject(NfCmd::Add(NfListObject::Set(set))) => {
-                Some(set.name.to_string())
-            }
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Set(set))) => Some(set.name.to_string()),
             _ => None,
         })
         .collect()

@@ -139,7 +139,10 @@ impl Pool {
         let reset = match topo.reset().await {
             Ok(r) => r,
             Err(e) => {
-                self.counts.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+                self.counts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .refused += 1;
                 return Err(e);
             }
         };
@@ -149,7 +152,10 @@ impl Pool {
             let over = idle.len().saturating_sub(self.capacity);
             idle.drain(..over).collect::<Vec<_>>()
         };
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).evicted += evicted.len();
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evicted += evicted.len();
         drop(evicted);
         Ok(reset)
     }

@@ -21,7 +21,11 @@ async fn main() -> anyhow::Result<()> {
     let idle_run = if pooled {
         let pool = harness::topology::Pool::shared();
         let idle = pool
-            .take(harness::shapes::home_lan(sim_nat::NatType::FullCone).spec().clone())
+            .take(
+                harness::shapes::home_lan(sim_nat::NatType::FullCone)
+                    .spec()
+                    .clone(),
+            )
             .await?;
         let run = idle.run_id().to_string();
         pool.give_back(idle).await?;
