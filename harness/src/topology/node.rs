@@ -317,13 +317,7 @@ impl Node {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
-        let sysctls: Vec<(&str, &str, bool)> = rules
-            .sysctls
-            .iter()
-            .map(|(p, v)| (p.as_str(), v.as_str(), false))
-            .collect();
-        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
-            .await?;
+        self.nat_sysctls(&rules, rec).await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
@@ -361,6 +355,17 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push((since, nat.clone()));
         Ok(())
+    }
+
+    /// Writes the conntrack sysctls `rules` ask for (those already at their value are only read).
+    async fn nat_sysctls(&self, rules: &sim_nat::Ruleset, rec: &Recorder) -> Result<()> {
+        let sysctls: Vec<(&str, &str, bool)> = rules
+            .sysctls
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.as_str(), false))
+            .collect();
+        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
+            .await
     }
 
     /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the learnt sets
@@ -441,13 +446,7 @@ impl Node {
             return Ok(false);
         }
         // Verified, not trusted: a user may have written them; rewritten only when changed.
-        let sysctls: Vec<(&str, &str, bool)> = rules
-            .sysctls
-            .iter()
-            .map(|(p, v)| (p.as_str(), v.as_str(), false))
-            .collect();
-        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
-            .await?;
+        self.nat_sysctls(&rules, rec).await?;
         let t = sim_nat::TABLE;
         let mut script = format!("list table ip {t}\nflush map ip {t} fc\n");
         for set in learnt_sets(&rules) {
