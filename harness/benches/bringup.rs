@@ -318,6 +318,8 @@ struct Single {
     cleanup: Stats,
     /// The bring-ups' own timelines (kernel idle at start).
     timelines: Vec<Timeline>,
+    /// The pool resets' own timelines.
+    resets: Vec<Timeline>,
 }
 
 async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Single> {
@@ -354,12 +356,14 @@ async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Si
     let spec = make().spec().clone();
     let mut topo = pool.take(spec.clone()).await?;
     let mut pooled = Vec::new();
+    let mut resets = Vec::new();
     for i in 0..WARMUP + runs {
         let t = Instant::now();
         pool.give_back(topo).await?;
         topo = pool.take(spec.clone()).await?;
         if i >= WARMUP {
             pooled.push(t.elapsed());
+            resets.push(topo.reset_timeline().clone());
         }
     }
     drop((topo, pool));
@@ -371,6 +375,7 @@ async fn single(make: fn() -> TopologyBuilder, runs: usize) -> anyhow::Result<Si
         down: stats(&down),
         cleanup: stats(&cleanup),
         timelines,
+        resets,
     })
 }
 
@@ -540,9 +545,9 @@ struct Breakdown {
     stages: Vec<(Stage, Stats, Stats)>,
 }
 
-fn breakdown(timelines: &[Timeline]) -> Breakdown {
+fn breakdown(timelines: &[Timeline], which: &[Stage]) -> Breakdown {
     let total: Vec<Duration> = timelines.iter().map(Timeline::total).collect();
-    let stages = Stage::ALL
+    let stages = which
         .iter()
         .map(|&s| {
             let busy: Vec<Duration> = timelines.iter().map(|t| t.busy(s)).collect();
@@ -782,22 +787,37 @@ async fn bench() -> anyhow::Result<()> {
     // 3 ---------------------------------------------------------------------------------------
     let ex = extras(runs).await?;
     for (name, s) in [("1 NAT / 3 hosts", &s1), ("2 NATs / 5 hosts", &s2)] {
-        let b = breakdown(&s.timelines);
-        println!(
-            "\n== where one {name} bring-up goes (Topology::build's own timeline, kernel idle at \
-             start; medians over {runs} runs; ms) =="
-        );
-        println!("{:<34} {:>9} {:>9} {:>6}", "stage", "sum", "wall", "share");
-        for (stage, busy, wall) in &b.stages {
+        for (what, timelines, which) in [
+            ("bring-up", &s.timelines, &Stage::ALL[..]),
+            ("pool reset", &s.resets, &Stage::RESET[..]),
+        ] {
+            let b = breakdown(timelines, which);
             println!(
-                "{:<34} {:>9.2} {:>9.2} {:>5.0}%",
-                stage.label(),
-                busy.med,
-                wall.med,
-                100.0 * wall.med / b.total.med
+                "\n== where one {name} {what} goes (its own timeline{}; medians over {runs} \
+                 runs; ms) ==",
+                if what == "bring-up" {
+                    ", kernel idle at start"
+                } else {
+                    ", back-to-back"
+                }
+            );
+            println!("{:<34} {:>9} {:>9} {:>6}", "stage", "sum", "wall", "share");
+            for (stage, busy, wall) in &b.stages {
+                println!(
+                    "{:<34} {:>9.2} {:>9.2} {:>5.0}%",
+                    stage.label(),
+                    busy.med,
+                    wall.med,
+                    100.0 * wall.med / b.total.med
+                );
+            }
+            println!(
+                "{:<34} {:>9} {:>9.2}",
+                format!("= whole {what}"),
+                "",
+                b.total.med
             );
         }
-        println!("{:<34} {:>9} {:>9.2}", "= whole bring-up", "", b.total.med);
         println!(
             "(sum: the stage's steps added up, overlapping ones whole; wall: time during which \
              at least one of its steps ran; share: wall / whole)"

@@ -248,4 +248,37 @@ impl Netlink {
             .await
             .map_err(nl(format!("blackhole default route in {}", self.ns)))
     }
+
+    /// Equivalent to `ip -4 neigh flush all`: forgets every learnt ARP entry (permanent and
+    /// no-ARP ones stay), so the next packet to a neighbour resolves it again as on a fresh
+    /// topology. Returns how many entries were removed.
+    pub async fn flush_neighbours(&self) -> Result<usize> {
+        use netlink_packet_route::neighbour::NeighbourState;
+        let what = || format!("flush neighbours in {}", self.ns);
+        let learnt: Vec<_> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(netlink_packet_route::AddressFamily::Inet)
+            .execute()
+            .try_filter(|m| {
+                let keep = !matches!(
+                    m.header.state,
+                    NeighbourState::Permanent | NeighbourState::Noarp
+                );
+                futures::future::ready(keep)
+            })
+            .try_collect()
+            .await
+            .map_err(nl(what()))?;
+        let n = learnt.len();
+        for m in learnt {
+            match self.handle.neighbours().del(m).execute().await {
+                // Gone meanwhile (expired or garbage-collected): what we wanted.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {}
+                other => other.map_err(nl(what()))?,
+            }
+        }
+        Ok(n)
+    }
 }

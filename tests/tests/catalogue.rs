@@ -6,11 +6,16 @@
 //! `cargo nextest run -p tests --test catalogue --partition count:K/N` spreads the catalogue
 //! over CI jobs. Under `cargo test` they run as many at once as `harness run` does by default
 //! (8 per core): a scenario mostly waits on SIP timers, and each builds its own namespaces.
+//!
+//! Topologies come from the process-wide pool (`Pool::shared`): a scenario that passed gives its
+//! topology back, reset, to the next scenario of the same wiring, so the kernel's deferred
+//! namespace cleanup leaves the suite's path. `SNH_POOL=0` builds every topology afresh.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
 use harness::scenario::{self, RunOptions, Scenario, Verdict};
+use harness::topology::Pool;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn catalogue() -> Vec<PathBuf> {
@@ -70,8 +75,9 @@ fn passes_and_matches_its_snapshot(f: &Path) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let pool = use_pool().then(Pool::shared);
     let o = rt
-        .block_on(scenario::run(&s, &RunOptions::default()))
+        .block_on(scenario::run_with(&s, &RunOptions::default(), pool))
         .map_err(|e| anyhow::anyhow!("{}: {e}", s.name()))?;
     ensure!(
         o.verdict == Verdict::Pass,
@@ -116,6 +122,11 @@ fn passes_and_matches_its_snapshot(f: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether scenarios share topologies through the pool (`SNH_POOL=0`: no).
+fn use_pool() -> bool {
+    std::env::var("SNH_POOL").map_or(true, |v| v != "0")
+}
+
 fn trial(name: impl Into<String>, f: impl FnOnce() -> Result<()> + Send + 'static) -> Trial {
     Trial::test(name, move || {
         f().map_err(|e| Failed::from(format!("{e:?}")))
@@ -142,5 +153,15 @@ fn main() {
             passes_and_matches_its_snapshot(&f)
         }));
     }
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if use_pool() {
+        let c = Pool::shared().counts();
+        eprintln!(
+            "topology pool: {} built, {} reused ({} with other NATs), {} refused, {} evicted",
+            c.built, c.reused, c.renatted, c.refused, c.evicted
+        );
+    }
+    // The idle topologies outlive the tests: remove them before exiting.
+    Pool::shared().clear();
+    conclusion.exit();
 }

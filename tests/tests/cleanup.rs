@@ -117,24 +117,24 @@ fn a_live_child_really_has_namespaces_and_a_process() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_panic_with_a_live_topology_leaves_nothing_behind() -> Result<()> {
-    require_kernel!();
+/// Starts `cleanup-child MODE`, lets it panic, and checks it left nothing. In a `pooled-` mode
+/// the run checked is the one idle in the child's process-wide pool.
+fn a_panic_leaves_nothing(mode: &str) -> Result<()> {
     let _serial = serial();
     let m = marker();
-    let (mut child, run) = start_child("panic", &m)?;
+    let (mut child, run) = start_child(mode, &m)?;
+    ensure!(!namespaces_of(&run).is_empty(), "no topology to remove");
     let status = wait_exit(&mut child)?;
     ensure!(!status.success(), "the child must have panicked");
-    all_gone(&run, &m)?;
-    Ok(())
+    all_gone(&run, &m)
 }
 
-#[test]
-fn ctrl_c_leaves_nothing_behind() -> Result<()> {
-    require_kernel!();
+/// Starts `cleanup-child MODE`, interrupts it as Ctrl-C does, and checks it left nothing.
+fn ctrl_c_leaves_nothing(mode: &str) -> Result<()> {
     let _serial = serial();
     let m = marker();
-    let (mut child, run) = start_child("wait", &m)?;
+    let (mut child, run) = start_child(mode, &m)?;
+    ensure!(!namespaces_of(&run).is_empty(), "no topology to remove");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -144,8 +144,33 @@ fn ctrl_c_leaves_nothing_behind() -> Result<()> {
         status.code() == Some(130),
         "interrupted run exits 130, got {status:?}"
     );
-    all_gone(&run, &m)?;
-    Ok(())
+    all_gone(&run, &m)
+}
+
+#[test]
+fn a_panic_with_a_live_topology_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    a_panic_leaves_nothing("panic")
+}
+
+#[test]
+fn ctrl_c_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    ctrl_c_leaves_nothing("wait")
+}
+
+/// A topology idle in the process-wide pool belongs to a static, which no unwinding drops: the
+/// pool removes what it holds when the process exits, on a panic or a return from `main`.
+#[test]
+fn a_panic_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    a_panic_leaves_nothing("pooled-panic")
+}
+
+#[test]
+fn ctrl_c_with_a_pooled_topology_leaves_nothing_behind() -> Result<()> {
+    require_kernel!();
+    ctrl_c_leaves_nothing("pooled-wait")
 }
 
 #[test]

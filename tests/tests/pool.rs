@@ -118,3 +118,134 @@ async fn a_socket_still_held_by_the_previous_user_stops_the_reuse() -> Result<()
     ensure!(next.run_id() != first_run, "the refused topology came back");
     Ok(())
 }
+
+/// What `cmd` prints in `node`; fails on anything on stderr.
+async fn shows(topo: &harness::Topology, node: &str, cmd: &[&str]) -> Result<String> {
+    let (_, out, err) = topo
+        .node(node)?
+        .output(cmd[0], &cmd[1..], std::time::Duration::from_secs(5))
+        .await?;
+    ensure!(err.trim().is_empty(), "{cmd:?} in {node}: {err}");
+    Ok(out)
+}
+
+const UDP_TIMEOUT: &str = "net/netfilter/nf_conntrack_udp_timeout";
+
+/// `home`'s UDP conntrack timeout, as its sysctl reads.
+async fn read_timeout(topo: &harness::Topology) -> Result<String> {
+    Ok(topo
+        .node("home")?
+        .run(|| std::fs::read_to_string(format!("/proc/sys/{UDP_TIMEOUT}")))
+        .await??)
+}
+
+/// A previous user shortens the router's conntrack timeout and leaves learnt neighbours behind;
+/// the next one adds a chain to its NAT table by hand. Each reset undoes it: the timeout is the
+/// spec's, the first packet resolves its neighbour again as on a fresh topology, and the table is
+/// as loaded.
+#[tokio::test]
+async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_previous_user(
+) -> Result<()> {
+    require_kernel!();
+    let (pool, spec, topo, first_run) = first_user(NatType::PortRestrictedCone).await?;
+    let table = sim_nat::TABLE;
+    let list_table = ["nft", "-t", "list", "table", "ip", table];
+    let loaded = shows(&topo, "home", &list_table).await?;
+    let timeout = read_timeout(&topo).await?;
+    alice_seen_by_server(&topo).await?;
+    let neighbours = shows(&topo, "alice", &["ip", "-4", "neigh", "show"]).await?;
+    ensure!(
+        neighbours.contains("192.168.1.1"),
+        "alice learnt no neighbour to forget: {neighbours}"
+    );
+    topo.node("home")?.sysctl(UDP_TIMEOUT, "7").await?;
+
+    pool.give_back(topo).await?;
+    let topo = pool.take(spec.clone()).await?;
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
+    let now = read_timeout(&topo).await?;
+    ensure!(
+        now == timeout,
+        "udp timeout {now:?}, the spec says {timeout:?}"
+    );
+    for node in ["alice", "home", "internet", "server"] {
+        let left = shows(&topo, node, &["ip", "-4", "neigh", "show"]).await?;
+        ensure!(left.trim().is_empty(), "{node} kept neighbours: {left}");
+    }
+    let from = alice_seen_by_server(&topo).await?;
+    ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
+
+    shows(
+        &topo,
+        "home",
+        &["nft", "add", "chain", "ip", table, "by_hand"],
+    )
+    .await?;
+    pool.give_back(topo).await?;
+    let topo = pool.take(spec).await?;
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
+    let listed = shows(&topo, "home", &list_table).await?;
+    ensure!(
+        listed == loaded,
+        "the NAT table is not as loaded:\n{listed}\nexpected:\n{loaded}"
+    );
+    let from = alice_seen_by_server(&topo).await?;
+    ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
+    Ok(())
+}
+
+/// A topology given back on one runtime serves a test on another (each catalogue test has its
+/// own): its netlink connections are reopened there. Asked for the same wiring with another NAT,
+/// the pool hands it over with that NAT's table, exactly as a fresh bring-up loads it.
+#[test]
+fn a_topology_moves_to_the_next_runtime_and_takes_on_the_next_users_nat() -> Result<()> {
+    require_kernel!();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let pool = Pool::new();
+    let first_run = runtime()?.block_on(async {
+        let topo = pool
+            .take(shapes::home_lan(NatType::FullCone).spec().clone())
+            .await?;
+        let run = topo.run_id().to_string();
+        alice_seen_by_server(&topo).await?;
+        pool.give_back(topo).await?;
+        anyhow::Ok(run)
+    })?;
+    runtime()?.block_on(async {
+        let symmetric = shapes::home_lan(NatType::Symmetric).spec().clone();
+        let topo = pool.take(symmetric.clone()).await?;
+        ensure!(
+            topo.run_id() == first_run,
+            "the pooled topology was not reused"
+        );
+        let list_table = ["nft", "-t", "list", "table", "ip", sim_nat::TABLE];
+        let listed = shows(&topo, "home", &list_table).await?;
+        let fresh = harness::Topology::build(symmetric).await?;
+        let expected = shows(&fresh, "home", &list_table).await?;
+        ensure!(
+            listed == expected,
+            "the reused router's table:\n{listed}\na fresh symmetric one:\n{expected}"
+        );
+        let seen = alice_seen_by_server(&topo).await?;
+        ensure!(
+            seen.ip() == sa("203.0.113.1", 0).ip(),
+            "alice seen as {seen}"
+        );
+        // Its netlink works on this runtime: the reset flushes neighbours through it.
+        pool.give_back(topo).await?;
+        anyhow::Ok(())
+    })?;
+    ensure!(pool.counts().renatted == 1, "{:?}", pool.counts());
+    Ok(())
+}

@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use file::{Component, Expect, FileError, ScenarioFile, Step};
 pub use matrix::{matrix, matrix_with_fragments, Cell};
-pub use run::{run, Outcome, Phases, RunOptions, Verdict};
+pub use run::{run, run_with, Outcome, Phases, RunOptions, Verdict};
 
 use crate::topology::TopologySpec;
 

@@ -17,6 +17,7 @@ use super::report;
 use super::{judge, kernel, Scenario};
 use crate::bindings::BindingEvent;
 use crate::error::Result;
+use crate::topology::Pool;
 use crate::trace::Trace;
 
 /// How to run.
@@ -69,11 +70,20 @@ pub struct Outcome {
 
 /// Runs `s` and reports; the topology is gone when this returns.
 pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    run_with(s, opts, None).await
+}
+
+/// [`run`] on a topology taken from `pool` (one of the same shape, reset, when there is one),
+/// given back when the run ends with an outcome. A run that ends in an error or a panic drops
+/// its topology instead, and so does a scenario with commands of its own (see
+/// `kernel::reusable`), so nothing a failed or unchecked user did is handed on.
+pub async fn run_with(s: &Scenario, opts: &RunOptions, pool: Option<&Pool>) -> Result<Outcome> {
+    let pool = pool.filter(|_| kernel::reusable(s) && !opts.keep);
     let clock = kernel::Clock::start();
     let mut phases = Phases::start();
     // The files directory is held until the components are gone (programs first), on every way
     // out, errors included.
-    let kernel::Lab { topo, files } = kernel::build(s).await?;
+    let kernel::Lab { topo, files } = kernel::build(s, pool).await?;
     phases.end("build");
     let watching = kernel::watch(&topo).await?;
     phases.end("capture and binding watches");
@@ -93,7 +103,19 @@ pub async fn run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     if opts.keep {
         keep(s, &running.topo).await;
     }
-    drop(running);
+    match pool {
+        Some(pool) => {
+            // Components first (their tasks, sockets and programs), so the reset finds them gone.
+            let topo = {
+                let running = running;
+                running.topo
+            };
+            // A refused topology (a socket still held …) is dropped by the pool: the run's
+            // outcome stands either way.
+            drop(pool.give_back(topo).await);
+        }
+        None => drop(running),
+    }
     drop(files);
     phases.end("teardown");
     outcome.duration = clock.elapsed();

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::Once;
 
 pub use node::{NatHistory, Node, Role};
-pub use pool::{Pool, Reset};
+pub use pool::{Pool, PoolCounts, Reset};
 use sim_nat::NatBehaviour;
 pub use spec::{
     public_gateway, HostSpec, RouterSpec, TopologySpec, DOCUMENTATION_RANGES, INTERNET,
@@ -158,6 +158,8 @@ pub struct Topology {
     nodes: Vec<Node>,
     /// Where the bring-up's time went.
     timeline: Timeline,
+    /// Where the last pool reset's time went.
+    reset_timeline: Timeline,
     /// Locked while this topology lives, so a reaper in another process can prove the run is
     /// gone even when this process is a zombie or its PID was reused. Declared last: it is
     /// dropped after the namespaces are removed. `None` when `/run/snh` cannot be written; the
@@ -207,6 +209,7 @@ impl Topology {
             spec: spec.clone(),
             nodes: Vec::new(),
             timeline: Timeline::default(),
+            reset_timeline: Timeline::default(),
             owner,
         };
         // On error the partial topology is dropped, which removes what was made so far.

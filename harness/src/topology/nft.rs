@@ -26,6 +26,8 @@ const LIBRARY: &str = "libnftables.so.1";
 const PACKAGE: &str = "libnftables1";
 /// `NFT_CTX_DEFAULT` of `<nftables/libnftables.h>`.
 const CTX_DEFAULT: u32 = 0;
+/// `NFT_CTX_OUTPUT_TERSE` (`nft -t`): sets and maps listed without their elements.
+const OUTPUT_TERSE: u32 = 1 << 11;
 /// `NFT_CTX_OUTPUT_JSON`: in libnftables 1.0.6 it also makes the parser read JSON input first,
 /// as `nft -j -f` does (`nft_ctx_input_set_flags` came later).
 const OUTPUT_JSON: u32 = 1 << 4;
@@ -152,13 +154,14 @@ fn lowest_free_fd() -> i32 {
     }
 }
 
-/// `nft -f -` (`-j` for JSON) with `script` on stdin, on the calling thread.
-fn run_process(syntax: Syntax, script: &str) -> std::result::Result<(), String> {
+/// `nft -f -` (`-j` for JSON) with `script` on stdin, on the calling thread; its output.
+fn run_process(syntax: Syntax, script: &str) -> std::result::Result<String, String> {
     use std::io::Write;
     let nft = crate::preflight::require_program("nft").map_err(|e| e.to_string())?;
     let args: &[&str] = match syntax {
         Syntax::Text => &["-f", "-"],
         Syntax::Json => &["-j", "-f", "-"],
+        Syntax::Terse => &["-t", "-f", "-"],
     };
     let run = || -> std::io::Result<std::process::Output> {
         let mut child = std::process::Command::new(&nft)
@@ -176,22 +179,28 @@ fn run_process(syntax: Syntax, script: &str) -> std::result::Result<(), String> 
     };
     let out = run().map_err(|e| format!("run nft: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
 
-/// What to load: nft's text syntax or its JSON schema.
+/// What to load: nft's text syntax or its JSON schema; `Terse` is text whose listings leave set
+/// elements out (`nft -t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Syntax {
     Text,
     Json,
+    Terse,
 }
 
-/// Loads `script` on the calling thread, in the thread's namespace; returns nft's error text on
-/// failure. Call it on a namespace worker only (see [`apply`]).
-fn run_here(api: &'static Api, syntax: Syntax, script: &str) -> std::result::Result<(), String> {
+/// Runs `script` on the calling thread, in the thread's namespace; returns what nft printed, or
+/// nft's error text on failure. Call it on a namespace worker only (see [`apply`]).
+fn run_here(
+    api: &'static Api,
+    syntax: Syntax,
+    script: &str,
+) -> std::result::Result<String, String> {
     let text = CString::new(script).map_err(|_| "the ruleset contains a NUL byte".to_string())?;
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let ctx = LOADER.with(|cell| {
@@ -215,6 +224,7 @@ fn run_here(api: &'static Api, syntax: Syntax, script: &str) -> std::result::Res
     let flags = match syntax {
         Syntax::Text => 0,
         Syntax::Json => OUTPUT_JSON,
+        Syntax::Terse => OUTPUT_TERSE,
     };
     // SAFETY: a live context of this thread, a NUL-terminated script; the buffers returned are
     // owned by the context and copied before the next call.
@@ -223,13 +233,15 @@ fn run_here(api: &'static Api, syntax: Syntax, script: &str) -> std::result::Res
         let rc = (api.run_cmd_from_buffer)(ctx, text.as_ptr());
         (api.output_set_flags)(ctx, 0);
         // Drain both buffers so they do not grow across loads.
-        let _ = (api.get_output_buffer)(ctx);
+        let out = CStr::from_ptr((api.get_output_buffer)(ctx))
+            .to_string_lossy()
+            .into_owned();
         let err = CStr::from_ptr((api.get_error_buffer)(ctx))
             .to_string_lossy()
             .trim()
             .to_string();
         if rc == 0 {
-            Ok(())
+            Ok(out)
         } else if err.is_empty() {
             Err(format!("libnftables returned {rc}"))
         } else {
@@ -257,6 +269,17 @@ fn new_context(api: &'static Api) -> std::result::Result<Context, String> {
 /// Equivalent to `ip netns exec NS nft -f -` (or `nft -j -f -` for [`Syntax::Json`]) with
 /// `script` on stdin, without the process.
 pub(crate) async fn apply(ns: &Netns, syntax: Syntax, script: String) -> Result<()> {
+    run(ns, syntax, script).await.map(drop)
+}
+
+/// Equivalent to `ip netns exec NS nft -t -f -`: runs `script`, whose listings leave set elements
+/// out, and returns what it printed.
+pub(crate) async fn run_terse(ns: &Netns, script: String) -> Result<String> {
+    run(ns, Syntax::Terse, script).await
+}
+
+/// [`apply`] for a script that prints (`list table …`): what nft printed.
+async fn run(ns: &Netns, syntax: Syntax, script: String) -> Result<String> {
     let api = api()?;
     ns.run(move || run_here(api, syntax, &script))
         .await?

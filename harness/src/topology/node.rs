@@ -39,6 +39,10 @@ pub struct Node {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The emulated consumer ALG in front of this router's LAN, when its NAT asks for one.
     alg: tokio::sync::Mutex<Option<crate::alg::EmulatedAlg>>,
+    /// The NAT table as `nft -t list table` printed it right after the spec's behaviour was
+    /// loaded, for a pool reset to prove the table is unchanged before it only empties the
+    /// learnt sets instead of reloading it.
+    pristine_nft: Mutex<Option<String>>,
     pub(crate) netlink: Netlink,
     // Last: dropping the namespace ends its worker thread, after the tasks using it are gone.
     pub(crate) ns: Netns,
@@ -98,6 +102,7 @@ impl Node {
             nat_history: NatHistory::default(),
             tasks: Mutex::new(Vec::new()),
             alg: tokio::sync::Mutex::new(None),
+            pristine_nft: Mutex::new(None),
             netlink,
             ns,
         })
@@ -312,13 +317,7 @@ impl Node {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
-        let sysctls: Vec<(&str, &str, bool)> = rules
-            .sysctls
-            .iter()
-            .map(|(p, v)| (p.as_str(), v.as_str(), false))
-            .collect();
-        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
-            .await?;
+        self.nat_sysctls(&rules, rec).await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
         let first = self.nat.lock().unwrap_or_else(|e| e.into_inner()).is_none();
@@ -358,16 +357,42 @@ impl Node {
         Ok(())
     }
 
-    /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the table and
-    /// its learnt sets and maps reloaded, the emulated ALG restarted, the history begun again.
-    pub(crate) async fn restore_nat(&self, nat: Option<&NatBehaviour>) -> Result<()> {
+    /// Writes the conntrack sysctls `rules` ask for (those already at their value are only read).
+    async fn nat_sysctls(&self, rules: &sim_nat::Ruleset, rec: &Recorder) -> Result<()> {
+        let sysctls: Vec<(&str, &str, bool)> = rules
+            .sysctls
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.as_str(), false))
+            .collect();
+        rec.time(Stage::NatSysctls, &self.name, self.sysctls(&sysctls))
+            .await
+    }
+
+    /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the learnt sets
+    /// and maps emptied (the whole table reloaded when it is not provably as loaded), the
+    /// emulated ALG restarted, the history begun again.
+    pub(crate) async fn restore_nat(
+        &self,
+        nat: Option<&NatBehaviour>,
+        rec: &Recorder,
+    ) -> Result<()> {
         self.nat_history
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         match nat {
-            Some(nat) => self.apply_nat(nat, &Recorder::new()).await,
+            Some(nat) => {
+                if self.nat().as_ref() == Some(nat) && self.flush_learnt(nat, rec).await? {
+                    return Ok(());
+                }
+                self.apply_nat(nat, rec).await?;
+                let listing = rec
+                    .time(Stage::Nft, &self.name, self.list_nat_table())
+                    .await?;
+                *self.pristine_nft.lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+                Ok(())
+            }
             None => {
                 if self.nat().is_some() {
                     let t = sim_nat::TABLE;
@@ -381,6 +406,80 @@ impl Node {
                 Ok(())
             }
         }
+    }
+
+    /// Remembers the NAT table as loaded now as the one later resets compare against.
+    pub(crate) async fn record_pristine_nat(&self) -> Result<()> {
+        if self.nat().is_some() {
+            let listing = self.list_nat_table().await?;
+            *self.pristine_nft.lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+        }
+        Ok(())
+    }
+
+    /// Equivalent to `nft -t list table ip TABLE`: the table without set elements.
+    async fn list_nat_table(&self) -> Result<String> {
+        nft::run_terse(&self.ns, format!("list table ip {}\n", sim_nat::TABLE)).await
+    }
+
+    /// The fast reset of a NAT table still holding `nat`: in one libnftables call, lists the
+    /// table (tersely: rules, sets and maps without their elements) and empties every learnt set
+    /// and map. True when the listing matched the one made right after loading, i.e. emptying
+    /// the sets made the table as fresh as a reload would; false (the caller reloads) when the
+    /// table was changed by hand, when no listing was recorded, or when a rule keeps state a
+    /// listing does not show (`numgen inc`'s counter, `limit`'s tokens).
+    async fn flush_learnt(&self, nat: &NatBehaviour, rec: &Recorder) -> Result<bool> {
+        let Some(pristine) = self
+            .pristine_nft
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return Ok(false);
+        };
+        let Some(ports) = self.router_ports.clone() else {
+            return Ok(false);
+        };
+        let rules = sim_nat::render(nat, &ports)?;
+        let json = rules.json_string();
+        if json.contains("\"numgen\"") || json.contains("\"limit\"") {
+            return Ok(false);
+        }
+        // Verified, not trusted: a user may have written them; rewritten only when changed.
+        self.nat_sysctls(&rules, rec).await?;
+        let t = sim_nat::TABLE;
+        let mut script = format!("list table ip {t}\nflush map ip {t} fc\n");
+        for set in learnt_sets(&rules) {
+            script.push_str(&format!("flush set ip {t} {set}\n"));
+        }
+        let since = SystemTime::now();
+        let listed = rec
+            .time(Stage::Nft, &self.name, nft::run_terse(&self.ns, script))
+            .await;
+        match listed {
+            Ok(listing) if listing == pristine => {}
+            _ => return Ok(false),
+        }
+        self.restart_alg().await?;
+        self.nat_history
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((since, nat.clone()));
+        Ok(true)
+    }
+
+    /// Stops the emulated ALG, if any, and starts the one the current NAT asks for, on the
+    /// calling runtime, with none of the old one's state.
+    pub(crate) async fn restart_alg(&self) -> Result<()> {
+        let mut alg = self.alg.lock().await;
+        if let Some(old) = alg.take() {
+            old.stop().await;
+        }
+        if let Some(sim_nat::SipAlg::Emulated(faults)) = self.nat().map(|n| n.sip_alg) {
+            *alg = Some(crate::alg::EmulatedAlg::start(self, faults.iter().copied()).await?);
+        }
+        Ok(())
     }
 
     /// Equivalent to `ip netns exec NS nft -f -` with `script` on stdin, loaded in-process.
@@ -403,6 +502,21 @@ impl Node {
             t.abort();
         }
     }
+}
+
+/// The dynamic sets a ruleset declares besides the `fc` map of its prelude (the sets a router
+/// learns into: `peers`, `out`, `bound`).
+fn learnt_sets(rules: &sim_nat::Ruleset) -> Vec<String> {
+    use nftables::schema::{NfCmd, NfListObject, NfObject};
+    rules
+        .json
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Set(set))) => Some(set.name.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A router's NAT behaviours over time: each with the instant its timeouts took effect.

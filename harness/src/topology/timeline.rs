@@ -1,6 +1,6 @@
-//! Where a bring-up's time goes: one timed event per step and node, recorded by the real
-//! `Topology::build` and read by the `bringup` bench, so the breakdown cannot drift from the code
-//! it describes.
+//! Where a bring-up's (or a pool reset's) time goes: one timed event per step and node, recorded
+//! by the real `Topology::build` and `Topology::reset` and read by the `bringup` bench, so the
+//! breakdown cannot drift from the code it describes.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -29,6 +29,16 @@ pub enum Stage {
     Nft,
     /// Waiting until each bridge port forwards (or each bridgeless veth is operationally up).
     Forwarding,
+    /// Reset: the previous user's tasks aborted and given a moment to drop their sockets.
+    Abort,
+    /// Reset: processes left in the namespaces found, killed and awaited.
+    Kill,
+    /// Reset: the check that no socket is left open in a namespace.
+    Sockets,
+    /// Reset: conntrack entries (bindings) and their expectations deleted.
+    Conntrack,
+    /// Reset: learnt neighbours (ARP) and cached route exceptions (PMTU) forgotten.
+    Neighbours,
 }
 
 impl Stage {
@@ -46,6 +56,19 @@ impl Stage {
         Stage::Forwarding,
     ];
 
+    /// Every stage of a pool reset, in order; a reset also records [`Stage::Sysctls`],
+    /// [`Stage::NatSysctls`] and [`Stage::Nft`].
+    pub const RESET: [Stage; 8] = [
+        Stage::Abort,
+        Stage::Kill,
+        Stage::Sockets,
+        Stage::Sysctls,
+        Stage::Neighbours,
+        Stage::Conntrack,
+        Stage::NatSysctls,
+        Stage::Nft,
+    ];
+
     /// A short label for tables.
     pub fn label(self) -> &'static str {
         match self {
@@ -59,6 +82,11 @@ impl Stage {
             Stage::NatSysctls => "NAT conntrack sysctls",
             Stage::Nft => "nft rulesets",
             Stage::Forwarding => "wait: ports forwarding",
+            Stage::Abort => "abort tasks",
+            Stage::Kill => "find + kill processes",
+            Stage::Sockets => "open-socket check",
+            Stage::Conntrack => "conntrack flush",
+            Stage::Neighbours => "neighbours + route cache flush",
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::bindings::BindingWatch;
 use crate::capture::Capture;
 use crate::error::Result;
 use crate::scenario::Scenario;
-use crate::topology::{Role, Topology};
+use crate::topology::{Pool, Role, Topology};
 
 /// The topology of a scenario, up, and the directory its commands' files go in.
 pub(in crate::scenario) struct Lab {
@@ -15,8 +15,9 @@ pub(in crate::scenario) struct Lab {
     pub files: FilesDir,
 }
 
-/// Brings `s`'s topology up, after refusing what this process's privileges cannot build.
-pub(in crate::scenario) async fn build(s: &Scenario) -> Result<Lab> {
+/// Brings `s`'s topology up (or takes one of its shape from `pool`), after refusing what this
+/// process's privileges cannot build.
+pub(in crate::scenario) async fn build(s: &Scenario, pool: Option<&Pool>) -> Result<Lab> {
     let kernel_helper = s.topology.routers.iter().find(|r| {
         r.nat
             .as_ref()
@@ -30,9 +31,22 @@ pub(in crate::scenario) async fn build(s: &Scenario) -> Result<Lab> {
             )));
         }
     }
-    let topo = Topology::build(s.topology.clone()).await?;
+    let topo = match pool {
+        Some(pool) => pool.take(s.topology.clone()).await?,
+        None => Topology::build(s.topology.clone()).await?,
+    };
     let files = FilesDir(super::command::files_root(&topo));
     Ok(Lab { topo, files })
+}
+
+/// Whether a run of `s` may give its topology back to a pool: not when it runs commands of the
+/// user's own, which may change what a reset neither undoes nor checks (links, qdiscs, tables of
+/// their own in a host).
+pub(in crate::scenario) fn reusable(s: &Scenario) -> bool {
+    !s.file
+        .components
+        .iter()
+        .any(|c| matches!(c.as_ref(), crate::scenario::file::Component::Command { .. }))
 }
 
 /// Removes the run's files directory when dropped, whichever way the run ends.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-pub(super) use build::{build, watch, Lab};
+pub(super) use build::{build, reusable, watch, Lab};
 pub(super) use observe::observe;
 pub(super) use play::play;
 pub(super) use settle::settle;
