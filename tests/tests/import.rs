@@ -112,6 +112,7 @@ const SIGNALLING_ONLY: &[(&str, &str, &[&str])] = &[
     ("baresip-calls-baresip-port-restricted-caller", "baresip calls baresip: media-only failure (who sends first); a server capture has no media", &["command", "media"]),
     ("coturn-relays-our-phones", "coturn: external program relaying media, which a server capture does not see", &["command", "media"]),
     ("baresip-ice-calls-both-ways", "baresip with ICE: external program (imported as the harness's phone); checks and media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
+    ("baresip-ice-full-cone-nats-direct", "baresip with ICE: external program (imported as the harness's phone); checks and media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
     ("baresip-ice-port-restricted-nat", "baresip with ICE: external program (imported as the harness's phone); checks and media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
     ("baresip-ice-symmetric-nats-relay", "baresip with ICE and TURN: external program (imported as the harness's phone); checks and relayed media are not in a server capture", &["command", "ice", "log", "media", "turn-server"]),
     ("ice-symmetric-nats-coturn", "coturn: external program relaying ICE checks and media, which a server capture does not see", &["command", "ice", "media"]),
