@@ -62,6 +62,12 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "cannot tell who is behind a NAT",
     ),
     (
+        "tcp-binding-expiry-fix-sbc-pings",
+        "the phone registers over TCP through the SBC, which diagnose and import do not read \
+         yet: the server capture shows only the caller's UDP",
+        "cannot tell who is behind a NAT",
+    ),
+    (
         "408-outgoing-no-rport-fix-tcp",
         "SIPp calls over TCP, which diagnose and import do not read yet: the server capture \
          shows only the callee's UDP",
