@@ -233,6 +233,16 @@ impl Sbc {
     /// What arrives on the SIP socket, before the proxy sees it: alias resolution, SDP to the
     /// relay. The proxy gets the bytes, rewritten or not, or (unchanged) the message as parsed
     /// here, which is what it would parse from those bytes.
+    /// SIP from either transport, rewritten where the SBC must, then through its proxy; an
+    /// unchanged message is handed over parsed so the proxy does not parse it again.
+    fn hand_to_proxy(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        match self.inbound(bytes) {
+            Inbound::Bytes(bytes) => self.proxy.handle_datagram(from, &bytes, now),
+            Inbound::Parsed(msg) => self.proxy.handle_message(from, msg, now),
+        }
+        self.drain_proxy();
+    }
+
     fn inbound(&mut self, bytes: &[u8]) -> Inbound {
         if message::is_keepalive(bytes) {
             return Inbound::Bytes(bytes.to_vec());
@@ -389,11 +399,7 @@ impl Machine for Sbc {
     /// A datagram reached the socket bound to `local` (the SIP socket or a relay port).
     fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, bytes: &[u8], now: Instant) {
         if local == self.config.sip {
-            match self.inbound(bytes) {
-                Inbound::Bytes(bytes) => self.proxy.handle_datagram(from, &bytes, now),
-                Inbound::Parsed(msg) => self.proxy.handle_message(from, msg, now),
-            }
-            self.drain_proxy();
+            self.hand_to_proxy(from, bytes, now);
         } else {
             self.relay.handle_datagram(local, from, bytes);
             self.drain_relay();
@@ -410,11 +416,7 @@ impl Machine for Sbc {
         now: Instant,
     ) {
         self.proxy.note_flow(from, transport);
-        match self.inbound(bytes) {
-            Inbound::Bytes(bytes) => self.proxy.handle_datagram(from, &bytes, now),
-            Inbound::Parsed(msg) => self.proxy.handle_message(from, msg, now),
-        }
-        self.drain_proxy();
+        self.hand_to_proxy(from, bytes, now);
     }
 
     /// SIP to a peer known as a stream flow takes it; relayed media is UDP.
