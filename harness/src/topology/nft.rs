@@ -11,8 +11,15 @@
 //! One exception keeps the `nft` process: libnftables 1.0.6 waits for netlink replies with
 //! `select()`, which aborts the whole process (glibc's fortify check) on a descriptor ≥
 //! `FD_SETSIZE` (1024). A process that raised its open-files limit and holds many topologies
-//! (the bench's 100 at once) would hand a new context such a descriptor, so a worker whose
-//! context would land near that limit loads through `nft -f -` instead, as before.
+//! (the bench's 100 at once, a suite on the pool: 1,300 descriptors measured) can hand a new
+//! context such a descriptor, so a worker loads through `nft -f -` instead, as before, whenever
+//! its context's socket is not known to be below that limit. Checking the lowest free descriptor
+//! before making the context is not enough: other threads open descriptors between the check and
+//! the library's `socket()`, so the socket the context really got is found and checked after.
+//!
+//! libmnl opens that socket without `SOCK_CLOEXEC`; left so, every program the harness starts
+//! (sipp, kamailio, `nft` itself) would inherit a netlink socket into some other host's
+//! namespace. The socket is marked close-on-exec as soon as it is found.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -118,6 +125,15 @@ struct Context {
     ctx: Ctx,
 }
 
+impl Context {
+    /// Frees the context where [`LOCK`] is already held (dropping it would take the lock again).
+    fn free_locked(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `ctx` came from `nft_ctx_new`; `Drop` will not run for it.
+        unsafe { (this.api.ctx_free)(this.ctx) };
+    }
+}
+
 impl Drop for Context {
     fn drop(&mut self) {
         let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,8 +149,8 @@ enum Loader {
     Process,
 }
 
-/// A new context's socket takes the lowest free descriptor; below this it is safe from
-/// `FD_SETSIZE` even if other threads open a few descriptors meanwhile.
+/// A new context's socket takes the lowest free descriptor: from this one up, making a context
+/// is not tried at all (its socket would be checked and refused anyway, most likely).
 const LOW_FD_LIMIT: i32 = libc::FD_SETSIZE as i32 - 64;
 
 thread_local! {
@@ -152,6 +168,60 @@ fn lowest_free_fd() -> i32 {
         }
         fd
     }
+}
+
+/// A library context when its socket is below `FD_SETSIZE`, else the process. Call with
+/// [`LOCK`] held, so no other context is being made meanwhile.
+fn new_loader(api: &'static Api) -> std::result::Result<Loader, String> {
+    let hint = lowest_free_fd();
+    if hint >= LOW_FD_LIMIT {
+        return Ok(Loader::Process);
+    }
+    let ctx = new_context(api)?;
+    Ok(match claim_context_socket(hint) {
+        Some(fd) if fd < libc::FD_SETSIZE as i32 => Loader::Library(ctx),
+        // Above the limit, or not found: a `select()` on it could abort the process.
+        _ => {
+            ctx.free_locked();
+            Loader::Process
+        }
+    })
+}
+
+/// Whether `fd` is a netfilter netlink socket without close-on-exec: while [`LOCK`] is held, only
+/// the context just made can own one, because every earlier context's socket was marked.
+fn is_unclaimed_netfilter_socket(fd: i32) -> bool {
+    let int_opt = |opt| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a c_int of the stated length; an error leaves `v` unused.
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &raw mut len)
+        };
+        (rc == 0).then_some(v)
+    };
+    // SAFETY: F_GETFD on any number is harmless; -1 for a closed one.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0
+        && flags & libc::FD_CLOEXEC == 0
+        && int_opt(libc::SO_DOMAIN) == Some(libc::AF_NETLINK)
+        && int_opt(libc::SO_PROTOCOL) == Some(libc::NETLINK_NETFILTER)
+}
+
+/// Finds the socket of the context just made (first at `hint`, the lowest descriptor free
+/// before it was made, else among all open ones), marks it close-on-exec and returns it.
+fn claim_context_socket(hint: i32) -> Option<i32> {
+    let fd = if is_unclaimed_netfilter_socket(hint) {
+        hint
+    } else {
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&fd| is_unclaimed_netfilter_socket(fd))?
+    };
+    // SAFETY: sets a flag on a descriptor the context owns and keeps open.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(fd)
 }
 
 /// `nft -f -` (`-j` for JSON) with `script` on stdin, on the calling thread; its output.
@@ -206,11 +276,7 @@ fn run_here(
     let ctx = LOADER.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            *cell = Some(if lowest_free_fd() < LOW_FD_LIMIT {
-                Loader::Library(new_context(api)?)
-            } else {
-                Loader::Process
-            });
+            *cell = Some(new_loader(api)?);
         }
         Ok::<_, String>(match cell.as_ref() {
             Some(Loader::Library(c)) => Some(c.ctx),
@@ -331,5 +397,86 @@ mod tests {
         apply(&ns, Syntax::Text, "add table ip u\n".into())
             .await
             .expect("loads after a rejection");
+    }
+    #[tokio::test]
+    async fn programs_started_after_a_load_inherit_no_netlink_socket_of_the_library() {
+        if !privileged() {
+            return;
+        }
+        let ns = Netns::create(&RunId::new().ns_name("nftx")).expect("namespace");
+        apply(&ns, Syntax::Text, "add table ip t\n".into())
+            .await
+            .expect("loads");
+        let listing = ns
+            .run(|| {
+                // No context is half-made while the lock is held, so any socket the child sees
+                // was left open to it.
+                let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                std::process::Command::new("sh")
+                    .args(["-c", "ls -l /proc/$$/fd"])
+                    .output()
+            })
+            .await
+            .expect("worker")
+            .expect("sh runs");
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(listing.contains("pipe:"), "{listing}");
+        assert!(
+            !listing.contains("socket:"),
+            "a socket leaked into the child:\n{listing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_context_whose_socket_lands_past_fd_setsize_is_found_and_refused() {
+        if !privileged() {
+            return;
+        }
+        let ns = Netns::create(&RunId::new().ns_name("nftfd")).expect("namespace");
+        let api = api().expect("libnftables1");
+        let (found, wrong_hint, high, loader_high) = ns
+            .run(move || {
+                use nix::sys::resource::{getrlimit, setrlimit, Resource};
+                let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+                if soft < 4096 {
+                    setrlimit(Resource::RLIMIT_NOFILE, hard.min(4096), hard).expect("setrlimit");
+                }
+                let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                // The socket is found where it landed even when the hint is wrong (another
+                // thread took the lowest free descriptor first).
+                let hint = lowest_free_fd();
+                let ctx = new_context(api).expect("context");
+                let found = claim_context_socket(hint);
+                let ctx2 = new_context(api).expect("context");
+                let wrong_hint = claim_context_socket(0);
+                // Every descriptor below FD_SETSIZE taken: the next context lands above it.
+                let mut held = Vec::new();
+                while lowest_free_fd() < libc::FD_SETSIZE as i32 {
+                    // SAFETY: a descriptor this test owns and closes below.
+                    held.push(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) });
+                }
+                let ctx3 = new_context(api).expect("context");
+                let high = claim_context_socket(0);
+                let loader_high = matches!(new_loader(api), Ok(Loader::Process));
+                ctx3.free_locked();
+                for fd in held {
+                    // SAFETY: opened above.
+                    unsafe { libc::close(fd) };
+                }
+                ctx.free_locked();
+                ctx2.free_locked();
+                (found.map(|fd| (fd, hint)), wrong_hint, high, loader_high)
+            })
+            .await
+            .expect("worker");
+        let (fd, hint) = found.expect("the new context's socket is found");
+        assert!(fd >= hint, "{fd} < {hint}");
+        assert!(wrong_hint.is_some_and(|f| f != fd), "{wrong_hint:?}");
+        let high = high.expect("found above FD_SETSIZE too");
+        assert!(high >= libc::FD_SETSIZE as i32, "{high}");
+        assert!(
+            loader_high,
+            "with no descriptor below the limit the process is used"
+        );
     }
 }
