@@ -25,4 +25,6 @@ pub use model::{
     Observation, ProbeError, ProbeSetup, Side, UnsolicitedView, Verdict, PROBE_WAIT,
     SIP_HELPER_TIMEOUT,
 };
-pub use nft::{pool_last, port_block, render, RouterPorts, Ruleset, TABLE};
+pub use nft::{
+    pool_last, port_block, render, sysctls, RouterPorts, Ruleset, CONNTRACK_SYSCTLS, TABLE,
+};

@@ -87,6 +87,30 @@ impl Ruleset {
     }
 }
 
+/// Every per-namespace conntrack sysctl some behaviour's [`sysctls`] may write: what a router
+/// reused for another behaviour must have put back to its own earlier value, as a behaviour
+/// that does not name one leaves it as it found it.
+pub const CONNTRACK_SYSCTLS: [&str; 3] = [
+    "net/netfilter/nf_conntrack_udp_timeout",
+    "net/netfilter/nf_conntrack_udp_timeout_stream",
+    "net/netfilter/nf_conntrack_tcp_timeout_established",
+];
+
+/// The sysctls `nat` needs in its router's namespace (forwarding, and the conntrack timeouts
+/// that are its binding timeouts), as (path under `/proc/sys`, value).
+pub fn sysctls(nat: &NatBehaviour) -> Vec<(String, String)> {
+    let secs = nat.udp_timeout_secs.to_string();
+    let mut out = vec![
+        ("net/ipv4/ip_forward".into(), "1".into()),
+        (CONNTRACK_SYSCTLS[0].into(), secs.clone()),
+        (CONNTRACK_SYSCTLS[1].into(), secs),
+    ];
+    if let Some(tcp) = nat.tcp_timeout_secs {
+        out.push((CONNTRACK_SYSCTLS[2].into(), tcp.to_string()));
+    }
+    out
+}
+
 /// Builds the ruleset and conntrack settings that make a router behave as `nat`.
 pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error> {
     nat.validate()?;
@@ -523,22 +547,7 @@ pub fn render(nat: &NatBehaviour, ports: &RouterPorts) -> Result<Ruleset, Error>
          update @fc {{ udp sport : ct reply ip saddr . ct reply proto-src }}\n"
     );
 
-    let secs = t.to_string();
-    let sysctls = vec![
-        ("net/ipv4/ip_forward".into(), "1".into()),
-        (
-            "net/netfilter/nf_conntrack_udp_timeout".into(),
-            secs.clone(),
-        ),
-        ("net/netfilter/nf_conntrack_udp_timeout_stream".into(), secs),
-    ];
-    let mut sysctls = sysctls;
-    if let Some(tcp) = nat.tcp_timeout_secs {
-        sysctls.push((
-            "net/netfilter/nf_conntrack_tcp_timeout_established".into(),
-            tcp.to_string(),
-        ));
-    }
+    let sysctls = sysctls(nat);
     Ok(Ruleset {
         prelude,
         prelude_fresh,

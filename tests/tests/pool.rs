@@ -249,3 +249,81 @@ fn a_topology_moves_to_the_next_runtime_and_takes_on_the_next_users_nat() -> Res
     ensure!(pool.counts().renatted == 1, "{:?}", pool.counts());
     Ok(())
 }
+
+const TCP_TIMEOUT: &str = "net/netfilter/nf_conntrack_tcp_timeout_established";
+
+/// `home`'s conntrack sysctl `path`, as read there.
+async fn read_home(topo: &harness::Topology, path: &'static str) -> Result<String> {
+    Ok(topo
+        .node("home")?
+        .run(move || std::fs::read_to_string(format!("/proc/sys/{path}")))
+        .await??
+        .trim()
+        .to_string())
+}
+
+/// A behaviour that sets a conntrack timeout the next one does not name (`tcp-timeout-secs`),
+/// and a `set-nat` on a router that had no NAT, both leave their sysctls behind unless the reset
+/// puts back what the router had before any behaviour: the next user would see TCP bindings
+/// expire after 17 s, or UDP ones after 9 s, on a router whose spec says neither.
+#[tokio::test]
+async fn a_reused_router_keeps_no_conntrack_timeout_of_an_earlier_behaviour_or_set_nat(
+) -> Result<()> {
+    require_kernel!();
+    let pool = Pool::new();
+    let plain = shapes::home_lan(NatType::PortRestrictedCone).spec().clone();
+    let mut with_tcp = plain.clone();
+    with_tcp.routers[0]
+        .nat
+        .as_mut()
+        .expect("a NAT")
+        .tcp_timeout_secs = Some(17);
+    let fresh = harness::Topology::build(plain.clone()).await?;
+    let (fresh_tcp, fresh_udp) = (
+        read_home(&fresh, TCP_TIMEOUT).await?,
+        read_home(&fresh, UDP_TIMEOUT).await?,
+    );
+    drop(fresh);
+
+    let topo = pool.take(with_tcp).await?;
+    let first_run = topo.run_id().to_string();
+    ensure!(
+        read_home(&topo, TCP_TIMEOUT).await? == "17",
+        "tcp-timeout-secs not applied"
+    );
+    pool.give_back(topo).await?;
+    let topo = pool.take(plain).await?;
+    ensure!(
+        topo.run_id() == first_run,
+        "the pooled topology was not reused"
+    );
+    let tcp = read_home(&topo, TCP_TIMEOUT).await?;
+    ensure!(
+        tcp == fresh_tcp,
+        "TCP established timeout {tcp}, a fresh router of this spec has {fresh_tcp}"
+    );
+    ensure!(read_home(&topo, UDP_TIMEOUT).await? == fresh_udp);
+    drop(topo);
+
+    let mut no_nat = shapes::home_lan(NatType::FullCone).spec().clone();
+    no_nat.routers[0].nat = None;
+    let topo = pool.take(no_nat.clone()).await?;
+    let run = topo.run_id().to_string();
+    let before = read_home(&topo, UDP_TIMEOUT).await?;
+    let mut short = sim_nat::NatBehaviour::from(NatType::Symmetric);
+    short.udp_timeout_secs = 9;
+    topo.node("home")?.set_nat(&short).await?;
+    ensure!(
+        read_home(&topo, UDP_TIMEOUT).await? == "9",
+        "set-nat not applied"
+    );
+    pool.give_back(topo).await?;
+    let topo = pool.take(no_nat).await?;
+    ensure!(topo.run_id() == run, "the pooled topology was not reused");
+    let udp = read_home(&topo, UDP_TIMEOUT).await?;
+    ensure!(
+        udp == before,
+        "UDP timeout {udp} after a reset, {before} before the set-nat"
+    );
+    Ok(())
+}

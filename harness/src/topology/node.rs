@@ -43,6 +43,10 @@ pub struct Node {
     /// loaded, for a pool reset to prove the table is unchanged before it only empties the
     /// learnt sets instead of reloading it.
     pristine_nft: Mutex<Option<String>>,
+    /// The conntrack sysctls a NAT may write ([`sim_nat::CONNTRACK_SYSCTLS`]) as they were
+    /// before the first NAT behaviour was applied: a reset, or a reuse for another behaviour,
+    /// puts back those the behaviour in force does not set itself.
+    pristine_ct: Mutex<Option<Vec<(String, String)>>>,
     pub(crate) netlink: Netlink,
     // Last: dropping the namespace ends its worker thread, after the tasks using it are gone.
     pub(crate) ns: Netns,
@@ -103,6 +107,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
             alg: tokio::sync::Mutex::new(None),
             pristine_nft: Mutex::new(None),
+            pristine_ct: Mutex::new(None),
             netlink,
             ns,
         })
@@ -317,6 +322,7 @@ impl Node {
             Error::Topology(format!("`{}` is not a router; only routers NAT", self.name))
         })?;
         let rules = sim_nat::render(nat, &ports)?;
+        self.record_pristine_ct().await?;
         self.nat_sysctls(&rules, rec).await?;
         // Conntrack applies a timeout sysctl from the next packet on.
         let since = SystemTime::now();
@@ -368,6 +374,52 @@ impl Node {
             .await
     }
 
+    /// Reads the NAT-owned conntrack sysctls, once: at bring-up, before any behaviour or user
+    /// changed them. A key this kernel does not have yet (conntrack not loaded) is left out.
+    async fn record_pristine_ct(&self) -> Result<()> {
+        if self.role != Role::Router
+            || self
+                .pristine_ct
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        {
+            return Ok(());
+        }
+        let values = self
+            .ns
+            .run(|| {
+                sim_nat::CONNTRACK_SYSCTLS
+                    .iter()
+                    .filter_map(|k| {
+                        let v = std::fs::read_to_string(format!("/proc/sys/{k}")).ok()?;
+                        Some((k.to_string(), v.trim().to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        *self.pristine_ct.lock().unwrap_or_else(|e| e.into_inner()) = Some(values);
+        Ok(())
+    }
+
+    /// The conntrack sysctls as `nat` (or no NAT) wants them after a reset: the recorded
+    /// pristine values, overridden by those the behaviour sets.
+    fn ct_sysctls_for(&self, nat: Option<&NatBehaviour>) -> Vec<(String, String, bool)> {
+        let mut want: Vec<(String, String)> = self
+            .pristine_ct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        for (k, v) in nat.map(sim_nat::sysctls).unwrap_or_default() {
+            match want.iter_mut().find(|(w, _)| *w == k) {
+                Some(slot) => slot.1 = v,
+                None => want.push((k, v)),
+            }
+        }
+        want.into_iter().map(|(k, v)| (k, v, false)).collect()
+    }
+
     /// Puts back `nat` (the spec's behaviour, or none) as fresh as at bring-up: the learnt sets
     /// and maps emptied (the whole table reloaded when it is not provably as loaded), the
     /// emulated ALG restarted, the history begun again.
@@ -381,6 +433,14 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        // Read and compared first; written only where a user, a `set-nat` or an earlier
+        // behaviour left another value.
+        rec.time(
+            Stage::NatSysctls,
+            &self.name,
+            self.sysctls(&self.ct_sysctls_for(nat)),
+        )
+        .await?;
         match nat {
             Some(nat) => {
                 if self.nat().as_ref() == Some(nat) && self.flush_learnt(nat, rec).await? {
@@ -410,6 +470,7 @@ impl Node {
 
     /// Remembers the NAT table as loaded now as the one later resets compare against.
     pub(crate) async fn record_pristine_nat(&self) -> Result<()> {
+        self.record_pristine_ct().await?;
         if self.nat().is_some() {
             let listing = self.list_nat_table().await?;
             *self.pristine_nft.lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
