@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkInfo, LinkMessage, State,
+    BridgePortState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth,
+    LinkAttribute, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::route::RouteType;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -105,6 +105,24 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl(format!("bridge {name} in {}", self.ns)))
+    }
+
+    /// Equivalent to `bridge fdb flush dev NAME dynamic`: the bridge forgets which port each
+    /// MAC address was learnt on (static and local entries stay).
+    pub async fn flush_bridge_fdb(&self, name: &str) -> Result<()> {
+        let index = self.index(name).await?;
+        let msg = LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+            .index(index)
+            .set_info_data(InfoData::Bridge(vec![InfoBridge::FdbFlush]))
+            .build();
+        // RTM_NEWLINK without NLM_F_CREATE, as `ip link set … type bridge fdb_flush` sends: the
+        // kernel hands bridge options to the driver only there, and ignores them in RTM_SETLINK.
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("flush the fdb of bridge {name} in {}", self.ns)))
     }
 
     /// Equivalent to `ip link set NAME up` (and `master CONTROLLER` when given).

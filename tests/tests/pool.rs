@@ -139,10 +139,10 @@ async fn read_timeout(topo: &harness::Topology) -> Result<String> {
         .await??)
 }
 
-/// A previous user shortens the router's conntrack timeout and leaves learnt neighbours behind;
-/// the next one adds a chain to its NAT table by hand. Each reset undoes it: the timeout is the
-/// spec's, the first packet resolves its neighbour again as on a fresh topology, and the table is
-/// as loaded.
+/// A previous user shortens the router's conntrack timeout and leaves learnt neighbours and
+/// bridge forwarding entries behind; the next one adds a chain to its NAT table by hand. Each
+/// reset undoes it: the timeout is the spec's, the first packet resolves its neighbour (and the
+/// bridge its port) again as on a fresh topology, and the table is as loaded.
 #[tokio::test]
 async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_previous_user(
 ) -> Result<()> {
@@ -159,6 +159,12 @@ async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_pr
         "alice learnt no neighbour to forget: {neighbours}"
     );
     topo.node("home")?.sysctl(UDP_TIMEOUT, "7").await?;
+    let fdb = ["bridge", "fdb", "show", "br", "inet", "dynamic"];
+    let learnt = shows(&topo, "internet", &fdb).await?;
+    ensure!(
+        !learnt.trim().is_empty(),
+        "the internet bridge learnt no address to forget"
+    );
 
     pool.give_back(topo).await?;
     let topo = pool.take(spec.clone()).await?;
@@ -175,6 +181,11 @@ async fn a_reused_topology_keeps_no_sysctl_neighbour_or_hand_made_rule_of_its_pr
         let left = shows(&topo, node, &["ip", "-4", "neigh", "show"]).await?;
         ensure!(left.trim().is_empty(), "{node} kept neighbours: {left}");
     }
+    let left = shows(&topo, "internet", &fdb).await?;
+    ensure!(
+        left.trim().is_empty(),
+        "the bridge kept learnt addresses: {left}"
+    );
     let from = alice_seen_by_server(&topo).await?;
     ensure!(from == sa("203.0.113.1", 4000), "alice seen as {from}");
 

@@ -181,13 +181,13 @@ impl Topology {
             sysctls.push(("net/ipv4/ip_forward", "1", false));
         }
         if owns_bridge {
-            // Bridged frames must not cross the router's iptables/nft hooks twice.
-            sysctls.push(("net/bridge/bridge-nf-call-iptables", "0", true));
+            sysctls.push(Node::BRIDGE_SYSCTL);
         }
         rec.time(Stage::Sysctls, &node.name, node.sysctls(&sysctls))
             .await?;
         if owns_bridge {
             let iface = segment_iface(&node.name);
+            let _ = node.bridge.set(iface);
             rec.time(Stage::Bridge, &node.name, async {
                 node.netlink.add_bridge(iface).await?;
                 node.netlink.up(iface, None).await

@@ -47,6 +47,9 @@ pub struct Node {
     /// before the first NAT behaviour was applied: a reset, or a reuse for another behaviour,
     /// puts back those the behaviour in force does not set itself.
     pristine_ct: Mutex<Option<Vec<(String, String)>>>,
+    /// The segment bridge this node owns, if its segment has one (set at bring-up): a reset
+    /// empties its learnt forwarding table and puts back its netfilter sysctl.
+    pub(crate) bridge: std::sync::OnceLock<&'static str>,
     pub(crate) netlink: Netlink,
     // Last: dropping the namespace ends its worker thread, after the tasks using it are gone.
     pub(crate) ns: Netns,
@@ -74,6 +77,11 @@ impl Node {
         ("net/ipv4/conf/all/send_redirects", "0", false),
         ("net/ipv4/conf/default/send_redirects", "0", false),
     ];
+
+    /// On a node that owns a segment bridge: bridged frames must not cross its iptables/nft
+    /// hooks twice (optional: the key exists only while `br_netfilter` is loaded).
+    pub(crate) const BRIDGE_SYSCTL: (&'static str, &'static str, bool) =
+        ("net/bridge/bridge-nf-call-iptables", "0", true);
 
     /// A namespace and its netlink connection, `lo` up; nothing else yet.
     pub(crate) async fn create(
@@ -108,6 +116,7 @@ impl Node {
             alg: tokio::sync::Mutex::new(None),
             pristine_nft: Mutex::new(None),
             pristine_ct: Mutex::new(None),
+            bridge: std::sync::OnceLock::new(),
             netlink,
             ns,
         })

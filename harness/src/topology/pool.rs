@@ -290,11 +290,17 @@ async fn reset_node(n: &Node, spec: &TopologySpec, rec: &Recorder) -> Result<()>
     if n.role != Role::Host {
         sysctls.push(("net/ipv4/ip_forward", "1", false));
     }
+    if n.bridge.get().is_some() {
+        sysctls.push(Node::BRIDGE_SYSCTL);
+    }
     // Read and compared; rewritten only where a user changed them.
     rec.time(Stage::Sysctls, &n.name, n.sysctls(&sysctls))
         .await?;
     rec.time(Stage::Neighbours, &n.name, async {
         n.netlink.flush_neighbours().await?;
+        if let Some(bridge) = n.bridge.get() {
+            n.netlink.flush_bridge_fdb(bridge).await?;
+        }
         // Also drops cached route exceptions (a PMTU learnt from ICMP).
         n.run(|| std::fs::write("/proc/sys/net/ipv4/route/flush", "1"))
             .await?

@@ -37,7 +37,8 @@ pub enum Stage {
     Sockets,
     /// Reset: conntrack entries (bindings) and their expectations deleted.
     Conntrack,
-    /// Reset: learnt neighbours (ARP) and cached route exceptions (PMTU) forgotten.
+    /// Reset: learnt neighbours (ARP), cached route exceptions (PMTU) and the MAC addresses a
+    /// segment bridge learnt forgotten.
     Neighbours,
 }
 
@@ -86,7 +87,7 @@ impl Stage {
             Stage::Kill => "find + kill processes",
             Stage::Sockets => "open-socket check",
             Stage::Conntrack => "conntrack flush",
-            Stage::Neighbours => "neighbours + route cache flush",
+            Stage::Neighbours => "neighbours, route cache, bridge fdb flush",
         }
     }
 }
