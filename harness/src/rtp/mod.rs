@@ -20,7 +20,9 @@ mod tests;
 
 pub use packet::{is_rtp, RtpError, RtpPacket, PCMU};
 pub use report::{Direction, DirectionReport, MediaReport, MediaVerdict};
-pub use stream::{MediaConfig, MediaEvent, MediaStats, MediaStream, RtpSource, SourceStats};
+pub use stream::{
+    MediaConfig, MediaEvent, MediaStats, MediaStream, RtpSource, SentRuns, SourceStats,
+};
 
 /// The one sans-IO surface of every machine of the harness ([`crate::machine`]): what the
 /// driver and the test-only virtual network (`rtp::sim`) run.

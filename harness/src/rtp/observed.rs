@@ -49,6 +49,7 @@ pub fn observe(
         match f.direction {
             Direction::Out => {
                 stats.first_sent.get_or_insert((rtp.ssrc, rtp.sequence));
+                stats.sent_runs.record(rtp.ssrc, rtp.sequence);
                 stats.sent += 1;
             }
             Direction::In => {

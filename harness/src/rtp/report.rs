@@ -44,7 +44,12 @@ impl DirectionReport {
             .first_sent
             .and_then(|(ssrc, first)| {
                 let got = *receiver.first_received.get(&ssrc)?;
-                Some(u64::from(got.wrapping_sub(first)))
+                if sender.sent_runs.is_empty() {
+                    Some(u64::from(got.wrapping_sub(first)))
+                } else {
+                    // Packets really sent before it, not the distance in sequence numbers.
+                    sender.sent_runs.sent_before(ssrc, got)
+                }
             })
             // A relay that rewrites SSRCs, or reordering around the first packet: judge it all.
             .filter(|&n| n < sent)

@@ -134,6 +134,60 @@ pub struct MediaStats {
     pub first_sent: Option<(u32, u16)>,
     /// Per SSRC, the sequence number of the first packet received.
     pub first_received: BTreeMap<u32, u16>,
+    /// The sequence numbers really sent, as runs: a sender may skip numbers while it sends
+    /// nothing (baresip's sequence runs on while ICE settles), so the distance from the first
+    /// sent to the first received number is not a count of packets lost on the way.
+    pub sent_runs: SentRuns,
+}
+
+/// Runs of consecutive (SSRC, sequence number) as sent, in sending order; at most
+/// [`SentRuns::MAX`] runs, after which it knows nothing (a sender that jumps that often gives no
+/// start-up estimate rather than a wrong one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentRuns {
+    runs: Vec<(u32, u16, u64)>,
+    overflow: bool,
+}
+
+impl SentRuns {
+    pub const MAX: usize = 256;
+
+    /// One more packet sent.
+    pub fn record(&mut self, ssrc: u32, seq: u16) {
+        if let Some((s, first, count)) = self.runs.last_mut() {
+            if *s == ssrc && first.wrapping_add(*count as u16) == seq && *count < 0x8000 {
+                *count += 1;
+                return;
+            }
+        }
+        if self.runs.len() == Self::MAX {
+            self.overflow = true;
+        } else {
+            self.runs.push((ssrc, seq, 1));
+        }
+    }
+
+    /// Whether nothing was recorded (stats made by hand, or an endpoint that sent nothing).
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && !self.overflow
+    }
+
+    /// How many packets of `ssrc` were sent before the one numbered `seq`; `None` when `seq` was
+    /// never sent (or the runs overflowed).
+    pub fn sent_before(&self, ssrc: u32, seq: u16) -> Option<u64> {
+        if self.overflow {
+            return None;
+        }
+        let mut before = 0;
+        for &(_, first, count) in self.runs.iter().filter(|r| r.0 == ssrc) {
+            let offset = u64::from(seq.wrapping_sub(first));
+            if offset < count {
+                return Some(before + offset);
+            }
+            before += count;
+        }
+        None
+    }
 }
 
 /// Per-SSRC sequence accounting (RFC 3550 A.1, simplified: no probation).
@@ -363,6 +417,7 @@ impl Machine for MediaStream {
                     self.stats
                         .first_sent
                         .get_or_insert((self.ssrc, self.sequence));
+                    self.stats.sent_runs.record(self.ssrc, self.sequence);
                     self.stats.sent += 1;
                 }
                 None => self.stats.held += 1,

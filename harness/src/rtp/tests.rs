@@ -256,3 +256,55 @@ fn packets_lost_while_the_path_opened_are_told_apart_from_loss_once_audio_flows(
     let r = MediaReport::new(&caller, &callee(999, 150), 0.95);
     assert_eq!(r.caller_to_callee.startup, 0, "{r}");
 }
+
+#[test]
+fn a_sender_that_skips_sequence_numbers_while_silent_has_not_lost_them() {
+    use crate::rtp::{MediaStats, SentRuns};
+    // Seen from baresip 1.0 with ICE: one packet, then nothing for 3 s while its check list
+    // settled, its sequence running on meanwhile; then 220 packets from 252, all received.
+    let mut runs = SentRuns::default();
+    runs.record(7, 100);
+    for seq in 252..472 {
+        runs.record(7, seq);
+    }
+    assert_eq!(runs.sent_before(7, 100), Some(0));
+    assert_eq!(runs.sent_before(7, 252), Some(1));
+    assert_eq!(runs.sent_before(7, 300), Some(49));
+    assert_eq!(runs.sent_before(7, 200), None, "never sent");
+    assert_eq!(runs.sent_before(8, 252), None, "another SSRC");
+    let caller = MediaStats {
+        sent: 221,
+        first_sent: Some((7, 100)),
+        sent_runs: runs,
+        unique: 200,
+        first_received: [(8, 2000)].into(),
+        ..MediaStats::default()
+    };
+    let callee = MediaStats {
+        sent: 200,
+        first_sent: Some((8, 2000)),
+        unique: 220,
+        first_received: [(7, 252)].into(),
+        ..MediaStats::default()
+    };
+    let r = MediaReport::new(&caller, &callee, 0.95);
+    assert_eq!(r.caller_to_callee.startup, 1, "{r}");
+    assert_eq!(r.caller_to_callee.direction, Direction::Working, "{r}");
+    assert_eq!(r.verdict, MediaVerdict::BothWays, "{r}");
+    // Across a wrap of the 16-bit sequence number, too.
+    let mut runs = SentRuns::default();
+    for seq in (65530..=65535).chain(0..10) {
+        runs.record(9, seq);
+    }
+    assert_eq!(runs.sent_before(9, 3), Some(9));
+}
+
+#[test]
+fn sent_runs_stop_estimating_rather_than_guess_after_too_many_jumps() {
+    use crate::rtp::SentRuns;
+    let mut runs = SentRuns::default();
+    for i in 0..=SentRuns::MAX as u16 {
+        runs.record(1, i * 2);
+    }
+    assert_eq!(runs.sent_before(1, 2), None);
+}
